@@ -1,0 +1,39 @@
+# One entry point for people and CI: `make demo` runs the main job, `make test` the checks.
+# Both create the virtual environment on first use (CPU torch wheel pinned, then this project).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# Where no local CPU wheel is configured for pip, take torch from the CPU-only index
+# (an unpinned torch from PyPI is a CUDA build of several GB).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+
+.PHONY: install demo test lint typecheck clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if $(BIN)/python -m pip install --dry-run -q --report - torch==$(TORCH_VERSION) 2>/dev/null | grep -q '%2Bcpu'; then \
+	  echo "installing torch==$(TORCH_VERSION) (CPU wheel found by pip)"; \
+	  $(BIN)/python -m pip install -q torch==$(TORCH_VERSION); \
+	else \
+	  echo "installing torch==$(TORCH_VERSION) from the CPU index"; \
+	  $(BIN)/python -m pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX); \
+	fi
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/python -m pawprint demo
+
+lint: install
+	$(BIN)/ruff check protocol owner verifier zoo pawprint tests benchmarks
+	$(BIN)/mypy
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""pawprint: owner package."""

@@ -1,0 +1,1 @@
+"""pawprint: protocol package."""

@@ -1,0 +1,1 @@
+"""pawprint: verifier package."""

@@ -1,0 +1,134 @@
+"""Tiny random models of every supported family, in Hugging Face layout, for tests and the attack table.
+
+Each model is built with the real ``transformers`` class of its family, initialised from a seed, with norm
+weights drawn away from 1 (so that tests notice when a norm weight is not folded), and saved as
+``config.json`` + ``model.safetensors`` + ``tokenizer.json``. Random weights are enough to check invariance
+under function-preserving transforms; the trained zoo (``zoo.build``) is what lineage claims are tested on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.corpus import docstring_corpus
+from zoo.tokenizers_ import TokenizerStyle, train_tokenizer
+
+# family -> (transformers config class name, model class name, tokenizer style, config overrides)
+# Widths are chosen so that every family has GQA/MQA or fused layouts exercised where it supports them.
+_FAMILIES: dict[str, tuple[str, str, TokenizerStyle, dict[str, Any]]] = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", "metaspace",
+              dict(num_key_value_heads=2, tie_word_embeddings=False)),
+    "mistral": ("MistralConfig", "MistralForCausalLM", "metaspace",
+                dict(num_key_value_heads=2, sliding_window=None)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", "bytelevel", dict(num_key_value_heads=2)),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", "metaspace", dict(num_key_value_heads=1, head_dim=16)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", "metaspace", dict(num_key_value_heads=2)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", "bytelevel", dict()),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", "bytelevel", dict(use_parallel_residual=True)),
+    "gptj": ("GPTJConfig", "GPTJForCausalLM", "bytelevel", dict(rotary_dim=8)),
+    "opt": ("OPTConfig", "OPTForCausalLM", "bytelevel", dict(do_layer_norm_before=True)),
+    "falcon": ("FalconConfig", "FalconForCausalLM", "bytelevel",
+               dict(new_decoder_architecture=True, num_kv_heads=2, parallel_attn=True, alibi=False,
+                    bias=False)),
+    "bloom": ("BloomConfig", "BloomForCausalLM", "bytelevel", dict()),
+    "bert": ("BertConfig", "BertModel", "wordpiece", dict()),
+}
+FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shape of a tiny model; ``vocab_size`` is the tokenizer's target size."""
+
+    layers: int = 3
+    hidden: int = 64
+    heads: int = 4
+    ffn: int = 128
+    vocab_size: int = 600
+    max_positions: int = 128
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_json(style: TokenizerStyle, vocab_size: int) -> str:
+    return train_tokenizer(docstring_corpus(), style, vocab_size).to_str()
+
+
+def tokenizer_style(family: str) -> TokenizerStyle:
+    return _FAMILIES[family][2]
+
+
+def build_config(family: str, vocab_size: int, spec: TinySpec) -> Any:
+    import transformers
+
+    cfg_name, _, _, overrides = _FAMILIES[family]
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        intermediate_size=spec.ffn,
+        max_position_embeddings=spec.max_positions,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    if family == "gpt2":
+        common.update(n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads, n_inner=spec.ffn,
+                      n_positions=spec.max_positions)
+    elif family == "gptj":
+        common.update(n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads, n_inner=spec.ffn,
+                      n_positions=spec.max_positions)
+    elif family == "bloom":
+        common.update(n_layer=spec.layers, n_head=spec.heads)
+    elif family == "opt":
+        common.update(ffn_dim=spec.ffn, word_embed_proj_dim=spec.hidden)
+    elif family == "falcon":
+        common.update(ffn_hidden_size=spec.ffn)
+    common.update(overrides)
+    cfg = getattr(transformers, cfg_name)(**common)
+    cfg.architectures = [_FAMILIES[family][1]]
+    return cfg
+
+
+def make_tiny(
+    family: str,
+    out_dir: Path,
+    seed: int = 0,
+    spec: TinySpec | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Build a tiny random ``family`` model from ``seed`` and save it in HF layout under ``out_dir``."""
+    import transformers
+
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
+    spec = spec or TinySpec()
+    _, model_name, style, _ = _FAMILIES[family]
+    tok_json = _tokenizer_json(style, spec.vocab_size)
+    vocab_size = len(json.loads(tok_json)["model"]["vocab"])
+    config = build_config(family, vocab_size, spec)
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(config).eval()
+    gen = torch.Generator().manual_seed(seed + 7919)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)
+            is_norm = any(k in name.lower() for k in ("norm", "ln_", "ln_f", "layernorm"))
+            if is_norm and leaf[-1] == "weight":
+                if family == "gemma":  # Gemma stores the norm weight as 1 + g
+                    p.copy_(torch.rand(p.shape, generator=gen) - 0.5)
+                else:
+                    p.copy_(0.5 + torch.rand(p.shape, generator=gen))
+            elif leaf[-1] == "bias":
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(dtype).save_pretrained(out_dir, safe_serialization=True)
+    (out_dir / "tokenizer.json").write_text(tok_json, encoding="utf-8")
+    return out_dir
