@@ -1,1 +1,95 @@
-"""pawprint: owner package."""
+"""The owner's agent: runs next to the weights and computes only invariant terms.
+
+Pipeline: ``open_model`` finds the config, tensor files (safetensors, PyTorch .bin, ONNX) and tokenizer and picks
+the architecture adapter from ``config.json``; ``compute_invariants`` maps the probe tokens (by string) to the
+model's ids, reads the probe rows and the selected layers lazily, and forms the ``n x n`` terms; ``compare``
+reports ICS per term and layer. It must never send or store a raw weight tensor: only terms and digests leave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from owner._adapters import METHODS, SUPPORTED_FAMILIES, ArchInfo, Method
+from owner._agent import Progress, compute_invariants, probe_set_for
+from owner._invariants import TERMS, Comparison, IncomparableError, InvariantSet, TermScore, compare
+from owner._invfile import is_invariants_file, load_invariants, save_invariants
+from owner._model import OpenedModel, open_model
+from owner._probes import DEFAULT_RULE, ProbeSet, build_probe_set, load_vocabulary, map_probes
+from owner.errors import (
+    CheckpointError,
+    InvariantsFileError,
+    OwnerError,
+    TokenizerError,
+    UnsupportedModelError,
+)
+
+
+def inspect_model(path: Path, layers: str | Sequence[int] | None = None) -> dict[str, Any]:
+    """What the agent would read from ``path`` and what it knows of the model, without reading weights."""
+    from owner._invariants import resolve_layers
+
+    m = open_model(path)
+    vocab = load_vocabulary(m.root)
+    probes = build_probe_set(vocab)
+    mapping = map_probes(probes, vocab)
+    chosen = resolve_layers(layers, m.adapter.info.n_layers)
+    to_read = m.adapter.tensor_names(chosen)
+    metas = [m.source.meta(n) for n in m.source.names()]
+    sizes = {mt.name: _nbytes(mt.dtype, mt.shape) for mt in metas}
+    return {
+        "path": str(path),
+        "format": m.format,
+        "architecture": m.adapter.info.as_dict(),
+        "layers": list(chosen),
+        "tokenizer": {"source": str(vocab.source), "style": vocab.style, "tokens": len(vocab)},
+        "probe_set": {"name": probes.name, "id": probes.id, "tokens": len(probes), "coverage": mapping.coverage},
+        "tensors_total": len(metas),
+        "bytes_total": sum(sizes.values()),
+        "bytes_to_read": sum(sizes[n] for n in to_read),
+        "tensors_to_read": [
+            {"name": n, "dtype": m.source.meta(n).dtype, "shape": list(m.source.meta(n).shape)} for n in to_read
+        ],
+    }
+
+
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "I16": 2, "I32": 4, "I64": 8, "BOOL": 1}
+
+
+def _nbytes(dtype: str, shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n * _ITEMSIZE.get(dtype, 4)
+
+
+def _load_side(
+    path: Path, probes: ProbeSet | None, layers: str | Sequence[int] | None, method: Method,
+    progress: Progress | None,
+) -> InvariantSet:
+    if path.is_file() and is_invariants_file(path):
+        return load_invariants(path)
+    return compute_invariants(path, probes=probes, layers=layers, method=method, progress=progress)
+
+
+def compare_paths(
+    a: Path, b: Path, probes: ProbeSet | None = None, layers: str | Sequence[int] | None = None,
+    method: Method = "pawprint", progress: Progress | None = None,
+) -> Comparison:
+    """Compare two models / invariants files. Without ``probes`` the probe set comes from A (its invariants
+    file's probe set, or one built from its vocabulary), and B is computed on the same tokens."""
+    inv_a = _load_side(Path(a), probes, layers, method, progress)
+    m = inv_a.method if inv_a.method in METHODS else method
+    inv_b = _load_side(Path(b), probes or inv_a.probes, layers, m, progress)  # type: ignore[arg-type]
+    return compare(inv_a, inv_b)
+
+
+__all__ = [
+    "DEFAULT_RULE", "METHODS", "SUPPORTED_FAMILIES", "TERMS", "ArchInfo", "CheckpointError", "Comparison",
+    "IncomparableError", "InvariantSet", "InvariantsFileError", "Method", "OpenedModel", "OwnerError",
+    "ProbeSet", "TermScore", "TokenizerError", "UnsupportedModelError", "build_probe_set", "compare",
+    "compare_paths", "compute_invariants", "inspect_model", "load_invariants", "load_vocabulary",
+    "map_probes", "open_model", "probe_set_for", "save_invariants",
+]

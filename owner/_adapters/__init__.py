@@ -1,0 +1,44 @@
+"""Architecture adapters, one per family, chosen from ``config.json``'s ``model_type`` and checked against the
+tensors present (never from the model's name)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from owner._adapters._base import METHODS, Adapter, ArchInfo, LayerWeights, Method, NormKind
+from owner._adapters.bert import BertAdapter
+from owner._adapters.bloom import BloomAdapter
+from owner._adapters.falcon import FalconAdapter
+from owner._adapters.gemma import GemmaAdapter
+from owner._adapters.gpt2 import Gpt2Adapter
+from owner._adapters.gpt_neox import GptNeoXAdapter
+from owner._adapters.gptj import GptJAdapter
+from owner._adapters.llama import LlamaAdapter
+from owner._adapters.opt import OptAdapter
+from owner._adapters.phi3 import Phi3Adapter
+from owner._source import TensorSource
+from owner.errors import UnsupportedModelError
+
+ADAPTERS: tuple[type[Adapter], ...] = (
+    LlamaAdapter, GemmaAdapter, Phi3Adapter, Gpt2Adapter, GptNeoXAdapter, GptJAdapter, OptAdapter,
+    FalconAdapter, BloomAdapter, BertAdapter,
+)
+SUPPORTED_FAMILIES: tuple[str, ...] = tuple(t for a in ADAPTERS for t in a.model_types if t.islower())
+
+
+def select_adapter(config: dict[str, Any], source: TensorSource, config_path: str = "config.json") -> Adapter:
+    """The adapter for ``config['model_type']``; an unknown family is a clear error naming the supported."""
+    model_type = config.get("model_type")
+    for cls in ADAPTERS:
+        if model_type in cls.model_types:
+            return cls(config, source)
+    raise UnsupportedModelError(
+        f"{config_path}: model_type {model_type!r} is not supported; supported families: "
+        f"{', '.join(SUPPORTED_FAMILIES)}"
+    )
+
+
+__all__ = [
+    "ADAPTERS", "METHODS", "SUPPORTED_FAMILIES", "Adapter", "ArchInfo", "LayerWeights", "Method", "NormKind",
+    "select_adapter",
+]

@@ -1,0 +1,271 @@
+"""What every architecture adapter provides: the canonical per-layer weights the invariant terms need.
+
+An adapter turns one family's checkpoint layout (names, fused tensors, Conv1D transposes, stored norm
+conventions) into plain matrices in HF ``Linear`` layout ``(out, in)``:
+
+- attention: ``wq (Hq*dh, d)``, ``wk, wv (Hkv*dh, d)``, ``wo (d, Hq*dh)``; query head ``h`` uses KV head
+  ``h // (Hq // Hkv)`` (the grouping of GQA/MQA);
+- FFN: gated ``w_gate, w_up (h, d)``, ``w_down (d, h)``; plain ``w_up`` is ``Win (h, d)``, ``w_down`` is ``Wout``;
+- the norm weights ``g1`` (before attention) and ``g2`` (before the FFN) as the model applies them.
+
+Adapters only read tensors through a ``TensorSource`` and never return anything but these matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from owner._source import TensorSource
+from owner.errors import CheckpointError
+
+NormKind = Literal["rms", "layer", "post"]
+Method = Literal["pawprint", "huref-2024"]
+METHODS: tuple[Method, ...] = ("pawprint", "huref-2024")
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """Shape facts of a model, read from its config and checked against its tensors."""
+
+    family: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ffn: int
+    vocab_size: int
+    norm: NormKind
+    gated_ffn: bool
+    parallel_residual: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One layer's matrices in canonical layout (fp32)."""
+
+    index: int
+    wq: torch.Tensor
+    wk: torch.Tensor
+    wv: torch.Tensor
+    wo: torch.Tensor
+    w_up: torch.Tensor
+    w_down: torch.Tensor
+    w_gate: torch.Tensor | None
+    g1: torch.Tensor | None
+    g2: torch.Tensor | None
+
+
+def cfg_int(config: dict[str, Any], *keys: str, default: int | None = None) -> int:
+    """The first of ``keys`` present in ``config`` as an int (configs spell the same field differently)."""
+    for k in keys:
+        v = config.get(k)
+        if v is not None:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise CheckpointError(f"config.json: field {k!r} should be an integer, got {v!r}")
+            return v
+    if default is not None:
+        return default
+    raise CheckpointError(f"config.json: missing field {' / '.join(repr(k) for k in keys)}")
+
+
+class Adapter:
+    """Base class: subclasses set ``model_types`` and implement the layout-specific parts."""
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    # candidate prefixes in front of the base-model tensor names (e.g. "model." in *ForCausalLM checkpoints)
+    prefixes: ClassVar[tuple[str, ...]] = ("",)
+    embedding_suffix: ClassVar[str] = ""
+
+    def __init__(self, config: dict[str, Any], source: TensorSource) -> None:
+        self.config = config
+        self.source = source
+        self._names = set(source.names())
+        self.prefix = self._find_prefix()
+        self.info = self._read_info()
+        self._check_shapes()
+
+    # -- layout-specific -------------------------------------------------------------------------------
+    def _read_info(self) -> ArchInfo:
+        raise NotImplementedError
+
+    def layer_tensor_names(self, layer: int) -> list[str]:
+        """Names of every tensor read for ``layer``."""
+        raise NotImplementedError
+
+    def layer(self, layer: int, method: Method = "pawprint") -> LayerWeights:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        return self.model_types[0]
+
+    def _find_prefix(self) -> str:
+        for p in self.prefixes:
+            if p + self.embedding_suffix in self._names:
+                return p
+        raise CheckpointError(
+            f"checkpoint has no token embedding {self.embedding_suffix!r} (tried prefixes "
+            f"{', '.join(repr(p) for p in self.prefixes)}) for a {self.model_types[0]} model"
+        )
+
+    def name(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def embedding_name(self) -> str:
+        return self.name(self.embedding_suffix)
+
+    def embedding_tensor_names(self) -> list[str]:
+        return [self.embedding_name()]
+
+    def embedding_rows(self, ids: Sequence[int]) -> torch.Tensor:
+        """The probe rows as they enter the residual stream (fp32, ``n x d``)."""
+        return self.source.rows(self.embedding_name(), ids)
+
+    def tensor(self, suffix: str) -> torch.Tensor:
+        return self.source.tensor(self.name(suffix))
+
+    def has(self, suffix: str) -> bool:
+        return self.name(suffix) in self._names
+
+    def _shape(self, suffix: str) -> tuple[int, ...]:
+        return self.source.meta(self.name(suffix)).shape
+
+    def expect_shape(self, suffix: str, shape: tuple[int, ...]) -> None:
+        got = self._shape(suffix)
+        if got != shape:
+            meta = self.source.meta(self.name(suffix))
+            raise CheckpointError(
+                f"{meta.file}: tensor {meta.name!r} has shape {got}, but config.json implies {shape}"
+            )
+
+    def tensor_names(self, layers: Sequence[int]) -> list[str]:
+        out = list(self.embedding_tensor_names())
+        for layer in layers:
+            out.extend(self.layer_tensor_names(layer))
+        return out
+
+    def _check_shapes(self) -> None:
+        i = self.info
+        emb = self._shape(self.embedding_suffix)
+        if len(emb) != 2 or emb[1] != self._embedding_width():
+            raise CheckpointError(
+                f"{self.source.meta(self.embedding_name()).file}: embedding {self.embedding_name()!r} has "
+                f"shape {emb}, but config.json implies width {self._embedding_width()}"
+            )
+        if i.n_heads % i.n_kv_heads:
+            raise CheckpointError(
+                f"config.json: {i.n_heads} attention heads are not a multiple of {i.n_kv_heads} KV heads"
+            )
+        for layer in range(i.n_layers):
+            for n in self.layer_tensor_names(layer):
+                if n not in self._names:
+                    raise CheckpointError(
+                        f"checkpoint has no tensor {n!r}, which a {i.family} model with {i.n_layers} layers "
+                        "(per config.json) must have"
+                    )
+        self._check_layer_shapes(i.n_layers - 1)
+
+    def _embedding_width(self) -> int:
+        return self.info.d_model
+
+    def _check_layer_shapes(self, layer: int) -> None:
+        """Check one layer's shapes against the config (subclasses with odd layouts override)."""
+
+
+def scale_rows(x: torch.Tensor, s: float) -> torch.Tensor:
+    return x * s if s != 1.0 else x
+
+
+def sqrt_d(d: int) -> float:
+    return math.sqrt(d)
+
+
+def split_interleaved_qkv(w: torch.Tensor, n_heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:
+    """Split a fused QKV laid out per head, ``[head][q, k, v][dh]`` (GPT-NeoX, BLOOM, old Falcon)."""
+    d_in = w.shape[-1]
+    v = w.reshape(n_heads, 3, head_dim, d_in)
+    return tuple(v[:, j].reshape(n_heads * head_dim, d_in) for j in range(3))
+
+
+def split_thirds(w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Split a fused QKV into three equal blocks of rows (GPT-2's layout; HuRef's reference code applies it
+    to every fused tensor, which is wrong for per-head layouts)."""
+    if w.shape[0] % 3:
+        raise CheckpointError(f"fused QKV with {w.shape[0]} rows cannot be split in thirds")
+    n = w.shape[0] // 3
+    return w[:n], w[n : 2 * n], w[2 * n :]
+
+
+class PlainAdapter(Adapter):
+    """Families with separate q/k/v/o and a two-matrix FFN, described by name templates.
+
+    Templates use ``{i}`` for the layer index, relative to the detected prefix. ``conv1d`` marks GPT-2's
+    ``Conv1D`` storage ``(in, out)``, transposed here to ``(out, in)``.
+    """
+
+    q: ClassVar[str] = ""
+    k: ClassVar[str] = ""
+    v: ClassVar[str] = ""
+    o: ClassVar[str] = ""
+    up: ClassVar[str] = ""
+    down: ClassVar[str] = ""
+    norm1: ClassVar[str | None] = None
+    norm2: ClassVar[str | None] = None
+    conv1d: ClassVar[bool] = False
+
+    def _t(self, template: str, layer: int) -> torch.Tensor:
+        w = self.tensor(template.format(i=layer))
+        return w.T if self.conv1d and w.dim() == 2 else w
+
+    def _attn_templates(self) -> list[str]:
+        return [self.q, self.k, self.v, self.o]
+
+    def layer_tensor_names(self, layer: int) -> list[str]:
+        ts = [*self._attn_templates(), self.up, self.down]
+        ts += [n for n in (self.norm1, self.norm2) if n]
+        return [self.name(t.format(i=layer)) for t in dict.fromkeys(ts)]
+
+    def _check_layer_shapes(self, layer: int) -> None:
+        i = self.info
+        q, kv = i.n_heads * i.head_dim, i.n_kv_heads * i.head_dim
+        expect = [(self.o, (i.d_model, q)), (self.up, (i.d_ffn, i.d_model)), (self.down, (i.d_model, i.d_ffn))]
+        if self.q != self.k:
+            expect += [(self.q, (q, i.d_model)), (self.k, (kv, i.d_model)), (self.v, (kv, i.d_model))]
+        else:
+            expect += [(self.q, (q + 2 * kv, i.d_model))]
+        for tmpl, shape in expect:
+            got = self._shape(tmpl.format(i=layer))
+            if self.conv1d:
+                got = got[::-1]
+            if got != shape:
+                meta = self.source.meta(self.name(tmpl.format(i=layer)))
+                raise CheckpointError(
+                    f"{meta.file}: tensor {meta.name!r} has shape {meta.shape}, but config.json implies "
+                    f"{shape[::-1] if self.conv1d else shape}"
+                )
+
+    def qkv(self, layer: int, method: Method) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._t(self.q, layer), self._t(self.k, layer), self._t(self.v, layer)
+
+    def norms(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        g1 = self.tensor(self.norm1.format(i=layer)) if self.norm1 else None
+        g2 = self.tensor(self.norm2.format(i=layer)) if self.norm2 else None
+        return g1, g2
+
+    def layer(self, layer: int, method: Method = "pawprint") -> LayerWeights:
+        wq, wk, wv = self.qkv(layer, method)
+        g1, g2 = self.norms(layer)
+        return LayerWeights(
+            index=layer, wq=wq, wk=wk, wv=wv, wo=self._t(self.o, layer),
+            w_up=self._t(self.up, layer), w_down=self._t(self.down, layer), w_gate=None, g1=g1, g2=g2,
+        )

@@ -1,0 +1,37 @@
+"""GPT-2: pre-LayerNorm, ``Conv1D`` weights stored ``(in, out)``, fused ``c_attn`` in thirds (q, k, v)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from owner._adapters._base import ArchInfo, Method, PlainAdapter, cfg_int, split_thirds
+
+
+class Gpt2Adapter(PlainAdapter):
+    model_types: ClassVar[tuple[str, ...]] = ("gpt2",)
+    prefixes: ClassVar[tuple[str, ...]] = ("transformer.", "")
+    embedding_suffix: ClassVar[str] = "wte.weight"
+    q = k = v = "h.{i}.attn.c_attn.weight"
+    o = "h.{i}.attn.c_proj.weight"
+    up = "h.{i}.mlp.c_fc.weight"
+    down = "h.{i}.mlp.c_proj.weight"
+    norm1 = "h.{i}.ln_1.weight"
+    norm2 = "h.{i}.ln_2.weight"
+    conv1d = True
+
+    def _read_info(self) -> ArchInfo:
+        c = self.config
+        d = cfg_int(c, "n_embd", "hidden_size")
+        h = cfg_int(c, "n_head", "num_attention_heads")
+        inner = c.get("n_inner")
+        return ArchInfo(
+            family="gpt2", n_layers=cfg_int(c, "n_layer", "num_hidden_layers"), d_model=d, n_heads=h,
+            n_kv_heads=h, head_dim=d // h, d_ffn=inner if isinstance(inner, int) else 4 * d,
+            vocab_size=cfg_int(c, "vocab_size"), norm="layer", gated_ffn=False, parallel_residual=False,
+        )
+
+    def qkv(self, layer: int, method: Method) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = split_thirds(self._t(self.q, layer))
+        return q, k, v

@@ -1,0 +1,204 @@
+"""The invariant terms: products of weight matrices on the probe rows that function-preserving transforms
+cannot move (see shared/design/SCIENCE.md), and ICS, the comparison of two models' terms.
+
+Pure logic: takes tensors and values, returns arrays and values; reading checkpoints lives in the adapters.
+Only these ``n x n`` terms (never a weight tensor) may leave the owner's machine.
+
+Per layer, with ``Xc`` the probe rows (centred for LayerNorm models), ``Xa = Xc diag(g1)``, ``Xf = Xc diag(g2)``:
+
+- ``attn_qk``: ``(Xa Wq^T)(Xa Wk_rep^T)^T``
+- ``attn_vo``: ``Xa Wv_rep^T Wo^T Xc^T``
+- ``ffn``: gated ``((Xf Wgate^T) * (Xf Wup^T)) Wdown^T Xc^T``, plain ``Xf Win^T Wout^T Xc^T``
+
+``huref-2024`` reproduces the published form for comparison: no norm folding, no centring, gated FFN term
+``X (Wgate^T * Wup^T) Wdown^T X^T`` and fused QKV split in thirds (as the reference code does).
+With grouped-query attention the query heads of a group are summed before multiplying by the group's key
+(and the output heads of a group before the value), which equals repeating the KV heads, exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from owner._adapters import ArchInfo, LayerWeights, Method, NormKind
+from owner._probes import ProbeSet
+
+TERMS: tuple[str, ...] = ("attn_qk", "attn_vo", "ffn")
+METHOD_IDS: dict[str, str] = {
+    "pawprint": "pawprint-terms/1(fold-norms,centre-layernorm,ffn=(XWg)*(XWu),per-head-qkv)",
+    "huref-2024": "huref-2024/1(no-fold,ffn=Wg*Wu,qkv-thirds)",
+}
+
+
+def resolve_layers(spec: str | Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
+    """Layer indices from a spec: ``None``/"last2" (the default), "all", or indices (negative from the end)."""
+    if spec is None or spec == "last2":
+        return tuple(range(max(0, n_layers - 2), n_layers))
+    if spec == "all":
+        return tuple(range(n_layers))
+    if isinstance(spec, str):
+        try:
+            items: list[int] = [int(x) for x in spec.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"layers must be 'last2', 'all' or comma-separated integers, got {spec!r}") from None
+    else:
+        items = list(spec)
+    out: list[int] = []
+    for i in items:
+        j = i + n_layers if i < 0 else i
+        if not 0 <= j < n_layers:
+            raise ValueError(f"layer {i} is out of range for a model with {n_layers} layers")
+        if j not in out:
+            out.append(j)
+    if not out:
+        raise ValueError("no layers selected")
+    return tuple(sorted(out))
+
+
+def _group_sum(x: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
+    """Sum the per-head blocks of ``x (n, Hq*dh)`` over the query heads of each KV group -> ``(n, Hkv*dh)``."""
+    n = x.shape[0]
+    r = n_heads // n_kv
+    return x.reshape(n, n_kv, r, -1).sum(dim=2).reshape(n, -1)
+
+
+def layer_terms(
+    x: torch.Tensor, w: LayerWeights, info: ArchInfo, method: Method = "pawprint"
+) -> dict[str, torch.Tensor]:
+    """The three ``n x n`` terms of one layer from the probe rows ``x`` (fp32, as they enter the stream)."""
+    x = x.to(torch.float32)
+    norm: NormKind = info.norm
+    if method == "huref-2024":
+        xa = xf = xr = x
+    else:
+        xr = x - x.mean(dim=1, keepdim=True) if norm == "layer" else x
+        if norm == "post":
+            xa = xf = xr
+        else:
+            xa = xr * w.g1 if w.g1 is not None else xr
+            xf = xr * w.g2 if w.g2 is not None else xr
+    hq, hkv = info.n_heads, info.n_kv_heads
+    q = _group_sum(xa @ w.wq.T, hq, hkv)
+    k = xa @ w.wk.T
+    qk = q @ k.T
+    v = xa @ w.wv.T
+    o = _group_sum(xr @ w.wo, hq, hkv)
+    vo = v @ o.T
+    if w.w_gate is not None:
+        if method == "huref-2024":
+            h = xf @ (w.w_gate.T * w.w_up.T)
+        else:
+            h = (xf @ w.w_gate.T) * (xf @ w.w_up.T)
+    else:
+        h = xf @ w.w_up.T
+    ffn = (h @ w.w_down.T) @ xr.T
+    return {"attn_qk": qk, "attn_vo": vo, "ffn": ffn}
+
+
+@dataclass(frozen=True)
+class InvariantSet:
+    """A model's invariant terms with what is needed to compare them: the probe tokens (by string) and which
+    of them the model has, the layers, the method id and the model's shape facts."""
+
+    method: str
+    method_id: str
+    probes: ProbeSet
+    present: tuple[bool, ...]
+    layers: tuple[int, ...]
+    model: dict[str, Any] = field(compare=False)
+    terms: dict[tuple[int, str], np.ndarray] = field(compare=False, repr=False)
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return self.probes.tokens
+
+    @property
+    def present_tokens(self) -> list[str]:
+        return [t for t, p in zip(self.tokens, self.present, strict=True) if p]
+
+    def term(self, layer: int, name: str) -> np.ndarray:
+        return self.terms[(layer, name)]
+
+
+def standardise(m: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation over all entries (float64)."""
+    a = np.asarray(m, dtype=np.float64)
+    a = a - a.mean()
+    sd = a.std()
+    return a / sd if sd > 0 else a
+
+
+def term_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two standardised terms (scale- and shift-free)."""
+    za, zb = standardise(a).ravel(), standardise(b).ravel()
+    den = float(np.linalg.norm(za) * np.linalg.norm(zb))
+    return float(za @ zb / den) if den > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class TermScore:
+    layer_a: int
+    layer_b: int
+    term: str
+    cosine: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """ICS between two invariant sets: the mean of every term's cosine, and every term reported."""
+
+    method: str
+    ics: float
+    terms: tuple[TermScore, ...]
+    common_probe_tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "ics": self.ics,
+            "common_probe_tokens": self.common_probe_tokens,
+            "terms": [t.__dict__ for t in self.terms],
+        }
+
+
+class IncomparableError(ValueError):
+    """Two invariant sets cannot be compared (different methods, no common tokens, no layers)."""
+
+
+def default_layer_pairs(a: Sequence[int], b: Sequence[int]) -> list[tuple[int, int]]:
+    """Pair the selected layers of two models from the end (last with last), as many as both have."""
+    n = min(len(a), len(b))
+    return list(zip(list(a)[len(a) - n :], list(b)[len(b) - n :], strict=True))
+
+
+def compare(
+    a: InvariantSet, b: InvariantSet, layer_pairs: Sequence[tuple[int, int]] | None = None, min_common: int = 16
+) -> Comparison:
+    """ICS of ``a`` and ``b`` on the probe tokens both have."""
+    if a.method_id != b.method_id:
+        raise IncomparableError(f"terms were computed with different methods: {a.method_id} vs {b.method_id}")
+    rows_a = {t: i for i, t in enumerate(a.present_tokens)}
+    rows_b = {t: i for i, t in enumerate(b.present_tokens)}
+    common = [t for t in a.present_tokens if t in rows_b]
+    if len(common) < min_common:
+        raise IncomparableError(
+            f"only {len(common)} probe tokens are common to both models (need at least {min_common})"
+        )
+    ia = np.array([rows_a[t] for t in common])
+    ib = np.array([rows_b[t] for t in common])
+    pairs = list(layer_pairs) if layer_pairs is not None else default_layer_pairs(a.layers, b.layers)
+    if not pairs:
+        raise IncomparableError("no layers to compare")
+    scores: list[TermScore] = []
+    for la, lb in pairs:
+        for name in TERMS:
+            ta = a.term(la, name)[np.ix_(ia, ia)]
+            tb = b.term(lb, name)[np.ix_(ib, ib)]
+            scores.append(TermScore(la, lb, name, term_cosine(ta, tb)))
+    ics = float(np.mean([s.cosine for s in scores]))
+    return Comparison(method=a.method, ics=ics, terms=tuple(scores), common_probe_tokens=len(common))

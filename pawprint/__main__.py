@@ -1,0 +1,3 @@
+from pawprint.cli import main
+
+raise SystemExit(main())
