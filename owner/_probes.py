@@ -1,0 +1,266 @@
+"""Probe sets: named, versioned lists of token strings, and their mapping to one model's token ids.
+
+The invariant terms are computed on the embedding rows of n probe tokens (SCIENCE.md, "Probe tokens").
+Ids mean nothing across tokenizers, so a probe set is a list of token *strings* in the canonical spelling of
+:mod:`owner._vocab`; each model maps the strings to its own ids through its own tokenizer files, and strings
+it lacks are reported and masked. This cancels vocabulary permutation and survives vocabulary extension.
+
+A probe set's id is the SHA-256 of its canonical msgpack encoding (name, rule, tokens, version), so the id
+records the selection rule and every token, in order.
+
+Selection rules (the rule name carries its parameters, so a new parameter means a new name):
+
+- ``words-hash-v1``: word-initial tokens (``▁`` + at least 3 letters, ``str.isalpha``), ordered by the
+  SHA-256 of their canonical spelling, first n. Whether a token is picked depends only on its string and on
+  how many qualifying tokens hash below it, so two tokenizers pick overlapping sets in the same order.
+- ``all-hash-v1``: every canonical, non-special token, same hash order.
+- ``rare-ids-v1``: the plain-word tokens (as in ``words-hash-v1``) with the highest ids. BPE assigns ids in
+  merge order, so high ids are late, rare merges: an offline stand-in for HuRef's "least frequent tokens on
+  English Wikipedia" (rare tokens move least during fine-tuning). It is tokenizer-specific by design: two
+  unrelated tokenizers pick nearly disjoint sets, and WordPiece ids follow no such order.
+
+Why ``words-hash-v1`` is the default for now: lineage questions compare a suspect with a base whose
+tokenizer may differ (extended, re-exported, another convention), and a comparison only uses probe tokens
+both models have. A hash order is a tokenizer-independent, deterministic sample, so the common rows are
+as many as the vocabularies share; whole alphabetic words are the pieces most likely to be shared across
+conventions and to have trained embeddings. It is not biased to rare tokens, as HuRef's selection is; which
+rule separates related from unrelated models best is a measurement on trained models still to be made,
+and the default will follow it.
+
+Nothing here reads weights or sends anything; the only file I/O is :meth:`ProbeSet.save` /
+:meth:`ProbeSet.load` and reading tokenizer files through :func:`load_vocabulary`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from owner._vocab import (
+    TOKENIZER_FILES,
+    VOCAB_STYLES,
+    WORD_START,
+    VocabStyle,
+    Vocabulary,
+    canonical_token,
+    load_vocabulary,
+)
+from owner.errors import TokenizerError
+
+__all__ = [
+    "DEFAULT_RULE",
+    "PROBE_RULES",
+    "PROBE_SET_FORMAT",
+    "TOKENIZER_FILES",
+    "VOCAB_STYLES",
+    "WORD_START",
+    "ProbeMapping",
+    "ProbeSet",
+    "VocabStyle",
+    "Vocabulary",
+    "build_probe_set",
+    "canonical_token",
+    "load_vocabulary",
+    "map_probes",
+]
+
+PROBE_SET_FORMAT = "pawprint-probe-set/1"
+DEFAULT_RULE = "words-hash-v1"
+_FILE_KEYS = frozenset({"format", "id", "name", "version", "rule", "tokens"})
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """A named, versioned list of unique canonical token strings; ``id`` commits to all of it."""
+
+    name: str
+    version: int
+    rule: str
+    tokens: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("probe set name must be a non-empty string")
+        if not isinstance(self.rule, str) or not self.rule:
+            raise ValueError("probe set rule must be a non-empty string")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0:
+            raise ValueError(f"probe set version must be a non-negative integer, not {self.version!r}")
+        for t in self.tokens:
+            if not isinstance(t, str) or not t:
+                raise ValueError(f"probe tokens must be non-empty strings, not {t!r}")
+            if " " in t or not unicodedata.is_normalized("NFC", t):
+                raise ValueError(f"probe token {t!r} is not canonical (NFC, spaces spelled {WORD_START!r})")
+        if len(set(self.tokens)) != len(self.tokens):
+            dup = next(t for t, k in Counter(self.tokens).items() if k > 1)
+            raise ValueError(f"probe token {dup!r} appears more than once")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def canonical_bytes(self) -> bytes:
+        """The canonical msgpack encoding the id is the hash of (map keys in sorted order)."""
+        value = {"name": self.name, "rule": self.rule, "tokens": list(self.tokens), "version": self.version}
+        return bytes(msgpack.packb(value, use_bin_type=True))
+
+    @functools.cached_property
+    def id(self) -> str:
+        """Hex SHA-256 of :meth:`canonical_bytes`."""
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def save(self, path: Path) -> None:
+        """Write the probe set as a JSON file that :meth:`load` verifies."""
+        doc = {"format": PROBE_SET_FORMAT, "id": self.id, "name": self.name, "version": self.version,
+               "rule": self.rule, "tokens": list(self.tokens)}
+        Path(path).write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> ProbeSet:
+        """Read a probe set file; the stored id must match the contents."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+        except (OSError, ValueError) as e:
+            raise TokenizerError(f"{path}: not a readable probe set file ({e})") from e
+        if not isinstance(doc, dict) or set(doc) != _FILE_KEYS or doc["format"] != PROBE_SET_FORMAT:
+            raise TokenizerError(
+                f"{path}: not a probe set file; expected a JSON object with format {PROBE_SET_FORMAT!r} "
+                f"and keys {sorted(_FILE_KEYS)}"
+            )
+        if not isinstance(doc["tokens"], list):
+            raise TokenizerError(f"{path}: 'tokens' must be a list of strings")
+        try:
+            probes = cls(doc["name"], doc["version"], doc["rule"], tuple(doc["tokens"]))
+        except ValueError as e:
+            raise TokenizerError(f"{path}: malformed probe set ({e})") from e
+        if doc["id"] != probes.id:
+            raise TokenizerError(
+                f"{path}: stored probe set id {doc['id']!r} does not match its contents ({probes.id}); "
+                "the file was altered"
+            )
+        return probes
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Selection rules
+
+
+def _hash_key(token: str) -> tuple[bytes, str]:
+    return hashlib.sha256(token.encode("utf-8")).digest(), token
+
+
+def _is_plain_word(token: str) -> bool:
+    return token.startswith(WORD_START) and len(token) >= 4 and token[1:].isalpha()
+
+
+def _words_hash(vocab: Vocabulary, n: int) -> list[str]:
+    return sorted(filter(_is_plain_word, vocab.token_ids), key=_hash_key)[:n]
+
+
+def _all_hash(vocab: Vocabulary, n: int) -> list[str]:
+    return sorted(vocab.token_ids, key=_hash_key)[:n]
+
+
+def _rare_ids(vocab: Vocabulary, n: int) -> list[str]:
+    words = [t for t in vocab.token_ids if _is_plain_word(t)]
+    return sorted(words, key=lambda t: (-vocab.token_ids[t], t))[:n]
+
+
+_RULES: dict[str, Callable[[Vocabulary, int], list[str]]] = {
+    "words-hash-v1": _words_hash,
+    "all-hash-v1": _all_hash,
+    "rare-ids-v1": _rare_ids,
+}
+PROBE_RULES: tuple[str, ...] = tuple(_RULES)
+
+
+def build_probe_set(
+    vocab: Vocabulary, n: int = 4096, rule: str = DEFAULT_RULE, name: str | None = None, version: int = 1
+) -> ProbeSet:
+    """Select up to ``n`` probe tokens from ``vocab`` by ``rule`` (one of ``PROBE_RULES``).
+
+    If fewer than ``n`` tokens qualify, all of them are returned: ``len`` of the result shows it.
+    The default name is ``"<rule>-n<n>"``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, not {n!r}")
+    try:
+        select = _RULES[rule]
+    except KeyError:
+        raise ValueError(f"unknown probe rule {rule!r}; expected one of {', '.join(PROBE_RULES)}") from None
+    return ProbeSet(name or f"{rule}-n{n}", version, rule, tuple(select(vocab, n)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Mapping a probe set into one model's vocabulary
+
+
+@dataclass(frozen=True)
+class ProbeMapping:
+    """Where each probe token sits in one model's vocabulary (``None`` where the model lacks it)."""
+
+    probes: ProbeSet
+    ids: tuple[int | None, ...]
+    source: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ids", tuple(self.ids))
+        if len(self.ids) != len(self.probes.tokens):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.probes.tokens)} probe tokens")
+
+    @property
+    def present(self) -> tuple[bool, ...]:
+        """Per probe token, whether the model has it."""
+        return tuple(i is not None for i in self.ids)
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of the probe tokens the model has."""
+        return sum(self.present) / len(self.ids) if self.ids else 0.0
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The probe tokens the model lacks, in probe order."""
+        return tuple(t for t, i in zip(self.probes.tokens, self.ids, strict=True) if i is None)
+
+    def present_ids(self) -> tuple[int, ...]:
+        """The model's ids of the probe tokens it has, in probe order."""
+        return tuple(i for i in self.ids if i is not None)
+
+    def present_tokens(self) -> tuple[str, ...]:
+        """The probe tokens the model has, in probe order (aligned with :meth:`present_ids`)."""
+        return tuple(t for t, i in zip(self.probes.tokens, self.ids, strict=True) if i is not None)
+
+
+def map_probes(probes: ProbeSet, vocab: Vocabulary, min_tokens: int = 16) -> ProbeMapping:
+    """Map ``probes`` to ``vocab``'s ids; fewer than ``min_tokens`` present (or none) is an error."""
+    mapping = ProbeMapping(probes, tuple(vocab.get(t) for t in probes.tokens), vocab.source)
+    found = len(mapping.present_ids())
+    what = f"probe set {probes.name!r} ({probes.id[:16]}, {len(probes)} tokens)"
+    if found == 0:
+        raise TokenizerError(f"{vocab.source}: this vocabulary has none of the tokens of {what}")
+    if found < min_tokens:
+        raise TokenizerError(
+            f"{vocab.source}: this vocabulary has only {found} of the tokens of {what}; "
+            f"at least {min_tokens} are needed"
+        )
+    return mapping
+
