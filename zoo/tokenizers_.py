@@ -26,6 +26,7 @@ SPECIAL_TOKENS: dict[TokenizerStyle, list[str]] = {
 def train_tokenizer(texts: Sequence[str], style: TokenizerStyle, vocab_size: int) -> Tokenizer:
     """Train a tokenizer of the given style on ``texts``."""
     specials = SPECIAL_TOKENS[style]
+    trainer: trainers.Trainer
     if style == "bytelevel":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -52,7 +53,8 @@ def train_tokenizer(texts: Sequence[str], style: TokenizerStyle, vocab_size: int
         raise ValueError(f"unknown tokenizer style {style!r}; expected one of {TOKENIZER_STYLES}")
     tok.train_from_iterator(list(texts), trainer=trainer)
     if style == "wordpiece":
-        tok.post_processor = processors.BertProcessing(
-            ("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]"))
-        )
+        sep, cls = tok.token_to_id("[SEP]"), tok.token_to_id("[CLS]")
+        if sep is None or cls is None:
+            raise ValueError("WordPiece training lost the [SEP]/[CLS] special tokens")
+        tok.post_processor = processors.BertProcessing(("[SEP]", sep), ("[CLS]", cls))
     return tok

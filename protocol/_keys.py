@@ -1,0 +1,203 @@
+"""Ed25519 keys, and signatures that always carry a domain-separation kind.
+
+A signature never covers raw bytes: ``PrivateKey.sign(kind, payload)`` signs
+``domain_digest(kind, payload)``, so the same bytes signed as a "manifest" do not verify as a "receipt".
+There is deliberately no way to sign without a kind.
+
+A key is named by its key id, the hex SHA-256 of the raw 32-byte public key. Private keys are stored as
+PKCS#8 PEM (optionally passphrase-encrypted) in files of mode 0600; public keys as SubjectPublicKeyInfo PEM.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from protocol._errors import FormatError, KeyFileError, SignatureError
+from protocol._files import atomic_write
+from protocol._hashing import domain_digest, from_hex, sha256_hex
+
+PUBLIC_KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+
+_ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+Passphrase = bytes | str | None
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An Ed25519 public key, held as its raw 32 bytes (what the key id is computed from)."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != PUBLIC_KEY_SIZE:
+            raise FormatError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} raw bytes")
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.raw)
+
+    @classmethod
+    def from_hex(cls, text: str) -> PublicKey:
+        return cls(from_hex(text, length=PUBLIC_KEY_SIZE))
+
+    def to_pem(self) -> bytes:
+        return _public(self.raw).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> PublicKey:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+            raise KeyFileError(f"not a PEM public key: {e}") from e
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyFileError(f"not an Ed25519 public key (got {type(key).__name__})")
+        return cls(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the SubjectPublicKeyInfo PEM atomically (mode 0644: a public key is public)."""
+        atomic_write(path, self.to_pem(), mode=0o644)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PublicKey:
+        return cls.from_pem(_read(path, "public key"))
+
+    def verify(self, kind: str, payload: bytes, signature: bytes) -> None:
+        """Raise ``SignatureError`` unless ``signature`` is this key's signature of ``(kind, payload)``."""
+        verify(self, kind, payload, signature)
+
+
+class PrivateKey:
+    """An Ed25519 private key. Not a value: it does not compare equal to a copy, and its repr hides it."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        if not isinstance(key, Ed25519PrivateKey):
+            raise TypeError("PrivateKey wraps an Ed25519PrivateKey")
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"PrivateKey(key_id={self.key_id!r})"
+
+    @classmethod
+    def generate(cls) -> PrivateKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> PrivateKey:
+        """The key for a 32-byte RFC 8032 seed: for fixed test keys and known-answer vectors only."""
+        try:
+            return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        except (ValueError, TypeError) as e:
+            raise FormatError(f"an Ed25519 seed is 32 bytes: {e}") from e
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey(
+            self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+
+    @property
+    def key_id(self) -> str:
+        return self.public_key.key_id
+
+    def sign(self, kind: str, payload: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``domain_digest(kind, payload)``."""
+        return self._key.sign(domain_digest(kind, payload))
+
+    def to_pem(self, passphrase: Passphrase = None) -> bytes:
+        """PKCS#8 PEM, encrypted with the best scheme ``cryptography`` offers when a passphrase is given."""
+        secret = _passphrase_bytes(passphrase)
+        encryption: serialization.KeySerializationEncryption
+        if secret is None:
+            encryption = serialization.NoEncryption()
+        elif not secret:
+            raise KeyFileError("the passphrase is empty; pass None to store the key unencrypted")
+        else:
+            encryption = serialization.BestAvailableEncryption(secret)
+        return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+    @classmethod
+    def from_pem(cls, data: bytes, passphrase: Passphrase = None) -> PrivateKey:
+        secret = _passphrase_bytes(passphrase)
+        encrypted = _ENCRYPTED_PEM in data
+        # cryptography's own messages for these cases are TypeErrors about arguments; say what to do.
+        if encrypted and not secret:
+            raise KeyFileError("the private key is encrypted: a passphrase is needed")
+        if not encrypted and secret is not None:
+            raise KeyFileError("the private key is not encrypted, but a passphrase was given")
+        try:
+            key = serialization.load_pem_private_key(data, password=secret)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+            if encrypted:
+                raise KeyFileError("cannot decrypt the private key: wrong passphrase or corrupt file") from e
+            raise KeyFileError(f"not a PEM private key: {e}") from e
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileError(f"not an Ed25519 private key (got {type(key).__name__})")
+        return cls(key)
+
+    def save(self, path: str | os.PathLike[str], passphrase: Passphrase = None, *, overwrite: bool = False) -> None:
+        """Write the key atomically, mode 0600. Refuses to replace an existing file unless ``overwrite``:
+        losing a private key to a typo is not recoverable."""
+        try:
+            atomic_write(path, self.to_pem(passphrase), mode=0o600, overwrite=overwrite)
+        except FileExistsError as e:
+            raise KeyFileError(f"{path} already exists; not overwriting a key file") from e
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], passphrase: Passphrase = None) -> PrivateKey:
+        data = _read(path, "private key")
+        try:
+            return cls.from_pem(data, passphrase)
+        except KeyFileError as e:
+            raise KeyFileError(f"{path}: {e}") from e
+
+
+def key_id(raw_public_key: bytes) -> str:
+    """Hex SHA-256 of the raw 32-byte Ed25519 public key."""
+    if len(raw_public_key) != PUBLIC_KEY_SIZE:
+        raise FormatError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} raw bytes")
+    return sha256_hex(raw_public_key)
+
+
+def verify(public_key: PublicKey, kind: str, payload: bytes, signature: bytes) -> None:
+    """Raise ``SignatureError`` unless ``signature`` is ``public_key``'s signature of ``(kind, payload)``.
+
+    Every failure (wrong key, kind, payload, malformed signature or key) is the same opaque error: the
+    peer learns nothing about which part was wrong. An unknown kind is a bug at the call site and raises
+    ``UnknownKindError`` instead.
+    """
+    digest = domain_digest(kind, payload)
+    try:
+        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
+            raise InvalidSignature
+        _public(public_key.raw).verify(signature, digest)
+    except (InvalidSignature, ValueError, TypeError, AttributeError):
+        raise SignatureError("signature verification failed") from None
+
+
+def _public(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _passphrase_bytes(passphrase: Passphrase) -> bytes | None:
+    if passphrase is None or isinstance(passphrase, bytes):
+        return passphrase
+    return passphrase.encode("utf-8")
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read {what} file {path}: {e.strerror or e}") from e
