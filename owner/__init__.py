@@ -82,7 +82,7 @@ def compare_paths(
     file's probe set, or one built from its vocabulary), and B is computed on the same tokens."""
     inv_a = _load_side(Path(a), probes, layers, method, progress)
     m = inv_a.method if inv_a.method in METHODS else method
-    inv_b = _load_side(Path(b), probes or inv_a.probes, layers, m, progress)  # type: ignore[arg-type]
+    inv_b = _load_side(Path(b), probes or inv_a.probes, layers, m, progress)
     return compare(inv_a, inv_b)
 
 

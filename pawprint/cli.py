@@ -144,8 +144,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from owner import METHODS
     from zoo.attacks import ATTACKS
+
+    from owner import METHODS
 
     p = argparse.ArgumentParser(prog="pawprint", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)

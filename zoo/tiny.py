@@ -78,10 +78,7 @@ def build_config(family: str, vocab_size: int, spec: TinySpec) -> Any:
         eos_token_id=0,
         pad_token_id=0,
     )
-    if family == "gpt2":
-        common.update(n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads, n_inner=spec.ffn,
-                      n_positions=spec.max_positions)
-    elif family == "gptj":
+    if family == "gpt2" or family == "gptj":
         common.update(n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads, n_inner=spec.ffn,
                       n_positions=spec.max_positions)
     elif family == "bloom":

@@ -81,7 +81,7 @@ def test_pickled_module_is_refused(tiny_model: TinyModel, tmp_path: Path) -> Non
     dst.mkdir()
     shutil.copy(tiny_model("gpt2") / "config.json", dst / "config.json")
     torch.save({"x": torch.nn.Linear(2, 2)}, dst / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="pytorch_model.bin"):
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin"):
         open_model(dst)
 
 
@@ -132,7 +132,7 @@ def test_unknown_family(tiny_model: TinyModel, tmp_path: Path) -> None:
     cfg = json.loads((d / "config.json").read_text())
     cfg["model_type"] = "mamba"
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(UnsupportedModelError, match="'mamba' is not supported.*llama.*bert"):
+    with pytest.raises(UnsupportedModelError, match=r"'mamba' is not supported.*llama.*bert"):
         open_model(d)
 
 
@@ -141,7 +141,7 @@ def test_shapes_that_do_not_match_the_config(tiny_model: TinyModel, tmp_path: Pa
     cfg = json.loads((d / "config.json").read_text())
     cfg["intermediate_size"] = cfg["intermediate_size"] * 2
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="mlp.gate_proj.weight.*config.json implies"):
+    with pytest.raises(CheckpointError, match=r"mlp\.gate_proj\.weight.*config\.json implies"):
         open_model(d)
 
 
@@ -159,7 +159,7 @@ def test_tokenizer_without_probe_tokens(tiny_model: TinyModel, tmp_path: Path) -
 
     d = tiny_model("llama")
     probes = ProbeSet("foreign", 1, "manual", tuple(f"▁zzqx{i}" for i in range(64)))
-    with pytest.raises(TokenizerError, match="tokenizer.json.*none of the tokens"):
+    with pytest.raises(TokenizerError, match=r"tokenizer\.json.*none of the tokens"):
         compute_invariants(d, probes=probes)
 
 
