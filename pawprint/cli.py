@@ -205,12 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from owner.errors import OwnerError
+    from zoo.attacks import AttackError, AttackNotApplicable
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (OwnerError, CliError, ValueError) as e:
+    except (OwnerError, CliError, AttackError, AttackNotApplicable, ValueError) as e:
         print(f"pawprint: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
