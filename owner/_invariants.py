@@ -140,6 +140,17 @@ def term_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(za @ zb / den) if den > 0 else 0.0
 
 
+def _unit_terms(inv: InvariantSet, rows: np.ndarray, layers: set[int]) -> dict[tuple[int, str], np.ndarray]:
+    """Each term restricted to ``rows``, standardised and scaled to unit norm, so a dot product is its cosine."""
+    out: dict[tuple[int, str], np.ndarray] = {}
+    for layer in layers:
+        for name in TERMS:
+            z = standardise(inv.term(layer, name)[np.ix_(rows, rows)]).ravel()
+            nz = float(np.linalg.norm(z))
+            out[(layer, name)] = z / nz if nz > 0 else z
+    return out
+
+
 @dataclass(frozen=True)
 class TermScore:
     layer_a: int
@@ -194,11 +205,52 @@ def compare(
     pairs = list(layer_pairs) if layer_pairs is not None else default_layer_pairs(a.layers, b.layers)
     if not pairs:
         raise IncomparableError("no layers to compare")
-    scores: list[TermScore] = []
-    for la, lb in pairs:
-        for name in TERMS:
-            ta = a.term(la, name)[np.ix_(ia, ia)]
-            tb = b.term(lb, name)[np.ix_(ib, ib)]
-            scores.append(TermScore(la, lb, name, term_cosine(ta, tb)))
+    unit_a = _unit_terms(a, ia, {la for la, _ in pairs})
+    unit_b = _unit_terms(b, ib, {lb for _, lb in pairs})
+    scores = [
+        TermScore(la, lb, name, float(unit_a[(la, name)] @ unit_b[(lb, name)]))
+        for la, lb in pairs
+        for name in TERMS
+    ]
     ics = float(np.mean([s.cosine for s in scores]))
     return Comparison(method=a.method, ics=ics, terms=tuple(scores), common_probe_tokens=len(common))
+
+
+def layer_similarity(a: InvariantSet, b: InvariantSet) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
+    """Mean term cosine between every layer of ``a`` and every layer of ``b`` (on common probe tokens)."""
+    full = compare(a, b, layer_pairs=[(la, lb) for la in a.layers for lb in b.layers])
+    sim = np.zeros((len(a.layers), len(b.layers)))
+    ia = {la: i for i, la in enumerate(a.layers)}
+    ib = {lb: j for j, lb in enumerate(b.layers)}
+    for t in full.terms:
+        sim[ia[t.layer_a], ib[t.layer_b]] += t.cosine / len(TERMS)
+    return a.layers, b.layers, sim
+
+
+def match_layers(a: InvariantSet, b: InvariantSet) -> list[tuple[int, int]]:
+    """An order-preserving one-to-one matching of layers maximising the summed layer similarity.
+
+    Every layer of the shallower model is matched (dynamic programming over the similarity matrix), which
+    recognises depth-pruned and depth-upscaled derivatives: the matched pairs skip the dropped layers.
+    """
+    la, lb, sim = layer_similarity(a, b)
+    transpose = len(la) > len(lb)
+    s = sim.T if transpose else sim
+    rows, cols = s.shape  # rows <= cols: every row gets a distinct, increasing column
+    best = np.full((rows + 1, cols + 1), -np.inf)
+    best[0, :] = 0.0
+    for i in range(1, rows + 1):
+        for j in range(i, cols + 1):
+            best[i, j] = max(best[i, j - 1], best[i - 1, j - 1] + s[i - 1, j - 1])
+    pairs: list[tuple[int, int]] = []
+    i, j = rows, cols
+    while i > 0:
+        if j > i and best[i, j] == best[i, j - 1]:
+            j -= 1
+        else:
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+    pairs.reverse()
+    if transpose:
+        return [(la[c], lb[r]) for r, c in pairs]
+    return [(la[r], lb[c]) for r, c in pairs]

@@ -29,3 +29,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def quick_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick lineage zoo (same population as the default, smaller and shorter), built once per session."""
+    from zoo.build import build_zoo
+
+    root = tmp_path_factory.mktemp("quick-zoo")
+    build_zoo(root, quick=True, threads=1)
+    return root

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from zoo.corpus import docstring_corpus
-from zoo.tokenizers_ import TokenizerStyle, train_tokenizer
+from zoo.tokenizers_ import TokenizerStyle, train_style_tokenizer
 
 # family -> (transformers config class name, model class name, tokenizer style, config overrides)
 # Widths are chosen so that every family has GQA/MQA or fused layouts exercised where it supports them.
@@ -56,7 +56,7 @@ class TinySpec:
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer_json(style: TokenizerStyle, vocab_size: int) -> str:
-    return train_tokenizer(docstring_corpus(), style, vocab_size).to_str()
+    return train_style_tokenizer(docstring_corpus(), style, vocab_size)
 
 
 def tokenizer_style(family: str) -> TokenizerStyle:

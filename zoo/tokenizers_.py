@@ -8,6 +8,7 @@ Training is deterministic for a given corpus and vocabulary size.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Literal
 
@@ -58,3 +59,47 @@ def train_tokenizer(texts: Sequence[str], style: TokenizerStyle, vocab_size: int
             raise ValueError("WordPiece training lost the [SEP]/[CLS] special tokens")
         tok.post_processor = processors.BertProcessing(("[SEP]", sep), ("[CLS]", cls))
     return tok
+
+
+_CONTINUATION_PLANE = 0xF0000
+
+
+def train_style_tokenizer(texts: Sequence[str], style: TokenizerStyle, vocab_size: int) -> str:
+    """``zoo.tokenizers_.train_tokenizer`` as JSON, made deterministic for WordPiece.
+
+    The ``tokenizers`` WordPiece trainer numbers its ``##`` symbols in hash-map order, which is seeded per
+    process, so merges with equal counts are ordered differently from run to run and the vocabulary (ids, and
+    at the size boundary even tokens) changes. The BPE trainer is deterministic; so for WordPiece the same
+    vocabulary is learned by BPE on words whose non-initial characters are moved to a private-use plane (so a
+    continuation symbol is an ordinary, sorted alphabet symbol), then mapped back to ``##`` spelling and put
+    into the tokenizer that ``train_tokenizer`` configures (normaliser, pre-tokenizer, post-processor).
+    """
+    if style != "wordpiece":
+        return train_tokenizer(texts, style, vocab_size).to_str()
+    skeleton = train_tokenizer(texts[:50], style, 100)
+    if skeleton.normalizer is None or skeleton.pre_tokenizer is None:
+        raise ValueError("the WordPiece tokenizer has no normaliser or pre-tokenizer")
+    lines = []
+    for text in texts:
+        words = skeleton.pre_tokenizer.pre_tokenize_str(skeleton.normalizer.normalize_str(text))
+        lines.append(" ".join(w[0] + "".join(chr(_CONTINUATION_PLANE + ord(c)) for c in w[1:])
+                              for w, _ in words if all(ord(c) < 0x10000 for c in w)))
+    specials = SPECIAL_TOKENS["wordpiece"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    bpe.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                       show_progress=False))
+
+    def unmap(token: str) -> str:
+        if token in specials:
+            return token
+        plain = "".join(chr(ord(c) - _CONTINUATION_PLANE) if ord(c) >= _CONTINUATION_PLANE else c for c in token)
+        return "##" + plain if ord(token[0]) >= _CONTINUATION_PLANE else plain
+
+    learned: dict[str, int] = json.loads(bpe.to_str())["model"]["vocab"]
+    data = json.loads(skeleton.to_str())
+    data["model"]["vocab"] = {unmap(t): i for t, i in sorted(learned.items(), key=lambda kv: kv[1])}
+    if len(data["model"]["vocab"]) != len(learned) or any(
+            data["model"]["vocab"].get(t) != skeleton.token_to_id(t) for t in specials):
+        raise ValueError("the WordPiece vocabulary did not map back one to one")
+    return json.dumps(data, ensure_ascii=False)
