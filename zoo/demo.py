@@ -33,8 +33,10 @@ def _launder(src: Path, dst: Path, seed: int = 11) -> float:
     for i, kind in enumerate(LAUNDER_CHAIN):
         nxt = tmp / f"{i}-{kind}"
         res = attack(cur, nxt, kind, seed=seed + i)
-        worst = max(worst, same_function(cur, nxt, res, seed))
-        print(f"  launder step {i + 1}/{len(LAUNDER_CHAIN)}: {kind:15s} output change {worst:.1e}", flush=True)
+        change = same_function(cur, nxt, res, seed)
+        worst = max(worst, change)
+        print(f"  launder step {i + 1}/{len(LAUNDER_CHAIN)}: {kind:15s} relative output change {change:.1e}",
+              flush=True)
         cur = nxt
     shutil.rmtree(dst, ignore_errors=True)
     shutil.move(str(cur), dst)
@@ -56,7 +58,7 @@ def run_demo(workdir: Path, quick: bool = False) -> int:
     laundered = workdir / f"{base}-laundered"
     print(f"[2/3] laundering {base} with {len(LAUNDER_CHAIN)} function-preserving transforms", flush=True)
     worst = _launder(zoo_dir / base, laundered)
-    print(f"  the laundered model computes the same function (largest relative output change {worst:.1e})")
+    print(f"  every step keeps the model's function (largest relative output change {worst:.1e})")
 
     print(f"[3/3] comparing against the base {base} (probe set built from its vocabulary)", flush=True)
     probes = build_probe_set(load_vocabulary(open_model(zoo_dir / base).root))
@@ -72,7 +74,8 @@ def run_demo(workdir: Path, quick: bool = False) -> int:
         h = compare(inv_base["huref-2024"], compute_invariants(path, probes=probes, method="huref-2024"))
         print(f"{name:28s} {truth:36s} {raw:8.3f} {p.ics:13.4f} {min(t.cosine for t in p.terms):9.4f} {h.ics:10.4f}")
     print()
-    print("raw cos: cosine of raw parameters shared by name and shape; ICS: mean cosine of the six invariant")
-    print("terms (2 layers x 3); huref: the published form, which does not fold norms and breaks under rotation.")
+    print("raw cos: cosine of the weight matrices shared by name and shape; ICS: mean cosine of the six invariant")
+    print("terms (last 2 layers x 3); min term: the smallest of the six; huref ICS: the published form (norms not")
+    print("folded, FFN term from Wgate^T * Wup^T), which a rotation of the residual stream defeats.")
     print(f"done in {time.time() - t0:.0f} s; models under {workdir}")
     return 0
