@@ -14,6 +14,7 @@ from typing import Any
 
 from owner._adapters import METHODS, SUPPORTED_FAMILIES, ArchInfo, Method
 from owner._agent import Progress, compute_invariants, probe_set_for
+from owner._fingerprint import build_bundle, bundle_invariants, is_bundle_file, load_bundle
 from owner._invariants import TERMS, Comparison, IncomparableError, InvariantSet, TermScore, compare
 from owner._invfile import is_invariants_file, load_invariants, save_invariants
 from owner._model import OpenedModel, open_model
@@ -71,6 +72,14 @@ def _load_side(
 ) -> InvariantSet:
     if path.is_file() and is_invariants_file(path):
         return load_invariants(path)
+    if path.is_file() and is_bundle_file(path):
+        # A bundle's signature is checked by `pawprint bundle verify`; compare reads its terms.
+        groups = bundle_invariants(load_bundle(path))
+        if probes is not None:
+            for g in groups:
+                if g.probes.id == probes.id:
+                    return g
+        return groups[0]
     return compute_invariants(path, probes=probes, layers=layers, method=method, progress=progress)
 
 
@@ -87,9 +96,36 @@ def compare_paths(
 
 
 __all__ = [
-    "DEFAULT_RULE", "METHODS", "SUPPORTED_FAMILIES", "TERMS", "ArchInfo", "CheckpointError", "Comparison",
-    "IncomparableError", "InvariantSet", "InvariantsFileError", "Method", "OpenedModel", "OwnerError",
-    "ProbeSet", "TermScore", "TokenizerError", "UnsupportedModelError", "build_probe_set", "compare",
-    "compare_paths", "compute_invariants", "inspect_model", "load_invariants", "load_vocabulary",
-    "map_probes", "open_model", "probe_set_for", "save_invariants",
+    "DEFAULT_RULE",
+    "METHODS",
+    "SUPPORTED_FAMILIES",
+    "TERMS",
+    "ArchInfo",
+    "CheckpointError",
+    "Comparison",
+    "IncomparableError",
+    "InvariantSet",
+    "InvariantsFileError",
+    "Method",
+    "OpenedModel",
+    "OwnerError",
+    "ProbeSet",
+    "TermScore",
+    "TokenizerError",
+    "UnsupportedModelError",
+    "build_bundle",
+    "build_probe_set",
+    "bundle_invariants",
+    "compare",
+    "compare_paths",
+    "compute_invariants",
+    "inspect_model",
+    "is_bundle_file",
+    "load_bundle",
+    "load_invariants",
+    "load_vocabulary",
+    "map_probes",
+    "open_model",
+    "probe_set_for",
+    "save_invariants",
 ]

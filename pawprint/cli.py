@@ -144,9 +144,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from zoo.attacks import ATTACKS
-
     from owner import METHODS
+    from zoo.attacks import ATTACKS
 
     p = argparse.ArgumentParser(prog="pawprint", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.set_defaults(func=_cmd_owner_invariants)
 
     cmp_ = sub.add_parser("compare", help="ICS between two models or invariants files")
-    cmp_.add_argument("a", help="model directory, .onnx file or invariants file")
+    cmp_.add_argument("a", help="model directory, .onnx file, invariants file or signed bundle")
     cmp_.add_argument("b")
     cmp_.add_argument("--layers", default=None)
     cmp_.add_argument("--probe", default=None, help="probe set file (default: built from A's vocabulary)")
@@ -196,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("-q", "--quiet", action="store_true")
     bld.set_defaults(func=_cmd_zoo_build)
 
+    from pawprint._cli_protocol import add_commands
+
+    add_commands(sub, owner)
+
     demo = sub.add_parser("demo", help="the end-to-end demonstration on built-in data")
     demo.add_argument("--workdir", default="out/demo")
     demo.add_argument("--quick", action="store_true")
@@ -205,13 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from owner.errors import OwnerError
+    from protocol import ProtocolError
+    from verifier import VerifierError
     from zoo.attacks import AttackError, AttackNotApplicable
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (OwnerError, CliError, AttackError, AttackNotApplicable, ValueError) as e:
+    except (OwnerError, ProtocolError, VerifierError, CliError, AttackError, AttackNotApplicable, ValueError) as e:
         print(f"pawprint: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -1,0 +1,208 @@
+"""The owner agent's gRPC client: one submission to a verifier, from challenge to checked receipt.
+
+``submit`` asks for a challenge and checks it is signed by the verifier key the owner expects, computes the
+terms on the challenge's probe sets and layers (``owner._fingerprint``), signs the manifest (kind
+``manifest``, carrying the nonce), streams it and then the term tensors in chunks no larger than the
+challenge allows, and checks the receipt: signed by the same verifier, for this nonce, this manifest and
+this weight commitment.
+
+``open_channel`` makes the channel: TLS with the given CA (and a client certificate for mutual TLS);
+plaintext only when explicitly asked for and only to 127.0.0.1 or ::1.
+
+What leaves this process is the signed manifest (digests and shape facts) and the invariant terms. It must
+never send a weight tensor or any piece of one: the privacy test records every byte sent and checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from owner._adapters import Method
+from owner._fingerprint import Progress, fingerprint
+from owner._model import OpenedModel
+from owner.errors import OwnerError
+from protocol import (
+    ONLINE_MANIFEST_KIND,
+    Challenge,
+    Manifest,
+    PrivateKey,
+    ProtocolError,
+    PublicKey,
+    Receipt,
+    SignedMessage,
+    Tensor,
+    open_challenge,
+    open_receipt,
+    sha256,
+    sign_message,
+)
+from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})
+DEFAULT_TIMEOUT_S = 600.0
+# A little above the verifier's default chunk and manifest limits; its challenge says what it accepts.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class SubmissionError(OwnerError):
+    """The exchange with the verifier failed; ``code`` is the gRPC status name when the verifier refused."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """A completed submission: the checked receipt, its signed bytes, and what was sent."""
+
+    receipt: Receipt
+    signed_receipt: SignedMessage
+    manifest: Manifest
+    challenge: Challenge
+
+
+def _split(target: str) -> str:
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SubmissionError(f"expected HOST:PORT for the verifier, got {target!r}")
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def open_channel(
+    target: str,
+    *,
+    ca: bytes | None = None,
+    cert: bytes | None = None,
+    key: bytes | None = None,
+    insecure_loopback: bool = False,
+    server_name: str | None = None,
+) -> grpc.Channel:
+    """A channel to ``target`` (``HOST:PORT``): TLS, trusting ``ca`` (the system roots when ``None``), with a
+    client certificate when ``cert`` and ``key`` are given; plaintext only with ``insecure_loopback`` to a
+    loopback address."""
+    host = _split(target)
+    options: list[tuple[str, object]] = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if insecure_loopback:
+        if ca is not None or cert is not None or key is not None:
+            raise SubmissionError("--insecure-loopback excludes TLS options")
+        if host not in LOOPBACK_HOSTS:
+            raise SubmissionError(f"plaintext is allowed only to 127.0.0.1 or ::1, not to {host!r}")
+        return grpc.insecure_channel(target, options=options)
+    if (cert is None) != (key is None):
+        raise SubmissionError("a client certificate needs both --cert and --key")
+    if server_name is not None:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def read_pem(path: Path | str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise SubmissionError(f"cannot read {what} {path}: {e.strerror or e}") from e
+
+
+def _rpc_error(what: str, e: grpc.RpcError) -> SubmissionError:
+    code = e.code() if callable(getattr(e, "code", None)) else None
+    details = e.details() if callable(getattr(e, "details", None)) else None
+    name = code.name if code is not None else "UNKNOWN"
+    return SubmissionError(f"{what}: the verifier answered {name}: {details or 'no details'}", name)
+
+
+def request_challenge(
+    stub: pawprint_pb2_grpc.VerifierStub, verifier_key: PublicKey, owner_key_id: str, timeout_s: float
+) -> Challenge:
+    """A challenge from the verifier, checked to be signed by ``verifier_key``."""
+    try:
+        reply = stub.GetChallenge(pawprint_pb2.ChallengeRequest(owner_key_id=owner_key_id), timeout=timeout_s)
+    except grpc.RpcError as e:
+        raise _rpc_error("challenge", e) from e
+    try:
+        signed = SignedMessage(bytes(reply.payload), bytes(reply.signature), PublicKey(bytes(reply.public_key)))
+        return open_challenge(signed, verifier_key)
+    except ProtocolError as e:
+        raise SubmissionError(f"the challenge is not signed by the expected verifier key ({e})") from e
+
+
+def submission_requests(
+    signed_manifest: SignedMessage, manifest: Manifest, terms: Mapping[str, Tensor], chunk_bytes: int
+) -> Iterator[pawprint_pb2.SubmitRequest]:
+    """The stream: the signed manifest, then each tensor of ``manifest``'s table in order, in chunks."""
+    yield pawprint_pb2.SubmitRequest(manifest=pawprint_pb2.SignedPayload(
+        payload=signed_manifest.payload, signature=signed_manifest.signature,
+        public_key=signed_manifest.public_key.raw,
+    ))
+    for index, entry in enumerate(manifest.tensors):
+        data = memoryview(terms[entry.name].data)
+        for offset in range(0, len(data), chunk_bytes):
+            yield pawprint_pb2.SubmitRequest(chunk=pawprint_pb2.TensorChunk(
+                tensor_index=index, offset=offset, data=bytes(data[offset : offset + chunk_bytes]),
+            ))
+
+
+def check_receipt(signed: SignedMessage, verifier_key: PublicKey, signed_manifest: SignedMessage,
+                  manifest: Manifest, challenge: Challenge) -> Receipt:
+    """The receipt, checked: the verifier's signature, this nonce, this manifest, this weight commitment."""
+    try:
+        receipt = open_receipt(signed, verifier_key)
+    except ProtocolError as e:
+        raise SubmissionError(f"the receipt does not verify against the verifier key ({e})") from e
+    if receipt.nonce != challenge.nonce or receipt.submission != sha256(signed_manifest.payload):
+        raise SubmissionError("the receipt is for another submission (nonce or manifest digest differ)")
+    if receipt.owner_key_id != manifest.owner_key_id or receipt.weight_commitment != manifest.weight_commitment.root:
+        raise SubmissionError("the receipt names another owner key or weight commitment")
+    return receipt
+
+
+def submit(
+    model: OpenedModel | Path | str,
+    key: PrivateKey,
+    channel: grpc.Channel,
+    verifier_key: PublicKey,
+    *,
+    clock: Callable[[], float] = time.time,
+    keep_invariants: bool = False,
+    method: Method = "pawprint",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> SubmitResult:
+    """Run one whole exchange over ``channel`` and return the checked receipt."""
+    stub = pawprint_pb2_grpc.VerifierStub(channel)
+    challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s)
+    fp = fingerprint(
+        model, key.key_id, now=int(clock()), probe_sets=challenge.probe_sets or None, layers=challenge.layers,
+        method=method, nonce=challenge.nonce, keep_invariants=keep_invariants, workers=workers, progress=progress,
+    )
+    manifest = fp.manifest
+    limits = challenge.limits
+    if manifest.term_bytes > limits.max_total_bytes or len(manifest.tensors) > limits.max_tensors:
+        raise SubmissionError(
+            f"the terms ({len(manifest.tensors)} tensors, {manifest.term_bytes} bytes) exceed the verifier's limits"
+        )
+    signed_manifest = sign_message(manifest, key, ONLINE_MANIFEST_KIND)
+    if len(signed_manifest.payload) > limits.max_manifest_bytes:
+        raise SubmissionError(f"the manifest ({len(signed_manifest.payload)} bytes) exceeds the verifier's limit")
+    requests = submission_requests(signed_manifest, manifest, fp.terms, limits.max_chunk_bytes)
+    try:
+        reply = stub.Submit(requests, timeout=timeout_s)
+    except grpc.RpcError as e:
+        raise _rpc_error("submission", e) from e
+    try:
+        signed_receipt = SignedMessage(bytes(reply.payload), bytes(reply.signature), PublicKey(bytes(reply.public_key)))
+    except ProtocolError as e:
+        raise SubmissionError(f"the verifier's reply is malformed ({e})") from e
+    receipt = check_receipt(signed_receipt, verifier_key, signed_manifest, manifest, challenge)
+    return SubmitResult(receipt, signed_receipt, manifest, challenge)

@@ -1,0 +1,874 @@
+"""The signed messages of the owner-verifier protocol: Challenge, Manifest, Bundle and Receipt.
+
+Each message is a frozen dataclass with ``to_map``/``from_map``; its signed form is the canonical msgpack of
+``to_map()`` (``encode``), signed under the message's domain-separation kind:
+
+- ``Challenge`` (kind ``challenge``, signed by the verifier): a fresh 32-byte nonce, issue and expiry times,
+  the probe sets (token strings), the layer policy and method, the submission limits, and the registry state
+  the submission will be compared against.
+- ``Manifest``: what the owner's agent computed, signed by the owner. Online it answers a challenge (it
+  carries the nonce) and is signed as ``manifest``; in an offline bundle file it has no nonce and is signed
+  as ``bundle``, so neither can be passed off as the other. It lists the term groups (probe set, which probe
+  tokens the model has, layers, method), a table of the term tensors (name, dtype, shape, SHA-256) in the
+  order they are streamed, the weight commitment over every checkpoint tensor, the model's shape facts, the
+  agent version and the time.
+- ``Bundle``: a signed manifest with its key and the term tensors; ``to_bytes`` is the offline file format,
+  the canonical msgpack of ``{"format", "manifest", "public_key", "signature", "terms"}``.
+- ``Receipt`` (kind ``receipt``, signed by the verifier): the submission digest, nonce, weight commitment,
+  registry state, every match with its scores, the verdict and the rule that produced it, method ids, time.
+
+**The number rule.** Signed structures hold no floats. Times are integer Unix seconds; sizes are integer
+bytes; scores (cosines and ICS, all in [-1, 1]) are decimal strings with exactly six digits after the point,
+the exact binary value rounded half-to-even (``format_score``): ``"0.912345"``, ``"-0.031250"``, never
+``"-0.000000"``. A verdict is derived from these rounded decimals, so anyone can re-derive it from the
+receipt alone.
+
+Parsing is strict: a map must have exactly the fields of its version (an unknown field is an error, not
+ignored), every field its type; each failure is a ``MessageError``. This module does no I/O and never
+imports numpy or torch: an auditor checks receipts and bundles with ``protocol`` alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, ClassVar, TypeVar
+
+from protocol._canonical import Limits, Tensor, decode_map, dtype_itemsize, encode
+from protocol._commitment import WEIGHT_COMMITMENT_ID, TensorDigest
+from protocol._errors import CanonicalError, CommitmentError, FormatError, SignatureError
+from protocol._hashing import DIGEST_SIZE, sha256, sha256_hex
+from protocol._keys import PrivateKey, PublicKey, verify
+
+MESSAGE_VERSION = 1
+NONCE_SIZE = 32
+BUNDLE_FORMAT = "pawprint-bundle/1"
+RECEIPT_FORMAT = "pawprint-receipt/1"
+
+# Kinds: an online manifest answers a challenge; an offline bundle's manifest is signed as "bundle".
+ONLINE_MANIFEST_KIND = "manifest"
+OFFLINE_MANIFEST_KIND = "bundle"
+
+VERDICTS: tuple[str, ...] = ("derived", "independent", "inconclusive")
+
+SCORE_PLACES = 6
+_SCORE_QUANTUM = Decimal(1).scaleb(-SCORE_PLACES)
+_SCORE = re.compile(rf"-?[01]\.[0-9]{{{SCORE_PLACES}}}")
+_KEY_ID = re.compile(r"[0-9a-f]{64}")
+
+# Large enough for a bundle of 4096 x 4096 terms over many layers; the caller passes its own otherwise.
+BUNDLE_LIMITS = Limits(max_bytes=8 * 1024**3)
+
+Scalar = str | int | bool
+_T = TypeVar("_T")
+
+
+class MessageError(FormatError):
+    """A message is well encoded but not a valid message of its type and version."""
+
+
+# --------------------------------------------------------------------------------------------- scores
+def format_score(value: float) -> str:
+    """A score in [-1, 1] as its decimal string (six places, half-to-even from the exact binary value)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise MessageError(f"a score must be a real number, got {type(value).__name__}")
+    exact = Decimal(value)  # exact binary value: no dependence on repr
+    if not exact.is_finite() or not -1 <= exact.quantize(_SCORE_QUANTUM, ROUND_HALF_EVEN) <= 1:
+        raise MessageError(f"a score must be finite and in [-1, 1], got {value!r}")
+    rounded = exact.quantize(_SCORE_QUANTUM, ROUND_HALF_EVEN)
+    if rounded.is_zero():
+        rounded = abs(rounded)  # one spelling of zero
+    return f"{rounded:.{SCORE_PLACES}f}"
+
+
+def parse_score(text: object) -> Decimal:
+    """The value of a score string written by ``format_score``; ``MessageError`` for any other spelling."""
+    if not isinstance(text, str) or _SCORE.fullmatch(text) is None or text == "-0.000000":
+        raise MessageError(f"not a score string (six decimal places in [-1, 1]): {text!r:.40}")
+    value = Decimal(text)
+    if not -1 <= value <= 1:
+        raise MessageError(f"score {text} is outside [-1, 1]")
+    return value
+
+
+# ----------------------------------------------------------------------------------------- the reader
+class _Fields:
+    """Typed access to the fields of one decoded map, naming the message and field in every error."""
+
+    def __init__(self, value: object, what: str, fields: Iterable[str], *, versioned: bool = False) -> None:
+        if not isinstance(value, dict):
+            raise MessageError(f"{what}: expected a map, got {type(value).__name__}")
+        self.what = what
+        self.value: dict[str, Any] = value
+        if versioned:
+            version = value.get("version")
+            if version != MESSAGE_VERSION or isinstance(version, bool):
+                raise MessageError(f"{what}: unsupported version {version!r:.20} (this agent speaks {MESSAGE_VERSION})")
+        expected = set(fields)
+        if set(value) != expected:
+            missing = sorted(expected - set(value))
+            extra = sorted(set(value) - expected)
+            raise MessageError(f"{what}: wrong fields (missing {missing}, unexpected {extra})")
+
+    def _get(self, key: str, kind: type | tuple[type, ...], label: str) -> Any:
+        item = self.value[key]
+        if isinstance(item, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise MessageError(f"{self.what}.{key}: expected {label}, got a boolean")
+        if not isinstance(item, kind):
+            raise MessageError(f"{self.what}.{key}: expected {label}, got {type(item).__name__}")
+        return item
+
+    def text(self, key: str, *, nonempty: bool = True) -> str:
+        item: str = self._get(key, str, "a string")
+        if nonempty and not item:
+            raise MessageError(f"{self.what}.{key}: must not be empty")
+        return item
+
+    def key_id(self, key: str) -> str:
+        item = self.text(key)
+        if _KEY_ID.fullmatch(item) is None:
+            raise MessageError(f"{self.what}.{key}: not a key id (64 lowercase hex characters)")
+        return item
+
+    def integer(self, key: str, *, minimum: int = 0) -> int:
+        item: int = self._get(key, int, "an integer")
+        if item < minimum:
+            raise MessageError(f"{self.what}.{key}: must be at least {minimum}, got {item}")
+        return item
+
+    def flag(self, key: str) -> bool:
+        item: bool = self._get(key, bool, "true or false")
+        return item
+
+    def raw(self, key: str, length: int | None = None) -> bytes:
+        item: bytes = self._get(key, bytes, "bytes")
+        if length is not None and len(item) != length:
+            raise MessageError(f"{self.what}.{key}: expected {length} bytes, got {len(item)}")
+        return item
+
+    def optional_bytes(self, key: str, length: int) -> bytes | None:
+        return None if self.value[key] is None else self.raw(key, length)
+
+    def items(self, key: str) -> list[Any]:
+        item: list[Any] = self._get(key, list, "a list")
+        return item
+
+
+def _parse(what: str, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run a constructor, turning the value errors it raises into ``MessageError``."""
+    try:
+        return fn(*args)
+    except MessageError:
+        raise
+    except (CanonicalError, CommitmentError, FormatError, ValueError, TypeError) as e:
+        raise MessageError(f"{what}: {e}") from e
+
+
+def _check_key_id(what: str, value: str) -> None:
+    if not isinstance(value, str) or _KEY_ID.fullmatch(value) is None:
+        raise MessageError(f"{what}: not a key id (64 lowercase hex characters)")
+
+
+def _check_digest(what: str, value: object) -> None:
+    if not isinstance(value, bytes) or len(value) != DIGEST_SIZE:
+        raise MessageError(f"{what}: must be {DIGEST_SIZE} raw bytes")
+
+
+def _check_count(what: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MessageError(f"{what}: must be a non-negative integer, got {value!r:.40}")
+
+
+# ------------------------------------------------------------------------------------------ probe sets
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A probe set as the protocol carries it: name, version, selection rule and token strings, in order.
+
+    ``id`` is the hex SHA-256 of the canonical msgpack of ``{"name", "rule", "tokens", "version"}``: the same
+    id the owner agent's ``ProbeSet`` has.
+    """
+
+    name: str
+    version: int
+    rule: str
+    tokens: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or not isinstance(self.rule, str) or not self.rule:
+            raise MessageError("a probe set needs a non-empty name and rule")
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 0:
+            raise MessageError(f"probe set version must be a non-negative integer, got {self.version!r:.20}")
+        if not isinstance(self.tokens, tuple) or not all(isinstance(t, str) and t for t in self.tokens):
+            raise MessageError("probe tokens must be a tuple of non-empty strings")
+        if len(set(self.tokens)) != len(self.tokens):
+            raise MessageError(f"probe set {self.name!r:.40} repeats a token")
+
+    @functools.cached_property
+    def id(self) -> str:
+        return sha256_hex(encode(self.to_map()))
+
+    def to_map(self) -> dict[str, object]:
+        return {"name": self.name, "rule": self.rule, "tokens": list(self.tokens), "version": self.version}
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "probe set") -> ProbeSpec:
+        f = _Fields(value, what, ("name", "rule", "tokens", "version"))
+        tokens = f.items("tokens")
+        if not all(isinstance(t, str) for t in tokens):
+            raise MessageError(f"{what}.tokens: expected a list of strings")
+        return _parse(what, cls, f.text("name"), f.integer("version"), f.text("rule"), tuple(tokens))
+
+
+# ----------------------------------------------------------------------------------------- challenge
+@dataclass(frozen=True)
+class SubmissionLimits:
+    """What a verifier accepts in one submission; announced in the challenge, enforced on the stream."""
+
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_tensors: int = 1024
+    max_tensor_bytes: int = 256 * 1024 * 1024
+    max_total_bytes: int = 1024 * 1024 * 1024
+    max_chunk_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_manifest_bytes", "max_tensors", "max_tensor_bytes", "max_total_bytes", "max_chunk_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise MessageError(f"limits.{name} must be a positive integer, got {value!r:.20}")
+
+    def to_map(self) -> dict[str, object]:
+        return {
+            "max_chunk_bytes": self.max_chunk_bytes,
+            "max_manifest_bytes": self.max_manifest_bytes,
+            "max_tensor_bytes": self.max_tensor_bytes,
+            "max_tensors": self.max_tensors,
+            "max_total_bytes": self.max_total_bytes,
+        }
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "limits") -> SubmissionLimits:
+        keys = ("max_chunk_bytes", "max_manifest_bytes", "max_tensor_bytes", "max_tensors", "max_total_bytes")
+        f = _Fields(value, what, keys)
+        return _parse(what, cls, *(f.integer(k, minimum=1) for k in (
+            "max_manifest_bytes", "max_tensors", "max_tensor_bytes", "max_total_bytes", "max_chunk_bytes")))
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """Which registry a comparison used: its number of entries and the Merkle root over their digests."""
+
+    size: int
+    root: bytes
+
+    def __post_init__(self) -> None:
+        _check_count("registry.size", self.size)
+        _check_digest("registry.root", self.root)
+
+    def to_map(self) -> dict[str, object]:
+        return {"root": self.root, "size": self.size}
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "registry") -> RegistryState:
+        f = _Fields(value, what, ("root", "size"))
+        return cls(f.integer("size"), f.raw("root", DIGEST_SIZE))
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The verifier's signed challenge. ``layers`` is a layer policy (``"last2"``, ``"all"`` or indices)."""
+
+    KIND: ClassVar[str] = "challenge"
+
+    verifier_key_id: str
+    nonce: bytes
+    issued_at: int
+    expires_at: int
+    probe_sets: tuple[ProbeSpec, ...]
+    layers: str
+    method: str
+    limits: SubmissionLimits
+    registry: RegistryState
+    version: int = MESSAGE_VERSION
+
+    def __post_init__(self) -> None:
+        _check_key_id("challenge.verifier_key_id", self.verifier_key_id)
+        if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_SIZE:
+            raise MessageError(f"challenge.nonce must be {NONCE_SIZE} bytes")
+        _check_count("challenge.issued_at", self.issued_at)
+        _check_count("challenge.expires_at", self.expires_at)
+        if self.expires_at <= self.issued_at:
+            raise MessageError("challenge expires before it is issued")
+        if len({p.id for p in self.probe_sets}) != len(self.probe_sets):
+            raise MessageError("challenge lists a probe set twice")
+        if self.version != MESSAGE_VERSION:
+            raise MessageError(f"unsupported challenge version {self.version!r:.20}")
+
+    def to_map(self) -> dict[str, object]:
+        return {
+            "expires_at": self.expires_at,
+            "issued_at": self.issued_at,
+            "layers": self.layers,
+            "limits": self.limits.to_map(),
+            "method": self.method,
+            "nonce": self.nonce,
+            "probe_sets": [p.to_map() for p in self.probe_sets],
+            "registry": self.registry.to_map(),
+            "verifier_key_id": self.verifier_key_id,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_map(cls, value: object) -> Challenge:
+        what = "challenge"
+        f = _Fields(value, what, (
+            "expires_at", "issued_at", "layers", "limits", "method", "nonce", "probe_sets", "registry",
+            "verifier_key_id", "version"), versioned=True)
+        probe_sets = tuple(
+            ProbeSpec.from_map(p, f"{what}.probe_sets[{i}]") for i, p in enumerate(f.items("probe_sets"))
+        )
+        return _parse(what, cls,
+            f.key_id("verifier_key_id"), f.raw("nonce", NONCE_SIZE), f.integer("issued_at"), f.integer("expires_at"),
+            probe_sets, f.text("layers"), f.text("method"), SubmissionLimits.from_map(f.value["limits"]),
+            RegistryState.from_map(f.value["registry"]),
+        )
+
+
+# ------------------------------------------------------------------------------------------ manifest
+@dataclass(frozen=True)
+class TermGroup:
+    """Terms computed on one probe set: which of its tokens the model has, the layers and the method.
+
+    The group's tensors are named ``g<index>.layer<L>.<term>`` for each layer, then each term, in order; each
+    is an F32 ``m x m`` matrix with ``m`` the number of probe tokens present.
+    """
+
+    probe_set: ProbeSpec
+    present: tuple[bool, ...]
+    layers: tuple[int, ...]
+    method: str
+    method_id: str
+    terms: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.present, tuple) or not all(isinstance(p, bool) for p in self.present):
+            raise MessageError("group.present must be a tuple of booleans")
+        if len(self.present) != len(self.probe_set.tokens):
+            raise MessageError(
+                f"group.present has {len(self.present)} entries for {len(self.probe_set.tokens)} probe tokens"
+            )
+        if not isinstance(self.layers, tuple) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in self.layers
+        ):
+            raise MessageError("group.layers must be a tuple of non-negative integers")
+        if list(self.layers) != sorted(set(self.layers)):
+            raise MessageError("group.layers must be strictly increasing")
+        if not isinstance(self.terms, tuple) or not all(isinstance(t, str) and t for t in self.terms):
+            raise MessageError("group.terms must be a tuple of term names")
+        if len(set(self.terms)) != len(self.terms):
+            raise MessageError("group.terms repeats a term")
+        for name in ("method", "method_id"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise MessageError(f"group.{name} must be a non-empty string")
+
+    @property
+    def rows(self) -> int:
+        """``m``, the side of every term matrix of this group."""
+        return sum(self.present)
+
+    def tensor_names(self, index: int) -> list[str]:
+        return [tensor_name(index, layer, term) for layer in self.layers for term in self.terms]
+
+    def to_map(self) -> dict[str, object]:
+        return {
+            "layers": list(self.layers),
+            "method": self.method,
+            "method_id": self.method_id,
+            "present": list(self.present),
+            "probe_set": self.probe_set.to_map(),
+            "terms": list(self.terms),
+        }
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "group") -> TermGroup:
+        f = _Fields(value, what, ("layers", "method", "method_id", "present", "probe_set", "terms"))
+        present, layers, terms = f.items("present"), f.items("layers"), f.items("terms")
+        if not all(isinstance(p, bool) for p in present):
+            raise MessageError(f"{what}.present: expected a list of booleans")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+            raise MessageError(f"{what}.layers: expected a list of integers")
+        if not all(isinstance(t, str) for t in terms):
+            raise MessageError(f"{what}.terms: expected a list of strings")
+        return _parse(what, cls,
+            ProbeSpec.from_map(f.value["probe_set"], f"{what}.probe_set"), tuple(present), tuple(layers),
+            f.text("method"), f.text("method_id"), tuple(terms),
+        )
+
+
+def tensor_name(group: int, layer: int, term: str) -> str:
+    """The name of one term tensor in manifests and bundles."""
+    return f"g{group}.layer{layer}.{term}"
+
+
+@dataclass(frozen=True)
+class WeightCommitment:
+    """The Merkle root over every checkpoint tensor (``protocol.weight_commitment``), with its id and size."""
+
+    root: bytes
+    tensors: int
+    total_bytes: int
+    id: str = WEIGHT_COMMITMENT_ID
+
+    def __post_init__(self) -> None:
+        _check_digest("weight_commitment.root", self.root)
+        _check_count("weight_commitment.tensors", self.tensors)
+        _check_count("weight_commitment.total_bytes", self.total_bytes)
+        if not isinstance(self.id, str) or not self.id:
+            raise MessageError("weight_commitment.id must be a non-empty string")
+
+    def to_map(self) -> dict[str, object]:
+        return {"id": self.id, "root": self.root, "tensors": self.tensors, "total_bytes": self.total_bytes}
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "weight_commitment") -> WeightCommitment:
+        f = _Fields(value, what, ("id", "root", "tensors", "total_bytes"))
+        return cls(f.raw("root", DIGEST_SIZE), f.integer("tensors"), f.integer("total_bytes"), f.text("id"))
+
+
+def _digest_map(d: TensorDigest) -> dict[str, object]:
+    return {"dtype": d.dtype, "name": d.name, "sha256": d.sha256, "shape": list(d.shape)}
+
+
+def _digest_from_map(value: object, what: str) -> TensorDigest:
+    f = _Fields(value, what, ("dtype", "name", "sha256", "shape"))
+    shape = f.items("shape")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in shape):
+        raise MessageError(f"{what}.shape: expected a list of integers")
+    return _parse(what, TensorDigest,
+                  f.text("name"), f.text("dtype"), tuple(shape), f.raw("sha256", DIGEST_SIZE))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the owner's agent computed, without a single weight: see the module docstring.
+
+    ``model`` holds the model's shape facts (family, layer count, widths, vocabulary size, format) as strings,
+    integers and booleans. ``keep_invariants`` asks the verifier to keep the terms after the verdict.
+    """
+
+    owner_key_id: str
+    nonce: bytes | None
+    created_at: int
+    agent: str
+    model: Mapping[str, Scalar] = field(hash=False)
+    groups: tuple[TermGroup, ...]
+    tensors: tuple[TensorDigest, ...]
+    weight_commitment: WeightCommitment
+    keep_invariants: bool = False
+    version: int = MESSAGE_VERSION
+
+    def __post_init__(self) -> None:
+        _check_key_id("manifest.owner_key_id", self.owner_key_id)
+        if self.nonce is not None and (not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_SIZE):
+            raise MessageError(f"manifest.nonce must be {NONCE_SIZE} bytes or absent")
+        _check_count("manifest.created_at", self.created_at)
+        if not isinstance(self.agent, str) or not self.agent:
+            raise MessageError("manifest.agent must be a non-empty string")
+        if not isinstance(self.model, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str | int) for k, v in self.model.items()
+        ):
+            raise MessageError("manifest.model must map strings to strings, integers or booleans")
+        if not isinstance(self.keep_invariants, bool):
+            raise MessageError("manifest.keep_invariants must be true or false")
+        names = [t.name for t in self.tensors]
+        if len(set(names)) != len(names):
+            raise MessageError("manifest.tensors lists a tensor twice")
+        if self.version != MESSAGE_VERSION:
+            raise MessageError(f"unsupported manifest version {self.version!r:.20}")
+
+    @property
+    def term_bytes(self) -> int:
+        """Total bytes of the term tensors the manifest announces (as their dtypes and shapes say)."""
+        total = 0
+        for t in self.tensors:
+            n = 1
+            for d in t.shape:
+                n *= d
+            total += n * dtype_itemsize(t.dtype)
+        return total
+
+    def check_terms(self) -> None:
+        """The tensor table must be exactly the groups' terms, in order, each F32 ``m x m``.
+
+        Kept out of ``__post_init__`` so that a malformed table can be built, signed and shown to be refused.
+        """
+        expected: list[tuple[str, tuple[int, ...]]] = []
+        for i, group in enumerate(self.groups):
+            expected += [(name, (group.rows, group.rows)) for name in group.tensor_names(i)]
+        if [t.name for t in self.tensors] != [name for name, _ in expected]:
+            raise MessageError("manifest.tensors does not list the groups' terms in order (g<i>.layer<L>.<term>)")
+        for t, (_, shape) in zip(self.tensors, expected, strict=True):
+            if t.dtype != "F32":
+                raise MessageError(f"term {t.name}: dtype {t.dtype}, expected F32")
+            if t.shape != shape:
+                raise MessageError(f"term {t.name}: shape {list(t.shape)}, expected {list(shape)}")
+
+    def to_map(self) -> dict[str, object]:
+        return {
+            "agent": self.agent,
+            "created_at": self.created_at,
+            "groups": [g.to_map() for g in self.groups],
+            "keep_invariants": self.keep_invariants,
+            "model": dict(self.model),
+            "nonce": self.nonce,
+            "owner_key_id": self.owner_key_id,
+            "tensors": [_digest_map(t) for t in self.tensors],
+            "version": self.version,
+            "weight_commitment": self.weight_commitment.to_map(),
+        }
+
+    def encode(self) -> bytes:
+        return encode(self.to_map())
+
+    @classmethod
+    def from_map(cls, value: object) -> Manifest:
+        what = "manifest"
+        f = _Fields(value, what, (
+            "agent", "created_at", "groups", "keep_invariants", "model", "nonce", "owner_key_id", "tensors",
+            "version", "weight_commitment"), versioned=True)
+        model = f.value["model"]
+        if not isinstance(model, dict):
+            raise MessageError(f"{what}.model: expected a map")
+        groups = tuple(TermGroup.from_map(g, f"{what}.groups[{i}]") for i, g in enumerate(f.items("groups")))
+        tensors = tuple(_digest_from_map(t, f"{what}.tensors[{i}]") for i, t in enumerate(f.items("tensors")))
+        return _parse(what, cls,
+            f.key_id("owner_key_id"), f.optional_bytes("nonce", NONCE_SIZE), f.integer("created_at"), f.text("agent"),
+            model, groups, tensors, WeightCommitment.from_map(f.value["weight_commitment"]),
+            f.flag("keep_invariants"),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, limits: Limits | None = None) -> Manifest:
+        return cls.from_map(decode_map(data, limits=limits or Limits()))
+
+
+# ------------------------------------------------------------------------------------------- signing
+@dataclass(frozen=True)
+class SignedMessage:
+    """Canonical payload bytes, the signature over them under some kind, and the signer's public key."""
+
+    payload: bytes
+    signature: bytes
+    public_key: PublicKey
+
+    def check(self, kind: str, expected: PublicKey | None = None) -> None:
+        """``SignatureError`` unless the signature is good for ``kind`` (and the key is ``expected``, if given)."""
+        if expected is not None and expected.raw != self.public_key.raw:
+            raise SignatureError("signature verification failed")
+        verify(self.public_key, kind, self.payload, self.signature)
+
+    def to_bytes(self, fmt: str) -> bytes:
+        """A file holding this signed message (``fmt`` is e.g. ``RECEIPT_FORMAT``)."""
+        return encode({"format": fmt, "payload": self.payload, "public_key": self.public_key.raw,
+                       "signature": self.signature})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, fmt: str) -> SignedMessage:
+        f = _Fields(decode_map(data), fmt, ("format", "payload", "public_key", "signature"))
+        if f.value["format"] != fmt:
+            raise MessageError(f"not a {fmt} file (format {f.value['format']!r:.40})")
+        return cls(f.raw("payload"), f.raw("signature"), _parse(fmt, PublicKey, f.raw("public_key")))
+
+
+def sign_message(message: Challenge | Manifest | Receipt, key: PrivateKey, kind: str | None = None) -> SignedMessage:
+    """Encode ``message`` canonically and sign it under ``kind`` (default: the message's own kind; a manifest
+    must say which of ``ONLINE_MANIFEST_KIND`` and ``OFFLINE_MANIFEST_KIND`` it is)."""
+    if kind is None:
+        if isinstance(message, Manifest):
+            raise MessageError("a manifest is signed as 'manifest' (online) or 'bundle' (offline): pass kind")
+        kind = message.KIND
+    payload = encode(message.to_map())
+    return SignedMessage(payload, key.sign(kind, payload), key.public_key)
+
+
+def open_challenge(signed: SignedMessage, verifier_key: PublicKey) -> Challenge:
+    """The challenge, after checking it is signed by ``verifier_key`` and names it."""
+    signed.check(Challenge.KIND, verifier_key)
+    challenge = Challenge.from_map(decode_map(signed.payload))
+    if challenge.verifier_key_id != verifier_key.key_id:
+        raise MessageError("the challenge names another verifier key than the one that signed it")
+    return challenge
+
+
+def open_manifest(signed: SignedMessage, kind: str, limits: Limits | None = None) -> Manifest:
+    """The manifest, after checking the signature (under ``kind``) by the key it names as the owner's.
+
+    Only the signature is checked here: whether the key is trusted is the caller's question.
+    """
+    if kind not in (ONLINE_MANIFEST_KIND, OFFLINE_MANIFEST_KIND):
+        raise MessageError(f"a manifest is signed as {ONLINE_MANIFEST_KIND!r} or {OFFLINE_MANIFEST_KIND!r}")
+    signed.check(kind)
+    manifest = Manifest.decode(signed.payload, limits)
+    if manifest.owner_key_id != signed.public_key.key_id:
+        raise MessageError("the manifest names another owner key than the one that signed it")
+    return manifest
+
+
+def open_receipt(signed: SignedMessage, verifier_key: PublicKey) -> Receipt:
+    """The receipt, after checking it is signed by ``verifier_key`` and names it."""
+    signed.check(Receipt.KIND, verifier_key)
+    receipt = Receipt.from_map(decode_map(signed.payload))
+    if receipt.verifier_key_id != verifier_key.key_id:
+        raise MessageError("the receipt names another verifier key than the one that signed it")
+    return receipt
+
+
+# --------------------------------------------------------------------------------------------- bundle
+@dataclass(frozen=True)
+class Bundle:
+    """A signed manifest (offline: kind ``bundle``; no nonce), its owner's public key and the term tensors.
+
+    ``open`` checks the signature and that the terms are exactly the manifest's table (names, dtypes, shapes,
+    SHA-256); whether the key is trusted, and whether the terms are finite, is for the caller to check.
+    """
+
+    signed: SignedMessage
+    terms: Mapping[str, Tensor] = field(hash=False)
+
+    @classmethod
+    def create(cls, manifest: Manifest, terms: Mapping[str, Tensor], key: PrivateKey) -> Bundle:
+        if manifest.nonce is not None:
+            raise MessageError("an offline bundle's manifest answers no challenge: its nonce must be absent")
+        return cls(sign_message(manifest, key, OFFLINE_MANIFEST_KIND), dict(terms))
+
+    @property
+    def manifest_digest(self) -> bytes:
+        """SHA-256 of the manifest's canonical bytes: the bundle's name in registries and receipts."""
+        return sha256(self.signed.payload)
+
+    def open(self) -> Manifest:
+        manifest = open_manifest(self.signed, OFFLINE_MANIFEST_KIND, BUNDLE_LIMITS)
+        if manifest.nonce is not None:
+            raise MessageError("an offline bundle must not carry a challenge nonce")
+        manifest.check_terms()
+        check_tensors(manifest, self.terms)
+        return manifest
+
+    def to_bytes(self) -> bytes:
+        return encode({
+            "format": BUNDLE_FORMAT,
+            "manifest": self.signed.payload,
+            "public_key": self.signed.public_key.raw,
+            "signature": self.signed.signature,
+            "terms": {name: t.to_map() for name, t in self.terms.items()},
+        })
+
+    @classmethod
+    def from_bytes(cls, data: bytes, limits: Limits = BUNDLE_LIMITS) -> Bundle:
+        what = "bundle"
+        f = _Fields(decode_map(data, limits=limits), what, ("format", "manifest", "public_key", "signature", "terms"))
+        if f.value["format"] != BUNDLE_FORMAT:
+            raise MessageError(f"not a bundle file (format {f.value['format']!r:.40}, expected {BUNDLE_FORMAT})")
+        terms_map = f.value["terms"]
+        if not isinstance(terms_map, dict):
+            raise MessageError(f"{what}.terms: expected a map")
+        terms = {name: _parse(f"{what}.terms[{name!r:.40}]", Tensor.from_map, t) for name, t in terms_map.items()}
+        key = _parse(what, PublicKey, f.raw("public_key"))
+        return cls(SignedMessage(f.raw("manifest"), f.raw("signature"), key), terms)
+
+
+def check_tensors(manifest: Manifest, terms: Mapping[str, Tensor]) -> None:
+    """The terms must be exactly the manifest's tensor table: same names, dtypes, shapes and SHA-256."""
+    if set(terms) != {t.name for t in manifest.tensors}:
+        raise MessageError("the bundle's terms are not exactly the tensors its manifest lists")
+    for entry in manifest.tensors:
+        t = terms[entry.name]
+        if t.dtype != entry.dtype or t.shape != entry.shape:
+            raise MessageError(f"term {entry.name}: {t.dtype} {list(t.shape)} does not match the manifest")
+        if sha256(t.data) != entry.sha256:
+            raise MessageError(f"term {entry.name}: bytes do not match the manifest's SHA-256")
+
+
+# -------------------------------------------------------------------------------------------- receipt
+@dataclass(frozen=True)
+class TermScoreRecord:
+    """One term's cosine between the submission (``layer``) and a base (``base_layer``)."""
+
+    layer: int
+    base_layer: int
+    term: str
+    cosine: str
+
+    def __post_init__(self) -> None:
+        _check_count("score.layer", self.layer)
+        _check_count("score.base_layer", self.base_layer)
+        parse_score(self.cosine)
+
+    def to_map(self) -> dict[str, object]:
+        return {"base_layer": self.base_layer, "cosine": self.cosine, "layer": self.layer, "term": self.term}
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "score") -> TermScoreRecord:
+        f = _Fields(value, what, ("base_layer", "cosine", "layer", "term"))
+        return _parse(what, cls,
+                      f.integer("layer"), f.integer("base_layer"), f.text("term"), f.text("cosine"))
+
+
+@dataclass(frozen=True)
+class Match:
+    """The comparison of the submission with one registered base: ICS, the weakest term, every term."""
+
+    name: str
+    entry: bytes  # the base's manifest digest
+    vendor_key_id: str
+    probe_set_id: str
+    ics: str
+    min_term: str
+    common_probe_tokens: int
+    verdict: str
+    terms: tuple[TermScoreRecord, ...]
+
+    def __post_init__(self) -> None:
+        _check_digest("match.entry", self.entry)
+        _check_key_id("match.vendor_key_id", self.vendor_key_id)
+        parse_score(self.ics)
+        parse_score(self.min_term)
+        _check_count("match.common_probe_tokens", self.common_probe_tokens)
+        if self.verdict not in VERDICTS:
+            raise MessageError(f"match.verdict must be one of {', '.join(VERDICTS)}")
+
+    def to_map(self) -> dict[str, object]:
+        return {
+            "common_probe_tokens": self.common_probe_tokens,
+            "entry": self.entry,
+            "ics": self.ics,
+            "min_term": self.min_term,
+            "name": self.name,
+            "probe_set_id": self.probe_set_id,
+            "terms": [t.to_map() for t in self.terms],
+            "vendor_key_id": self.vendor_key_id,
+            "verdict": self.verdict,
+        }
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "match") -> Match:
+        f = _Fields(value, what, (
+            "common_probe_tokens", "entry", "ics", "min_term", "name", "probe_set_id", "terms", "vendor_key_id",
+            "verdict"))
+        terms = tuple(TermScoreRecord.from_map(t, f"{what}.terms[{i}]") for i, t in enumerate(f.items("terms")))
+        return _parse(what, cls,
+            f.text("name"), f.raw("entry", DIGEST_SIZE), f.key_id("vendor_key_id"), f.text("probe_set_id"),
+            f.text("ics"), f.text("min_term"), f.integer("common_probe_tokens"), f.text("verdict"), terms,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (scores as numbers)."""
+        return {
+            "name": self.name,
+            "entry": self.entry.hex(),
+            "vendor_key_id": self.vendor_key_id,
+            "probe_set_id": self.probe_set_id,
+            "ics": float(parse_score(self.ics)),
+            "min_term": float(parse_score(self.min_term)),
+            "common_probe_tokens": self.common_probe_tokens,
+            "verdict": self.verdict,
+            "terms": [
+                {"layer": t.layer, "base_layer": t.base_layer, "term": t.term, "cosine": float(parse_score(t.cosine))}
+                for t in self.terms
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The verifier's signed answer to one submission. ``submission`` is the SHA-256 of the manifest bytes."""
+
+    KIND: ClassVar[str] = "receipt"
+
+    verifier_key_id: str
+    owner_key_id: str
+    nonce: bytes
+    submission: bytes
+    weight_commitment: bytes
+    registry: RegistryState
+    compared: int
+    matches: tuple[Match, ...]
+    verdict: str
+    verdict_rule: str
+    method_ids: tuple[str, ...]
+    issued_at: int
+    kept_invariants: bool
+    version: int = MESSAGE_VERSION
+
+    def __post_init__(self) -> None:
+        _check_key_id("receipt.verifier_key_id", self.verifier_key_id)
+        _check_key_id("receipt.owner_key_id", self.owner_key_id)
+        if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_SIZE:
+            raise MessageError(f"receipt.nonce must be {NONCE_SIZE} bytes")
+        _check_digest("receipt.submission", self.submission)
+        _check_digest("receipt.weight_commitment", self.weight_commitment)
+        _check_count("receipt.compared", self.compared)
+        _check_count("receipt.issued_at", self.issued_at)
+        if self.verdict not in VERDICTS:
+            raise MessageError(f"receipt.verdict must be one of {', '.join(VERDICTS)}")
+        if not isinstance(self.kept_invariants, bool):
+            raise MessageError("receipt.kept_invariants must be true or false")
+        if self.version != MESSAGE_VERSION:
+            raise MessageError(f"unsupported receipt version {self.version!r:.20}")
+
+    def to_map(self) -> dict[str, object]:
+        return {
+            "compared": self.compared,
+            "issued_at": self.issued_at,
+            "kept_invariants": self.kept_invariants,
+            "matches": [m.to_map() for m in self.matches],
+            "method_ids": list(self.method_ids),
+            "nonce": self.nonce,
+            "owner_key_id": self.owner_key_id,
+            "registry": self.registry.to_map(),
+            "submission": self.submission,
+            "verdict": self.verdict,
+            "verdict_rule": self.verdict_rule,
+            "verifier_key_id": self.verifier_key_id,
+            "version": self.version,
+            "weight_commitment": self.weight_commitment,
+        }
+
+    @classmethod
+    def from_map(cls, value: object) -> Receipt:
+        what = "receipt"
+        f = _Fields(value, what, (
+            "compared", "issued_at", "kept_invariants", "matches", "method_ids", "nonce", "owner_key_id", "registry",
+            "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment"),
+            versioned=True)
+        matches = tuple(Match.from_map(m, f"{what}.matches[{i}]") for i, m in enumerate(f.items("matches")))
+        method_ids = f.items("method_ids")
+        if not all(isinstance(m, str) for m in method_ids):
+            raise MessageError(f"{what}.method_ids: expected a list of strings")
+        return _parse(what, cls,
+            f.key_id("verifier_key_id"), f.key_id("owner_key_id"), f.raw("nonce", NONCE_SIZE),
+            f.raw("submission", DIGEST_SIZE), f.raw("weight_commitment", DIGEST_SIZE),
+            RegistryState.from_map(f.value["registry"]), f.integer("compared"), matches, f.text("verdict"),
+            f.text("verdict_rule"), tuple(method_ids), f.integer("issued_at"), f.flag("kept_invariants"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {
+            "version": self.version,
+            "verdict": self.verdict,
+            "verdict_rule": self.verdict_rule,
+            "matches": [m.as_dict() for m in self.matches],
+            "compared": self.compared,
+            "verifier_key_id": self.verifier_key_id,
+            "owner_key_id": self.owner_key_id,
+            "nonce": self.nonce.hex(),
+            "submission": self.submission.hex(),
+            "weight_commitment": self.weight_commitment.hex(),
+            "registry": {"size": self.registry.size, "root": self.registry.root.hex()},
+            "method_ids": list(self.method_ids),
+            "issued_at": self.issued_at,
+            "kept_invariants": self.kept_invariants,
+        }

@@ -1,0 +1,64 @@
+"""The verifier's error hierarchy: every refusal is a ``VerifierError`` whose class fixes the gRPC status.
+
+The class names the status as a string (``status``) so that the checks, the registry and the CLI need not
+import grpc; only ``verifier._service`` turns it into a ``grpc.StatusCode``. Messages go to an untrusted peer:
+they say what was wrong with the submission, never anything about the verifier's keys, files or registry
+beyond what the challenge already announced, and signature failures stay opaque.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class VerifierError(Exception):
+    """Base class of every error the verifier raises on bad input or bad configuration."""
+
+    status: ClassVar[str] = "INTERNAL"
+
+
+class InvalidSubmission(VerifierError):
+    """Malformed input: undecodable, inconsistent, a tensor that does not match its digest, dtype, shape or
+    finiteness, chunks out of order, a truncated stream."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(VerifierError):
+    """The signature does not verify, or the key is unknown (or revoked)."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(VerifierError):
+    """The key is known but not trusted for what it signed (e.g. a vendor key signing a submission)."""
+
+    status = "PERMISSION_DENIED"
+
+
+class ChallengeRejected(VerifierError):
+    """The nonce was not issued by this verifier, or was already used: ask for a new challenge."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class ChallengeExpired(VerifierError):
+    """The challenge expired, or the stream ran past its deadline: ask for a new challenge, submit sooner."""
+
+    status = "DEADLINE_EXCEEDED"
+
+
+class LimitExceeded(VerifierError):
+    """The submission is larger than the challenge's limits allow, or the verifier is at capacity."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+class RegistryError(VerifierError):
+    """The registry refused an operation (name taken, entry already present, a corrupt blob)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class ConfigError(VerifierError):
+    """The server cannot start as configured (plaintext off loopback, missing TLS material, bad address)."""
