@@ -2,15 +2,21 @@
 attacks, and show that pawprint's invariant terms still match while the raw parameters (and the published
 HuRef form) do not; a derived model matches its base and an independent one does not.
 
-The protocol issue turns this into the full two-party flow over gRPC.
+Then the full two-party flow over gRPC with mutual TLS: a vendor registers the zoo's bases, a verifier serves,
+an owner submits a laundered copy, real derivatives and an independent model, and keeps the signed receipts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from owner import build_probe_set, compare, compute_invariants, load_vocabulary
 from owner._model import open_model
@@ -48,7 +54,7 @@ def run_demo(workdir: Path, quick: bool = False) -> int:
     t0 = time.time()
     workdir.mkdir(parents=True, exist_ok=True)
     zoo_dir = workdir / ("zoo-quick" if quick else "zoo")
-    print(f"[1/3] lineage zoo in {zoo_dir} (built once, then reused)", flush=True)
+    print(f"[1/4] lineage zoo in {zoo_dir} (built once, then reused)", flush=True)
     lineage = json.loads(build_zoo(zoo_dir, quick=quick).read_text())
     models = {m["name"]: m for m in lineage["models"]}
     bases = [m["name"] for m in lineage["models"] if m["family"] == "llama" and m["kind"] == "base"]
@@ -56,11 +62,11 @@ def run_demo(workdir: Path, quick: bool = False) -> int:
     derived = [m["name"] for m in lineage["models"] if m["parent"] == base and m["kind"] in ("sft", "cpt-heavy")]
 
     laundered = workdir / f"{base}-laundered"
-    print(f"[2/3] laundering {base} with {len(LAUNDER_CHAIN)} function-preserving transforms", flush=True)
+    print(f"[2/4] laundering {base} with {len(LAUNDER_CHAIN)} function-preserving transforms", flush=True)
     worst = _launder(zoo_dir / base, laundered)
     print(f"  every step keeps the model's function (largest relative output change {worst:.1e})")
 
-    print(f"[3/3] comparing against the base {base} (probe set built from its vocabulary)", flush=True)
+    print(f"[3/4] comparing against the base {base} (probe set built from its vocabulary)", flush=True)
     probes = build_probe_set(load_vocabulary(open_model(zoo_dir / base).root))
     inv_base = {m: compute_invariants(zoo_dir / base, probes=probes, method=m) for m in ("pawprint", "huref-2024")}
     suspects = [(laundered.name, laundered, "laundered copy of the base")]
@@ -77,5 +83,68 @@ def run_demo(workdir: Path, quick: bool = False) -> int:
     print("raw cos: cosine of the weight matrices shared by name and shape; ICS: mean cosine of the six invariant")
     print("terms (last 2 layers x 3); min term: the smallest of the six; huref ICS: the published form (norms not")
     print("folded, FFN term from Wgate^T * Wup^T), which a rotation of the residual stream defeats.")
-    print(f"done in {time.time() - t0:.0f} s; models under {workdir}")
+    _two_party_flow(workdir, zoo_dir, lineage["models"], laundered)
+    print(f"done in {time.time() - t0:.0f} s; models, keys, registry and receipts under {workdir}")
     return 0
+
+
+def _cli(*args: str) -> None:
+    from pawprint.cli import main
+
+    code = main(list(args))
+    if code != 0:
+        raise RuntimeError(f"pawprint {' '.join(args)} exited with {code}")
+
+
+def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], laundered: Path) -> None:
+    """Vendor registers bases, a verifier serves over mutual TLS, an owner submits suspects: the real CLI."""
+    flow = workdir / "flow"
+    shutil.rmtree(flow, ignore_errors=True)
+    keys, pki, data, bundles, receipts = (flow / n for n in ("keys", "pki", "verifier-data", "bundles", "receipts"))
+    print("\n[4/4] two-party protocol: fresh keys and TLS certificates, a vendor registers the bases, a verifier")
+    print("      serves on loopback with mutual TLS, an owner submits suspects and keeps signed receipts", flush=True)
+    for name in ("vendor", "owner", "verifier"):
+        _cli("keys", "generate", "-o", str(keys), "--name", name, "--role", name)
+    trust = flow / "trust.json"
+    _cli("trust", "add", str(trust), str(keys / "vendor.pub"), "--role", "vendor", "--name", "zoo vendor")
+    _cli("trust", "add", str(trust), str(keys / "owner.pub"), "--role", "owner", "--name", "demo owner")
+    _cli("verifier", "test-certs", "-o", str(pki))
+    bundles.mkdir(parents=True)
+    bases = [m["name"] for m in models if m["kind"] == "base" and m["name"].endswith("-s0")]
+    for base in bases:
+        bundle = bundles / f"{base}.bundle"
+        _cli("owner", "fingerprint", str(zoo_dir / base), "-k", str(keys / "vendor.key"), "-o", str(bundle), "-q")
+        _cli("registry", "add", str(bundle), "--data", str(data), "--name", base, "--trust", str(trust))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pawprint", "verifier", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
+         "--key", str(keys / "verifier.key"), "--trust", str(trust), "--tls-cert", str(pki / "server.pem"),
+         "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem"), "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the verifier did not start: {line!r}")
+        address = line.split()[-1]
+        print(f"  verifier {line.strip()} (mutual TLS); registered bases: {', '.join(bases)}", flush=True)
+        by_name = {m["name"]: m for m in models}
+        suspects = [(laundered, "laundered copy of llama-base-s0")]
+        suspects += [(zoo_dir / n, f"{by_name[n]['kind']} of {by_name[n]['parent']}")
+                     for n in ("llama-sft", "llama-pruned", "llama-cpt-heavy")]
+        suspects += [(zoo_dir / "llama-base-s1", "independent (same data, other seed; not registered)")]
+        for path, truth in suspects:
+            print(f"\n  owner submits {path.name} (truth: {truth})", flush=True)
+            out = receipts / path.name
+            _cli("owner", "submit", str(path), "--verifier", address, "-k", str(keys / "owner.key"),
+                 "--verifier-pub", str(keys / "verifier.pub"), "--ca", str(pki / "ca.pem"),
+                 "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "-o", str(out), "-q")
+            for receipt in sorted(out.glob("*.pawprint-receipt")):
+                with contextlib.redirect_stdout(io.StringIO()):
+                    _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"))
+                print(f"  receipt verified offline against the verifier's public key: {receipt}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"\n  receipts are under {receipts}; check any of them offline with")
+    print(f"  pawprint receipt verify RECEIPT --verifier-pub {keys / 'verifier.pub'}")
