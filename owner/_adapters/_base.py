@@ -222,6 +222,8 @@ class PlainAdapter(Adapter):
     norm1: ClassVar[str | None] = None
     norm2: ClassVar[str | None] = None
     conv1d: ClassVar[bool] = False
+    # A fused QKV (``q == k == v``) is split per head ``[head][q,k,v][dh]`` when set, else in thirds.
+    fused_per_head: ClassVar[bool] = False
 
     def _t(self, template: str, layer: int) -> torch.Tensor:
         w = self.tensor(template.format(i=layer))
@@ -255,7 +257,14 @@ class PlainAdapter(Adapter):
                 )
 
     def qkv(self, layer: int, method: Method) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._t(self.q, layer), self._t(self.k, layer), self._t(self.v, layer)
+        if self.q != self.k:
+            return self._t(self.q, layer), self._t(self.k, layer), self._t(self.v, layer)
+        w = self._t(self.q, layer)
+        if self.fused_per_head and method != "huref-2024":  # the reference code splits every fused QKV in thirds
+            q, k, v = split_interleaved_qkv(w, self.info.n_heads, self.info.head_dim)
+        else:
+            q, k, v = split_thirds(w)
+        return q, k, v
 
     def norms(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         g1 = self.tensor(self.norm1.format(i=layer)) if self.norm1 else None

@@ -10,11 +10,8 @@ import torch
 
 from owner._adapters._base import (
     ArchInfo,
-    Method,
     PlainAdapter,
     cfg_int,
-    split_interleaved_qkv,
-    split_thirds,
 )
 
 
@@ -27,6 +24,7 @@ class BloomAdapter(PlainAdapter):
     up = "h.{i}.mlp.dense_h_to_4h.weight"
     down = "h.{i}.mlp.dense_4h_to_h.weight"
     norm1 = "h.{i}.input_layernorm.weight"
+    fused_per_head = True
     norm2 = "h.{i}.post_attention_layernorm.weight"
 
     def _read_info(self) -> ArchInfo:
@@ -49,11 +47,3 @@ class BloomAdapter(PlainAdapter):
         b = self.tensor("word_embeddings_layernorm.bias")
         eps = float(self.config.get("layer_norm_epsilon", 1e-5))
         return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps)
-
-    def qkv(self, layer: int, method: Method) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        w = self._t(self.q, layer)
-        if method == "huref-2024":
-            q, k, v = split_thirds(w)
-        else:
-            q, k, v = split_interleaved_qkv(w, self.info.n_heads, self.info.head_dim)
-        return q, k, v

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-
-from owner._adapters._base import ArchInfo, Method, PlainAdapter, cfg_int, split_thirds
+from owner._adapters._base import ArchInfo, PlainAdapter, cfg_int
 
 
 class Gpt2Adapter(PlainAdapter):
@@ -31,7 +29,3 @@ class Gpt2Adapter(PlainAdapter):
             n_kv_heads=h, head_dim=d // h, d_ffn=inner if isinstance(inner, int) else 4 * d,
             vocab_size=cfg_int(c, "vocab_size"), norm="layer", gated_ffn=False, parallel_residual=False,
         )
-
-    def qkv(self, layer: int, method: Method) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v = split_thirds(self._t(self.q, layer))
-        return q, k, v

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-
 from owner._adapters._base import (
     ArchInfo,
-    Method,
     PlainAdapter,
     cfg_int,
-    split_interleaved_qkv,
-    split_thirds,
 )
 
 
@@ -26,6 +21,7 @@ class GptNeoXAdapter(PlainAdapter):
     up = "layers.{i}.mlp.dense_h_to_4h.weight"
     down = "layers.{i}.mlp.dense_4h_to_h.weight"
     norm1 = "layers.{i}.input_layernorm.weight"
+    fused_per_head = True
     norm2 = "layers.{i}.post_attention_layernorm.weight"
 
     def _read_info(self) -> ArchInfo:
@@ -37,11 +33,3 @@ class GptNeoXAdapter(PlainAdapter):
             head_dim=d // h, d_ffn=cfg_int(c, "intermediate_size"), vocab_size=cfg_int(c, "vocab_size"),
             norm="layer", gated_ffn=False, parallel_residual=bool(c.get("use_parallel_residual", True)),
         )
-
-    def qkv(self, layer: int, method: Method) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        w = self._t(self.q, layer)
-        if method == "huref-2024":  # the reference code splits every fused QKV in thirds
-            q, k, v = split_thirds(w)
-        else:
-            q, k, v = split_interleaved_qkv(w, self.info.n_heads, self.info.head_dim)
-        return q, k, v
