@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/python -m pawprint demo
 
 lint: install
-	$(BIN)/ruff check protocol owner verifier zoo pawprint tests benchmarks
+	$(BIN)/ruff check protocol owner verifier zoo pawprint tests benchmarks scripts
 	$(BIN)/mypy
 
 test: install lint
