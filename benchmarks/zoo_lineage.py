@@ -32,14 +32,17 @@ def _margin(scores: list[PairScore], same_family: bool = True) -> tuple[float, f
     return ics_gap, term_gap, max(s.ics for s in ind)
 
 
-def render(results: dict[tuple[str, str], list[PairScore]], zoo: Path, seconds: float, default_rule: str) -> str:
+def render(
+    results: dict[tuple[str, str], list[PairScore]], zoo: Path, seconds: float, default_rule: str,
+    out: Path = Path("docs/results/zoo_lineage.md"), extra: str = "",
+) -> str:
     lines = [
         "# Lineage separation on the zoo",
         "",
-        f"Command: `python -m benchmarks.zoo_lineage --zoo {zoo} --out docs/results/zoo_lineage.md` "
+        f"Command: `python -m benchmarks.zoo_lineage --zoo {zoo} {extra}--out {out}` "
         f"({seconds:.0f} s on 2 cores). Zoo: `pawprint zoo build` default (trained models, see its lineage.json).",
         "",
-        "Each pair: terms on all layers, probe set built from the first model's vocabulary (up to 4096 tokens), "
+        "Each pair: terms on all layers, probe set built from the first model's vocabulary, "
         "layers matched order-preservingly; a term's score is its mean cosine over the matched layers. "
         "*Derived*: every model against its parent. *Independent*: every base against every model outside its "
         "lineage tree (same family = same architecture and data, other seed; cross family = other architecture).",
@@ -62,6 +65,8 @@ def render(results: dict[tuple[str, str], list[PairScore]], zoo: Path, seconds: 
         lines.append(f"| {rule} | {method} | {g:+.3f} | {tg:+.3f} | {mx:.3f} | {ga:+.3f} | {tga:+.3f} | {mxa:.3f} |")
     lines += ["", f"Default rule chosen: **{default_rule}** (largest per-term margin with the pawprint method).", ""]
     for method in METHODS:
+        if (default_rule, method) not in results:
+            continue
         scores = results[(default_rule, method)]
         lines += [f"## {method}, rule {default_rule}: derivatives (smallest score per kind)", "",
                   "| kind | pair | " + " | ".join(TERMS) + " | ICS | layers matched |",
@@ -88,11 +93,17 @@ def render(results: dict[tuple[str, str], list[PairScore]], zoo: Path, seconds: 
     return "\n".join(lines)
 
 
+def _extra(args: argparse.Namespace) -> str:
+    return (f"--n {args.n} " if args.n != 4096 else "") + ("--no-huref " if args.no_huref else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--zoo", default="out/demo/zoo")
     ap.add_argument("--out", default="docs/results/zoo_lineage.md")
     ap.add_argument("--rules", default=",".join(PROBE_RULES))
+    ap.add_argument("--n", type=int, default=4096, help="probe tokens per set (fewer than qualify makes rules differ)")
+    ap.add_argument("--no-huref", action="store_true", help="compare the rules only")
     ap.add_argument("--from-json", default=None, help="re-render a previous run's JSON instead of scoring")
     ap.add_argument("--seconds", type=float, default=0.0, help="with --from-json: that run's duration")
     args = ap.parse_args()
@@ -106,18 +117,19 @@ def main() -> None:
             ]
             for k, v in raw.items()
         }
-        chosen = next(r for r, m in loaded if m == "huref-2024")
-        out.write_text(render(loaded, zoo, args.seconds, chosen), encoding="utf-8")
+        chosen = max((r for r, m in loaded if m == "pawprint"), key=lambda r: _margin(loaded[(r, "pawprint")])[1])
+        out.write_text(render(loaded, zoo, args.seconds, chosen, out, _extra(args)), encoding="utf-8")
         return
     t0 = time.time()
     build_zoo(zoo)
     rules = args.rules.split(",")
     # Rules are compared with the pawprint method; the published form is scored with the chosen rule.
-    results = {(rule, "pawprint"): score_zoo(zoo, rule, "pawprint", log=print) for rule in rules}
+    results = {(rule, "pawprint"): score_zoo(zoo, rule, "pawprint", n=args.n, log=print) for rule in rules}
     best = max(rules, key=lambda r: _margin(results[(r, "pawprint")])[1])
-    results[(best, "huref-2024")] = score_zoo(zoo, best, "huref-2024", log=print)
+    if not args.no_huref:
+        results[(best, "huref-2024")] = score_zoo(zoo, best, "huref-2024", n=args.n, log=print)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, zoo, time.time() - t0, best), encoding="utf-8")
+    out.write_text(render(results, zoo, time.time() - t0, best, out, _extra(args)), encoding="utf-8")
     out.with_suffix(".json").write_text(
         json.dumps({f"{r}/{m}": [asdict(s) for s in v] for (r, m), v in results.items()}, indent=1), encoding="utf-8"
     )
