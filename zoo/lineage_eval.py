@@ -16,6 +16,7 @@ from typing import Any
 
 from owner import build_probe_set, compare, compute_invariants, load_vocabulary
 from owner._invariants import TERMS, match_layers
+from owner.errors import TokenizerError
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,15 @@ def score_zoo(
         probes = build_probe_set(load_vocabulary(zoo / a), n=n, rule=rule)
         ia = compute_invariants(zoo / a, probes=probes, layers="all", method=method)  # type: ignore[arg-type]
         for b, relation, kind in others:
-            ib = compute_invariants(zoo / b, probes=probes, layers="all", method=method)  # type: ignore[arg-type]
+            try:
+                ib = compute_invariants(zoo / b, probes=probes, layers="all", method=method)  # type: ignore[arg-type]
+            except TokenizerError as e:
+                if relation == "derived":
+                    raise
+                # Too few common probe tokens to compare at all: unrelated by construction, not scored.
+                if log:
+                    log(f"{method:10s} {rule:13s} {a:18s} {b:18s} {relation:11s} not comparable ({e})")
+                continue
             pairs = match_layers(ia, ib)
             r = compare(ia, ib, layer_pairs=pairs)
             per_term = {t: sum(s.cosine for s in r.terms if s.term == t) / len(pairs) for t in TERMS}
