@@ -327,8 +327,8 @@ def test_permuted_vocabulary_keeps_strings_and_moves_ids(
     assert set(permuted.token_ids) == set(base.token_ids)
     assert all(permuted.token_ids[t] == perm[i] for t, i in base.token_ids.items())
     # The hash rules depend on strings only: the same probe set, mapped to the permuted ids.
-    probes = build_probe_set(base, n=64)
-    assert build_probe_set(permuted, n=64) == probes
+    probes = build_probe_set(base, n=64, rule="words-hash-v1")
+    assert build_probe_set(permuted, n=64, rule="words-hash-v1") == probes
     m0, m1 = map_probes(probes, base), map_probes(probes, permuted)
     assert m1.ids == tuple(perm[i] for i in m0.present_ids())
     raw_the = {"bytelevel": "Ġthe", "metaspace": "▁the", "wordpiece": "the"}[style]
@@ -373,7 +373,7 @@ def test_probe_set_id_known_answer() -> None:
 def test_probe_set_id_changes_with_every_field(vocabs: dict[TokenizerStyle, Vocabulary]) -> None:
     p = build_probe_set(vocabs["bytelevel"], n=32)
     assert p.id == build_probe_set(vocabs["bytelevel"], n=32).id
-    assert (p.name, p.version, p.rule, len(p)) == ("words-hash-v1-n32", 1, DEFAULT_RULE, 32)
+    assert (p.name, p.version, p.rule, len(p)) == (f"{DEFAULT_RULE}-n32", 1, DEFAULT_RULE, 32)
     variants = [
         ProbeSet(p.name, p.version, p.rule, (*p.tokens[:-1], "▁zzzz")),
         ProbeSet(p.name, p.version, p.rule, (p.tokens[1], p.tokens[0], *p.tokens[2:])),
@@ -427,9 +427,9 @@ def test_rules(vocabs: dict[TokenizerStyle, Vocabulary]) -> None:
     words = [t for t in vocab.token_ids if t.startswith("▁") and len(t) >= 4 and t[1:].isalpha()]
     by_hash = sorted(words, key=lambda t: hashlib.sha256(t.encode()).digest())
 
-    p = build_probe_set(vocab, n=40)
+    p = build_probe_set(vocab, n=40, rule="words-hash-v1")
     assert list(p.tokens) == by_hash[:40]
-    everything = build_probe_set(vocab)  # fewer than 4096 qualify: all of them, no error
+    everything = build_probe_set(vocab, rule="words-hash-v1")  # fewer than 4096 qualify: all of them, no error
     assert list(everything.tokens) == by_hash and len(everything) < 4096
 
     rare = build_probe_set(vocab, n=20, rule="rare-ids-v1")
@@ -449,8 +449,8 @@ def test_rules(vocabs: dict[TokenizerStyle, Vocabulary]) -> None:
 
 
 def test_hash_rule_picks_overlapping_sets_across_tokenizers(vocabs: dict[TokenizerStyle, Vocabulary]) -> None:
-    a = build_probe_set(vocabs["bytelevel"], n=60)
-    b = build_probe_set(vocabs["metaspace"], n=60)
+    a = build_probe_set(vocabs["bytelevel"], n=60, rule="words-hash-v1")
+    b = build_probe_set(vocabs["metaspace"], n=60, rule="words-hash-v1")
     common_a = [t for t in a.tokens if t in set(b.tokens)]
     common_b = [t for t in b.tokens if t in set(a.tokens)]
     assert len(common_a) >= 20
