@@ -5,7 +5,12 @@ server, submissions and receipts.
 ``verifier`` and ``receipt`` commands and ``owner fingerprint`` / ``owner submit`` to ``pawprint.cli``'s
 parser. Each command takes the parsed ``args`` and returns an exit status; bad input raises a
 ``protocol.ProtocolError``, ``verifier.VerifierError`` or ``owner.errors.OwnerError`` with a one-line
-message, which ``pawprint.cli.main`` prints as ``pawprint: error: <message>`` (exit 2).
+message, which ``pawprint.cli.main`` prints as ``pawprint: error: <message>`` (exit 2). ``registry audit``
+returns 1 when the log fails a check (its findings printed), so that 2 still means the audit could not run.
+
+The ``registry`` commands (``publish``, ``revoke``, ``list``, ``show``, ``checkpoint``, ``prove``, ``audit``)
+reach a server with ``--registry HOST:PORT`` or a data directory with ``--data DIR``; ``add`` is the
+administrator's local path. What a registry serves is checked here before it is shown as verified.
 
 Private keys are read from files, with a passphrase only from an environment variable (never from the
 command line, where other users could see it). Nothing here sends a weight: ``owner submit`` sends only
@@ -15,6 +20,7 @@ what ``owner._client`` does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -23,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,43 +214,312 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- registry
+# Every registry command reads a local data directory (--data) or talks to a server (--registry HOST:PORT,
+# with TLS options as for ``owner submit``). Whatever the source, what it serves is checked here with
+# ``protocol`` before it is shown or believed: checkpoints against the log's public key, entries against
+# inclusion and consistency proofs.
+EXIT_AUDIT_FAILED = 1
+
+
+@contextlib.contextmanager
+def _log_source(args: argparse.Namespace, *, trust: Any = None, checked: bool = True,
+                create: bool = False) -> Iterator[Any]:
+    """The registry the command names: ``RemoteRegistry`` over a channel, or ``LocalRegistry`` on a data dir."""
+    from verifier import LocalRegistry, Registry, RemoteRegistry
+
+    if getattr(args, "registry", None):
+        from owner._client import open_channel, read_pem
+
+        channel = open_channel(
+            args.registry, ca=read_pem(args.ca, "CA certificate"), cert=read_pem(args.cert, "client certificate"),
+            key=read_pem(args.tls_key, "client key"), insecure_loopback=args.insecure_loopback,
+            server_name=args.server_name,
+        )
+        source: Any = RemoteRegistry(channel, timeout_s=args.timeout)
+    else:
+        source = LocalRegistry(Registry(args.data, create=create, checked=checked), trust)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def _log_key(args: argparse.Namespace, source: Any, *, required: bool) -> Any:
+    """The log's public key: ``--log-pub``, else (a local registry) the data directory's own; a remote log's
+    key must come from the command line, never from the log being checked."""
+    from protocol import PublicKey
+    from verifier import LocalRegistry
+
+    if args.log_pub is not None:
+        return PublicKey.load(args.log_pub)
+    if isinstance(source, LocalRegistry):
+        return source.registry.log_public_key
+    if required:
+        raise CommandError("--log-pub is needed to check a remote registry's checkpoints")
+    return None
+
+
+def _describe(index: int, data: bytes, log_key: Any) -> dict[str, Any]:
+    """An entry for display: its fields, and whether its signatures verify (``signatures``)."""
+    from protocol import LogEntry, ProtocolError
+    from verifier import statement_of
+
+    try:
+        view = LogEntry.from_bytes(data).open(log_key).as_dict(index)
+        view["signatures"] = "verified"
+        return view
+    except ProtocolError as e:
+        problem = str(e)
+    s = statement_of(data)
+    view = {"index": index, "action": s.action, "name": s.name, "vendor_key_id": s.vendor_key_id,
+            "manifest_sha256": s.manifest_sha256.hex()}
+    unchecked = log_key is None and "neither the vendor" in problem
+    view["signatures"] = "unchecked: signed by the log (pass --log-pub)" if unchecked else f"INVALID: {problem}"
+    return view
+
+
+def _checkpoint_dict(cp: Any) -> dict[str, Any]:
+    return {"origin": cp.origin, "size": cp.size, "root": cp.root.hex(), "time": cp.time}
+
+
+def _published_report(published: Any, statement: Any, log_key: Any, *, action: str) -> dict[str, Any]:
+    from verifier import check_published
+
+    cp = check_published(published, statement, log_key)
+    return {"index": published.index, "existing": published.existing, "action": action,
+            "checkpoint": _checkpoint_dict(cp), "checkpoint_signature": "verified" if log_key else "unchecked",
+            "inclusion_proof": "verified", "leaf_hash": _leaf_hex(published.entry)}
+
+
+def _leaf_hex(data: bytes) -> str:
+    from protocol import leaf_hash
+
+    return leaf_hash(data).hex()
+
+
+def _trust_for(args: argparse.Namespace) -> Any:
+    from protocol import TrustStore
+
+    if getattr(args, "data", None) and args.trust is None:
+        raise CommandError("publishing to a local registry (--data) needs its trust store (--trust)")
+    return TrustStore.load(args.trust) if args.trust is not None else None
+
+
 def cmd_registry_add(args: argparse.Namespace) -> int:
     from owner._fingerprint import load_bundle
     from protocol import TrustStore
     from verifier import Registry
 
     bundle = load_bundle(args.bundle)
-    registry = Registry(args.data)
+    registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None)
     try:
-        entry = registry.add_base(args.name, bundle, TrustStore.load(args.trust))
+        entry = registry.add_base(args.name, bundle, TrustStore.load(args.trust), licence=args.licence,
+                                  release_date=args.release_date, description=args.description)
         state = registry.state()
     finally:
         registry.close()
-    print(f"registered {entry.name} (vendor {entry.vendor_key_id}, manifest {entry.manifest_sha256.hex()}); "
-          f"registry now {state.size} entries, root {state.root.hex()}")
+    print(f"registered {entry.name} as entry {entry.index} (vendor {entry.vendor_key_id}, manifest "
+          f"{entry.manifest_sha256.hex()}); registry now {state.size} entries, root {state.root.hex()}")
+    return EXIT_OK
+
+
+def cmd_registry_publish(args: argparse.Namespace) -> int:
+    from owner._fingerprint import load_bundle
+    from protocol import REGISTER, RegistryStatement
+
+    bundle = load_bundle(args.bundle)
+    manifest = bundle.open()
+    key = _private_key(args.k, args.passphrase_env)
+    if manifest.owner_key_id != key.key_id:
+        raise CommandError(f"{args.bundle} is signed by key {manifest.owner_key_id}, not by the key given with -k")
+    statement = RegistryStatement(REGISTER, args.name, key.key_id, bundle.manifest_digest, int(time.time()),
+                                  args.licence, args.release_date, args.description).sign(key)
+    with _log_source(args, trust=_trust_for(args), create=True) as source:
+        published = source.publish(statement, bundle)
+        report = _published_report(published, statement, _log_key(args, source, required=False), action="register")
+    report["name"] = args.name
+    report["manifest_sha256"] = bundle.manifest_digest.hex()
+    if args.json:
+        _write_json(report)
+        return EXIT_OK
+    state = "already in the log" if published.existing else "appended"
+    cp = report["checkpoint"]
+    print(f"{args.name}: entry {published.index} ({state}); in the checkpoint of size {cp['size']} "
+          f"(root {cp['root']}, signature {report['checkpoint_signature']}), inclusion proof verified")
+    return EXIT_OK
+
+
+def cmd_registry_revoke(args: argparse.Namespace) -> int:
+    from protocol import REGISTER, REVOKE, RegistryStatement
+    from verifier import statement_of
+
+    key = _private_key(args.k, args.passphrase_env)
+    with _log_source(args, trust=_trust_for(args)) as source:
+        index, data = source.get(args.entry)
+        target = statement_of(data)
+        if target.action != REGISTER:
+            raise CommandError(f"entry {index} is a revocation; name the registration to revoke")
+        statement = RegistryStatement(REVOKE, target.name, key.key_id, target.manifest_sha256, int(time.time()),
+                                      reason=args.reason).sign(key)
+        published = source.revoke(statement)
+        report = _published_report(published, statement, _log_key(args, source, required=False), action="revoke")
+    report.update(name=target.name, revokes=index)
+    if args.json:
+        _write_json(report)
+        return EXIT_OK
+    state = "already in the log" if published.existing else "appended"
+    print(f"{target.name}: entry {index} revoked by entry {published.index} ({state}); inclusion proof verified")
     return EXIT_OK
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
-    from verifier import Registry
+    from protocol import REVOKE
+    from verifier import open_note
 
-    registry = Registry(args.data)
-    try:
-        entries, state = registry.bases(), registry.state()
-    finally:
-        registry.close()
-    rows: list[dict[str, Any]] = [
-        {"name": e.name, "vendor_key_id": e.vendor_key_id, "manifest_sha256": e.manifest_sha256.hex(),
-         "weight_commitment": e.weight_commitment.hex(), "probe_set_ids": list(e.probe_set_ids),
-         "family": e.metadata.get("family"), "registered_at": e.registered_at}
-        for e in entries
-    ]
+    with _log_source(args) as source:
+        log_key = _log_key(args, source, required=False)
+        note = source.checkpoint()
+        cp = open_note(note, log_key)
+        rows = [_describe(i, d, log_key) for i, d in enumerate(source.entries(0, cp.size))]
+    revoked = {r["manifest_sha256"]: r["index"] for r in rows if r["action"] == REVOKE}
+    for r in rows:
+        if r["action"] != REVOKE:
+            r["revoked_by"] = revoked.get(r["manifest_sha256"])
     if args.json:
-        _write_json({"size": state.size, "root": state.root.hex(), "entries": rows})
+        _write_json({**_checkpoint_dict(cp), "checkpoint": note,
+                     "checkpoint_signature": "verified" if log_key else "unchecked", "entries": rows})
         return EXIT_OK
     for r in rows:
-        print(f"{r['name']:30s} {r['family']!s:10s} {r['manifest_sha256'][:16]}  vendor {r['vendor_key_id'][:16]}")
-    print(f"{state.size} entries, root {state.root.hex()}")
+        status = r["action"] if r["action"] == REVOKE else ("revoked" if r["revoked_by"] is not None else "active")
+        family = r.get("model", {}).get("family", "")
+        print(f"{r['index']:5d}  {r['name']:30s} {status:8s} {family!s:10s} {r['manifest_sha256'][:16]}  "
+              f"vendor {r['vendor_key_id'][:16]}" + ("" if r["signatures"] == "verified" else f"  {r['signatures']}"))
+    print(f"{cp.size} entries, root {cp.root.hex()} (checkpoint signature "
+          f"{'verified' if log_key else 'unchecked: pass --log-pub'})")
+    return EXIT_OK
+
+
+def cmd_registry_show(args: argparse.Namespace) -> int:
+    from protocol import REVOKE
+    from verifier import open_note, statement_of
+
+    with _log_source(args) as source:
+        log_key = _log_key(args, source, required=False)
+        cp = open_note(source.checkpoint(), log_key)
+        index, data = source.get(args.entry)
+        view = _describe(index, data, log_key)
+        if view["action"] != REVOKE:
+            later = source.entries(index + 1, cp.size)
+            view["revoked_by"] = next(
+                (i for i, d in enumerate(later, index + 1)
+                 if (s := statement_of(d)).action == REVOKE and s.manifest_sha256.hex() == view["manifest_sha256"]),
+                None)
+    if args.json:
+        _write_json(view)
+        return EXIT_OK
+    for k, v in view.items():
+        print(f"{k:18s} {v}")
+    return EXIT_OK
+
+
+def cmd_registry_checkpoint(args: argparse.Namespace) -> int:
+    from protocol import atomic_write
+    from verifier import open_note
+
+    previous = _saved_checkpoint(Path(args.output))
+    with _log_source(args) as source:
+        log_key = _log_key(args, source, required=False)
+        note = source.checkpoint()
+        cp = open_note(note, log_key)
+        if previous is not None:
+            _check_extends(source, previous, cp, args.output)
+    try:
+        atomic_write(args.output, note.encode("utf-8"))
+    except OSError as e:
+        raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
+    report = {**_checkpoint_dict(cp), "file": args.output, "signature": "verified" if log_key else "unchecked",
+              "replaced_size": None if previous is None else previous.size}
+    if args.json:
+        _write_json(report)
+        return EXIT_OK
+    replaced = "" if previous is None else f"; consistent with the {previous.size}-entry checkpoint it replaces"
+    print(f"wrote {args.output}: {cp.origin}, {cp.size} entries, root {cp.root.hex()}, time {cp.time} "
+          f"(signature {report['signature']}{replaced})")
+    return EXIT_OK
+
+
+def _saved_checkpoint(path: Path) -> Any:
+    """The checkpoint already saved at ``path`` (``None`` if there is no file): a newer one may replace it
+    only if the log grew consistently from it, so a saved reference point can never be moved backwards."""
+    from protocol import parse_checkpoint
+
+    if not path.exists():
+        return None
+    try:
+        return parse_checkpoint(path.read_bytes()).checkpoint
+    except (OSError, ProtocolError) as e:
+        raise CommandError(f"{path} exists and is not a checkpoint; not replacing it ({e})") from e
+
+
+def _check_extends(source: Any, previous: Any, cp: Any, where: str) -> None:
+    from protocol import verify_consistency
+    from verifier import LogCheckFailed
+
+    if previous.origin != cp.origin:
+        raise CommandError(f"{where} holds a checkpoint of another log ({previous.origin})")
+    if cp.size < previous.size:
+        raise LogCheckFailed(f"the log shrank: {where} has {previous.size} entries, the log now {cp.size}")
+    try:
+        verify_consistency(previous.size, cp.size, previous.root, cp.root,
+                           source.consistency_proof(previous.size, cp.size))
+    except ProtocolError as e:
+        raise LogCheckFailed(f"the log's new checkpoint does not extend the one in {where}: {e}") from e
+
+
+def cmd_registry_prove(args: argparse.Namespace) -> int:
+    from protocol import LogEntry
+    from verifier import open_note, prove
+
+    note = _read(args.checkpoint, "checkpoint")
+    with _log_source(args) as source:
+        log_key = _log_key(args, source, required=True)
+        cp = open_note(note, log_key)
+        proven = prove(source, args.entry, cp)
+    entry = LogEntry.from_bytes(proven.data).open(log_key)
+    report = {"index": proven.index, "name": entry.name, "action": entry.action,
+              "manifest_sha256": entry.manifest_sha256.hex(), "leaf_hash": _leaf_hex(proven.data),
+              "proof": [p.hex() for p in proven.proof], "checkpoint": _checkpoint_dict(cp), "verified": True}
+    if args.json:
+        _write_json(report)
+        return EXIT_OK
+    print(f"entry {proven.index} ({entry.action} {entry.name}) is in the log at the checkpoint of size {cp.size} "
+          f"(root {cp.root.hex()}): inclusion proof of {len(proven.proof)} hashes verified")
+    return EXIT_OK
+
+
+def cmd_registry_audit(args: argparse.Namespace) -> int:
+    from protocol import TrustStore
+    from verifier import audit
+
+    saved = _read(args.from_, "saved checkpoint")
+    trust = TrustStore.load(args.trust) if args.trust else None
+    # A local registry is opened unchecked: the audit, not the start-up check, says what is wrong.
+    with _log_source(args, checked=False) as source:
+        report = audit(source, saved, _log_key(args, source, required=True), trust=trust)
+    if args.json:
+        _write_json(report.as_dict())
+    elif report.ok and report.saved is not None and report.current is not None:
+        print(f"audit passed: the log grew from {report.saved.size} to {report.current.size} entries consistently; "
+              f"{report.entries} entries rehashed to the current root and their signatures verified "
+              f"({report.registrations} registrations, {report.revocations} revocations, {report.vendors} vendors)")
+    else:
+        for p in report.problems:
+            print(f"FAILED: {p}")
+    for n in report.notes:
+        print(f"note: {n}", file=sys.stderr)
+    if not report.ok:
+        print(f"pawprint: error: audit failed: {report.problems[0]}", file=sys.stderr)
+        return EXIT_AUDIT_FAILED
     return EXIT_OK
 
 
@@ -261,10 +537,13 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
     tls = TlsConfig.from_files(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
     key = _private_key(args.key, args.passphrase_env)
     trust = TrustStore.load(args.trust)
-    registry = Registry(args.data)
+    registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None)
     config = ServerConfig(listen=args.listen, tls=tls, insecure_loopback=args.insecure_loopback)
     server, port = serve(key, trust, registry, config)
     host = args.listen.rpartition(":")[0]
+    logging.getLogger("pawprint.verifier").info(
+        "registry log %s: %d entries, signed by key %s (auditors need its public key, %s/log.pub)", registry.origin,
+        registry.size(), registry.log_public_key.key_id, args.data)
     print(f"listening on {host}:{port}", flush=True)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -297,12 +576,39 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule)
     if consistent is False:
         raise CommandError(f"{args.receipt}: the verdict does not follow from the scores under its rule")
+    log = _receipt_log_checks(args, receipt)
     if args.json:
-        _write_json({"valid": True, "verdict_rechecked": consistent, **receipt.as_dict()})
+        _write_json({"valid": True, "verdict_rechecked": consistent, **receipt.as_dict(), "log": log})
         return EXIT_OK
     print(f"{args.receipt}: valid receipt signed by verifier {receipt.verifier_key_id}")
     _print_receipt(receipt)
+    print(f"checkpoint {log['checkpoint_signature']}; inclusion of matched entries {log['inclusion']}")
     return EXIT_OK
+
+
+def _receipt_log_checks(args: argparse.Namespace, receipt: Any) -> dict[str, Any]:
+    """What the receipt says about the registry log, checked as far as the options allow: the checkpoint's
+    signature with ``--log-pub``, each matched entry's inclusion with ``--registry`` or ``--data``."""
+    from protocol import PublicKey
+    from verifier import check_receipt_entries, open_note
+
+    wants_proofs = bool(args.registry or args.data)
+    if receipt.checkpoint is None:
+        if wants_proofs or args.log_pub:
+            raise CommandError(f"{args.receipt}: the receipt names no registry checkpoint to check against")
+        return {"checkpoint_signature": "absent", "inclusion": "not checked", "entries": []}
+    log_key = PublicKey.load(args.log_pub) if args.log_pub else None
+    if not wants_proofs:
+        open_note(receipt.checkpoint, log_key)
+        return {"checkpoint_signature": "verified" if log_key else "not checked (pass --log-pub)",
+                "inclusion": "not checked (pass --registry or --data)", "entries": []}
+    with _log_source(args) as source:
+        log_key = log_key or _log_key(args, source, required=False)
+        open_note(receipt.checkpoint, log_key)
+        proven = check_receipt_entries(source, receipt)
+    return {"checkpoint_signature": "verified" if log_key else "not checked (pass --log-pub)",
+            "inclusion": "verified",
+            "entries": [{"index": p.index, "leaf_hash": _leaf_hex(p.data)} for p in proven]}
 
 
 # ----------------------------------------------------------------------------------------------- parser
@@ -369,19 +675,80 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     bv.add_argument("--json", action="store_true")
     bv.set_defaults(func=cmd_bundle_verify)
 
-    reg = sub.add_parser("registry", help="the verifier's registry of base models (local admin)").add_subparsers(
+    def connection_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+        where = p.add_mutually_exclusive_group(required=required)
+        where.add_argument("--registry", metavar="HOST:PORT", default=None, help="a registry server")
+        where.add_argument("--data", metavar="DIR", default=None, help="a local registry data directory")
+        p.add_argument("--ca", default=None, help="CA certificate to trust for the server's TLS certificate")
+        p.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
+        p.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key")
+        p.add_argument("--server-name", default=None, help="expected name in the server's certificate")
+        p.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+        p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+        p.add_argument("--log-pub", default=None, metavar="PUB",
+                       help="the log's public key, to check its checkpoints (a local registry's own by default)")
+
+    def metadata_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--licence", default="", help="the base model's licence (e.g. an SPDX id)")
+        p.add_argument("--release-date", default="", metavar="YYYY-MM-DD")
+        p.add_argument("--description", default="", help="free text")
+
+    reg = sub.add_parser("registry", help="the registry of base models: a transparency log").add_subparsers(
         dest="registry_command", required=True
     )
-    radd = reg.add_parser("add", help="register a vendor-signed bundle as a base model")
+    radd = reg.add_parser("add", help="(local admin) register a vendor-signed bundle; the log key signs the entry")
     radd.add_argument("bundle", metavar="BUNDLE")
     radd.add_argument("--data", required=True, metavar="DIR")
     radd.add_argument("--name", required=True)
     radd.add_argument("--trust", required=True, metavar="TRUST")
+    radd.add_argument("--log-key", default=None, metavar="KEY", help="the log's key (default DIR/log.key)")
+    metadata_options(radd)
     radd.set_defaults(func=cmd_registry_add)
-    rls = reg.add_parser("list", help="the registered bases and the registry state")
-    rls.add_argument("--data", required=True, metavar="DIR")
+    rpub = reg.add_parser("publish", help="publish a base: the vendor signs name and metadata, the bundle is sent")
+    rpub.add_argument("bundle", metavar="BUNDLE")
+    rpub.add_argument("-k", required=True, metavar="VENDOR_KEY", help="the vendor's key (the bundle's signer)")
+    rpub.add_argument("--name", required=True)
+    metadata_options(rpub)
+    rpub.add_argument("--trust", default=None, metavar="TRUST", help="with --data: the registry's trust store")
+    connection_options(rpub)
+    rpub.add_argument("--json", action="store_true")
+    passphrase_option(rpub)
+    rpub.set_defaults(func=cmd_registry_publish)
+    rrev = reg.add_parser("revoke", help="append the vendor's signed revocation of one of its entries")
+    rrev.add_argument("entry", metavar="ENTRY", help="index, manifest digest (hex) or name")
+    rrev.add_argument("-k", required=True, metavar="VENDOR_KEY")
+    rrev.add_argument("--reason", default="")
+    rrev.add_argument("--trust", default=None, metavar="TRUST", help="with --data: the registry's trust store")
+    connection_options(rrev)
+    rrev.add_argument("--json", action="store_true")
+    passphrase_option(rrev)
+    rrev.set_defaults(func=cmd_registry_revoke)
+    rls = reg.add_parser("list", help="every entry of the log and the latest checkpoint")
+    connection_options(rls)
     rls.add_argument("--json", action="store_true")
     rls.set_defaults(func=cmd_registry_list)
+    rsh = reg.add_parser("show", help="one entry")
+    rsh.add_argument("entry", metavar="ENTRY", help="index, manifest digest (hex) or name (its latest entry)")
+    connection_options(rsh)
+    rsh.add_argument("--json", action="store_true")
+    rsh.set_defaults(func=cmd_registry_show)
+    rcp = reg.add_parser("checkpoint", help="save the latest signed checkpoint (an auditor's reference point)")
+    rcp.add_argument("-o", "--output", required=True, metavar="FILE")
+    connection_options(rcp)
+    rcp.add_argument("--json", action="store_true")
+    rcp.set_defaults(func=cmd_registry_checkpoint)
+    rpr = reg.add_parser("prove", help="fetch and check an entry's inclusion proof against a saved checkpoint")
+    rpr.add_argument("entry", metavar="ENTRY", help="index, manifest digest (hex) or name")
+    rpr.add_argument("--checkpoint", required=True, metavar="FILE")
+    connection_options(rpr)
+    rpr.add_argument("--json", action="store_true")
+    rpr.set_defaults(func=cmd_registry_prove)
+    rau = reg.add_parser("audit", help="check the log against a checkpoint saved earlier (exit 0 only if all holds)")
+    rau.add_argument("--from", dest="from_", required=True, metavar="FILE", help="the saved checkpoint")
+    rau.add_argument("--trust", default=None, metavar="TRUST", help="also require every vendor key to be trusted")
+    connection_options(rau)
+    rau.add_argument("--json", action="store_true")
+    rau.set_defaults(func=cmd_registry_audit)
 
     ver = sub.add_parser("verifier", help="the verifier service").add_subparsers(dest="verifier_command", required=True)
     srv = ver.add_parser("serve", help="serve challenges and submissions over gRPC")
@@ -393,6 +760,8 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     srv.add_argument("--tls-key", default=None, metavar="K")
     srv.add_argument("--client-ca", default=None, metavar="CA", help="require client certificates signed by CA")
     srv.add_argument("--insecure-loopback", action="store_true", help="plaintext, only on 127.0.0.1 or ::1")
+    srv.add_argument("--log-key", default=None, metavar="KEY",
+                     help="the registry log's signing key (default DIR/log.key, created with the registry)")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     passphrase_option(srv)
     srv.set_defaults(func=cmd_verifier_serve)
@@ -405,5 +774,6 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     rv = rc.add_parser("verify", help="check a receipt offline (exit 0 only if valid)")
     rv.add_argument("receipt", metavar="RECEIPT")
     rv.add_argument("--verifier-pub", required=True, metavar="PUB")
+    connection_options(rv, required=False)
     rv.add_argument("--json", action="store_true")
     rv.set_defaults(func=cmd_receipt_verify)

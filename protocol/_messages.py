@@ -16,6 +16,10 @@ Each message is a frozen dataclass with ``to_map``/``from_map``; its signed form
   the canonical msgpack of ``{"format", "manifest", "public_key", "signature", "terms"}``.
 - ``Receipt`` (kind ``receipt``, signed by the verifier): the submission digest, nonce, weight commitment,
   registry state, every match with its scores, the verdict and the rule that produced it, method ids, time.
+  A receipt binds to the registry's transparency log: ``checkpoint`` is the log's signed checkpoint note the
+  comparison used (its size and root are the registry state), and each match names its base's entry index
+  (``log_index``), so anyone can fetch that entry's inclusion proof and check it against the checkpoint.
+  Both fields are absent (not nil) from a receipt made without a log: one encoding per value.
 
 **The number rule.** Signed structures hold no floats. Times are integer Unix seconds; sizes are integer
 bytes; scores (cosines and ICS, all in [-1, 1]) are decimal strings with exactly six digits after the point,
@@ -38,6 +42,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar, TypeVar
 
 from protocol._canonical import Limits, Tensor, decode_map, dtype_itemsize, encode
+from protocol._checkpoint import SignedCheckpoint, parse_checkpoint
 from protocol._commitment import WEIGHT_COMMITMENT_ID, TensorDigest
 from protocol._errors import CanonicalError, CommitmentError, FormatError, SignatureError
 from protocol._hashing import DIGEST_SIZE, sha256, sha256_hex
@@ -729,9 +734,12 @@ class Match:
     common_probe_tokens: int
     verdict: str
     terms: tuple[TermScoreRecord, ...]
+    log_index: int | None = None  # the base's entry in the registry log (None: compared outside a log)
 
     def __post_init__(self) -> None:
         _check_digest("match.entry", self.entry)
+        if self.log_index is not None:
+            _check_count("match.log_index", self.log_index)
         _check_key_id("match.vendor_key_id", self.vendor_key_id)
         parse_score(self.ics)
         parse_score(self.min_term)
@@ -750,17 +758,22 @@ class Match:
             "terms": [t.to_map() for t in self.terms],
             "vendor_key_id": self.vendor_key_id,
             "verdict": self.verdict,
+            # Absent rather than nil when there is none: one encoding per value, and receipts made before
+            # the registry was a log still parse.
+            **({} if self.log_index is None else {"log_index": self.log_index}),
         }
 
     @classmethod
     def from_map(cls, value: object, what: str = "match") -> Match:
+        indexed = isinstance(value, dict) and "log_index" in value
         f = _Fields(value, what, (
             "common_probe_tokens", "entry", "ics", "min_term", "name", "probe_set_id", "terms", "vendor_key_id",
-            "verdict"))
+            "verdict", *(("log_index",) if indexed else ())))
         terms = tuple(TermScoreRecord.from_map(t, f"{what}.terms[{i}]") for i, t in enumerate(f.items("terms")))
+        log_index = f.integer("log_index") if indexed else None
         return _parse(what, cls,
             f.text("name"), f.raw("entry", DIGEST_SIZE), f.key_id("vendor_key_id"), f.text("probe_set_id"),
-            f.text("ics"), f.text("min_term"), f.integer("common_probe_tokens"), f.text("verdict"), terms,
+            f.text("ics"), f.text("min_term"), f.integer("common_probe_tokens"), f.text("verdict"), terms, log_index,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -774,6 +787,7 @@ class Match:
             "min_term": float(parse_score(self.min_term)),
             "common_probe_tokens": self.common_probe_tokens,
             "verdict": self.verdict,
+            "log_index": self.log_index,
             "terms": [
                 {"layer": t.layer, "base_layer": t.base_layer, "term": t.term, "cosine": float(parse_score(t.cosine))}
                 for t in self.terms
@@ -801,6 +815,7 @@ class Receipt:
     issued_at: int
     kept_invariants: bool
     version: int = MESSAGE_VERSION
+    checkpoint: str | None = None  # the registry log's signed checkpoint note the comparison used
 
     def __post_init__(self) -> None:
         _check_key_id("receipt.verifier_key_id", self.verifier_key_id)
@@ -817,6 +832,28 @@ class Receipt:
             raise MessageError("receipt.kept_invariants must be true or false")
         if self.version != MESSAGE_VERSION:
             raise MessageError(f"unsupported receipt version {self.version!r:.20}")
+        if self.checkpoint is not None:
+            self._check_checkpoint(self.checkpoint)
+
+    def _check_checkpoint(self, note: str) -> None:
+        """The checkpoint must be a well-formed note of exactly the registry state the receipt names, and every
+        match's log index must fall inside it. Its log signature is checked by whoever holds the log's key."""
+        if not isinstance(note, str):
+            raise MessageError("receipt.checkpoint must be a checkpoint note (text) or absent")
+        try:
+            cp = parse_checkpoint(note).checkpoint
+        except FormatError as e:
+            raise MessageError(f"receipt.checkpoint: {e}") from e
+        if cp.size != self.registry.size or cp.root != self.registry.root:
+            raise MessageError("receipt.checkpoint does not match the registry state the receipt names")
+        for m in self.matches:
+            if m.log_index is None or m.log_index >= cp.size:
+                raise MessageError(f"match {m.name!r:.40}: no log index inside the receipt's checkpoint")
+
+    @property
+    def signed_checkpoint(self) -> SignedCheckpoint | None:
+        """The parsed checkpoint note (signatures unchecked), if the receipt carries one."""
+        return None if self.checkpoint is None else parse_checkpoint(self.checkpoint)
 
     def to_map(self) -> dict[str, object]:
         return {
@@ -834,15 +871,18 @@ class Receipt:
             "verifier_key_id": self.verifier_key_id,
             "version": self.version,
             "weight_commitment": self.weight_commitment,
+            **({} if self.checkpoint is None else {"checkpoint": self.checkpoint}),  # absent, as Match.log_index
         }
 
     @classmethod
     def from_map(cls, value: object) -> Receipt:
         what = "receipt"
+        logged = isinstance(value, dict) and "checkpoint" in value
         f = _Fields(value, what, (
             "compared", "issued_at", "kept_invariants", "matches", "method_ids", "nonce", "owner_key_id", "registry",
-            "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment"),
-            versioned=True)
+            "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment",
+            *(("checkpoint",) if logged else ())), versioned=True)
+        checkpoint = f.text("checkpoint") if logged else None
         matches = tuple(Match.from_map(m, f"{what}.matches[{i}]") for i, m in enumerate(f.items("matches")))
         method_ids = f.items("method_ids")
         if not all(isinstance(m, str) for m in method_ids):
@@ -852,6 +892,7 @@ class Receipt:
             f.raw("submission", DIGEST_SIZE), f.raw("weight_commitment", DIGEST_SIZE),
             RegistryState.from_map(f.value["registry"]), f.integer("compared"), matches, f.text("verdict"),
             f.text("verdict_rule"), tuple(method_ids), f.integer("issued_at"), f.flag("kept_invariants"),
+            MESSAGE_VERSION, checkpoint,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -871,4 +912,5 @@ class Receipt:
             "method_ids": list(self.method_ids),
             "issued_at": self.issued_at,
             "kept_invariants": self.kept_invariants,
+            "checkpoint": self.checkpoint,
         }

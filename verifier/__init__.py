@@ -6,8 +6,14 @@ The pipeline, one module each:
 - ``_checks``: every check before any computation (signature, key and role, nonce, terms table, limits,
   then each chunk's order and each tensor's digest, dtype, shape and finiteness);
 - ``_compare``: ICS against every registered base and the provisional verdict rule;
-- ``_registry``: SQLite (WAL) entries for bases and accepted submissions, content-addressed blobs;
-- ``_service``: ``VerifierService`` (the logic) and the gRPC adapter and server (``serve``);
+- ``_log``: the registry's transparency log on disk (entries, signed checkpoints, proofs; append is one
+  SQLite transaction under the writer lock, start-up replays and checks everything);
+- ``_registry``: the registry of base models over that log (vendors publish and revoke, administrators add),
+  accepted submissions, content-addressed blobs;
+- ``_service``: ``VerifierService`` and ``RegistryService`` (the logic) and their gRPC adapters and server
+  (``serve``);
+- ``_registry_client``: the registry as vendors and auditors reach it (gRPC or a local data directory) and
+  the checks they make of what it serves (inclusion, publish answers, receipts' entries, the audit);
 - ``_tls``: throwaway certificates for loopback tests and the demo.
 
 The verifier never stores anything for a rejected submission, and keeps a submission's terms after the
@@ -24,10 +30,28 @@ from verifier._compare import (
     overall_verdict,
     recheck_verdict,
 )
-from verifier._registry import BaseEntry, BlobStore, Registry
+from verifier._log import TransparencyLog
+from verifier._registry import BaseEntry, BlobStore, LogSnapshot, Published, Registry
+from verifier._registry_client import (
+    LocalRegistry,
+    LogCheckFailed,
+    LogSource,
+    Proven,
+    RegistryClientError,
+    RemoteRegistry,
+    audit,
+    check_inclusion,
+    check_published,
+    check_receipt_entries,
+    open_note,
+    prove,
+    statement_of,
+)
 from verifier._service import (
+    REGISTRY_SERVICE_NAME,
     SERVICE_NAME,
     Chunk,
+    RegistryService,
     ServerConfig,
     TlsConfig,
     VerifierService,
@@ -37,20 +61,26 @@ from verifier._service import (
 )
 from verifier._tls import LoopbackPki, issue_cert, make_ca, write_test_pki
 from verifier.errors import (
+    AlreadyExists,
     ChallengeExpired,
     ChallengeRejected,
     ConfigError,
     InvalidSubmission,
     LimitExceeded,
+    NotFound,
+    OutOfRange,
     PermissionDenied,
+    RegistryCorrupt,
     RegistryError,
     Unauthenticated,
     VerifierError,
 )
 
 __all__ = [
+    "REGISTRY_SERVICE_NAME",
     "SERVICE_NAME",
     "VERDICT_RULE",
+    "AlreadyExists",
     "BaseEntry",
     "BaseModel",
     "BlobStore",
@@ -61,25 +91,45 @@ __all__ = [
     "ConfigError",
     "InvalidSubmission",
     "LimitExceeded",
+    "LocalRegistry",
+    "LogCheckFailed",
+    "LogSnapshot",
+    "LogSource",
     "LoopbackPki",
+    "NotFound",
+    "OutOfRange",
     "PermissionDenied",
+    "Proven",
+    "Published",
     "Registry",
+    "RegistryClientError",
+    "RegistryCorrupt",
     "RegistryError",
+    "RegistryService",
+    "RemoteRegistry",
     "ServerConfig",
     "TlsConfig",
+    "TransparencyLog",
     "Unauthenticated",
     "VerifierError",
     "VerifierService",
+    "audit",
     "base_verdict",
     "check_bundle",
     "check_header",
+    "check_inclusion",
+    "check_published",
+    "check_receipt_entries",
     "compare_with_bases",
     "create_server",
     "issue_cert",
     "make_ca",
+    "open_note",
     "overall_verdict",
+    "prove",
     "recheck_verdict",
     "serve",
     "split_host_port",
+    "statement_of",
     "write_test_pki",
 ]

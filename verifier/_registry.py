@@ -1,80 +1,105 @@
-"""The verifier's storage: a minimal registry of base models and the record of accepted submissions.
+"""The verifier's storage: the signed registry of base models (a transparency log) and accepted submissions.
 
 Layout of a data directory::
 
-    registry.sqlite3        SQLite in WAL mode: bases, submissions
+    registry.sqlite3        SQLite in WAL mode: the log (``verifier._log``) and the submissions
     blobs/ab/abcdef...      content-addressed files (name = hex SHA-256 of the contents), written atomically
+    log.key, log.pub        the log's signing key (PKCS#8 PEM, mode 0600, created with the registry unless
+                            one is passed in) and its public key, which auditors need
 
-A base entry keeps the name, the vendor's key id, the manifest digest and bytes with the vendor's signature
-and key, the weight commitment, the probe set and method ids, the model metadata and the id of the blob that
-holds its invariant terms (canonical msgpack ``{name: tensor}``). Invariants of bases are kept here and
-never published. The registry state (``RegistryState``) is the number of bases and the RFC 6962 root over
-their entry records in registration order; the next issue turns this into a signed transparency log.
+A base is published by its vendor (``publish``): the vendor's signed statement (name, licence, release
+date, description; kind ``registry-entry``) and its signed bundle. Only keys trusted as vendors may publish;
+publishing the same manifest again with the same name and metadata is answered with the existing entry; a
+name belongs to the vendor that first registered it; entries are never edited or deleted, and a vendor
+withdraws one by appending a signed revocation (``revoke``). ``add_base`` is the administrator's local path:
+the statement is signed by the log's own key, the bundle is still the vendor's.
+
+The log records statements and manifests; the terms are kept here as blobs and never published. The
+comparison uses every unrevoked base of the latest checkpoint (``log_snapshot``), and receipts name that
+checkpoint and each base's entry index.
+
+Crash safety: a blob is written (temp, fsync, rename) before the transaction that appends the entry naming
+it, and checked again inside it; entry and checkpoint are one transaction. A crash leaves at worst an
+unreferenced blob, which the next writable start-up removes (under the writer lock, so it cannot race with a
+publisher). Start-up checks the database (``PRAGMA quick_check``), replays the log (``verifier._log``) and
+hashes every base's blob: a corrupt database or blob is ``RegistryCorrupt`` with a message saying what.
 
 Accepted submissions leave their receipt (and the manifest digest, owner key id and nonce); their terms are
 kept only if the owner asked (``keep_invariants``). A rejected submission never reaches this module.
-
-Writes are crash-safe: a blob is written (temp, fsync, rename) before the row that names it is committed, so
-a crash leaves at worst an unreferenced blob, never a row without its blob.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from owner import InvariantSet
 from owner._fingerprint import FingerprintError, invariants_from_group
 from protocol import (
     BUNDLE_LIMITS,
+    REGISTER,
+    REVOKE,
     Bundle,
+    KeyFileError,
+    LogEntry,
     Manifest,
+    PrivateKey,
     ProbeSpec,
     ProtocolError,
+    PublicKey,
     Receipt,
     RegistryState,
+    RegistryStatement,
     Role,
+    SignatureError,
     SignedMessage,
     Tensor,
     TrustStore,
     atomic_write,
+    check_tensors,
     decode_map,
     encode,
-    leaf_hash,
-    merkle_root,
+    open_statement,
+    parse_checkpoint,
+    parse_digest_hex,
     sha256_hex,
 )
-from verifier._checks import check_bundle, terms_of
+from verifier._checks import check_bundle, require_trusted, terms_of
 from verifier._compare import BaseModel
-from verifier.errors import RegistryError
+from verifier._log import (
+    LOG_SCHEMA,
+    Appended,
+    FaultHook,
+    TransparencyLog,
+    default_origin,
+    initialise,
+    read_meta,
+)
+from verifier.errors import (
+    AlreadyExists,
+    InvalidSubmission,
+    NotFound,
+    PermissionDenied,
+    RegistryCorrupt,
+    RegistryError,
+    Unauthenticated,
+)
 
 DB_NAME = "registry.sqlite3"
 BLOB_DIR = "blobs"
+LOG_KEY_NAME = "log.key"
+LOG_PUB_NAME = "log.pub"
+MAX_STATEMENT_BYTES = 64 * 1024
+MAX_LIST = 1000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS bases (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    vendor_key_id TEXT NOT NULL,
-    manifest_sha256 BLOB NOT NULL UNIQUE,
-    manifest BLOB NOT NULL,
-    signature BLOB NOT NULL,
-    public_key BLOB NOT NULL,
-    weight_commitment BLOB NOT NULL,
-    probe_set_ids TEXT NOT NULL,
-    method_ids TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    terms_blob TEXT NOT NULL,
-    leaf BLOB NOT NULL,
-    registered_at INTEGER NOT NULL
-);
+_SCHEMA = LOG_SCHEMA + """
 CREATE TABLE IF NOT EXISTS submissions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     manifest_sha256 BLOB NOT NULL,
@@ -86,25 +111,49 @@ CREATE TABLE IF NOT EXISTS submissions (
     received_at INTEGER NOT NULL
 );
 """
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class BaseEntry:
-    """One registered base, without its terms."""
+    """One registered base, without its terms: its log entry, the manifest's facts and the statement's."""
 
-    id: int
+    index: int
     name: str
     vendor_key_id: str
     manifest_sha256: bytes
     manifest: bytes = field(repr=False)
-    signature: bytes = field(repr=False)
-    public_key: bytes = field(repr=False)
     weight_commitment: bytes
     probe_set_ids: tuple[str, ...]
     method_ids: tuple[str, ...]
-    metadata: dict[str, object]
+    model: dict[str, object]
+    metadata: dict[str, str]
     terms_blob: str
     registered_at: int
+    revoked_by: int | None = None  # the index of the revocation entry, if revoked
+
+
+@dataclass(frozen=True)
+class Published:
+    """The answer to a publish or revoke: the entry, whether it was already there, a checkpoint that includes
+    it and the entry's inclusion proof in that checkpoint."""
+
+    index: int
+    entry: bytes
+    existing: bool
+    checkpoint: str
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class LogSnapshot:
+    """What a comparison used: the checkpoint, the registry state it names, every unrevoked base in it and
+    each base's entry index (by manifest digest)."""
+
+    checkpoint: str
+    state: RegistryState
+    bases: list[BaseModel]
+    indices: dict[bytes, int]
 
 
 class BlobStore:
@@ -132,13 +181,16 @@ class BlobStore:
         try:
             data = self.path(blob_id).read_bytes()
         except OSError as e:
-            raise RegistryError(f"blob {blob_id} is missing ({e.strerror or e})") from e
+            raise RegistryCorrupt(f"blob {blob_id} is missing ({e.strerror or e})") from e
         if sha256_hex(data) != blob_id:
-            raise RegistryError(f"blob {blob_id} is corrupt (its contents do not hash to its name)")
+            raise RegistryCorrupt(f"blob {blob_id} is corrupt (its contents do not hash to its name)")
         return data
 
+    def ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.glob("*/*") if p.is_file() and _BLOB_NAME.fullmatch(p.name))
+
     def count(self) -> int:
-        return sum(1 for p in self.root.glob("*/*") if p.is_file() and not p.name.startswith("."))
+        return len(self.ids())
 
 
 def encode_terms(terms: Mapping[str, Tensor]) -> bytes:
@@ -150,83 +202,351 @@ def decode_terms(data: bytes) -> dict[str, Tensor]:
         value = decode_map(data, limits=BUNDLE_LIMITS)
         return {name: Tensor.from_map(t) for name, t in value.items()}
     except ProtocolError as e:
-        raise RegistryError(f"a terms blob is malformed: {e}") from e
+        raise RegistryCorrupt(f"a terms blob is malformed: {e}") from e
 
 
 class Registry:
-    """The registry and submission record in one data directory; safe to share between threads."""
+    """The registry and submission record in one data directory; safe to share between threads, and between
+    processes (SQLite's writer lock orders the appends).
 
-    def __init__(self, data_dir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+    ``log_key`` signs checkpoints (and administrators' statements); by default it is ``DATA/log.key``,
+    created with the registry. ``create=False`` refuses a directory that holds no registry yet; ``checked=False``
+    opens a possibly broken registry read-only without replaying it (what a local auditor wants: the audit then
+    says what is wrong). ``fault`` is called at each step of an append (fault-injection tests only).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        log_key: PrivateKey | None = None,
+        origin: str | None = None,
+        create: bool = True,
+        checked: bool = True,
+        fault: FaultHook | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self._clock = clock
+        self._fault = fault or (lambda _point: None)
+        self._lock = threading.RLock()
+        self._cache: dict[str, tuple[InvariantSet, ...]] = {}
+        self._entries: dict[int, BaseEntry] = {}
+        db_path = self.data_dir / DB_NAME
+        if not create and not db_path.is_file():
+            raise RegistryError(f"{self.data_dir}: no registry here ({DB_NAME} is missing)")
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.blobs = BlobStore(self.data_dir / BLOB_DIR)
-            self._db = sqlite3.connect(self.data_dir / DB_NAME, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = sqlite3.connect(db_path, timeout=30, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as e:
             raise RegistryError(f"{self.data_dir}: cannot open the registry ({e})") from e
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[InvariantSet, ...]] = {}
+        try:
+            self._open_database(db_path)
+            self.log = self._open_log(log_key, origin, create=create, checked=checked)
+            if checked:
+                with self._lock:
+                    self.log.sync()
+                self._check_blobs()
+                if create:
+                    self._collect_orphans()
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    # -- bases -------------------------------------------------------------------------------------------
-    def add_base(self, name: str, bundle: Bundle, trust: TrustStore) -> BaseEntry:
-        """Register ``bundle`` as the base ``name``; its key must be trusted as a vendor."""
-        if not name or not name.isprintable():
-            raise RegistryError("a base needs a non-empty, printable name")
-        manifest = check_bundle(bundle, trust, (Role.VENDOR,))
-        digest = bundle.manifest_digest
+    # -- opening -----------------------------------------------------------------------------------------
+    def _open_database(self, db_path: Path) -> None:
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "bases" in tables:
+                raise RegistryError(f"{db_path} holds a registry from before the transparency log; register the "
+                                    "bases again in a new data directory")
+            check = self._db.execute("PRAGMA quick_check").fetchall()
+            if [tuple(r) for r in check] != [("ok",)]:
+                problems = "; ".join(str(r[0]) for r in check[:3])
+                raise RegistryCorrupt(f"{db_path} is corrupt ({problems}); restore it from a backup")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise RegistryCorrupt(f"{db_path} is not a readable SQLite database ({e}); restore it from a backup") from e
+
+    def _open_log(self, log_key: PrivateKey | None, origin: str | None, *, create: bool,
+                  checked: bool) -> TransparencyLog:
+        key_path = self.data_dir / LOG_KEY_NAME
+        key: PrivateKey | None
+        try:
+            meta = read_meta(self._db)
+            if meta is None:
+                if not create:
+                    raise RegistryError(f"{self.data_dir}: the registry has no log yet")
+                key = log_key or self._load_or_create_key(key_path)
+                meta = initialise(self._db, key, origin or default_origin(key.public_key), int(self._clock()))
+            else:
+                key = log_key or (PrivateKey.load(key_path) if key_path.is_file() else None)
+                if origin is not None and origin != meta.origin:
+                    raise RegistryError(f"the log's origin is {meta.origin!r}, not {origin!r}")
+            pub_path = self.data_dir / LOG_PUB_NAME
+            if create and not pub_path.exists():
+                meta.public_key.save(pub_path)  # what auditors are given; public, so always safe to write
+            return TransparencyLog(self._db, meta, key, checked=checked, fault=self._fault)
+        except KeyFileError as e:
+            raise RegistryError(f"the log key: {e}") from e
+        except sqlite3.DatabaseError as e:
+            raise RegistryCorrupt(f"{self.data_dir / DB_NAME}: cannot read the log ({e})") from e
+
+    def _load_or_create_key(self, key_path: Path) -> PrivateKey:
+        if key_path.is_file():
+            return PrivateKey.load(key_path)
+        key = PrivateKey.generate()
+        try:
+            key.save(key_path)
+        except KeyFileError:
+            return PrivateKey.load(key_path)  # another process created it first
+        return key
+
+    def _check_blobs(self) -> None:
         with self._lock:
-            if self._db.execute("SELECT 1 FROM bases WHERE name = ?", (name,)).fetchone():
-                raise RegistryError(f"a base named {name!r} is already registered")
-            if self._db.execute("SELECT 1 FROM bases WHERE manifest_sha256 = ?", (digest,)).fetchone():
-                raise RegistryError("this bundle is already registered (under another name)")
-            blob_id = self.blobs.put(encode_terms(terms_of(manifest, bundle.terms)))
-            now = int(self._clock())
-            leaf = _entry_leaf(name, manifest, digest, now)
-            with self._db:
-                cursor = self._db.execute(
-                    "INSERT INTO bases (name, vendor_key_id, manifest_sha256, manifest, signature, public_key, "
-                    "weight_commitment, probe_set_ids, method_ids, metadata, terms_blob, leaf, registered_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        name, manifest.owner_key_id, digest, bundle.signed.payload, bundle.signed.signature,
-                        bundle.signed.public_key.raw, manifest.weight_commitment.root,
-                        json.dumps([g.probe_set.id for g in manifest.groups]),
-                        json.dumps(sorted({g.method_id for g in manifest.groups})),
-                        json.dumps(dict(manifest.model), sort_keys=True), blob_id, leaf, now,
-                    ),
-                )
-            row_id = cursor.lastrowid
-        entry = self.base(name)
-        if entry is None or entry.id != row_id:
-            raise RegistryError(f"base {name!r} vanished right after it was registered")
+            rows = self._db.execute(
+                "SELECT idx, name, terms_blob FROM entries WHERE action = ? ORDER BY idx", (REGISTER,)
+            ).fetchall()
+        for index, name, blob in rows:
+            try:
+                self.blobs.get(str(blob))
+            except RegistryCorrupt as e:
+                raise RegistryCorrupt(f"{self.data_dir}: entry {index} ({name}): {e}") from e
+
+    def _collect_orphans(self) -> None:
+        """Remove blobs no row names (left by a crash between the blob and its transaction). Under the writer
+        lock: a publisher checks its blob again inside its own transaction, so it cannot lose it to this."""
+        with self._lock, self._writing():
+            referenced = {str(r[0]) for r in self._db.execute(
+                "SELECT terms_blob FROM entries WHERE terms_blob IS NOT NULL "
+                "UNION SELECT terms_blob FROM submissions WHERE terms_blob IS NOT NULL")}
+            for blob_id in self.blobs.ids():
+                if blob_id not in referenced:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.blobs.path(blob_id).unlink()
+
+    @property
+    def log_public_key(self) -> PublicKey:
+        return self.log.meta.public_key
+
+    @property
+    def origin(self) -> str:
+        return self.log.meta.origin
+
+    # -- publishing --------------------------------------------------------------------------------------
+    def check_statement(self, signed: SignedMessage, trust: TrustStore, action: str) -> RegistryStatement:
+        """A vendor's statement: signature, shape, signed by the vendor it names, that key trusted as a vendor."""
+        if len(signed.payload) > MAX_STATEMENT_BYTES:
+            raise InvalidSubmission(f"the statement is larger than {MAX_STATEMENT_BYTES} bytes")
+        try:
+            statement = open_statement(signed)
+        except SignatureError as e:
+            raise Unauthenticated("signature verification failed") from e
+        except ProtocolError as e:
+            raise InvalidSubmission(f"malformed statement: {e}") from e
+        if statement.action != action:
+            raise InvalidSubmission(f"expected a {action!r} statement, got {statement.action!r}")
+        if signed.public_key.key_id != statement.vendor_key_id:
+            raise InvalidSubmission("the statement names another vendor key than the one that signed it")
+        require_trusted(trust, statement.vendor_key_id, Role.VENDOR)
+        return statement
+
+    def publish(self, signed_statement: SignedMessage, bundle: Bundle, trust: TrustStore) -> Published:
+        """Append the vendor's registration of ``bundle`` (idempotent: the same manifest, name and metadata
+        again is answered with the existing entry)."""
+        statement = self.check_statement(signed_statement, trust, REGISTER)
+        manifest = check_bundle(bundle, trust, (Role.VENDOR,))
+        if manifest.owner_key_id != statement.vendor_key_id:
+            raise InvalidSubmission("the bundle is signed by another key than the statement")
+        if bundle.manifest_digest != statement.manifest_sha256:
+            raise InvalidSubmission("the statement names another manifest than the bundle's")
+        return self._register(statement, signed_statement, bundle, manifest, idempotent=True)
+
+    def add_base(self, name: str, bundle: Bundle, trust: TrustStore, *, licence: str = "", release_date: str = "",
+                 description: str = "") -> BaseEntry:
+        """The administrator's path: register a vendor-signed ``bundle`` as ``name``, the statement signed by
+        the log's key. Unlike ``publish``, a bundle already registered is an error, not an answer."""
+        manifest = check_bundle(bundle, trust, (Role.VENDOR,))
+        try:
+            statement = RegistryStatement(REGISTER, name, manifest.owner_key_id, bundle.manifest_digest,
+                                          int(self._clock()), licence, release_date, description)
+        except ProtocolError as e:
+            raise InvalidSubmission(str(e)) from e
+        published = self._register(statement, self.log.sign_statement(statement), bundle, manifest,
+                                   idempotent=False)
+        entry = self._base_at(published.index)
+        if entry is None:
+            raise RegistryCorrupt(f"base {name!r} vanished right after it was registered")
         return entry
 
-    def bases(self) -> list[BaseEntry]:
+    def _register(self, statement: RegistryStatement, signed: SignedMessage, bundle: Bundle, manifest: Manifest,
+                  *, idempotent: bool) -> Published:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_BASE_COLUMNS} FROM bases ORDER BY id").fetchall()
-        return [_base_entry(r) for r in rows]
+            index = self._existing_registration(statement, idempotent)
+        if index is not None:
+            return self._published(index, existing=True)
+        data = encode_terms(terms_of(manifest, bundle.terms))
+        blob_id = self.blobs.put(data)
+        self._fault("blob-written")
+        with self._lock:
+            with self.log.writing():
+                index = self._existing_registration(statement, idempotent)
+                if index is None:
+                    if not self.blobs.path(blob_id).is_file():
+                        self.blobs.put(data)  # collected as an orphan by another process's start-up meanwhile
+                    index = self._append(signed, bundle.signed, blob_id).index
+                    existing = False
+                else:
+                    existing = True
+            return self._published(index, existing=existing)
+
+    def _existing_registration(self, statement: RegistryStatement, idempotent: bool) -> int | None:
+        """The index of the same registration if it is already in the log; refuses a conflicting one."""
+        rules = self.log.rules
+        index = rules.manifests.get(statement.manifest_sha256)
+        if index is not None:
+            prior = self._statement_at(index)
+            if not idempotent:
+                raise AlreadyExists(f"this bundle is already registered (as {prior.name!r}, entry {index})")
+            if (prior.name, prior.vendor_key_id, prior.metadata) != (
+                    statement.name, statement.vendor_key_id, statement.metadata):
+                raise AlreadyExists(f"this manifest is already registered as {prior.name!r} (entry {index}) with "
+                                    "other metadata; entries are never edited")
+            if index in rules.revoked:
+                raise AlreadyExists(f"this manifest was registered as entry {index} and revoked by entry "
+                                    f"{rules.revoked[index]}; it cannot be registered again")
+            return index
+        holder = rules.names.get(statement.name)
+        if holder is not None and holder != statement.vendor_key_id:
+            raise AlreadyExists(f"the name {statement.name!r} is held by another vendor")
+        active = rules.active.get(statement.name)
+        if active is not None:
+            raise AlreadyExists(f"a base named {statement.name!r} is already registered (entry {active}); revoke "
+                                "it before registering another manifest under that name")
+        return None
+
+    def revoke(self, signed_statement: SignedMessage, trust: TrustStore) -> Published:
+        """Append the vendor's revocation of one of its entries (idempotent: revoking again answers with the
+        revocation already in the log)."""
+        statement = self.check_statement(signed_statement, trust, REVOKE)
+        with self._lock:
+            with self.log.writing():
+                rules = self.log.rules
+                target = rules.manifests.get(statement.manifest_sha256)
+                if target is None:
+                    raise NotFound("no entry registers that manifest")
+                prior = self._statement_at(target)
+                if prior.vendor_key_id != statement.vendor_key_id:
+                    raise PermissionDenied("only the vendor that registered an entry may revoke it")
+                if prior.name != statement.name:
+                    raise InvalidSubmission(f"entry {target} registers that manifest as {prior.name!r}, "
+                                            f"not {statement.name!r}")
+                index = rules.revoked.get(target)
+                existing = index is not None
+                if index is None:
+                    index = self._append(signed_statement, None, None).index
+            return self._published(index, existing=existing)
+
+    def _append(self, statement: SignedMessage, manifest: SignedMessage | None, blob_id: str | None) -> Appended:
+        try:
+            return self.log.append(statement, manifest, terms_blob=blob_id, now=int(self._clock()))
+        except ProtocolError as e:  # the rules, checked again where it cannot race: a bug if reached
+            raise RegistryError(f"the entry breaks the registry's rules: {e}") from e
+
+    def _published(self, index: int, *, existing: bool) -> Published:
+        with self._lock:
+            size, note = self.log.latest()
+            return Published(index, self.log.leaf(index), existing, note,
+                             tuple(self.log.inclusion_proof(index, size)))
+
+    def _statement_at(self, index: int) -> RegistryStatement:
+        return open_statement(LogEntry.from_bytes(self.log.leaf(index)).statement)
+
+    # -- reading the log -----------------------------------------------------------------------------------
+    def latest_checkpoint(self) -> str:
+        """The signed note of the latest checkpoint."""
+        with self._lock:
+            return self.log.latest()[1]
+
+    def size(self) -> int:
+        with self._lock:
+            return self.log.latest()[0]
+
+    def entries(self, start: int, end: int | None = None) -> list[bytes]:
+        """The entries ``start`` .. ``end - 1`` (at most ``MAX_LIST``) of the latest checkpoint, as logged."""
+        with self._lock:
+            size = self.log.latest()[0]
+            stop = min(size if end is None else end, size, start + MAX_LIST)
+            return self.log.leaves(start, stop) if start < stop else []
+
+    def find(self, key: str) -> tuple[int, bytes]:
+        """An entry by index, by manifest digest (hex; its registration) or by name (its latest entry)."""
+        with self._lock:
+            size = self.log.latest()[0]
+            if re.fullmatch(r"[0-9]{1,20}", key):
+                index = int(key)
+                if index >= size:
+                    raise NotFound(f"the log has no entry {index} (it has {size})")
+                return index, self.log.leaf(index)
+            row = None
+            if re.fullmatch(r"[0-9a-f]{64}", key):
+                row = self._db.execute("SELECT idx FROM entries WHERE manifest_sha256 = ? AND action = ? AND idx < ?",
+                                       (parse_digest_hex(key), REGISTER, size)).fetchone()
+            if row is None:
+                row = self._db.execute("SELECT idx FROM entries WHERE name = ? AND idx < ? ORDER BY idx DESC LIMIT 1",
+                                       (key, size)).fetchone()
+            if row is None:
+                raise NotFound(f"no entry is named {key!r:.80}")
+            return int(row[0]), self.log.leaf(int(row[0]))
+
+    def inclusion_proof(self, index: int, tree_size: int) -> tuple[bytes, list[bytes]]:
+        """Entry ``index`` and its inclusion proof in the tree of the first ``tree_size`` entries."""
+        with self._lock:
+            proof = self.log.inclusion_proof(index, tree_size)
+            return self.log.leaf(index), proof
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        with self._lock:
+            return self.log.consistency_proof(old_size, new_size)
+
+    # -- bases ---------------------------------------------------------------------------------------------
+    def bases(self, *, include_revoked: bool = False, tree_size: int | None = None) -> list[BaseEntry]:
+        """The bases registered in the first ``tree_size`` entries (the latest checkpoint's by default), in log
+        order; unrevoked ones only (revoked within those entries), unless ``include_revoked``."""
+        with self._lock:
+            size = self.log.latest()[0] if tree_size is None else tree_size
+            revoked = {t: r for t, r in self.log.rules.revoked.items() if r < size}
+            rows = self._db.execute("SELECT idx, terms_blob FROM entries WHERE action = ? AND idx < ? ORDER BY idx",
+                                    (REGISTER, size)).fetchall()
+            entries = []
+            for index, blob in rows:
+                entry = self._entries.get(int(index))
+                if entry is None:  # entries never change: each is parsed once
+                    entry = self._entries[int(index)] = _base_entry(int(index), str(blob), self.log.leaf(int(index)))
+                entries.append(dataclasses.replace(entry, revoked_by=revoked.get(entry.index)))
+        return [e for e in entries if include_revoked or e.revoked_by is None]
 
     def base(self, name: str) -> BaseEntry | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_BASE_COLUMNS} FROM bases WHERE name = ?", (name,)).fetchone()
-        return None if row is None else _base_entry(row)
+        """The unrevoked base named ``name``."""
+        return next((e for e in self.bases() if e.name == name), None)
+
+    def _base_at(self, index: int) -> BaseEntry | None:
+        return next((e for e in self.bases(include_revoked=True) if e.index == index), None)
 
     def state(self) -> RegistryState:
-        """Number of bases and the Merkle root over their entry records, in registration order."""
-        with self._lock:
-            leaves = [bytes(r[0]) for r in self._db.execute("SELECT leaf FROM bases ORDER BY id")]
-        return RegistryState(size=len(leaves), root=merkle_root([leaf_hash(x) for x in leaves]))
+        """The size and root of the latest checkpoint."""
+        cp = parse_checkpoint(self.latest_checkpoint()).checkpoint
+        return RegistryState(size=cp.size, root=cp.root)
 
     def probe_sets(self) -> tuple[ProbeSpec, ...]:
-        """The probe sets of every registered base's groups, first registered first, each once."""
+        """The probe sets of every unrevoked base's groups, first registered first, each once."""
         seen: dict[str, ProbeSpec] = {}
         for entry in self.bases():
             manifest = Manifest.decode(entry.manifest, BUNDLE_LIMITS)
@@ -234,17 +554,20 @@ class Registry:
                 seen.setdefault(g.probe_set.id, g.probe_set)
         return tuple(seen.values())
 
-    def snapshot(self) -> tuple[RegistryState, list[BaseModel]]:
-        """The registry state and every base with its invariant sets, read together (one query), so that a
-        receipt names exactly the entries its comparison used. Invariant sets are decoded once, then cached."""
+    def log_snapshot(self) -> LogSnapshot:
+        """The latest checkpoint and every unrevoked base in it, read together, so that a receipt names
+        exactly the entries its comparison used. Invariant sets are decoded once, then cached."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_BASE_COLUMNS}, leaf FROM bases ORDER BY id").fetchall()
-        state = RegistryState(size=len(rows), root=merkle_root([leaf_hash(bytes(r[-1])) for r in rows]))
-        bases = []
-        for row in rows:
-            entry = _base_entry(row[:-1])
-            bases.append(BaseModel(entry.name, entry.manifest_sha256, entry.vendor_key_id, self._invariants(entry)))
-        return state, bases
+            note = self.latest_checkpoint()
+            cp = parse_checkpoint(note).checkpoint
+            entries = self.bases(tree_size=cp.size)
+        bases = [BaseModel(e.name, e.manifest_sha256, e.vendor_key_id, self._invariants(e)) for e in entries]
+        return LogSnapshot(note, RegistryState(cp.size, cp.root), bases, {e.manifest_sha256: e.index for e in entries})
+
+    def snapshot(self) -> tuple[RegistryState, list[BaseModel]]:
+        """The registry state and every unrevoked base with its invariant sets (see ``log_snapshot``)."""
+        snap = self.log_snapshot()
+        return snap.state, snap.bases
 
     def _invariants(self, entry: BaseEntry) -> tuple[InvariantSet, ...]:
         cached = self._cache.get(entry.terms_blob)
@@ -253,9 +576,10 @@ class Registry:
         manifest = Manifest.decode(entry.manifest, BUNDLE_LIMITS)
         terms = decode_terms(self.blobs.get(entry.terms_blob))
         try:
+            check_tensors(manifest, terms)
             sets = tuple(invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups)))
-        except (FingerprintError, KeyError) as e:
-            raise RegistryError(f"base {entry.name!r}: stored terms do not match its manifest ({e})") from e
+        except (ProtocolError, FingerprintError, KeyError) as e:
+            raise RegistryCorrupt(f"base {entry.name!r}: stored terms do not match its manifest ({e})") from e
         self._cache[entry.terms_blob] = sets
         return sets
 
@@ -264,14 +588,28 @@ class Registry:
         self, manifest: Manifest, signed_receipt: SignedMessage, receipt: Receipt, terms: Mapping[str, Tensor] | None
     ) -> None:
         """Keep the receipt of an accepted submission, and its terms only if ``terms`` is given."""
-        blob_id = self.blobs.put(encode_terms(terms_of(manifest, terms))) if terms is not None else None
-        with self._lock, self._db:
+        data = encode_terms(terms_of(manifest, terms)) if terms is not None else None
+        blob_id = self.blobs.put(data) if data is not None else None
+        with self._lock, self._writing():
+            if data is not None and blob_id is not None and not self.blobs.path(blob_id).is_file():
+                self.blobs.put(data)  # see _collect_orphans
             self._db.execute(
                 "INSERT INTO submissions (manifest_sha256, owner_key_id, nonce, receipt, receipt_signature, "
                 "terms_blob, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (receipt.submission, receipt.owner_key_id, receipt.nonce, signed_receipt.payload,
                  signed_receipt.signature, blob_id, receipt.issued_at),
             )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
 
     def submissions(self) -> list[tuple[bytes, str, bytes, str | None]]:
         """(manifest digest, owner key id, receipt bytes, terms blob id or None) of each accepted submission."""
@@ -282,37 +620,26 @@ class Registry:
         return [(bytes(a), str(b), bytes(c), d) for a, b, c, d in rows]
 
     def counts(self) -> dict[str, int]:
-        """Rows and blobs held: what the hostile-input tests check is unchanged by a rejected submission."""
+        """Registrations, submissions and blobs held: what the hostile-input tests check is unchanged by a
+        rejected submission."""
         with self._lock:
-            bases = self._db.execute("SELECT COUNT(*) FROM bases").fetchone()[0]
+            bases = self._db.execute("SELECT COUNT(*) FROM entries WHERE action = ?", (REGISTER,)).fetchone()[0]
             subs = self._db.execute("SELECT COUNT(*) FROM submissions").fetchone()[0]
         return {"bases": int(bases), "submissions": int(subs), "blobs": self.blobs.count()}
 
 
-_BASE_COLUMNS = (
-    "id, name, vendor_key_id, manifest_sha256, manifest, signature, public_key, weight_commitment, "
-    "probe_set_ids, method_ids, metadata, terms_blob, registered_at"
-)
-
-
-def _base_entry(row: tuple[Any, ...]) -> BaseEntry:
-    (id_, name, vendor, digest, manifest, signature, public_key, commitment, probe_ids, method_ids, metadata,
-     blob, registered_at) = row
+def _base_entry(index: int, blob: str, leaf: bytes) -> BaseEntry:
+    """A registration's row, from its log entry (whose signatures the log checked when it read it)."""
+    record = LogEntry.from_bytes(leaf)
+    if record.manifest is None:
+        raise RegistryCorrupt(f"entry {index} is a registration without a manifest")
+    statement = RegistryStatement.from_map(decode_map(record.statement.payload))
+    manifest = Manifest.decode(record.manifest.payload, BUNDLE_LIMITS)
     return BaseEntry(
-        id=int(id_), name=str(name), vendor_key_id=str(vendor), manifest_sha256=bytes(digest),
-        manifest=bytes(manifest), signature=bytes(signature), public_key=bytes(public_key),
-        weight_commitment=bytes(commitment), probe_set_ids=tuple(json.loads(probe_ids)),
-        method_ids=tuple(json.loads(method_ids)), metadata=dict(json.loads(metadata)), terms_blob=str(blob),
-        registered_at=int(registered_at),
+        index=index, name=statement.name, vendor_key_id=statement.vendor_key_id,
+        manifest_sha256=statement.manifest_sha256, manifest=record.manifest.payload,
+        weight_commitment=manifest.weight_commitment.root,
+        probe_set_ids=tuple(g.probe_set.id for g in manifest.groups),
+        method_ids=tuple(sorted({g.method_id for g in manifest.groups})), model=dict(manifest.model),
+        metadata=statement.metadata, terms_blob=blob, registered_at=record.logged_at,
     )
-
-
-def _entry_leaf(name: str, manifest: Manifest, digest: bytes, registered_at: int) -> bytes:
-    """The canonical record of one entry: the data of its leaf in the registry state's Merkle tree."""
-    return encode({
-        "manifest_sha256": digest,
-        "name": name,
-        "registered_at": registered_at,
-        "vendor_key_id": manifest.owner_key_id,
-        "weight_commitment": manifest.weight_commitment.root,
-    })

@@ -1,19 +1,25 @@
-"""The verifier service: the submission logic (``VerifierService``) and the gRPC adapter and server around it.
+"""The verifier service: the submission and registry logic and the gRPC adapters and server around them.
 
 ``VerifierService`` takes domain values (signed messages, chunks) and returns signed messages; it issues
 challenges, runs every check of ``verifier._checks`` before computing anything, compares the submission
-with every registered base, signs the receipt and records it. The gRPC servicer only converts protobuf
-messages to those values and ``VerifierError`` classes to status codes; ``serve`` builds the server:
+with every unrevoked base of the registry's latest checkpoint, signs the receipt (naming that checkpoint
+and each match's entry index) and records it. ``RegistryService`` serves the registry's transparency log:
+vendors publish (statement and manifest checked before the terms are read) and revoke; anyone lists and
+gets entries and asks for the latest checkpoint and for inclusion and consistency proofs. The gRPC
+servicers only convert protobuf messages to those values and ``VerifierError`` classes to status codes;
+``serve`` builds the server (both services on one port):
 thread pool (a slow stream holds one thread; ``max_concurrent_rpcs`` refuses more with RESOURCE_EXHAUSTED),
 explicit message size limit, a per-stream deadline, the standard gRPC health service, and TLS (mutual TLS
 when a client CA is given). Plaintext is refused unless explicitly allowed, and then only on 127.0.0.1/::1.
 
 The service never keeps a submission's terms after the verdict unless the owner asked for it
-(``keep_invariants``), and stores nothing at all for a submission it rejects.
+(``keep_invariants``), and stores nothing at all for a submission it rejects. It never serves a base's
+terms: the registry's read RPCs return log entries (statements and manifests) and proofs only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -29,6 +35,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from owner._fingerprint import invariants_from_group
 from protocol import (
+    OFFLINE_MANIFEST_KIND,
+    REGISTER,
+    Bundle,
     PrivateKey,
     ProtocolError,
     PublicKey,
@@ -41,12 +50,13 @@ from protocol import (
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
 from verifier._challenges import ChallengeStore, Clock, Random
-from verifier._checks import TensorReceiver, check_header
+from verifier._checks import TensorReceiver, check_header, check_terms_table, open_signed_manifest
 from verifier._compare import VERDICT_RULE, compare_with_bases, overall_verdict
-from verifier._registry import Registry
-from verifier.errors import ChallengeExpired, ConfigError, InvalidSubmission, VerifierError
+from verifier._registry import MAX_LIST, Published, Registry
+from verifier.errors import ChallengeExpired, ConfigError, InvalidSubmission, OutOfRange, VerifierError
 
 SERVICE_NAME = "pawprint.v1.Verifier"
+REGISTRY_SERVICE_NAME = "pawprint.v1.Registry"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})
 # Room for protobuf framing around the largest manifest or chunk the limits allow.
 _MESSAGE_OVERHEAD = 64 * 1024
@@ -164,19 +174,86 @@ class VerifierService:
         terms = receiver.finish()
         self.challenges.redeem(checked.nonce)  # atomic: a racing replay of the same nonce fails here
         suspect = [invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups))]
-        state, bases = self.registry.snapshot()
-        matches = compare_with_bases(suspect, bases)
+        snap = self.registry.log_snapshot()
+        # Each match names its base's entry in the log, so the receipt can be checked against the checkpoint.
+        matches = [dataclasses.replace(m, log_index=snap.indices[m.entry])
+                   for m in compare_with_bases(suspect, snap.bases)]
         keep = manifest.keep_invariants and self.config.allow_keep_invariants
         receipt = Receipt(
             verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=checked.nonce,
-            submission=sha256(header.payload), weight_commitment=manifest.weight_commitment.root, registry=state,
-            compared=len(matches), matches=tuple(matches), verdict=overall_verdict(matches),
+            submission=sha256(header.payload), weight_commitment=manifest.weight_commitment.root,
+            registry=snap.state, compared=len(matches), matches=tuple(matches), verdict=overall_verdict(matches),
             verdict_rule=VERDICT_RULE, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
-            issued_at=int(self.clock()), kept_invariants=keep,
+            issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint,
         )
         signed = sign_message(receipt, self.key)
         self.registry.record_submission(manifest, signed, receipt, terms if keep else None)
         return signed
+
+
+class RegistryService:
+    """The registry's logic, free of gRPC: publish and revoke for vendors, reads and proofs for anyone."""
+
+    def __init__(self, registry: Registry, trust: TrustStore, config: ServerConfig | None = None, *,
+                 clock: Clock = time.time) -> None:
+        self.registry = registry
+        self.trust = trust
+        self.config = config or ServerConfig()
+        self.clock = clock
+
+    def publish(self, statement: SignedMessage, manifest: SignedMessage, chunks: Iterable[Chunk]) -> Published:
+        """Check the statement and manifest before reading a byte of the terms, then the terms as they come,
+        then append (or answer with the existing entry)."""
+        started = self.clock()
+        limits = self.config.limits
+        vendor = self.registry.check_statement(statement, self.trust, REGISTER)
+        opened = open_signed_manifest(manifest, OFFLINE_MANIFEST_KIND, limits)
+        if opened.owner_key_id != vendor.vendor_key_id:
+            raise InvalidSubmission("the manifest is signed by another key than the statement")
+        if sha256(manifest.payload) != vendor.manifest_sha256:
+            raise InvalidSubmission("the statement names another manifest than the one sent")
+        if opened.nonce is not None:
+            raise InvalidSubmission("a published manifest answers no challenge: its nonce must be absent")
+        check_terms_table(opened, limits)
+        receiver = TensorReceiver(opened, limits)
+        for chunk in chunks:
+            if self.clock() - started > self.config.stream_timeout_s:
+                raise ChallengeExpired("the publish stream ran past its deadline")
+            receiver.add(chunk.index, chunk.offset, chunk.data)
+        return self.registry.publish(statement, Bundle(manifest, receiver.finish()), self.trust)
+
+    def revoke(self, statement: SignedMessage) -> Published:
+        return self.registry.revoke(statement, self.trust)
+
+    def list_entries(self, start: int, limit: int) -> tuple[int, list[tuple[int, bytes]]]:
+        """The latest checkpoint's size and entries ``start``.. (at most ``limit``, at most ``MAX_LIST``),
+        cut short so that the reply stays well inside the gRPC message limit."""
+        size = self.registry.size()
+        if start > size:
+            raise OutOfRange(f"the log has {size} entries; there is no entry {start}")
+        budget = self.config.max_message_bytes // 2
+        entries: list[tuple[int, bytes]] = []
+        for i, data in enumerate(self.registry.entries(start, start + max(1, min(limit or MAX_LIST, MAX_LIST))),
+                                 start):
+            budget -= len(data) + 16
+            if entries and budget < 0:
+                break
+            entries.append((i, data))
+        return size, entries
+
+    def get(self, key: str) -> tuple[int, bytes]:
+        if not key or len(key) > 256:
+            raise InvalidSubmission("name an entry by index, manifest digest or name")
+        return self.registry.find(key)
+
+    def checkpoint(self) -> str:
+        return self.registry.latest_checkpoint()
+
+    def inclusion_proof(self, index: int, tree_size: int) -> tuple[bytes, list[bytes]]:
+        return self.registry.inclusion_proof(index, tree_size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self.registry.consistency_proof(old_size, new_size)
 
 
 # ----------------------------------------------------------------------------------------- gRPC adapter
@@ -226,19 +303,98 @@ class _Servicer(pawprint_pb2_grpc.VerifierServicer):
 
     @staticmethod
     def _run(context: grpc.ServicerContext, what: str, fn: Callable[[], Any]) -> Any:
+        return _run(context, what, fn)
+
+
+def _run(context: grpc.ServicerContext, what: str, fn: Callable[[], Any]) -> Any:
+    """Call ``fn``; a ``VerifierError`` becomes its status and message, anything else an opaque INTERNAL."""
+    try:
+        return fn()
+    except VerifierError as e:
+        failure: tuple[grpc.StatusCode, str] = (getattr(grpc.StatusCode, e.status), str(e))
+    except grpc.RpcError:
+        # The client went away (cancelled, or the deadline passed): nothing was stored, nothing to say.
+        log.info("%s: stream ended by the client or its deadline", what)
+        raise
+    except Exception:  # an unexpected failure must not leak details to the peer
+        log.exception("%s: internal error", what)
+        failure = (grpc.StatusCode.INTERNAL, "internal error")
+    log.info("%s refused: %s %s", what, failure[0].name, failure[1])
+    context.abort(*failure)
+
+
+def _published_pb(published: Published) -> pawprint_pb2.PublishReply:
+    return pawprint_pb2.PublishReply(
+        entry=pawprint_pb2.LogEntry(index=published.index, data=published.entry), existing=published.existing,
+        checkpoint=published.checkpoint, inclusion_proof=list(published.proof),
+    )
+
+
+def _publish_chunks(requests: Iterator[pawprint_pb2.PublishRequest]) -> Iterator[Chunk]:
+    for request in requests:
+        if request.WhichOneof("item") != "chunk":
+            raise InvalidSubmission("after the header, a publish stream carries only tensor chunks")
+        yield Chunk(request.chunk.tensor_index, request.chunk.offset, bytes(request.chunk.data))
+
+
+class _RegistryServicer(pawprint_pb2_grpc.RegistryServicer):
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    def Publish(self, request_iterator: Iterator[pawprint_pb2.PublishRequest], context: grpc.ServicerContext) -> Any:
+        watchdog = threading.Timer(self._service.config.stream_timeout_s, context.cancel)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            return fn()
-        except VerifierError as e:
-            failure: tuple[grpc.StatusCode, str] = (getattr(grpc.StatusCode, e.status), str(e))
-        except grpc.RpcError:
-            # The client went away (cancelled, or the deadline passed): nothing was stored, nothing to say.
-            log.info("%s: stream ended by the client or its deadline", what)
-            raise
-        except Exception:  # an unexpected failure must not leak details to the peer
-            log.exception("%s: internal error", what)
-            failure = (grpc.StatusCode.INTERNAL, "internal error")
-        log.info("%s refused: %s %s", what, failure[0].name, failure[1])
-        context.abort(*failure)
+            return _run(context, "publish", lambda: self._publish(request_iterator))
+        finally:
+            watchdog.cancel()
+
+    def _publish(self, requests: Iterator[pawprint_pb2.PublishRequest]) -> pawprint_pb2.PublishReply:
+        first = next(requests, None)
+        if first is None or first.WhichOneof("item") != "header":
+            raise InvalidSubmission("a publish stream starts with the header (statement and manifest)")
+        header = first.header
+        published = self._service.publish(_from_pb(header.statement), _from_pb(header.manifest),
+                                          _publish_chunks(requests))
+        return _published_pb(published)
+
+    def Revoke(self, request: pawprint_pb2.SignedPayload, context: grpc.ServicerContext) -> Any:
+        return _run(context, "revoke", lambda: _published_pb(self._service.revoke(_from_pb(request))))
+
+    def List(self, request: pawprint_pb2.ListRequest, context: grpc.ServicerContext) -> Any:
+        def run() -> pawprint_pb2.ListReply:
+            size, entries = self._service.list_entries(request.start, request.limit)
+            return pawprint_pb2.ListReply(
+                entries=[pawprint_pb2.LogEntry(index=i, data=d) for i, d in entries], size=size)
+
+        return _run(context, "list", run)
+
+    def Get(self, request: pawprint_pb2.GetRequest, context: grpc.ServicerContext) -> Any:
+        def run() -> pawprint_pb2.LogEntry:
+            index, data = self._service.get(request.entry)
+            return pawprint_pb2.LogEntry(index=index, data=data)
+
+        return _run(context, "get", run)
+
+    def LatestCheckpoint(self, request: pawprint_pb2.CheckpointRequest, context: grpc.ServicerContext) -> Any:
+        return _run(context, "checkpoint", lambda: pawprint_pb2.CheckpointReply(note=self._service.checkpoint()))
+
+    def InclusionProof(self, request: pawprint_pb2.InclusionProofRequest, context: grpc.ServicerContext) -> Any:
+        def run() -> pawprint_pb2.InclusionProofReply:
+            data, proof = self._service.inclusion_proof(request.index, request.tree_size)
+            return pawprint_pb2.InclusionProofReply(entry=pawprint_pb2.LogEntry(index=request.index, data=data),
+                                                    proof=proof)
+
+        return _run(context, "inclusion proof", run)
+
+    def ConsistencyProof(self, request: pawprint_pb2.ConsistencyProofRequest,
+                         context: grpc.ServicerContext) -> Any:
+        def run() -> pawprint_pb2.ConsistencyProofReply:
+            return pawprint_pb2.ConsistencyProofReply(
+                proof=self._service.consistency_proof(request.old_size, request.new_size))
+
+        return _run(context, "consistency proof", run)
 
 
 def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
@@ -255,6 +411,8 @@ def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     pawprint_pb2_grpc.add_VerifierServicer_to_server(_Servicer(service), server)
+    registry = RegistryService(service.registry, service.trust, config, clock=service.clock)
+    pawprint_pb2_grpc.add_RegistryServicer_to_server(_RegistryServicer(registry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
@@ -272,7 +430,7 @@ def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
     if not port:
         raise ConfigError(f"cannot listen on {config.listen}")
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, REGISTRY_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
 

@@ -55,9 +55,34 @@ class LimitExceeded(VerifierError):
 
 
 class RegistryError(VerifierError):
-    """The registry refused an operation (name taken, entry already present, a corrupt blob)."""
+    """The registry refused an operation (an unrevoked entry already has the name, the log key is missing)."""
 
     status = "FAILED_PRECONDITION"
+
+
+class AlreadyExists(RegistryError):
+    """The name is held by another vendor, or the manifest is already registered under other terms (another
+    name or other metadata): entries are never edited."""
+
+    status = "ALREADY_EXISTS"
+
+
+class NotFound(RegistryError):
+    """No entry has that index, name or manifest digest (or there is nothing to revoke)."""
+
+    status = "NOT_FOUND"
+
+
+class OutOfRange(RegistryError):
+    """A proof was asked for an index or tree size the log does not have (yet)."""
+
+    status = "OUT_OF_RANGE"
+
+
+class RegistryCorrupt(RegistryError):
+    """The database or a blob does not hold what the log says: refuse to serve rather than serve it."""
+
+    status = "DATA_LOSS"
 
 
 class ConfigError(VerifierError):

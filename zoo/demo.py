@@ -115,6 +115,10 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
         bundle = bundles / f"{base}.bundle"
         _cli("owner", "fingerprint", str(zoo_dir / base), "-k", str(keys / "vendor.key"), "-o", str(bundle), "-q")
         _cli("registry", "add", str(bundle), "--data", str(data), "--name", base, "--trust", str(trust))
+        if base == bases[0]:  # an auditor keeps the log's signed state after the first registration
+            saved = flow / "auditor-checkpoint.note"
+            _cli("registry", "checkpoint", "-o", str(saved), "--data", str(data))
+            print(f"  an auditor saved the registry's signed checkpoint: {saved}", flush=True)
     server = subprocess.Popen(
         [sys.executable, "-m", "pawprint", "verifier", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
          "--key", str(keys / "verifier.key"), "--trust", str(trust), "--tls-cert", str(pki / "server.pem"),
@@ -142,7 +146,14 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
             for receipt in sorted(out.glob("*.pawprint-receipt")):
                 with contextlib.redirect_stdout(io.StringIO()):
                     _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"))
-                print(f"  receipt verified offline against the verifier's public key: {receipt}")
+                    # and each matched base's inclusion in the registry log at the receipt's checkpoint
+                    _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"),
+                         "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+                         "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))
+                print(f"  receipt verified offline (signature) and against the registry log (inclusion): {receipt}")
+        print("\n  the auditor checks the log against the checkpoint saved after the first registration:", flush=True)
+        _cli("registry", "audit", "--from", str(saved), "--registry", address, "--ca", str(pki / "ca.pem"),
+             "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0epawprint.proto\x12\x0bpawprint.v1\"G\n\rSignedPayload\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"(\n\x10\x43hallengeRequest\x12\x14\n\x0cowner_key_id\x18\x01 \x01(\t\"A\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"r\n\rSubmitRequest\x12.\n\x08manifest\x18\x01 \x01(\x0b\x32\x1a.pawprint.v1.SignedPayloadH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.pawprint.v1.TensorChunkH\x00\x42\x06\n\x04item2\x99\x01\n\x08Verifier\x12I\n\x0cGetChallenge\x12\x1d.pawprint.v1.ChallengeRequest\x1a\x1a.pawprint.v1.SignedPayload\x12\x42\n\x06Submit\x12\x1a.pawprint.v1.SubmitRequest\x1a\x1a.pawprint.v1.SignedPayload(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0epawprint.proto\x12\x0bpawprint.v1\"G\n\rSignedPayload\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"(\n\x10\x43hallengeRequest\x12\x14\n\x0cowner_key_id\x18\x01 \x01(\t\"A\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"r\n\rSubmitRequest\x12.\n\x08manifest\x18\x01 \x01(\x0b\x32\x1a.pawprint.v1.SignedPayloadH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.pawprint.v1.TensorChunkH\x00\x42\x06\n\x04item\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"l\n\rPublishHeader\x12-\n\tstatement\x18\x01 \x01(\x0b\x32\x1a.pawprint.v1.SignedPayload\x12,\n\x08manifest\x18\x02 \x01(\x0b\x32\x1a.pawprint.v1.SignedPayload\"q\n\x0ePublishRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.pawprint.v1.PublishHeaderH\x00\x12)\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x18.pawprint.v1.TensorChunkH\x00\x42\x06\n\x04item\"s\n\x0cPublishReply\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.pawprint.v1.LogEntry\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\x12\x12\n\ncheckpoint\x18\x03 \x01(\t\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\"+\n\x0bListRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"A\n\tListReply\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.pawprint.v1.LogEntry\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x1b\n\nGetRequest\x12\r\n\x05\x65ntry\x18\x01 \x01(\t\"\x13\n\x11\x43heckpointRequest\"\x1f\n\x0f\x43heckpointReply\x12\x0c\n\x04note\x18\x01 \x01(\t\"9\n\x15InclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"J\n\x13InclusionProofReply\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.pawprint.v1.LogEntry\x12\r\n\x05proof\x18\x02 \x03(\x0c\"=\n\x17\x43onsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"&\n\x15\x43onsistencyProofReply\x12\r\n\x05proof\x18\x01 \x03(\x0c\x32\x99\x01\n\x08Verifier\x12I\n\x0cGetChallenge\x12\x1d.pawprint.v1.ChallengeRequest\x1a\x1a.pawprint.v1.SignedPayload\x12\x42\n\x06Submit\x12\x1a.pawprint.v1.SubmitRequest\x1a\x1a.pawprint.v1.SignedPayload(\x01\x32\x89\x04\n\x08Registry\x12\x43\n\x07Publish\x12\x1b.pawprint.v1.PublishRequest\x1a\x19.pawprint.v1.PublishReply(\x01\x12?\n\x06Revoke\x12\x1a.pawprint.v1.SignedPayload\x1a\x19.pawprint.v1.PublishReply\x12\x38\n\x04List\x12\x18.pawprint.v1.ListRequest\x1a\x16.pawprint.v1.ListReply\x12\x35\n\x03Get\x12\x17.pawprint.v1.GetRequest\x1a\x15.pawprint.v1.LogEntry\x12P\n\x10LatestCheckpoint\x12\x1e.pawprint.v1.CheckpointRequest\x1a\x1c.pawprint.v1.CheckpointReply\x12V\n\x0eInclusionProof\x12\".pawprint.v1.InclusionProofRequest\x1a .pawprint.v1.InclusionProofReply\x12\\\n\x10\x43onsistencyProof\x12$.pawprint.v1.ConsistencyProofRequest\x1a\".pawprint.v1.ConsistencyProofReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORCHUNK']._serialized_end=211
   _globals['_SUBMITREQUEST']._serialized_start=213
   _globals['_SUBMITREQUEST']._serialized_end=327
-  _globals['_VERIFIER']._serialized_start=330
-  _globals['_VERIFIER']._serialized_end=483
+  _globals['_LOGENTRY']._serialized_start=329
+  _globals['_LOGENTRY']._serialized_end=368
+  _globals['_PUBLISHHEADER']._serialized_start=370
+  _globals['_PUBLISHHEADER']._serialized_end=478
+  _globals['_PUBLISHREQUEST']._serialized_start=480
+  _globals['_PUBLISHREQUEST']._serialized_end=593
+  _globals['_PUBLISHREPLY']._serialized_start=595
+  _globals['_PUBLISHREPLY']._serialized_end=710
+  _globals['_LISTREQUEST']._serialized_start=712
+  _globals['_LISTREQUEST']._serialized_end=755
+  _globals['_LISTREPLY']._serialized_start=757
+  _globals['_LISTREPLY']._serialized_end=822
+  _globals['_GETREQUEST']._serialized_start=824
+  _globals['_GETREQUEST']._serialized_end=851
+  _globals['_CHECKPOINTREQUEST']._serialized_start=853
+  _globals['_CHECKPOINTREQUEST']._serialized_end=872
+  _globals['_CHECKPOINTREPLY']._serialized_start=874
+  _globals['_CHECKPOINTREPLY']._serialized_end=905
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_start=907
+  _globals['_INCLUSIONPROOFREQUEST']._serialized_end=964
+  _globals['_INCLUSIONPROOFREPLY']._serialized_start=966
+  _globals['_INCLUSIONPROOFREPLY']._serialized_end=1040
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_start=1042
+  _globals['_CONSISTENCYPROOFREQUEST']._serialized_end=1103
+  _globals['_CONSISTENCYPROOFREPLY']._serialized_start=1105
+  _globals['_CONSISTENCYPROOFREPLY']._serialized_end=1143
+  _globals['_VERIFIER']._serialized_start=1146
+  _globals['_VERIFIER']._serialized_end=1299
+  _globals['_REGISTRY']._serialized_start=1302
+  _globals['_REGISTRY']._serialized_end=1823
 # @@protoc_insertion_point(module_scope)

@@ -142,3 +142,337 @@ class Verifier:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RegistryStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Publish = channel.stream_unary(
+                '/pawprint.v1.Registry/Publish',
+                request_serializer=pawprint__pb2.PublishRequest.SerializeToString,
+                response_deserializer=pawprint__pb2.PublishReply.FromString,
+                _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/pawprint.v1.Registry/Revoke',
+                request_serializer=pawprint__pb2.SignedPayload.SerializeToString,
+                response_deserializer=pawprint__pb2.PublishReply.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/pawprint.v1.Registry/List',
+                request_serializer=pawprint__pb2.ListRequest.SerializeToString,
+                response_deserializer=pawprint__pb2.ListReply.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/pawprint.v1.Registry/Get',
+                request_serializer=pawprint__pb2.GetRequest.SerializeToString,
+                response_deserializer=pawprint__pb2.LogEntry.FromString,
+                _registered_method=True)
+        self.LatestCheckpoint = channel.unary_unary(
+                '/pawprint.v1.Registry/LatestCheckpoint',
+                request_serializer=pawprint__pb2.CheckpointRequest.SerializeToString,
+                response_deserializer=pawprint__pb2.CheckpointReply.FromString,
+                _registered_method=True)
+        self.InclusionProof = channel.unary_unary(
+                '/pawprint.v1.Registry/InclusionProof',
+                request_serializer=pawprint__pb2.InclusionProofRequest.SerializeToString,
+                response_deserializer=pawprint__pb2.InclusionProofReply.FromString,
+                _registered_method=True)
+        self.ConsistencyProof = channel.unary_unary(
+                '/pawprint.v1.Registry/ConsistencyProof',
+                request_serializer=pawprint__pb2.ConsistencyProofRequest.SerializeToString,
+                response_deserializer=pawprint__pb2.ConsistencyProofReply.FromString,
+                _registered_method=True)
+
+
+class RegistryServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Publish(self, request_iterator, context):
+        """A vendor publishes a base: the header, then the terms. Only keys trusted as vendors; the same manifest
+        with the same name and metadata again answers with the existing entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """A vendor withdraws one of its entries: its signed statement (kind "registry-entry", action "revoke").
+        The revocation is appended; nothing is ever edited or deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LatestCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InclusionProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConsistencyProof(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RegistryServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Publish': grpc.stream_unary_rpc_method_handler(
+                    servicer.Publish,
+                    request_deserializer=pawprint__pb2.PublishRequest.FromString,
+                    response_serializer=pawprint__pb2.PublishReply.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=pawprint__pb2.SignedPayload.FromString,
+                    response_serializer=pawprint__pb2.PublishReply.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=pawprint__pb2.ListRequest.FromString,
+                    response_serializer=pawprint__pb2.ListReply.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=pawprint__pb2.GetRequest.FromString,
+                    response_serializer=pawprint__pb2.LogEntry.SerializeToString,
+            ),
+            'LatestCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.LatestCheckpoint,
+                    request_deserializer=pawprint__pb2.CheckpointRequest.FromString,
+                    response_serializer=pawprint__pb2.CheckpointReply.SerializeToString,
+            ),
+            'InclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.InclusionProof,
+                    request_deserializer=pawprint__pb2.InclusionProofRequest.FromString,
+                    response_serializer=pawprint__pb2.InclusionProofReply.SerializeToString,
+            ),
+            'ConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConsistencyProof,
+                    request_deserializer=pawprint__pb2.ConsistencyProofRequest.FromString,
+                    response_serializer=pawprint__pb2.ConsistencyProofReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'pawprint.v1.Registry', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('pawprint.v1.Registry', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Registry:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Publish(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/pawprint.v1.Registry/Publish',
+            pawprint__pb2.PublishRequest.SerializeToString,
+            pawprint__pb2.PublishReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pawprint.v1.Registry/Revoke',
+            pawprint__pb2.SignedPayload.SerializeToString,
+            pawprint__pb2.PublishReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pawprint.v1.Registry/List',
+            pawprint__pb2.ListRequest.SerializeToString,
+            pawprint__pb2.ListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pawprint.v1.Registry/Get',
+            pawprint__pb2.GetRequest.SerializeToString,
+            pawprint__pb2.LogEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LatestCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pawprint.v1.Registry/LatestCheckpoint',
+            pawprint__pb2.CheckpointRequest.SerializeToString,
+            pawprint__pb2.CheckpointReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pawprint.v1.Registry/InclusionProof',
+            pawprint__pb2.InclusionProofRequest.SerializeToString,
+            pawprint__pb2.InclusionProofReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pawprint.v1.Registry/ConsistencyProof',
+            pawprint__pb2.ConsistencyProofRequest.SerializeToString,
+            pawprint__pb2.ConsistencyProofReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
