@@ -271,11 +271,24 @@ def _from_pb(message: pawprint_pb2.SignedPayload) -> SignedMessage:
     return SignedMessage(bytes(message.payload), bytes(message.signature), key)
 
 
-def _chunks(requests: Iterator[pawprint_pb2.SubmitRequest]) -> Iterator[Chunk]:
+def _chunks(requests: Iterator[Any], after: str) -> Iterator[Chunk]:
+    """The tensor chunks of a Submit or Publish stream (both carry ``chunk`` items after their first message)."""
     for request in requests:
         if request.WhichOneof("item") != "chunk":
-            raise InvalidSubmission("after the manifest, a submission carries only tensor chunks")
+            raise InvalidSubmission(f"after the {after}, the stream carries only tensor chunks")
         yield Chunk(request.chunk.tensor_index, request.chunk.offset, bytes(request.chunk.data))
+
+
+def _with_stream_deadline(context: grpc.ServicerContext, seconds: float, what: str, fn: Callable[[], Any]) -> Any:
+    """Run a client-streaming handler; a stalled client must not hold a worker thread for ever, so the RPC
+    is cancelled at the stream deadline."""
+    watchdog = threading.Timer(seconds, context.cancel)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return _run(context, what, fn)
+    finally:
+        watchdog.cancel()
 
 
 class _Servicer(pawprint_pb2_grpc.VerifierServicer):
@@ -286,20 +299,15 @@ class _Servicer(pawprint_pb2_grpc.VerifierServicer):
         return self._run(context, "challenge", lambda: _to_pb(self._service.challenge()))
 
     def Submit(self, request_iterator: Iterator[pawprint_pb2.SubmitRequest], context: grpc.ServicerContext) -> Any:
-        # A stalled client must not hold a worker thread for ever: cancel the RPC at the stream deadline.
-        watchdog = threading.Timer(self._service.config.stream_timeout_s, context.cancel)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            return self._run(context, "submit", lambda: self._submit(request_iterator))
-        finally:
-            watchdog.cancel()
+        return _with_stream_deadline(
+            context, self._service.config.stream_timeout_s, "submit", lambda: self._submit(request_iterator)
+        )
 
     def _submit(self, requests: Iterator[pawprint_pb2.SubmitRequest]) -> pawprint_pb2.SignedPayload:
         first = next(requests, None)
         if first is None or first.WhichOneof("item") != "manifest":
             raise InvalidSubmission("a submission starts with the signed manifest")
-        return _to_pb(self._service.submit(_from_pb(first.manifest), _chunks(requests)))
+        return _to_pb(self._service.submit(_from_pb(first.manifest), _chunks(requests, "manifest")))
 
     @staticmethod
     def _run(context: grpc.ServicerContext, what: str, fn: Callable[[], Any]) -> Any:
@@ -330,25 +338,14 @@ def _published_pb(published: Published) -> pawprint_pb2.PublishReply:
     )
 
 
-def _publish_chunks(requests: Iterator[pawprint_pb2.PublishRequest]) -> Iterator[Chunk]:
-    for request in requests:
-        if request.WhichOneof("item") != "chunk":
-            raise InvalidSubmission("after the header, a publish stream carries only tensor chunks")
-        yield Chunk(request.chunk.tensor_index, request.chunk.offset, bytes(request.chunk.data))
-
-
 class _RegistryServicer(pawprint_pb2_grpc.RegistryServicer):
     def __init__(self, service: RegistryService) -> None:
         self._service = service
 
     def Publish(self, request_iterator: Iterator[pawprint_pb2.PublishRequest], context: grpc.ServicerContext) -> Any:
-        watchdog = threading.Timer(self._service.config.stream_timeout_s, context.cancel)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            return _run(context, "publish", lambda: self._publish(request_iterator))
-        finally:
-            watchdog.cancel()
+        return _with_stream_deadline(
+            context, self._service.config.stream_timeout_s, "publish", lambda: self._publish(request_iterator)
+        )
 
     def _publish(self, requests: Iterator[pawprint_pb2.PublishRequest]) -> pawprint_pb2.PublishReply:
         first = next(requests, None)
@@ -356,7 +353,7 @@ class _RegistryServicer(pawprint_pb2_grpc.RegistryServicer):
             raise InvalidSubmission("a publish stream starts with the header (statement and manifest)")
         header = first.header
         published = self._service.publish(_from_pb(header.statement), _from_pb(header.manifest),
-                                          _publish_chunks(requests))
+                                          _chunks(requests, "header"))
         return _published_pb(published)
 
     def Revoke(self, request: pawprint_pb2.SignedPayload, context: grpc.ServicerContext) -> Any:
