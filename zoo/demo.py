@@ -50,10 +50,11 @@ def _launder(src: Path, dst: Path, seed: int = 11) -> float:
     return worst
 
 
-def run_demo(workdir: Path, quick: bool = False) -> int:
+def run_demo(workdir: Path, quick: bool = False, zoo_dir: Path | None = None) -> int:
+    """The main job; ``zoo_dir`` reuses a zoo built elsewhere (it must have been built with the same ``quick``)."""
     t0 = time.time()
     workdir.mkdir(parents=True, exist_ok=True)
-    zoo_dir = workdir / ("zoo-quick" if quick else "zoo")
+    zoo_dir = zoo_dir or workdir / ("zoo-quick" if quick else "zoo")
     print(f"[1/4] lineage zoo in {zoo_dir} (built once, then reused)", flush=True)
     lineage = json.loads(build_zoo(zoo_dir, quick=quick).read_text())
     models = {m["name"]: m for m in lineage["models"]}
