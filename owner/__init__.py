@@ -38,8 +38,8 @@ def inspect_model(path: Path, layers: str | Sequence[int] | None = None) -> dict
     mapping = map_probes(probes, vocab)
     chosen = resolve_layers(layers, m.adapter.info.n_layers)
     to_read = m.adapter.tensor_names(chosen)
-    metas = [m.source.meta(n) for n in m.source.names()]
-    sizes = {mt.name: _nbytes(mt.dtype, mt.shape) for mt in metas}
+    metas = {n: m.source.meta(n) for n in m.source.names()}
+    sizes = {n: _nbytes(mt.dtype, mt.shape) for n, mt in metas.items()}
     return {
         "path": str(path),
         "format": m.format,
@@ -51,7 +51,7 @@ def inspect_model(path: Path, layers: str | Sequence[int] | None = None) -> dict
         "bytes_total": sum(sizes.values()),
         "bytes_to_read": sum(sizes[n] for n in to_read),
         "tensors_to_read": [
-            {"name": n, "dtype": m.source.meta(n).dtype, "shape": list(m.source.meta(n).shape)} for n in to_read
+            {"name": n, "dtype": metas[n].dtype, "shape": list(metas[n].shape)} for n in to_read
         ],
     }
 

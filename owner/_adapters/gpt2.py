@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from owner._adapters._base import ArchInfo, PlainAdapter, cfg_int
 
@@ -20,12 +20,17 @@ class Gpt2Adapter(PlainAdapter):
     conv1d = True
 
     def _read_info(self) -> ArchInfo:
-        c = self.config
-        d = cfg_int(c, "n_embd", "hidden_size")
-        h = cfg_int(c, "n_head", "num_attention_heads")
-        inner = c.get("n_inner")
-        return ArchInfo(
-            family="gpt2", n_layers=cfg_int(c, "n_layer", "num_hidden_layers"), d_model=d, n_heads=h,
-            n_kv_heads=h, head_dim=d // h, d_ffn=inner if isinstance(inner, int) else 4 * d,
-            vocab_size=cfg_int(c, "vocab_size"), norm="layer", gated_ffn=False, parallel_residual=False,
-        )
+        return gpt_style_info(self.config, "gpt2", parallel_residual=False)
+
+
+def gpt_style_info(c: dict[str, Any], family: str, parallel_residual: bool) -> ArchInfo:
+    """Shape facts from a GPT-2-style config (``n_embd``, ``n_head``, ``n_layer``, ``n_inner`` or 4d), shared with
+    GPT-J, whose config uses the same field names."""
+    d = cfg_int(c, "n_embd", "hidden_size")
+    h = cfg_int(c, "n_head", "num_attention_heads")
+    inner = c.get("n_inner")
+    return ArchInfo(
+        family=family, n_layers=cfg_int(c, "n_layer", "num_hidden_layers"), d_model=d, n_heads=h,
+        n_kv_heads=h, head_dim=d // h, d_ffn=inner if isinstance(inner, int) else 4 * d,
+        vocab_size=cfg_int(c, "vocab_size"), norm="layer", gated_ffn=False, parallel_residual=parallel_residual,
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from owner._adapters._base import ArchInfo, PlainAdapter, cfg_int
+from owner._adapters._base import ArchInfo, PlainAdapter
+from owner._adapters.gpt2 import gpt_style_info
 
 
 class GptJAdapter(PlainAdapter):
@@ -21,12 +22,4 @@ class GptJAdapter(PlainAdapter):
     norm2 = "h.{i}.ln_1.weight"  # parallel block: the FFN reads the same norm
 
     def _read_info(self) -> ArchInfo:
-        c = self.config
-        d = cfg_int(c, "n_embd", "hidden_size")
-        h = cfg_int(c, "n_head", "num_attention_heads")
-        inner = c.get("n_inner")
-        return ArchInfo(
-            family="gptj", n_layers=cfg_int(c, "n_layer", "num_hidden_layers"), d_model=d, n_heads=h,
-            n_kv_heads=h, head_dim=d // h, d_ffn=inner if isinstance(inner, int) else 4 * d,
-            vocab_size=cfg_int(c, "vocab_size"), norm="layer", gated_ffn=False, parallel_residual=True,
-        )
+        return gpt_style_info(self.config, "gptj", parallel_residual=True)
