@@ -88,11 +88,20 @@ def compare_paths(
     method: Method = "pawprint", progress: Progress | None = None,
 ) -> Comparison:
     """Compare two models / invariants files. Without ``probes`` the probe set comes from A (its invariants
-    file's probe set, or one built from its vocabulary), and B is computed on the same tokens."""
+    file's probe set, or one built from its vocabulary), and B is computed on the same tokens. Layers are
+    matched order-preservingly (``match_layers``; equal depths pair one to one)."""
+    inv_a, inv_b = load_pair(a, b, probes, layers, method, progress)
+    return compare(inv_a, inv_b, layer_pairs="match")
+
+
+def load_pair(
+    a: Path, b: Path, probes: ProbeSet | None = None, layers: str | Sequence[int] | None = None,
+    method: Method = "pawprint", progress: Progress | None = None,
+) -> tuple[InvariantSet, InvariantSet]:
+    """The two invariant sets ``compare_paths`` compares (B on A's probe set)."""
     inv_a = _load_side(Path(a), probes, layers, method, progress)
     m = inv_a.method if inv_a.method in METHODS else method
-    inv_b = _load_side(Path(b), probes or inv_a.probes, layers, m, progress)
-    return compare(inv_a, inv_b)
+    return inv_a, _load_side(Path(b), probes or inv_a.probes, layers, m, progress)
 
 
 __all__ = [
@@ -123,6 +132,7 @@ __all__ = [
     "is_bundle_file",
     "load_bundle",
     "load_invariants",
+    "load_pair",
     "load_vocabulary",
     "map_probes",
     "open_model",

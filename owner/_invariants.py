@@ -4,11 +4,22 @@ cannot move (see shared/design/SCIENCE.md), and ICS, the comparison of two model
 Pure logic: takes tensors and values, returns arrays and values; reading checkpoints lives in the adapters.
 Only these ``n x n`` terms (never a weight tensor) may leave the owner's machine.
 
-Per layer, with ``Xc`` the probe rows (centred for LayerNorm models), ``Xa = Xc diag(g1)``, ``Xf = Xc diag(g2)``:
+Per layer, with ``Xc`` the probe rows (centred for LayerNorm models), ``W(Z) = Z (Z^T Z + r I)^{-1/2}`` the
+whitened rows of ``Z`` (ridge ``r`` = ``WHITEN_RIDGE`` x the mean eigenvalue of ``Z^T Z``), ``Ec = W(Xc)``,
+``Ea = Ec diag(g1)``, ``Xf = Xc diag(g2)``:
 
-- ``attn_qk``: ``(Xa Wq^T)(Xa Wk_rep^T)^T``
-- ``attn_vo``: ``Xa Wv_rep^T Wo^T Xc^T``
-- ``ffn``: gated ``((Xf Wgate^T) * (Xf Wup^T)) Wdown^T Xc^T``, plain ``Xf Win^T Wout^T Xc^T``
+- ``attn_qk``: ``(Ea Wq^T)(Ea Wk_rep^T)^T``
+- ``attn_vo``: ``Ea Wv_rep^T Wo^T Ec^T``
+- ``ffn``: ``W(F) Ec^T`` with ``F`` the FFN's output on the (unwhitened) rows: gated
+  ``((Xf Wgate^T) * (Xf Wup^T)) Wdown^T``, plain ``Xf Win^T Wout^T``
+
+Why whiten: models trained on the same data learn similar token-token structure in their embeddings (the
+Gram matrix ``Xc Xc^T``), and an unwhitened term ``Xc M Xc^T`` inherits it, so independent same-data seeds
+with tied embeddings scored ICS 0.6 (docs/results/zoo_lineage.md, terms v1). ``W`` flattens the rows'
+spectrum, leaving the layer's own map ``M`` seen through the rows' directions. It is exactly as invariant as
+the unwhitened term: ``W(Xc R) = W(Xc) R`` for orthogonal ``R`` (rotations, permutations), ``W(c Xc) = W(Xc)``
+(residual scaling), and ``Ec`` does not involve the norm gains, which stay folded into the weights; ``F`` is
+itself invariant to every FFN-internal transform.
 
 ``huref-2024`` reproduces the published form for comparison: no norm folding, no centring, gated FFN term
 ``X (Wgate^T * Wup^T) Wdown^T X^T`` and fused QKV split in thirds (as the reference code does).
@@ -30,7 +41,8 @@ from owner._probes import ProbeSet
 
 TERMS: tuple[str, ...] = ("attn_qk", "attn_vo", "ffn")
 METHOD_IDS: dict[str, str] = {
-    "pawprint": "pawprint-terms/1(fold-norms,centre-layernorm,ffn=(XWg)*(XWu),per-head-qkv)",
+    "pawprint": "pawprint-terms/2(fold-norms,centre-layernorm,whiten-rows(ridge=1e-3),ffn=W((XWg)*(XWu)Wd)W(X)^T,"
+                "per-head-qkv)",
     "huref-2024": "huref-2024/1(no-fold,ffn=Wg*Wu,qkv-thirds)",
 }
 
@@ -60,6 +72,25 @@ def resolve_layers(spec: str | Sequence[int] | None, n_layers: int) -> tuple[int
     return tuple(sorted(out))
 
 
+WHITEN_RIDGE = 1e-3
+
+
+def whiten(z: torch.Tensor, ridge: float = WHITEN_RIDGE) -> torch.Tensor:
+    """``z (z^T z + ridge * mean_eig * I)^{-1/2}``: the rows of ``z`` with their spectrum flattened (fp32 out).
+
+    Equivariant: ``whiten(z R) = whiten(z) R`` for orthogonal ``R``, and scale-free. The ridge keeps directions
+    the rows barely use (numerical noise, quantisation) from being blown up.
+    """
+    g = (z.T @ z).to(torch.float64)
+    w, v = torch.linalg.eigh(g)
+    w = w.clamp(min=0.0)
+    mean = float(w.mean())
+    if mean <= 0.0:
+        return z
+    f = (w + ridge * mean).rsqrt()
+    return (z.to(torch.float64) @ ((v * f) @ v.T)).to(torch.float32)
+
+
 def _group_sum(x: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
     """Sum the per-head blocks of ``x (n, Hq*dh)`` over the query heads of each KV group -> ``(n, Hkv*dh)``."""
     n = x.shape[0]
@@ -68,26 +99,31 @@ def _group_sum(x: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
 
 
 def layer_terms(
-    x: torch.Tensor, w: LayerWeights, info: ArchInfo, method: Method = "pawprint"
+    x: torch.Tensor, w: LayerWeights, info: ArchInfo, method: Method = "pawprint",
+    whiten_rows: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The three ``n x n`` terms of one layer from the probe rows ``x`` (fp32, as they enter the stream)."""
+    """The three ``n x n`` terms of one layer from the probe rows ``x`` (fp32, as they enter the stream).
+
+    ``whiten_rows``: ``W(Xc)`` if the caller computed it once for all layers (it does not depend on the layer).
+    """
     x = x.to(torch.float32)
     norm: NormKind = info.norm
     if method == "huref-2024":
-        xa = xf = xr = x
+        xa = xf = xr = er = x
     else:
         xr = x - x.mean(dim=1, keepdim=True) if norm == "layer" else x
+        er = whiten_rows if whiten_rows is not None else whiten(xr)
         if norm == "post":
-            xa = xf = xr
+            xa, xf = er, xr
         else:
-            xa = xr * w.g1 if w.g1 is not None else xr
+            xa = er * w.g1 if w.g1 is not None else er
             xf = xr * w.g2 if w.g2 is not None else xr
     hq, hkv = info.n_heads, info.n_kv_heads
     q = _group_sum(xa @ w.wq.T, hq, hkv)
     k = xa @ w.wk.T
     qk = q @ k.T
     v = xa @ w.wv.T
-    o = _group_sum(xr @ w.wo, hq, hkv)
+    o = _group_sum(er @ w.wo, hq, hkv)
     vo = v @ o.T
     if w.w_gate is not None:
         if method == "huref-2024":
@@ -96,7 +132,8 @@ def layer_terms(
             h = (xf @ w.w_gate.T) * (xf @ w.w_up.T)
     else:
         h = xf @ w.w_up.T
-    ffn = (h @ w.w_down.T) @ xr.T
+    f = h @ w.w_down.T
+    ffn = (f if method == "huref-2024" else whiten(f)) @ er.T
     return {"attn_qk": qk, "attn_vo": vo, "ffn": ffn}
 
 
@@ -143,11 +180,16 @@ def term_cosine(a: np.ndarray, b: np.ndarray) -> float:
 def _unit_terms(inv: InvariantSet, rows: np.ndarray, layers: set[int]) -> dict[tuple[int, str], np.ndarray]:
     """Each term restricted to ``rows``, standardised and scaled to unit norm, so a dot product is its cosine."""
     out: dict[tuple[int, str], np.ndarray] = {}
+    every = len(rows) == len(inv.present_tokens) and bool(np.array_equal(rows, np.arange(len(rows))))
     for layer in layers:
         for name in TERMS:
-            z = standardise(inv.term(layer, name)[np.ix_(rows, rows)]).ravel()
-            nz = float(np.linalg.norm(z))
-            out[(layer, name)] = z / nz if nz > 0 else z
+            t = inv.term(layer, name)
+            z = np.array(t if every else t[np.ix_(rows, rows)], dtype=np.float64).ravel()
+            z -= z.mean()  # centred and scaled to unit norm: the same unit vector as standardise() gives
+            nz = float(np.sqrt(z @ z))
+            if nz > 0:
+                z /= nz
+            out[(layer, name)] = z
     return out
 
 
@@ -187,53 +229,32 @@ def default_layer_pairs(a: Sequence[int], b: Sequence[int]) -> list[tuple[int, i
     return list(zip(list(a)[len(a) - n :], list(b)[len(b) - n :], strict=True))
 
 
-def compare(
-    a: InvariantSet, b: InvariantSet, layer_pairs: Sequence[tuple[int, int]] | None = None, min_common: int = 16
-) -> Comparison:
-    """ICS of ``a`` and ``b`` on the probe tokens both have."""
+def _common_rows(a: InvariantSet, b: InvariantSet, min_common: int) -> tuple[np.ndarray, np.ndarray]:
     if a.method_id != b.method_id:
         raise IncomparableError(f"terms were computed with different methods: {a.method_id} vs {b.method_id}")
-    rows_a = {t: i for i, t in enumerate(a.present_tokens)}
     rows_b = {t: i for i, t in enumerate(b.present_tokens)}
+    rows_a = {t: i for i, t in enumerate(a.present_tokens)}
     common = [t for t in a.present_tokens if t in rows_b]
     if len(common) < min_common:
         raise IncomparableError(
             f"only {len(common)} probe tokens are common to both models (need at least {min_common})"
         )
-    ia = np.array([rows_a[t] for t in common])
-    ib = np.array([rows_b[t] for t in common])
-    pairs = list(layer_pairs) if layer_pairs is not None else default_layer_pairs(a.layers, b.layers)
-    if not pairs:
-        raise IncomparableError("no layers to compare")
-    unit_a = _unit_terms(a, ia, {la for la, _ in pairs})
-    unit_b = _unit_terms(b, ib, {lb for _, lb in pairs})
-    scores = [
-        TermScore(la, lb, name, float(unit_a[(la, name)] @ unit_b[(lb, name)]))
-        for la, lb in pairs
-        for name in TERMS
-    ]
-    ics = float(np.mean([s.cosine for s in scores]))
-    return Comparison(method=a.method, ics=ics, terms=tuple(scores), common_probe_tokens=len(common))
+    return np.array([rows_a[t] for t in common]), np.array([rows_b[t] for t in common])
 
 
-def layer_similarity(a: InvariantSet, b: InvariantSet) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
-    """Mean term cosine between every layer of ``a`` and every layer of ``b`` (on common probe tokens)."""
-    full = compare(a, b, layer_pairs=[(la, lb) for la in a.layers for lb in b.layers])
-    sim = np.zeros((len(a.layers), len(b.layers)))
-    ia = {la: i for i, la in enumerate(a.layers)}
-    ib = {lb: j for j, lb in enumerate(b.layers)}
-    for t in full.terms:
-        sim[ia[t.layer_a], ib[t.layer_b]] += t.cosine / len(TERMS)
-    return a.layers, b.layers, sim
+def _similarity(
+    unit_a: dict[tuple[int, str], np.ndarray], unit_b: dict[tuple[int, str], np.ndarray],
+    la: Sequence[int], lb: Sequence[int],
+) -> np.ndarray:
+    sim = np.zeros((len(la), len(lb)))
+    for i, x in enumerate(la):
+        for j, y in enumerate(lb):
+            sim[i, j] = float(np.mean([unit_a[(x, t)] @ unit_b[(y, t)] for t in TERMS]))
+    return sim
 
 
-def match_layers(a: InvariantSet, b: InvariantSet) -> list[tuple[int, int]]:
-    """An order-preserving one-to-one matching of layers maximising the summed layer similarity.
-
-    Every layer of the shallower model is matched (dynamic programming over the similarity matrix), which
-    recognises depth-pruned and depth-upscaled derivatives: the matched pairs skip the dropped layers.
-    """
-    la, lb, sim = layer_similarity(a, b)
+def _match(la: Sequence[int], lb: Sequence[int], sim: np.ndarray) -> list[tuple[int, int]]:
+    """Order-preserving one-to-one matching of every layer of the shallower side maximising summed ``sim``."""
     transpose = len(la) > len(lb)
     s = sim.T if transpose else sim
     rows, cols = s.shape  # rows <= cols: every row gets a distinct, increasing column
@@ -254,3 +275,52 @@ def match_layers(a: InvariantSet, b: InvariantSet) -> list[tuple[int, int]]:
     if transpose:
         return [(la[c], lb[r]) for r, c in pairs]
     return [(la[r], lb[c]) for r, c in pairs]
+
+
+def compare(
+    a: InvariantSet, b: InvariantSet, layer_pairs: Sequence[tuple[int, int]] | str | None = None,
+    min_common: int = 16,
+) -> Comparison:
+    """ICS of ``a`` and ``b`` on the probe tokens both have.
+
+    ``layer_pairs``: explicit ``(layer of a, layer of b)`` pairs; ``None`` pairs the selected layers from the
+    end (last with last); ``"match"`` matches them order-preservingly (``match_layers``), computing each
+    term's standardised form once for the matching and the scores.
+    """
+    ia, ib = _common_rows(a, b, min_common)
+    if layer_pairs == "match":
+        unit_a = _unit_terms(a, ia, set(a.layers))
+        unit_b = _unit_terms(b, ib, set(b.layers))
+        pairs = _match(a.layers, b.layers, _similarity(unit_a, unit_b, a.layers, b.layers))
+    else:
+        if isinstance(layer_pairs, str):
+            raise ValueError(f"layer_pairs must be pairs, None or 'match', got {layer_pairs!r}")
+        pairs = list(layer_pairs) if layer_pairs is not None else default_layer_pairs(a.layers, b.layers)
+        if not pairs:
+            raise IncomparableError("no layers to compare")
+        unit_a = _unit_terms(a, ia, {la for la, _ in pairs})
+        unit_b = _unit_terms(b, ib, {lb for _, lb in pairs})
+    scores = [
+        TermScore(la, lb, name, float(unit_a[(la, name)] @ unit_b[(lb, name)]))
+        for la, lb in pairs
+        for name in TERMS
+    ]
+    ics = float(np.mean([s.cosine for s in scores]))
+    return Comparison(method=a.method, ics=ics, terms=tuple(scores), common_probe_tokens=len(ia))
+
+
+def layer_similarity(a: InvariantSet, b: InvariantSet) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
+    """Mean term cosine between every layer of ``a`` and every layer of ``b`` (on common probe tokens)."""
+    ia, ib = _common_rows(a, b, 16)
+    sim = _similarity(_unit_terms(a, ia, set(a.layers)), _unit_terms(b, ib, set(b.layers)), a.layers, b.layers)
+    return a.layers, b.layers, sim
+
+
+def match_layers(a: InvariantSet, b: InvariantSet) -> list[tuple[int, int]]:
+    """An order-preserving one-to-one matching of layers maximising the summed layer similarity.
+
+    Every layer of the shallower model is matched (dynamic programming over the similarity matrix), which
+    recognises depth-pruned and depth-upscaled derivatives: the matched pairs skip the dropped layers.
+    """
+    la, lb, sim = layer_similarity(a, b)
+    return _match(la, lb, sim)
