@@ -35,7 +35,9 @@ imports numpy or torch: an auditor checks receipts and bundles with ``protocol``
 from __future__ import annotations
 
 import functools
+import math
 import re
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -62,6 +64,22 @@ VERDICTS: tuple[str, ...] = ("derived", "independent", "inconclusive")
 SCORE_PLACES = 6
 _SCORE_QUANTUM = Decimal(1).scaleb(-SCORE_PLACES)
 _SCORE = re.compile(rf"-?[01]\.[0-9]{{{SCORE_PLACES}}}")
+_Z = re.compile(r"-?(0|[1-9][0-9]{0,6})\.[0-9]{3}")
+_P = re.compile(r"[0-9]\.[0-9]{3}e[+-][0-9]{2,3}")
+
+
+def check_z(text: object, what: str = "z") -> str:
+    """A z-score string as the calibrated verdict writes it (three decimals)."""
+    if not isinstance(text, str) or _Z.fullmatch(text) is None or text == "-0.000":
+        raise MessageError(f"{what}: not a z-score string (three decimal places): {text!r:.40}")
+    return text
+
+
+def check_p(text: object, what: str = "p_value") -> str:
+    """A p-value string as the calibrated verdict writes it (``d.ddde[+-]xx``, in [0, 1])."""
+    if not isinstance(text, str) or _P.fullmatch(text) is None or not 0 <= float(text) <= 1:
+        raise MessageError(f"{what}: not a p-value string (d.ddde+-xx in [0, 1]): {text!r:.40}")
+    return text
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
 # Large enough for a bundle of 4096 x 4096 terms over many layers; the caller passes its own otherwise.
@@ -697,6 +715,51 @@ def check_tensors(manifest: Manifest, terms: Mapping[str, Tensor]) -> None:
 
 
 # -------------------------------------------------------------------------------------------- receipt
+PICTURE_DIM = 512
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A model's terms encoded as a vector (``PICTURE_DIM`` little-endian float32) and the dog drawn from it.
+
+    ``vector_digest`` is the SHA-256 of ``vector``; ``picture_digest`` the SHA-256 of the PNG the renderer
+    ``renderer_id`` draws from it (deterministic, so anyone can redraw the picture and check it).
+    """
+
+    encoder_id: str
+    renderer_id: str
+    vector: bytes
+    vector_digest: bytes
+    picture_digest: bytes
+
+    def __post_init__(self) -> None:
+        for what, v in (("picture.encoder_id", self.encoder_id), ("picture.renderer_id", self.renderer_id)):
+            if not isinstance(v, str) or not 0 < len(v) <= 200:
+                raise MessageError(f"{what} must be a short non-empty string")
+        if not isinstance(self.vector, bytes) or len(self.vector) != 4 * PICTURE_DIM:
+            raise MessageError(f"picture.vector must be {PICTURE_DIM} float32 values ({4 * PICTURE_DIM} bytes)")
+        if not all(math.isfinite(x) for x in struct.unpack(f"<{PICTURE_DIM}f", self.vector)):
+            raise MessageError("picture.vector has a non-finite value")
+        _check_digest("picture.vector_digest", self.vector_digest)
+        _check_digest("picture.picture_digest", self.picture_digest)
+        if sha256(self.vector) != self.vector_digest:
+            raise MessageError("picture.vector_digest is not the SHA-256 of picture.vector")
+
+    def to_map(self) -> dict[str, object]:
+        return {"encoder_id": self.encoder_id, "picture_digest": self.picture_digest,
+                "renderer_id": self.renderer_id, "vector": self.vector, "vector_digest": self.vector_digest}
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "picture") -> Picture:
+        f = _Fields(value, what, ("encoder_id", "picture_digest", "renderer_id", "vector", "vector_digest"))
+        return _parse(what, cls, f.text("encoder_id"), f.text("renderer_id"), f.raw("vector", 4 * PICTURE_DIM),
+                      f.raw("vector_digest", DIGEST_SIZE), f.raw("picture_digest", DIGEST_SIZE))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"encoder_id": self.encoder_id, "renderer_id": self.renderer_id,
+                "vector_digest": self.vector_digest.hex(), "picture_digest": self.picture_digest.hex()}
+
+
 @dataclass(frozen=True)
 class TermScoreRecord:
     """One term's cosine between the submission (``layer``) and a base (``base_layer``)."""
@@ -705,20 +768,25 @@ class TermScoreRecord:
     base_layer: int
     term: str
     cosine: str
+    z: str | None = None  # against the verdict's null (absent when no null was used)
 
     def __post_init__(self) -> None:
         _check_count("score.layer", self.layer)
         _check_count("score.base_layer", self.base_layer)
         parse_score(self.cosine)
+        if self.z is not None:
+            check_z(self.z, "score.z")
 
     def to_map(self) -> dict[str, object]:
-        return {"base_layer": self.base_layer, "cosine": self.cosine, "layer": self.layer, "term": self.term}
+        return {"base_layer": self.base_layer, "cosine": self.cosine, "layer": self.layer, "term": self.term,
+                **({} if self.z is None else {"z": self.z})}
 
     @classmethod
     def from_map(cls, value: object, what: str = "score") -> TermScoreRecord:
-        f = _Fields(value, what, ("base_layer", "cosine", "layer", "term"))
-        return _parse(what, cls,
-                      f.integer("layer"), f.integer("base_layer"), f.text("term"), f.text("cosine"))
+        has_z = isinstance(value, dict) and "z" in value
+        f = _Fields(value, what, ("base_layer", "cosine", "layer", "term", *(("z",) if has_z else ())))
+        return _parse(what, cls, f.integer("layer"), f.integer("base_layer"), f.text("term"), f.text("cosine"),
+                      f.text("z") if has_z else None)
 
 
 @dataclass(frozen=True)
@@ -735,9 +803,17 @@ class Match:
     verdict: str
     terms: tuple[TermScoreRecord, ...]
     log_index: int | None = None  # the base's entry in the registry log (None: compared outside a log)
+    z: str | None = None  # combined z against the receipt's null (None: no calibrated verdict)
+    p_value: str | None = None
+    picture: Picture | None = None  # the base's encoded vector and dog
 
     def __post_init__(self) -> None:
         _check_digest("match.entry", self.entry)
+        if (self.z is None) != (self.p_value is None):
+            raise MessageError("match.z and match.p_value come together")
+        if self.z is not None:
+            check_z(self.z, "match.z")
+            check_p(self.p_value, "match.p_value")
         if self.log_index is not None:
             _check_count("match.log_index", self.log_index)
         _check_key_id("match.vendor_key_id", self.vendor_key_id)
@@ -761,19 +837,26 @@ class Match:
             # Absent rather than nil when there is none: one encoding per value, and receipts made before
             # the registry was a log still parse.
             **({} if self.log_index is None else {"log_index": self.log_index}),
+            **({} if self.z is None else {"z": self.z, "p_value": self.p_value}),
+            **({} if self.picture is None else {"picture": self.picture.to_map()}),
         }
 
     @classmethod
     def from_map(cls, value: object, what: str = "match") -> Match:
         indexed = isinstance(value, dict) and "log_index" in value
+        calibrated = isinstance(value, dict) and ("z" in value or "p_value" in value)
+        pictured = isinstance(value, dict) and "picture" in value
         f = _Fields(value, what, (
             "common_probe_tokens", "entry", "ics", "min_term", "name", "probe_set_id", "terms", "vendor_key_id",
-            "verdict", *(("log_index",) if indexed else ())))
+            "verdict", *(("log_index",) if indexed else ()), *(("p_value", "z") if calibrated else ()),
+            *(("picture",) if pictured else ())))
         terms = tuple(TermScoreRecord.from_map(t, f"{what}.terms[{i}]") for i, t in enumerate(f.items("terms")))
         log_index = f.integer("log_index") if indexed else None
         return _parse(what, cls,
             f.text("name"), f.raw("entry", DIGEST_SIZE), f.key_id("vendor_key_id"), f.text("probe_set_id"),
             f.text("ics"), f.text("min_term"), f.integer("common_probe_tokens"), f.text("verdict"), terms, log_index,
+            f.text("z") if calibrated else None, f.text("p_value") if calibrated else None,
+            Picture.from_map(f.value["picture"], f"{what}.picture") if pictured else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -787,9 +870,13 @@ class Match:
             "min_term": float(parse_score(self.min_term)),
             "common_probe_tokens": self.common_probe_tokens,
             "verdict": self.verdict,
+            "z": None if self.z is None else float(self.z),
+            "p_value": None if self.p_value is None else float(self.p_value),
+            "picture": None if self.picture is None else self.picture.as_dict(),
             "log_index": self.log_index,
             "terms": [
-                {"layer": t.layer, "base_layer": t.base_layer, "term": t.term, "cosine": float(parse_score(t.cosine))}
+                {"layer": t.layer, "base_layer": t.base_layer, "term": t.term, "cosine": float(parse_score(t.cosine)),
+                 "z": None if t.z is None else float(t.z)}
                 for t in self.terms
             ],
         }
@@ -816,9 +903,13 @@ class Receipt:
     kept_invariants: bool
     version: int = MESSAGE_VERSION
     checkpoint: str | None = None  # the registry log's signed checkpoint note the comparison used
+    null_id: str | None = None  # the measured null the verdict was calibrated against
+    picture: Picture | None = None  # the submission's encoded vector and dog
 
     def __post_init__(self) -> None:
         _check_key_id("receipt.verifier_key_id", self.verifier_key_id)
+        if self.null_id is not None and (not isinstance(self.null_id, str) or not 0 < len(self.null_id) <= 200):
+            raise MessageError("receipt.null_id must be a short string or absent")
         _check_key_id("receipt.owner_key_id", self.owner_key_id)
         if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_SIZE:
             raise MessageError(f"receipt.nonce must be {NONCE_SIZE} bytes")
@@ -872,16 +963,21 @@ class Receipt:
             "version": self.version,
             "weight_commitment": self.weight_commitment,
             **({} if self.checkpoint is None else {"checkpoint": self.checkpoint}),  # absent, as Match.log_index
+            **({} if self.null_id is None else {"null_id": self.null_id}),
+            **({} if self.picture is None else {"picture": self.picture.to_map()}),
         }
 
     @classmethod
     def from_map(cls, value: object) -> Receipt:
         what = "receipt"
         logged = isinstance(value, dict) and "checkpoint" in value
+        calibrated = isinstance(value, dict) and "null_id" in value
+        pictured = isinstance(value, dict) and "picture" in value
         f = _Fields(value, what, (
             "compared", "issued_at", "kept_invariants", "matches", "method_ids", "nonce", "owner_key_id", "registry",
             "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment",
-            *(("checkpoint",) if logged else ())), versioned=True)
+            *(("checkpoint",) if logged else ()), *(("null_id",) if calibrated else ()),
+            *(("picture",) if pictured else ())), versioned=True)
         checkpoint = f.text("checkpoint") if logged else None
         matches = tuple(Match.from_map(m, f"{what}.matches[{i}]") for i, m in enumerate(f.items("matches")))
         method_ids = f.items("method_ids")
@@ -892,7 +988,8 @@ class Receipt:
             f.raw("submission", DIGEST_SIZE), f.raw("weight_commitment", DIGEST_SIZE),
             RegistryState.from_map(f.value["registry"]), f.integer("compared"), matches, f.text("verdict"),
             f.text("verdict_rule"), tuple(method_ids), f.integer("issued_at"), f.flag("kept_invariants"),
-            MESSAGE_VERSION, checkpoint,
+            MESSAGE_VERSION, checkpoint, f.text("null_id") if calibrated else None,
+            Picture.from_map(f.value["picture"], f"{what}.picture") if pictured else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -913,4 +1010,6 @@ class Receipt:
             "issued_at": self.issued_at,
             "kept_invariants": self.kept_invariants,
             "checkpoint": self.checkpoint,
+            "null_id": self.null_id,
+            "picture": None if self.picture is None else self.picture.as_dict(),
         }

@@ -5,7 +5,8 @@ The pipeline, one module each:
 - ``_challenges``: fresh 32-byte nonces, single use, with expiry (time and randomness injected);
 - ``_checks``: every check before any computation (signature, key and role, nonce, terms table, limits,
   then each chunk's order and each tensor's digest, dtype, shape and finiteness);
-- ``_compare``: ICS against every registered base and the provisional verdict rule;
+- ``_calibration``: the measured null, z-scores, p-values and the verdict rule;
+- ``_compare``: ICS against every registered base (layers matched) and the calibrated verdict;
 - ``_log``: the registry's transparency log on disk (entries, signed checkpoints, proofs; append is one
   SQLite transaction under the writer lock, start-up replays and checks everything);
 - ``_registry``: the registry of base models over that log (vendors publish and revoke, administrators add),
@@ -20,16 +21,20 @@ The verifier never stores anything for a rejected submission, and keeps a submis
 verdict only when the owner asked. Every refusal is a ``VerifierError`` (``verifier.errors``).
 """
 
+from verifier._calibration import (
+    DEFAULT_THRESHOLDS,
+    NullError,
+    NullModel,
+    Thresholds,
+    assess,
+    base_verdict,
+    fit_null,
+    load_null,
+    overall_verdict,
+)
 from verifier._challenges import ChallengeStore
 from verifier._checks import check_bundle, check_header
-from verifier._compare import (
-    VERDICT_RULE,
-    BaseModel,
-    base_verdict,
-    compare_with_bases,
-    overall_verdict,
-    recheck_verdict,
-)
+from verifier._compare import BaseModel, compare_with_bases, decide, recheck_verdict, verdict_of
 from verifier._log import TransparencyLog
 from verifier._registry import BaseEntry, BlobStore, LogSnapshot, Published, Registry
 from verifier._registry_client import (
@@ -77,9 +82,9 @@ from verifier.errors import (
 )
 
 __all__ = [
+    "DEFAULT_THRESHOLDS",
     "REGISTRY_SERVICE_NAME",
     "SERVICE_NAME",
-    "VERDICT_RULE",
     "AlreadyExists",
     "BaseEntry",
     "BaseModel",
@@ -97,6 +102,8 @@ __all__ = [
     "LogSource",
     "LoopbackPki",
     "NotFound",
+    "NullError",
+    "NullModel",
     "OutOfRange",
     "PermissionDenied",
     "Proven",
@@ -108,11 +115,13 @@ __all__ = [
     "RegistryService",
     "RemoteRegistry",
     "ServerConfig",
+    "Thresholds",
     "TlsConfig",
     "TransparencyLog",
     "Unauthenticated",
     "VerifierError",
     "VerifierService",
+    "assess",
     "audit",
     "base_verdict",
     "check_bundle",
@@ -122,7 +131,10 @@ __all__ = [
     "check_receipt_entries",
     "compare_with_bases",
     "create_server",
+    "decide",
+    "fit_null",
     "issue_cert",
+    "load_null",
     "make_ca",
     "open_note",
     "overall_verdict",
@@ -131,5 +143,6 @@ __all__ = [
     "serve",
     "split_host_port",
     "statement_of",
+    "verdict_of",
     "write_test_pki",
 ]

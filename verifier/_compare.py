@@ -1,38 +1,37 @@
-"""Comparison of a submission with every registered base, and the provisional verdict rule.
+"""Comparison of a submission with every registered base, and the calibrated verdict.
 
-For each base, each of its term groups is compared (``owner.compare``: ICS per term and layer on the probe
-tokens both models have) with the submission's group on the same probe set and method; the best group
-gives the base's scores. Scores are rounded to the protocol's decimal strings *before* the verdict is taken,
-so the verdict can be re-derived from the receipt alone.
+For each base, each of its term groups is compared with each of the submission's groups on the same probe
+set and method: ICS per term on the probe tokens both models have, with layers matched order-preservingly
+(``owner.match_layers``: equal depths pair one to one; a depth-pruned or depth-upscaled model's layers pair
+with the base layers they came from, and the receipt names each pair). The comparison with the strongest
+evidence (smallest p-value) gives the base's match.
 
-**Provisional verdict rule** (``VERDICT_RULE``; it will be replaced by calibrated verdicts against a
-measured null distribution, with z-scores and p-values, and the rule id will change with it):
-
-- a base is ``derived`` if ICS >= 0.5 and every term's cosine >= 0.3;
-- ``independent`` if ICS < 0.2;
-- ``inconclusive`` otherwise;
-- overall: ``derived`` if any base is derived, ``independent`` if at least one base was compared and every
-  compared base is independent, ``inconclusive`` otherwise (including when no base could be compared).
+Scores are rounded to the protocol's decimal strings *before* anything else is computed from them, so the
+z-scores, p-values and verdicts can be re-derived from the receipt and the null alone (``recheck_verdict``).
+The test and the verdict rule are ``verifier._calibration``'s (measured null, per-layer z, combined p with
+dependence between terms accounted for, Bonferroni over the bases compared).
 
 Pure logic: values in, values out. Nothing here reads files or keeps the submission's terms.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from owner import IncomparableError, InvariantSet, compare
 from protocol import Match, TermScoreRecord, format_score, parse_score
-
-DERIVED_ICS = Decimal("0.5")
-DERIVED_MIN_TERM = Decimal("0.3")
-INDEPENDENT_ICS = Decimal("0.2")
-VERDICT_RULE = (
-    "provisional-1(per base: derived if ics>=0.500000 and min_term>=0.300000, independent if ics<0.200000, "
-    "else inconclusive; overall: any derived -> derived, all compared independent -> independent, "
-    "else inconclusive)"
+from verifier._calibration import (
+    DEFAULT_THRESHOLDS,
+    NullError,
+    NullModel,
+    Thresholds,
+    assess,
+    base_verdict,
+    format_p,
+    format_z,
+    overall_verdict,
 )
 
 
@@ -46,34 +45,35 @@ class BaseModel:
     invariants: tuple[InvariantSet, ...]
 
 
-def base_verdict(ics: Decimal, min_term: Decimal) -> str:
-    if ics >= DERIVED_ICS and min_term >= DERIVED_MIN_TERM:
-        return "derived"
-    if ics < INDEPENDENT_ICS:
-        return "independent"
-    return "inconclusive"
+def _scored(terms: Sequence[TermScoreRecord]) -> list[tuple[str, float]]:
+    return [(t.term, float(parse_score(t.cosine))) for t in terms]
 
 
-def overall_verdict(matches: Sequence[Match]) -> str:
-    verdicts = [m.verdict for m in matches]
-    if "derived" in verdicts:
-        return "derived"
-    if verdicts and all(v == "independent" for v in verdicts):
-        return "independent"
-    return "inconclusive"
+def _calibrated(match: Match, null: NullModel | None) -> Match:
+    """``match`` with per-term z, combined z and p against ``null`` (verdict left for ``decide``)."""
+    if null is None:
+        return match
+    try:
+        ev = assess(_scored(match.terms), null)
+    except NullError:
+        return match
+    terms = tuple(dataclasses.replace(t, z=format_z(z)) for t, z in zip(match.terms, ev.layer_z, strict=True))
+    return dataclasses.replace(match, terms=terms, z=format_z(ev.z), p_value=format_p(ev.p_value))
 
 
-def compare_with_base(suspect: Sequence[InvariantSet], base: BaseModel) -> Match | None:
-    """The best-scoring comparison of the submission's groups with ``base``'s, or ``None`` if no group of
-    one can be compared with a group of the other (other probe sets or methods, too few common tokens)."""
+def compare_with_base(
+    suspect: Sequence[InvariantSet], base: BaseModel, null: NullModel | None = None
+) -> Match | None:
+    """The comparison of the submission's groups with ``base``'s that gives the strongest evidence of
+    derivation, or ``None`` if no group of one can be compared with a group of the other."""
     best: Match | None = None
-    best_key: tuple[Decimal, Decimal] | None = None
+    best_key: tuple[float, float] | None = None
     for b in base.invariants:
         for s in suspect:
             if s.probes.id != b.probes.id or s.method_id != b.method_id:
                 continue
             try:
-                result = compare(s, b)
+                result = compare(s, b, layer_pairs="match")
             except IncomparableError:
                 continue
             terms = tuple(
@@ -82,32 +82,58 @@ def compare_with_base(suspect: Sequence[InvariantSet], base: BaseModel) -> Match
             )
             ics = format_score(result.ics)
             min_term = min((t.cosine for t in terms), key=parse_score)
-            key = (parse_score(ics), parse_score(min_term))
+            m = _calibrated(Match(
+                name=base.name, entry=base.entry, vendor_key_id=base.vendor_key_id, probe_set_id=b.probes.id,
+                ics=ics, min_term=min_term, common_probe_tokens=result.common_probe_tokens,
+                verdict="inconclusive", terms=terms,
+            ), null if null is not None and null.method_id == s.method_id else None)
+            key = (-float(m.p_value) if m.p_value is not None else -1.0, float(parse_score(ics)))
             if best_key is None or key > best_key:
-                best_key = key
-                best = Match(
-                    name=base.name, entry=base.entry, vendor_key_id=base.vendor_key_id, probe_set_id=b.probes.id,
-                    ics=ics, min_term=min_term, common_probe_tokens=result.common_probe_tokens,
-                    verdict=base_verdict(*key), terms=terms,
-                )
+                best_key, best = key, m
     return best
 
 
-def compare_with_bases(suspect: Sequence[InvariantSet], bases: Sequence[BaseModel]) -> list[Match]:
-    """One match per comparable base, best ICS first (ties by name)."""
-    matches = [m for m in (compare_with_base(suspect, b) for b in bases) if m is not None]
-    matches.sort(key=lambda m: (-parse_score(m.ics), m.name))
+def decide(matches: Sequence[Match], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Match]:
+    """Each match's verdict from its p-value, with the number of bases compared (K) for Bonferroni; a match
+    without a p-value (no null for its method) stays inconclusive."""
+    k = len(matches)
+    return [dataclasses.replace(m, verdict="inconclusive" if m.p_value is None
+                                else base_verdict(float(m.p_value), k, thresholds)) for m in matches]
+
+
+def compare_with_bases(
+    suspect: Sequence[InvariantSet], bases: Sequence[BaseModel], null: NullModel | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[Match]:
+    """One decided match per comparable base, strongest evidence first (then best ICS, then name)."""
+    matches = [m for m in (compare_with_base(suspect, b, null) for b in bases) if m is not None]
+    matches = decide(matches, thresholds)
+    matches.sort(key=lambda m: (float(m.p_value) if m.p_value is not None else 2.0, -parse_score(m.ics), m.name))
     return matches
 
 
-def recheck_verdict(matches: Sequence[Match], verdict: str, rule: str) -> bool | None:
-    """Whether ``verdict`` and each match's verdict follow from the scores under ``rule``; ``None`` when the
-    rule is not the one this verifier knows (an auditor then cannot re-derive it here)."""
-    if rule != VERDICT_RULE:
+def verdict_of(matches: Sequence[Match]) -> str:
+    return overall_verdict([m.verdict for m in matches])
+
+
+def recheck_verdict(
+    matches: Sequence[Match], verdict: str, rule: str, null: NullModel | None = None, null_id: str | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> bool | None:
+    """Whether every z, p and verdict follows from the receipt's scores under ``rule`` and ``null``.
+
+    ``None`` when it cannot be re-derived here: another rule, or the receipt names a null (``null_id``)
+    other than the one given.
+    """
+    if rule != thresholds.rule or null is None or (null_id is not None and null_id != null.null_id):
         return None
     for m in matches:
-        if m.verdict != base_verdict(parse_score(m.ics), parse_score(m.min_term)):
-            return False
         if m.terms and parse_score(m.min_term) != min(parse_score(t.cosine) for t in m.terms):
             return False
-    return verdict == overall_verdict(matches)
+        stripped = dataclasses.replace(m, z=None, p_value=None,
+                                       terms=tuple(dataclasses.replace(t, z=None) for t in m.terms))
+        if _calibrated(stripped, null) != m:
+            return False
+    if list(matches) != decide(matches, thresholds):
+        return False
+    return verdict == verdict_of(matches)

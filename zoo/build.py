@@ -53,6 +53,8 @@ DEFAULT_FAMILIES: tuple[str, ...] = ("llama", "gpt2", "gpt_neox", "bert")
 # The family every derivative is made from (its first base); derivatives need a gated, GQA, untied model.
 DERIVED_FAMILY = "llama"
 BASE_SEEDS: tuple[int, ...] = (0, 1)
+# Seeds of the held-out population (``plan_zoo(heldout=True)``): never used to fit or tune anything.
+HELDOUT_SEEDS: tuple[int, ...] = (2, 3, 4)
 BASE_CORPUS = "stdlib-docstrings"
 # Families trained with the masked-LM objective; every other family is a causal decoder.
 _MASKED_LM_FAMILIES = frozenset({"bert"})
@@ -129,8 +131,15 @@ class Recipe:
         raise KeyError(f"recipe {self.name} has no option {key!r}")
 
 
-def plan_zoo(families: Sequence[str] = DEFAULT_FAMILIES, scale: Scale = DEFAULT_SCALE) -> list[Recipe]:
-    """The recipes of a zoo, parents before children (no I/O)."""
+def plan_zoo(
+    families: Sequence[str] = DEFAULT_FAMILIES, scale: Scale = DEFAULT_SCALE, heldout: bool = False
+) -> list[Recipe]:
+    """The recipes of a zoo, parents before children (no I/O).
+
+    ``heldout`` plans the held-out population instead: bases with new seeds (``HELDOUT_SEEDS``) and the same
+    derivative kinds made from ``llama-base-s2`` with new training seeds (named ``llama-s2-<kind>``), for
+    evaluating calibrated verdicts on models the thresholds were not tuned on.
+    """
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown families {unknown}; supported: {', '.join(FAMILIES)}")
@@ -141,26 +150,35 @@ def plan_zoo(families: Sequence[str] = DEFAULT_FAMILIES, scale: Scale = DEFAULT_
         if _objective(family) == "mlm":
             steps, lr = steps * scale.mlm_step_factor, lr * scale.mlm_lr_factor
             options = (("mask_prob", scale.mlm_prob),)
-        for seed in BASE_SEEDS:
+        for seed in HELDOUT_SEEDS if heldout else BASE_SEEDS:
             recipes.append(Recipe(f"{family}-base-s{seed}", family, "base", None, seed, steps, lr, BASE_CORPUS,
                                   options))
     if DERIVED_FAMILY not in families:
         return recipes
-    f, parent, s, lr = DERIVED_FAMILY, f"{DERIVED_FAMILY}-base-s0", scale.steps, scale.lr
+    f, s, lr = DERIVED_FAMILY, scale.steps, scale.lr
+    if heldout:
+        # New base, new training seeds, another dropped layer; exports are covered by the main zoo.
+        parent, pre, k = f"{f}-base-s{HELDOUT_SEEDS[0]}", f"{f}-s{HELDOUT_SEEDS[0]}", 100
+        drop = 1
+    else:
+        parent, pre, k, drop = f"{f}-base-s0", f, 0, scale.layers - 2
     recipes += [
-        Recipe(f"{f}-sft", f, "sft", parent, 11, s // 2, lr * 0.3, "stdlib-qa"),
-        Recipe(f"{f}-lora", f, "lora", parent, 12, s // 2, lr * 5, "python-reference",
+        Recipe(f"{pre}-sft", f, "sft", parent, 11 + k, s // 2, lr * 0.3, "stdlib-qa"),
+        Recipe(f"{pre}-lora", f, "lora", parent, 12 + k, s // 2, lr * 5, "python-reference",
                (("rank", scale.lora_rank), ("alpha", 2 * scale.lora_rank), ("targets", ",".join(_LORA_TARGETS)))),
-        Recipe(f"{f}-cpt-vocab", f, "cpt-vocab", parent, 13, s // 2, lr * 0.5, "stdlib-source-a",
+        Recipe(f"{pre}-cpt-vocab", f, "cpt-vocab", parent, 13 + k, s // 2, lr * 0.5, "stdlib-source-a",
                (("new_tokens", scale.new_tokens),)),
-        Recipe(f"{f}-cpt-heavy", f, "cpt-heavy", parent, 14, s * 2, lr * 3, "stdlib-source-b"),
-        Recipe(f"{f}-int8", f, "int8", parent, None, options=(("scheme", "per-row-absmax-int8"),)),
-        Recipe(f"{f}-bf16", f, "bf16", parent, None),
-        Recipe(f"{f}-pruned", f, "pruned", parent, 15, max(1, s // 6), lr * 0.3, BASE_CORPUS,
-               (("drop_layer", scale.layers - 2),)),
-        Recipe(f"{f}-onnx-fp32", f, "onnx-fp32", parent, None, options=(("exporter", "torchscript"),)),
-        Recipe(f"{f}-onnx-int8", f, "onnx-int8", parent, None, options=(("exporter", "torchscript"),)),
+        Recipe(f"{pre}-cpt-heavy", f, "cpt-heavy", parent, 14 + k, s * 2, lr * 3, "stdlib-source-b"),
+        Recipe(f"{pre}-int8", f, "int8", parent, None, options=(("scheme", "per-row-absmax-int8"),)),
+        Recipe(f"{pre}-bf16", f, "bf16", parent, None),
+        Recipe(f"{pre}-pruned", f, "pruned", parent, 15 + k, max(1, s // 6), lr * 0.3, BASE_CORPUS,
+               (("drop_layer", drop),)),
     ]
+    if not heldout:
+        recipes += [
+            Recipe(f"{f}-onnx-fp32", f, "onnx-fp32", parent, None, options=(("exporter", "torchscript"),)),
+            Recipe(f"{f}-onnx-int8", f, "onnx-int8", parent, None, options=(("exporter", "torchscript"),)),
+        ]
     return recipes
 
 
@@ -171,16 +189,18 @@ def build_zoo(
     progress: ProgressFn | None = None,
     *,
     threads: int = 2,
+    heldout: bool = False,
 ) -> Path:
     """Build (or reuse) the zoo under ``out_dir`` and return the path of its ``lineage.json``.
 
     ``quick`` builds the same population, smaller and shorter, for CI. ``progress(label, done, total)`` is
     called as work advances (units: training steps, one per untrained model). ``threads`` is the torch
     thread count used while building (restored afterwards); bytes are reproducible for a fixed count.
+    ``heldout`` builds the held-out population (see ``plan_zoo``) instead, in its own directory.
     """
     out_dir = Path(out_dir)
     scale = QUICK_SCALE if quick else DEFAULT_SCALE
-    recipes = plan_zoo(families, scale)
+    recipes = plan_zoo(families, scale, heldout=heldout)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import filecmp
 import sqlite3
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
 
 import grpc
@@ -16,12 +14,10 @@ import pytest
 from owner._fingerprint import bundle_invariants
 from protocol import (
     Bundle,
-    Match,
     ProbeSpec,
     RegistryState,
     SubmissionLimits,
     Tensor,
-    TermScoreRecord,
     merkle_root,
 )
 from tests.verifier.fixtures import NOW, Env, FakeClock, Keys, Models
@@ -36,10 +32,7 @@ from verifier import (
     Registry,
     RegistryError,
     Unauthenticated,
-    base_verdict,
     check_bundle,
-    overall_verdict,
-    recheck_verdict,
 )
 
 pytest_plugins = ["tests.verifier.fixtures"]
@@ -155,32 +148,6 @@ def test_bundle_checks(keys: Keys, base_bundle: Bundle) -> None:
     bad[name] = Tensor("F32", manifest.tensors[0].shape, bytes(nan))
     with pytest.raises(InvalidSubmission):
         check_bundle(Bundle(base_bundle.signed, bad), trust, (Role.VENDOR,))
-
-
-# ------------------------------------------------------------------------------------------ verdict rule
-def _match(ics: str, min_term: str) -> Match:
-    return Match("b", b"\0" * 32, "a" * 64, "p", ics, min_term, 16, base_verdict(Decimal(ics), Decimal(min_term)),
-                 (TermScoreRecord(0, 0, "ffn", min_term),))
-
-
-def test_provisional_verdict_rule_boundaries() -> None:
-    assert base_verdict(Decimal("0.5"), Decimal("0.3")) == "derived"
-    assert base_verdict(Decimal("0.499999"), Decimal("0.9")) == "inconclusive"
-    assert base_verdict(Decimal("0.9"), Decimal("0.299999")) == "inconclusive"
-    assert base_verdict(Decimal("0.199999"), Decimal("-0.5")) == "independent"
-    assert base_verdict(Decimal("0.2"), Decimal("0.2")) == "inconclusive"
-    derived, indep, unsure = _match("0.900000", "0.800000"), _match("0.010000", "-0.100000"), _match("0.300000",
-                                                                                                      "0.100000")
-    assert overall_verdict([indep, derived]) == "derived"
-    assert overall_verdict([indep, indep]) == "independent"
-    assert overall_verdict([indep, unsure]) == "inconclusive"
-    assert overall_verdict([]) == "inconclusive"
-    from verifier import VERDICT_RULE
-
-    assert recheck_verdict([derived], "derived", VERDICT_RULE) is True
-    assert recheck_verdict([derived], "independent", VERDICT_RULE) is False
-    assert recheck_verdict([dataclasses.replace(derived, verdict="independent")], "independent", VERDICT_RULE) is False
-    assert recheck_verdict([derived], "derived", "some-other-rule") is None
 
 
 # ------------------------------------------------------------------------------------------- the server

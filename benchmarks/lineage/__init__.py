@@ -1,0 +1,1 @@
+"""Calibrated lineage verdicts: see ``benchmarks/lineage/run.py``."""

@@ -1,0 +1,3 @@
+from benchmarks.lineage.run import main
+
+main()
