@@ -7,6 +7,8 @@ The pipeline, one module each:
   then each chunk's order and each tensor's digest, dtype, shape and finiteness);
 - ``_calibration``: the measured null, z-scores, p-values and the verdict rule;
 - ``_compare``: ICS against every registered base (layers matched) and the calibrated verdict;
+- ``_encoder``, ``_render``, ``_pictures``: terms -> a 512-d N(0, I) vector -> a dog, as receipts carry them;
+- ``_report``: the self-contained HTML dispute report;
 - ``_log``: the registry's transparency log on disk (entries, signed checkpoints, proofs; append is one
   SQLite transaction under the writer lock, start-up replays and checks everything);
 - ``_registry``: the registry of base models over that log (vendors publish and revoke, administrators add),
@@ -35,6 +37,7 @@ from verifier._calibration import (
 from verifier._challenges import ChallengeStore
 from verifier._checks import check_bundle, check_header
 from verifier._compare import BaseModel, compare_with_bases, decide, recheck_verdict, verdict_of
+from verifier._encoder import ENCODER_DIM, Encoder, EncoderInputError, load_encoder, vector_digest
 from verifier._log import TransparencyLog
 from verifier._registry import BaseEntry, BlobStore, LogSnapshot, Published, Registry
 from verifier._registry_client import (
@@ -83,6 +86,7 @@ from verifier.errors import (
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "ENCODER_DIM",
     "REGISTRY_SERVICE_NAME",
     "SERVICE_NAME",
     "AlreadyExists",
@@ -94,6 +98,8 @@ __all__ = [
     "ChallengeStore",
     "Chunk",
     "ConfigError",
+    "Encoder",
+    "EncoderInputError",
     "InvalidSubmission",
     "LimitExceeded",
     "LocalRegistry",
@@ -134,6 +140,7 @@ __all__ = [
     "decide",
     "fit_null",
     "issue_cert",
+    "load_encoder",
     "load_null",
     "make_ca",
     "open_note",
@@ -143,6 +150,7 @@ __all__ = [
     "serve",
     "split_host_port",
     "statement_of",
+    "vector_digest",
     "verdict_of",
     "write_test_pki",
 ]
