@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install demo test lint typecheck clean-venv
+.PHONY: install browser demo test lint typecheck clean-venv
 
 install: $(STAMP)
 
@@ -32,7 +32,14 @@ lint: install
 	$(BIN)/ruff check protocol owner verifier zoo pawprint tests benchmarks scripts
 	$(BIN)/mypy
 
-test: install lint
+# The dispute report is tested in a real headless browser (Debian's chromium); installed here where missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package) for the report's browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser lint
 	$(BIN)/python -m pytest -q
 
 clean-venv:

@@ -155,20 +155,50 @@ def cmd_owner_submit(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(path, result.signed_receipt.to_bytes(RECEIPT_FORMAT))
+        pictures = _save_pictures(receipt, path.with_suffix(""))
     except OSError as e:
         raise CommandError(f"cannot write the receipt to {out}: {e.strerror or e}") from e
     if args.json:
-        _write_json({**receipt.as_dict(), "receipt": str(path)})
+        _write_json({**receipt.as_dict(), "receipt": str(path), "pictures": [str(x) for x in pictures]})
         return EXIT_OK
     _print_receipt(receipt)
     print(f"receipt    {path}")
+    for x in pictures:
+        print(f"picture    {x}")
     return EXIT_OK
 
 
+def _save_pictures(receipt: Any, stem: Path) -> list[Path]:
+    """The submission's dog (``STEM.png``) and, with the best match's, a side-by-side sheet with the scores
+    (``STEM-sheet.png``); each redrawn from the receipt's vector and checked against its digest."""
+    from protocol import atomic_write
+    from verifier._pictures import PictureMismatch, redraw, vector_of
+    from verifier._render import render_sheet
+
+    if receipt.picture is None:
+        return []
+    try:
+        png = redraw(receipt.picture)
+    except PictureMismatch as e:
+        raise CommandError(f"the receipt's picture does not check: {e}") from None
+    written = [stem.parent / f"{stem.name}.png"]
+    atomic_write(written[0], png)
+    top = next((m for m in receipt.matches if m.picture is not None), None)
+    if top is not None:
+        label = [f"vs {top.name[:24]}", f"ICS {top.ics}", f"p {top.p_value}" if top.p_value else "", top.verdict]
+        sheet = render_sheet([(vector_of(receipt.picture), ["submitted model", f"verdict: {receipt.verdict}"]),
+                              (vector_of(top.picture), [x for x in label if x])])
+        written.append(stem.parent / f"{stem.name}-sheet.png")
+        atomic_write(written[1], sheet)
+    return written
+
+
 def _print_receipt(receipt: Any) -> None:
-    print(f"verdict    {receipt.verdict}   ({receipt.compared} base(s) compared; rule {receipt.verdict_rule})")
+    print(f"verdict    {receipt.verdict}   ({receipt.compared} base(s) compared; null {receipt.null_id})")
     for m in receipt.matches:
-        print(f"  {m.name:30s} ICS {m.ics}  min term {m.min_term}  {m.common_probe_tokens} tokens  {m.verdict}")
+        layers = " ".join(f"{a}-{b}" for a, b in dict.fromkeys((t.layer, t.base_layer) for t in m.terms))
+        stats = f"z {m.z:>8s}  p {m.p_value}" if m.z is not None else "no calibrated p-value"
+        print(f"  {m.name:24s} ICS {m.ics}  {stats}  {m.verdict:12s} layers {layers}")
     print(f"submission {receipt.submission.hex()}")
     print(f"registry   {receipt.registry.size} entries, root {receipt.registry.root.hex()}")
 
@@ -538,7 +568,8 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
     key = _private_key(args.key, args.passphrase_env)
     trust = TrustStore.load(args.trust)
     registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None)
-    config = ServerConfig(listen=args.listen, tls=tls, insecure_loopback=args.insecure_loopback)
+    config = ServerConfig(listen=args.listen, tls=tls, insecure_loopback=args.insecure_loopback,
+                          null_path=args.null, thresholds=_thresholds(args), layers=args.layers)
     server, port = serve(key, trust, registry, config)
     host = args.listen.rpartition(":")[0]
     logging.getLogger("pawprint.verifier").info(
@@ -567,13 +598,31 @@ def cmd_verifier_test_certs(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- receipt
+def verdict_options(p: argparse.ArgumentParser) -> None:
+    """The measured null and the verdict thresholds (``verifier._calibration``)."""
+    p.add_argument("--null", default=None, metavar="FILE",
+                   help="the measured null (default: the shipped verifier/data/null-zoo-v1.json)")
+    p.add_argument("--derived-p", type=float, default=1e-6, metavar="P",
+                   help="derived if p * bases compared <= P (default 1e-6)")
+    p.add_argument("--independent-p", type=float, default=0.01, metavar="P",
+                   help="independent if p >= P (default 0.01)")
+
+
+def _thresholds(args: argparse.Namespace) -> Any:
+    from verifier import Thresholds
+
+    return Thresholds(derived_p=args.derived_p, independent_p=args.independent_p)
+
+
 def cmd_receipt_verify(args: argparse.Namespace) -> int:
     from protocol import RECEIPT_FORMAT, PublicKey, SignedMessage, open_receipt
-    from verifier import recheck_verdict
+    from verifier import load_null, recheck_verdict
 
     signed = SignedMessage.from_bytes(_read(args.receipt, "receipt"), RECEIPT_FORMAT)
     receipt = open_receipt(signed, PublicKey.load(args.verifier_pub))
-    consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule)
+    null = load_null(args.null)
+    consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null, receipt.null_id,
+                                 _thresholds(args))
     if consistent is False:
         raise CommandError(f"{args.receipt}: the verdict does not follow from the scores under its rule")
     log = _receipt_log_checks(args, receipt)
@@ -762,8 +811,11 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     srv.add_argument("--insecure-loopback", action="store_true", help="plaintext, only on 127.0.0.1 or ::1")
     srv.add_argument("--log-key", default=None, metavar="KEY",
                      help="the registry log's signing key (default DIR/log.key, created with the registry)")
+    srv.add_argument("--layers", default="last2", choices=("last2", "all"),
+                     help="the layers owners must send: 'all' lets depth-pruned and upscaled models be matched")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     passphrase_option(srv)
+    verdict_options(srv)
     srv.set_defaults(func=cmd_verifier_serve)
     tc = ver.add_parser("test-certs", help="write a throwaway CA, server and client certificate (loopback only)")
     tc.add_argument("-o", "--output", required=True, metavar="DIR")
@@ -775,5 +827,6 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     rv.add_argument("receipt", metavar="RECEIPT")
     rv.add_argument("--verifier-pub", required=True, metavar="PUB")
     connection_options(rv, required=False)
+    verdict_options(rv)
     rv.add_argument("--json", action="store_true")
     rv.set_defaults(func=cmd_receipt_verify)

@@ -96,21 +96,143 @@ def _cmd_owner_invariants(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from owner import compare_paths
+    from owner import compare, load_pair
 
     with _progress_bar("compare", not args.quiet and not args.json) as progress:
-        result = compare_paths(
+        inv_a, inv_b = load_pair(
             Path(args.a), Path(args.b), probes=_load_probe(args.probe), layers=args.layers, method=args.method,
             progress=progress,
         )
+    result = compare(inv_a, inv_b, layer_pairs="match")
+    verdict = _calibrated_verdict(result, args)
+    if args.sheet:
+        _write_sheet(Path(args.sheet), [(inv_a, [Path(args.a).name[:28], "A"]), (inv_b, [
+            Path(args.b).name[:28], f"ICS {result.ics:.3f}",
+            f"p {verdict['p_value']:.2e}" if verdict["p_value"] is not None else "no p-value", verdict["verdict"]])])
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json.dumps({**result.as_dict(), **verdict}, indent=2))
         return 0
     print(f"method {result.method}   common probe tokens {result.common_probe_tokens}")
-    print(f"{'layer A':>8} {'layer B':>8}  {'term':8} {'cosine':>9}")
-    for t in result.terms:
-        print(f"{t.layer_a:>8} {t.layer_b:>8}  {t.term:8} {t.cosine:9.4f}")
+    zs = verdict.get("layer_z") or [None] * len(result.terms)
+    print(f"{'layer A':>8} {'layer B':>8}  {'term':8} {'cosine':>9} {'z':>8}")
+    for t, z in zip(result.terms, zs, strict=True):
+        print(f"{t.layer_a:>8} {t.layer_b:>8}  {t.term:8} {t.cosine:9.4f} " + (f"{z:8.2f}" if z is not None else ""))
     print(f"ICS {result.ics:.4f}")
+    if verdict["p_value"] is None:
+        print(f"verdict {verdict['verdict']} ({verdict['why']})")
+    else:
+        print(f"verdict {verdict['verdict']}   z {verdict['z']:.2f}   p {verdict['p_value']:.3e}   "
+              f"(null {verdict['null_id']}, one base compared)")
+    return 0
+
+
+def _calibrated_verdict(result: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The verdict, combined z and p-value of one comparison against the measured null (K = 1)."""
+    from verifier import Thresholds, assess, base_verdict, load_null
+
+    thresholds = Thresholds(derived_p=args.derived_p, independent_p=args.independent_p)
+    null = load_null(args.null)
+    from owner._invariants import METHOD_IDS
+
+    if METHOD_IDS.get(result.method) != null.method_id:
+        return {"verdict": "inconclusive", "p_value": None, "z": None, "null_id": null.null_id,
+                "why": f"the null {null.null_id} is for another method ({null.method_id})"}
+    ev = assess([(t.term, t.cosine) for t in result.terms], null)
+    return {"verdict": base_verdict(ev.p_value, 1, thresholds), "p_value": ev.p_value, "z": ev.z,
+            "term_z": ev.term_z, "layer_z": list(ev.layer_z), "null_id": null.null_id,
+            "verdict_rule": thresholds.rule}
+
+
+def _write_sheet(out: Path, items: list[tuple[Any, list[str]]]) -> None:
+    """Dogs of invariant sets side by side with their labels (PNG, or SVG of the first with ``.svg``)."""
+    from protocol import atomic_write
+    from verifier._encoder import load_encoder
+    from verifier._render import render_sheet
+
+    enc = load_encoder()
+    atomic_write(out, render_sheet([(enc.encode(inv), lines) for inv, lines in items]))
+    print(f"wrote {out} (encoder {enc.encoder_id})", file=sys.stderr)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    """The dog of a bundle, an invariants file or a 512-float vector (.npy), as PNG or SVG."""
+    import numpy as np
+
+    from protocol import atomic_write
+    from verifier._encoder import load_encoder
+    from verifier._render import RENDERER_ID, render_png, render_svg
+
+    src, out = Path(args.input), Path(args.output)
+    if src.suffix == ".pawprint-receipt":
+        return _render_receipt(src, out)
+    if src.suffix == ".npy":
+        try:
+            v = np.load(src, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CliError(f"{src}: not a readable .npy array ({e})") from None
+        if v.shape != (512,) or v.dtype.kind != "f" or not np.isfinite(v).all():
+            raise CliError(f"{src}: expected 512 finite floats, got shape {v.shape} dtype {v.dtype}")
+        vector, what = v.astype(np.float32), "vector"
+    else:
+        from owner import is_bundle_file, load_invariants
+        from owner._fingerprint import bundle_invariants, load_bundle
+
+        inv = bundle_invariants(load_bundle(src))[0] if is_bundle_file(src) else load_invariants(src)
+        enc = load_encoder()
+        vector, what = enc.encode(inv), f"terms encoded by {enc.encoder_id}"
+    if out.suffix.lower() == ".svg":
+        atomic_write(out, render_svg(vector).encode())
+    else:
+        atomic_write(out, render_png(vector))
+    print(f"wrote {out}: {what}, drawn by {RENDERER_ID}")
+    return 0
+
+
+def _render_receipt(src: Path, out: Path) -> int:
+    """A receipt's dogs (the submission and its best match), each redrawn from its signed vector and checked
+    against its digest. The signature itself is ``receipt verify``'s job."""
+    from protocol import RECEIPT_FORMAT, Receipt, SignedMessage, atomic_write, decode_map
+    from verifier._pictures import PictureMismatch, redraw, vector_of
+    from verifier._render import render_sheet
+
+    try:
+        signed = SignedMessage.from_bytes(src.read_bytes(), RECEIPT_FORMAT)
+    except OSError as e:
+        raise CliError(f"{src}: cannot read ({e.strerror or e})") from None
+    receipt = Receipt.from_map(decode_map(signed.payload))
+    if receipt.picture is None:
+        raise CliError(f"{src}: the receipt carries no picture")
+    items = [(receipt.picture, ["submitted model", f"verdict: {receipt.verdict}"])]
+    top = next((m for m in receipt.matches if m.picture is not None), None)
+    if top is not None and top.picture is not None:
+        items.append((top.picture, [top.name[:28], f"ICS {top.ics}", f"p {top.p_value}", top.verdict]))
+    try:
+        for picture, _ in items:
+            redraw(picture)
+    except PictureMismatch as e:
+        raise CliError(f"{src}: {e}") from None
+    atomic_write(out, render_sheet([(vector_of(p), lines) for p, lines in items]))
+    print(f"wrote {out}: {len(items)} dog(s) redrawn from the receipt's vectors, digests checked")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from verifier._report import write_report
+
+    pub = Path(args.verifier_pub) if args.verifier_pub else None
+    log_pub = Path(args.log_pub) if args.log_pub else None
+    null = Path(args.null) if args.null else None
+    receipts = [Path(r) for r in args.receipts]
+    if args.registry or args.data:
+        from pawprint._cli_protocol import _log_source
+
+        with _log_source(args) as source:
+            write_report(receipts, Path(args.output), verifier_pub=pub, log_pub=log_pub, log_source=source,
+                         null_file=null, title=args.title)
+    else:
+        write_report(receipts, Path(args.output), verifier_pub=pub, log_pub=log_pub, null_file=null,
+                     title=args.title)
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -128,7 +250,7 @@ def _cmd_zoo_build(args: argparse.Namespace) -> int:
 
     families = tuple(args.families.split(",")) if args.families else None
     with _progress_bar("zoo", not args.quiet) as progress:
-        kwargs: dict[str, Any] = {"quick": args.quick, "progress": progress}
+        kwargs: dict[str, Any] = {"quick": args.quick, "progress": progress, "heldout": args.heldout}
         if families:
             kwargs["families"] = families
         lineage = build_zoo(Path(args.dir), **kwargs)
@@ -176,7 +298,34 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--method", choices=METHODS, default="pawprint")
     cmp_.add_argument("--json", action="store_true")
     cmp_.add_argument("-q", "--quiet", action="store_true")
+    cmp_.add_argument("--sheet", default=None, metavar="PNG", help="also draw both dogs side by side with the scores")
+    from pawprint._cli_protocol import verdict_options
+
+    verdict_options(cmp_)
     cmp_.set_defaults(func=_cmd_compare)
+
+    rnd = sub.add_parser("render", help="draw the dog of a bundle, invariants file or 512-float .npy vector")
+    rnd.add_argument("input", metavar="INPUT")
+    rnd.add_argument("-o", "--output", required=True, metavar="PNG|SVG", help="a .svg name writes SVG")
+    rnd.set_defaults(func=_cmd_render)
+
+    rep = sub.add_parser("report", help="one self-contained HTML dispute report from signed receipts")
+    rep.add_argument("receipts", nargs="+", metavar="RECEIPT")
+    rep.add_argument("-o", "--output", required=True, metavar="HTML")
+    rep.add_argument("--verifier-pub", default=None, metavar="PUB", help="check each receipt's signature")
+    rep.add_argument("--log-pub", default=None, metavar="PUB", help="check the registry checkpoint's signature")
+    rep.add_argument("--null", default=None, metavar="FILE", help="re-derive verdicts against this null")
+    rep.add_argument("--title", default=None)
+    where = rep.add_mutually_exclusive_group()
+    where.add_argument("--registry", metavar="HOST:PORT", default=None, help="check inclusion against this registry")
+    where.add_argument("--data", metavar="DIR", default=None, help="... or against a local registry data directory")
+    rep.add_argument("--ca", default=None, help="CA certificate to trust for the registry's TLS certificate")
+    rep.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
+    rep.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key")
+    rep.add_argument("--server-name", default=None)
+    rep.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    rep.add_argument("--timeout", type=float, default=60.0)
+    rep.set_defaults(func=_cmd_report)
 
     zoo = sub.add_parser("zoo", help="models with known lineage and the attack suite").add_subparsers(
         dest="zoo_command", required=True
@@ -192,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("dir")
     bld.add_argument("--families", default=None, help="comma-separated, e.g. llama,gpt2")
     bld.add_argument("--quick", action="store_true", help="a small, fast zoo with the same lineage")
+    bld.add_argument("--heldout", action="store_true",
+                     help="the held-out population (new base seeds, derivatives of llama-base-s2) for evaluation")
     bld.add_argument("-q", "--quiet", action="store_true")
     bld.set_defaults(func=_cmd_zoo_build)
 

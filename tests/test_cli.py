@@ -37,6 +37,48 @@ def test_compare_json_contract(tiny_model: TinyModel) -> None:
     assert abs(json.loads(r.stdout)["ics"]) < 0.2
 
 
+def test_compare_gives_a_calibrated_verdict_and_a_sheet(tiny_model: TinyModel, tmp_path: Path) -> None:
+    """``compare --json`` adds verdict, p_value and z against the shipped null; ``--sheet`` draws both dogs."""
+    a, b = tiny_model("llama"), tiny_model("llama", seed=1)
+    sheet = tmp_path / "sheet.png"
+    r = run("compare", str(a), str(a), "--json", "--sheet", str(sheet))
+    assert r.returncode == 0, r.stderr
+    same = json.loads(r.stdout)
+    assert same["verdict"] == "derived" and same["p_value"] < 1e-6 and same["z"] > 5
+    assert same["null_id"].startswith("null/1:") and set(same["term_z"]) == {"attn_qk", "attn_vo", "ffn"}
+    from PIL import Image
+
+    with Image.open(sheet) as im:
+        assert im.width >= 2 * 256 and im.height >= 256
+    r = run("compare", str(a), str(b), "--json", "--layers", "all")
+    assert r.returncode == 0, r.stderr
+    other = json.loads(r.stdout)
+    assert other["verdict"] != "derived" and other["p_value"] > 1e-3
+    assert len(other["layer_z"]) == len(other["terms"]) == 3 * 3  # three layers matched one to one
+    r = run("compare", str(a), str(b), "--null", str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "cannot read the null model" in r.stderr
+
+
+def test_render_vector_bundle_and_errors(tiny_model: TinyModel, tmp_path: Path) -> None:
+    import numpy as np
+
+    v = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+    np.save(tmp_path / "v.npy", v)
+    for name in ("dog.png", "dog.svg"):
+        r = run("render", str(tmp_path / "v.npy"), "-o", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "dog.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "dog.svg").read_text().lstrip().startswith("<svg")
+    inv = tmp_path / "a.inv"
+    assert run("owner", "invariants", str(tiny_model("llama")), "-o", str(inv), "-q").returncode == 0
+    r = run("render", str(inv), "-o", str(tmp_path / "inv.png"))
+    assert r.returncode == 0 and "encoded by" in r.stdout, r.stderr
+    np.save(tmp_path / "short.npy", v[:10])
+    r = run("render", str(tmp_path / "short.npy"), "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "expected 512 finite floats" in r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_invariants_file_then_compare(tiny_model: TinyModel, tmp_path: Path) -> None:
     a = tiny_model("llama")
     f = tmp_path / "a.inv"

@@ -33,7 +33,17 @@ from protocol import (
 )
 from tests.verifier import cli
 from tests.verifier.fixtures import Keys, Models
-from verifier import LoopbackPki, Registry, ServerConfig, TlsConfig, recheck_verdict, serve, write_test_pki
+from verifier import (
+    LoopbackPki,
+    Registry,
+    ServerConfig,
+    TlsConfig,
+    load_null,
+    recheck_verdict,
+    serve,
+    write_test_pki,
+)
+from verifier._pictures import redraw
 
 pytest_plugins = ["tests.verifier.fixtures"]
 
@@ -77,7 +87,13 @@ def _check_offline(signed: SignedMessage, keys: Keys) -> None:
     """What an auditor does with a receipt file: parse, check the signature and re-derive the verdict."""
     again = SignedMessage.from_bytes(signed.to_bytes(RECEIPT_FORMAT), RECEIPT_FORMAT)
     receipt = open_receipt(again, keys.verifier.public_key)
-    assert recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule) is True
+    assert recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, load_null(),
+                           receipt.null_id) is True
+    # the pictures: each redraws from its vector to exactly the PNG its digest names
+    assert receipt.picture is not None and all(m.picture is not None for m in receipt.matches)
+    for picture in [receipt.picture, *(m.picture for m in receipt.matches)]:
+        assert picture is not None
+        assert redraw(picture).startswith(b"\x89PNG")
     with pytest.raises(SignatureError):
         open_receipt(again, keys.owner.public_key)
 

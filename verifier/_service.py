@@ -33,11 +33,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from owner import InvariantSet
 from owner._fingerprint import invariants_from_group
 from protocol import (
     OFFLINE_MANIFEST_KIND,
     REGISTER,
     Bundle,
+    Match,
+    Picture,
     PrivateKey,
     ProtocolError,
     PublicKey,
@@ -49,10 +52,13 @@ from protocol import (
     sign_message,
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+from verifier._calibration import DEFAULT_THRESHOLDS, NullError, NullModel, Thresholds, load_null
 from verifier._challenges import ChallengeStore, Clock, Random
 from verifier._checks import TensorReceiver, check_header, check_terms_table, open_signed_manifest
-from verifier._compare import VERDICT_RULE, compare_with_bases, overall_verdict
-from verifier._registry import MAX_LIST, Published, Registry
+from verifier._compare import compare_with_bases, verdict_of
+from verifier._encoder import load_encoder
+from verifier._pictures import picture_of
+from verifier._registry import MAX_LIST, LogSnapshot, Published, Registry
 from verifier.errors import ChallengeExpired, ConfigError, InvalidSubmission, OutOfRange, VerifierError
 
 SERVICE_NAME = "pawprint.v1.Verifier"
@@ -99,6 +105,9 @@ class ServerConfig:
     layers: str = "last2"
     method: str = "pawprint"
     allow_keep_invariants: bool = True
+    null_path: str | None = None  # the measured null (default: the one shipped, verifier/data/null-zoo-v1.json)
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+    encoder: str = "default"  # verifier._encoder.load_encoder name; receipts carry its id
 
     def check(self) -> None:
         host, _ = split_host_port(self.listen)
@@ -152,6 +161,16 @@ class VerifierService:
         self.config = config or ServerConfig()
         self.clock = clock
         self.challenges = ChallengeStore(ttl_s=self.config.challenge_ttl_s, clock=clock, rng=rng)
+        try:
+            self.null: NullModel = load_null(self.config.null_path)
+        except NullError as e:
+            raise ConfigError(str(e)) from None
+        try:
+            self.encoder = load_encoder(self.config.encoder)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"encoder {self.config.encoder!r}: {e}") from None
+        self._base_pictures: dict[tuple[bytes, str], Picture | None] = {}
+        self._pictures_lock = threading.Lock()
 
     def challenge(self) -> SignedMessage:
         challenge = self.challenges.issue(
@@ -176,19 +195,43 @@ class VerifierService:
         suspect = [invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups))]
         snap = self.registry.log_snapshot()
         # Each match names its base's entry in the log, so the receipt can be checked against the checkpoint.
-        matches = [dataclasses.replace(m, log_index=snap.indices[m.entry])
-                   for m in compare_with_bases(suspect, snap.bases)]
+        matches = [dataclasses.replace(m, log_index=snap.indices[m.entry], picture=self._base_picture(snap, m))
+                   for m in compare_with_bases(suspect, snap.bases, self.null, self.config.thresholds)]
         keep = manifest.keep_invariants and self.config.allow_keep_invariants
         receipt = Receipt(
             verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=checked.nonce,
             submission=sha256(header.payload), weight_commitment=manifest.weight_commitment.root,
-            registry=snap.state, compared=len(matches), matches=tuple(matches), verdict=overall_verdict(matches),
-            verdict_rule=VERDICT_RULE, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
-            issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint,
+            registry=snap.state, compared=len(matches), matches=tuple(matches), verdict=verdict_of(matches),
+            verdict_rule=self.config.thresholds.rule, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
+            issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=self.null.null_id,
+            picture=self._picture(suspect[0]) if suspect else None,
         )
         signed = sign_message(receipt, self.key)
         self.registry.record_submission(manifest, signed, receipt, terms if keep else None)
         return signed
+
+
+    def _picture(self, inv: InvariantSet) -> Picture | None:
+        """The encoded vector and dog of ``inv``; ``None`` where its terms cannot be encoded (too few layers or
+        probe tokens), which leaves the receipt without a picture rather than failing the submission."""
+        try:
+            return picture_of(inv, self.encoder)[0]
+        except ValueError as e:
+            log.warning("no picture: %s", e)
+            return None
+
+    def _base_picture(self, snap: LogSnapshot, match: Match) -> Picture | None:
+        """The matched base's picture (the group compared), computed once per base entry and probe set."""
+        key = (match.entry, match.probe_set_id)
+        with self._pictures_lock:
+            if key in self._base_pictures:
+                return self._base_pictures[key]
+        base = next((b for b in snap.bases if b.entry == match.entry), None)
+        group = next((g for g in base.invariants if g.probes.id == match.probe_set_id), None) if base else None
+        picture = self._picture(group) if group is not None else None
+        with self._pictures_lock:
+            self._base_pictures[key] = picture
+        return picture
 
 
 class RegistryService:

@@ -114,7 +114,8 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
     bases = [m["name"] for m in models if m["kind"] == "base" and m["name"].endswith("-s0")]
     for base in bases:
         bundle = bundles / f"{base}.bundle"
-        _cli("owner", "fingerprint", str(zoo_dir / base), "-k", str(keys / "vendor.key"), "-o", str(bundle), "-q")
+        _cli("owner", "fingerprint", str(zoo_dir / base), "-k", str(keys / "vendor.key"), "-o", str(bundle), "-q",
+             "--layers", "all")
         _cli("registry", "add", str(bundle), "--data", str(data), "--name", base, "--trust", str(trust))
         if base == bases[0]:  # an auditor keeps the log's signed state after the first registration
             saved = flow / "auditor-checkpoint.note"
@@ -123,7 +124,8 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
     server = subprocess.Popen(
         [sys.executable, "-m", "pawprint", "verifier", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
          "--key", str(keys / "verifier.key"), "--trust", str(trust), "--tls-cert", str(pki / "server.pem"),
-         "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem"), "--log-level", "WARNING"],
+         "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem"), "--log-level", "WARNING",
+         "--layers", "all"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -152,6 +154,16 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
                          "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
                          "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))
                 print(f"  receipt verified offline (signature) and against the registry log (inclusion): {receipt}")
+        all_receipts = sorted(str(r) for r in receipts.glob("*/*.pawprint-receipt"))
+        report = flow / "report.html"
+        with contextlib.redirect_stdout(io.StringIO()):
+            _cli("report", *all_receipts, "-o", str(report), "--verifier-pub", str(keys / "verifier.pub"),
+                 "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+                 "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"),
+                 "--title", "pawprint demo: suspects against the zoo's registered bases")
+        print(f"\n  dispute report (one HTML file, dogs inline, for a non-expert): {report}")
+        print("  dogs: each receipt's folder has receipt-*.png (the suspect) and receipt-*-sheet.png (suspect and "
+              "best match); redraw any with: pawprint render RECEIPT -o dogs.png")
         print("\n  the auditor checks the log against the checkpoint saved after the first registration:", flush=True)
         _cli("registry", "audit", "--from", str(saved), "--registry", address, "--ca", str(pki / "ca.pem"),
              "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))

@@ -23,4 +23,11 @@ def test_demo_runs_end_to_end(quick_zoo: Path, tmp_path: Path, capsys: pytest.Ca
     laundered = out.split("owner submits llama-base-s0-laundered")[1].split("owner submits")[0]
     assert "verdict    derived" in laundered
     independent = out.split("owner submits llama-base-s1")[1]
-    assert "verdict    independent" in independent
+    assert "verdict    derived" not in independent
+    # pictures beside every receipt, and one report for all of them
+    for r in receipts:
+        assert r.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+        assert (r.parent / f"{r.stem}-sheet.png").exists()
+    report = (tmp_path / "flow" / "report.html").read_text()
+    assert "<h2>Receipt 5 of 5 " in report and "Signature VALID" in report
+    assert "dispute report" in out and str(tmp_path / "flow" / "report.html") in out

@@ -1,0 +1,48 @@
+"""Pictures in the flow: a model's invariant terms -> encoded vector -> dog, as the receipts carry them.
+
+``picture_of`` encodes an invariant set (``verifier._encoder``), draws the dog (``verifier._render``) and returns
+the protocol's ``Picture`` (encoder and renderer ids, the vector, its digest, the PNG's digest) with the PNG.
+``redraw`` is the check anyone can make of a ``Picture``: redraw the PNG from the vector and compare digests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from owner import InvariantSet
+from protocol import PICTURE_DIM, Picture, sha256
+from verifier._encoder import Encoder
+from verifier._render import RENDERER_ID, render_png
+
+
+class PictureMismatch(ValueError):
+    """A picture's digests do not match what its vector draws."""
+
+
+def vector_bytes(v: np.ndarray) -> bytes:
+    a = np.ascontiguousarray(np.asarray(v), dtype="<f4")
+    if a.shape != (PICTURE_DIM,):
+        raise ValueError(f"a picture vector has {PICTURE_DIM} values, got shape {a.shape}")
+    return a.tobytes()
+
+
+def picture_of(inv: InvariantSet, encoder: Encoder) -> tuple[Picture, bytes]:
+    """The encoded vector of ``inv`` and its dog: (the protocol record, the PNG bytes)."""
+    raw = vector_bytes(encoder.encode(inv))
+    png = render_png(np.frombuffer(raw, dtype="<f4"))
+    return Picture(encoder.encoder_id, RENDERER_ID, raw, sha256(raw), sha256(png)), png
+
+
+def vector_of(picture: Picture) -> np.ndarray:
+    return np.frombuffer(picture.vector, dtype="<f4").astype(np.float32)
+
+
+def redraw(picture: Picture) -> bytes:
+    """The PNG drawn from ``picture``'s vector, checked against its digest (``PictureMismatch`` if not, or if
+    the picture was drawn by another renderer, which cannot be checked here)."""
+    if picture.renderer_id != RENDERER_ID:
+        raise PictureMismatch(f"the picture was drawn by {picture.renderer_id}; this build draws {RENDERER_ID}")
+    png = render_png(vector_of(picture))
+    if sha256(png) != picture.picture_digest:
+        raise PictureMismatch("the picture digest does not match the dog its vector draws")
+    return png
