@@ -55,6 +55,7 @@ from verifier._registry_client import (
     prove,
     statement_of,
 )
+from verifier._render import RENDERER_ID, dog_attributes, image_distance, render_png, render_sheet, render_svg
 from verifier._service import (
     REGISTRY_SERVICE_NAME,
     SERVICE_NAME,
@@ -88,6 +89,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "ENCODER_DIM",
     "REGISTRY_SERVICE_NAME",
+    "RENDERER_ID",
     "SERVICE_NAME",
     "AlreadyExists",
     "BaseEntry",
@@ -138,7 +140,9 @@ __all__ = [
     "compare_with_bases",
     "create_server",
     "decide",
+    "dog_attributes",
     "fit_null",
+    "image_distance",
     "issue_cert",
     "load_encoder",
     "load_null",
@@ -147,6 +151,9 @@ __all__ = [
     "overall_verdict",
     "prove",
     "recheck_verdict",
+    "render_png",
+    "render_sheet",
+    "render_svg",
     "serve",
     "split_host_port",
     "statement_of",
