@@ -6,8 +6,9 @@ coverage, layers, a table of the term tensors (name, dtype, shape, SHA-256) and 
 RFC 6962 root over every checkpoint tensor's (name, dtype, shape, SHA-256 of its bytes). ``build_bundle``
 signs it into an offline ``Bundle``; ``owner._client`` streams the same thing to a verifier.
 
-Checkpoint files are hashed by streaming (safetensors: each tensor's byte range read in blocks straight
-from the file), the files in parallel on a thread pool (``hashlib`` releases the GIL).
+Checkpoint files are hashed by streaming (safetensors: each tensor's byte range read in 8 MiB blocks straight
+from the file), tensors in parallel on a thread pool (``pread`` and ``hashlib`` release the GIL), and per-file
+digests are cached under the file's identity (``CommitmentCache``) so an unchanged checkpoint is hashed once.
 
 This module must never put a weight tensor, or any piece of one, into a manifest or bundle: weights
 contribute a 32-byte digest to the commitment and nothing else; only the ``n x n`` terms leave.
@@ -15,11 +16,14 @@ contribute a 32-byte digest to the commitment and nothing else; only the ``n x n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-import struct
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from owner._agent import compute_invariants
 from owner._invariants import TERMS, InvariantSet
 from owner._model import OpenedModel, open_model
 from owner._probes import ProbeSet
+from owner._source import SafetensorsEntry, safetensors_layout
 from owner.errors import CheckpointError, OwnerError, TokenizerError
 from protocol import (
     DTYPE_ITEMSIZE,
@@ -51,8 +56,7 @@ from protocol import (
 )
 
 AGENT_VERSION = "pawprint-agent/0.1.0"
-HASH_BLOCK = 1 << 20
-_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+HASH_BLOCK = 8 << 20
 _BUNDLE_HEAD = b"\x85\xa6format"
 
 Progress = Callable[[str, int, int], None]
@@ -71,93 +75,220 @@ class Fingerprint:
 
 
 # ------------------------------------------------------------------------------------ weight commitment
-def hash_checkpoint(model: OpenedModel, workers: int | None = None) -> list[TensorDigest]:
-    """(name, dtype, shape, SHA-256 of the bytes) of every tensor of the checkpoint, in commitment order."""
+def hash_checkpoint(
+    model: OpenedModel, workers: int | None = None, cache: CommitmentCache | None = None
+) -> list[TensorDigest]:
+    """(name, dtype, shape, SHA-256 of the bytes) of every tensor of the checkpoint, in commitment order.
+
+    Safetensors tensors are hashed in parallel, each tensor's byte range on a worker thread (largest first), so
+    one large file keeps every core busy. Per-file digests are looked up in and stored to ``cache`` (default:
+    ``CommitmentCache.default()``) under the file's identity (path, size, mtime, ctime, inode), so an unchanged
+    checkpoint is not hashed twice; ONNX models (whose external data files the graph names) are not cached.
+    """
+    cache = CommitmentCache.default() if cache is None else cache
     files = list(dict.fromkeys(model.source.files()))
-    if model.format == "safetensors":
-        hash_file: Callable[[Path], list[TensorDigest]] = _hash_safetensors
-    elif model.format == "pytorch-bin":
-        hash_file = _hash_torch_bin
-    elif model.format == "onnx":
-        hash_file = _hash_onnx
-        files = files[:1]  # the graph; its external data files are read through it
+    n = max(1, workers or os.cpu_count() or 1)
+    if model.format == "onnx":
+        per_file = [_hash_onnx(files[0])]  # the graph; its external data files are read through it
+    elif model.format in ("safetensors", "pytorch-bin"):
+        before = {f: cache.identity(f) for f in files}
+        known = {f: cache.get(f, model.format) for f in files}
+        todo = [f for f in files if known[f] is None]
+        if not todo:
+            fresh: dict[Path, list[TensorDigest]] = {}
+        elif model.format == "safetensors":
+            fresh = _hash_safetensors_files(todo, n)
+        else:
+            with ThreadPoolExecutor(max(1, min(n, len(todo) or 1)), thread_name_prefix="pawprint-hash") as pool:
+                fresh = dict(zip(todo, pool.map(_hash_torch_bin, todo), strict=True))
+        for f, digests in fresh.items():
+            cache.put(f, model.format, digests, before[f])
+        cache.save()
+        per_file = [cached if (cached := known[f]) is not None else fresh[f] for f in files]
     else:
         raise FingerprintError(f"{model.path}: no weight commitment for format {model.format!r}")
-    n = max(1, min(len(files), workers or os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="pawprint-hash") as pool:
-        per_file = list(pool.map(hash_file, files))
     try:
         return sorted_entries(d for digests in per_file for d in digests)
     except ProtocolError as e:
         raise FingerprintError(f"{model.path}: {e}") from e
 
 
-def commit_checkpoint(model: OpenedModel, workers: int | None = None) -> WeightCommitment:
+def commit_checkpoint(
+    model: OpenedModel, workers: int | None = None, cache: CommitmentCache | None = None
+) -> WeightCommitment:
     """The weight commitment over every tensor of ``model``'s checkpoint."""
-    digests = hash_checkpoint(model, workers)
+    digests = hash_checkpoint(model, workers, cache)
     total = sum(math.prod(d.shape) * DTYPE_ITEMSIZE.get(d.dtype, 1) for d in digests)
     return WeightCommitment(root=weight_commitment(digests), tensors=len(digests), total_bytes=total)
 
 
-def _hash_safetensors(path: Path) -> list[TensorDigest]:
-    """Hash each tensor's byte range of a safetensors file, reading it in blocks (never whole)."""
+def _hash_safetensors_files(files: Sequence[Path], workers: int) -> dict[Path, list[TensorDigest]]:
+    """Hash every tensor's byte range of ``files`` (never a whole file in memory) on ``workers`` threads."""
+    if not files:
+        return {}
+    layouts = {f: safetensors_layout(f) for f in files}
+    jobs = [(f, base, e) for f, (base, entries) in layouts.items() for e in entries]
+    jobs.sort(key=lambda j: j[2].start - j[2].end)  # largest first: the pool ends evenly
+    fds: dict[Path, int] = {}
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) != 8:
-                raise CheckpointError(f"{path}: too short for a safetensors file")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, _SAFETENSORS_MAX_HEADER):
-                raise CheckpointError(f"{path}: safetensors header length {n} is out of range")
+        for f in files:
             try:
-                header = json.loads(f.read(n))
-            except ValueError as e:
-                raise CheckpointError(f"{path}: safetensors header is not JSON ({e})") from e
-            if not isinstance(header, dict):
-                raise CheckpointError(f"{path}: safetensors header is not an object")
-            base = 8 + n
-            entries = []
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                entries.append(_safetensors_entry(path, name, info, size - base))
-            buf = bytearray(HASH_BLOCK)
-            view = memoryview(buf)
-            out = []
-            for start, end, name, dtype, shape in sorted(entries, key=lambda e: e[0]):
-                h = hashlib.sha256()
-                f.seek(base + start)
-                left = end - start
-                while left:
-                    got = f.readinto(view[: min(left, HASH_BLOCK)])
-                    if not got:
-                        raise CheckpointError(f"{path}: file ends inside tensor {name!r}")
-                    h.update(view[:got])
-                    left -= got
-                out.append(TensorDigest(name, dtype, shape, h.digest()))
-            return out
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
-    except ProtocolError as e:
-        raise CheckpointError(f"{path}: {e}") from e
+                fds[f] = os.open(f, os.O_RDONLY)
+            except OSError as e:
+                raise CheckpointError(f"{f}: cannot read ({e.strerror or e})") from e
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fds[f], 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        local = threading.local()
+
+        def one(job: tuple[Path, int, SafetensorsEntry]) -> TensorDigest:
+            f, base, e = job
+            buf = getattr(local, "buf", None)
+            if buf is None:
+                buf = local.buf = memoryview(bytearray(HASH_BLOCK))
+            h = hashlib.sha256()
+            pos, end = base + e.start, base + e.end
+            try:
+                while pos < end:
+                    got = os.preadv(fds[f], [buf[: min(end - pos, HASH_BLOCK)]], pos)
+                    if got <= 0:
+                        raise CheckpointError(f"{f}: file ends inside tensor {e.name!r}")
+                    h.update(buf[:got])
+                    pos += got
+            except OSError as err:
+                raise CheckpointError(f"{f}: cannot read ({err.strerror or err})") from err
+            try:
+                return TensorDigest(e.name, e.dtype, e.shape, h.digest())
+            except ProtocolError as err:
+                raise CheckpointError(f"{f}: {err}") from err
+
+        with ThreadPoolExecutor(max(1, min(workers, len(jobs))), thread_name_prefix="pawprint-hash") as pool:
+            digests = list(pool.map(one, jobs))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    out: dict[Path, list[TensorDigest]] = {f: [] for f in files}
+    for (f, _, _), d in zip(jobs, digests, strict=True):
+        out[f].append(d)
+    return out
 
 
-def _safetensors_entry(path: Path, name: str, info: Any, data_size: int) -> tuple[int, int, str, str, tuple[int, ...]]:
-    try:
-        dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: malformed safetensors entry for {name!r}") from e
-    ok = (
-        isinstance(dtype, str) and all(isinstance(d, int) and d >= 0 for d in shape)
-        and isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= data_size
-    )
-    if not ok:
-        raise CheckpointError(f"{path}: malformed safetensors entry for {name!r}")
-    itemsize = DTYPE_ITEMSIZE.get(dtype)
-    if itemsize is not None and end - start != math.prod(shape) * itemsize:
-        raise CheckpointError(f"{path}: tensor {name!r} has {end - start} bytes, its dtype and shape need more or less")
-    return start, end, name, dtype, shape
+class CommitmentCache:
+    """Per-file tensor digests of checkpoints already hashed, so that a second fingerprint does not rehash.
+
+    An entry is used only while the file's identity is unchanged: its resolved path, size, mtime and ctime (in
+    ns), inode and device. Rewriting, truncating, appending to, replacing or ``touch``-ing a file changes one of
+    them (restoring the mtime changes the ctime), so a stale entry is never used. A file modified less than
+    ``RACY_S`` seconds before it was hashed is not cached, since a second write within the clock's resolution
+    could leave its times unchanged. The cache holds digests only (never weights); what it stores cannot change
+    the commitment's value, only whether it is recomputed. A cache that cannot be read is treated as empty and
+    one that cannot be written is skipped: it is an optimisation, never an error.
+    """
+
+    FORMAT = "pawprint-commitment-cache/1"
+    RACY_S = 2.0
+    MAX_FILES = 1024
+
+    def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._entries: dict[str, dict[str, Any]] | None = None
+        self._dirty: dict[str, dict[str, Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def default(cls) -> CommitmentCache:
+        """``$PAWPRINT_CACHE_DIR``, else ``$XDG_CACHE_HOME/pawprint``, else ``~/.cache/pawprint``; disabled when
+        ``PAWPRINT_COMMITMENT_CACHE=0``."""
+        if os.environ.get("PAWPRINT_COMMITMENT_CACHE", "1") == "0":
+            return cls(None)
+        root = os.environ.get("PAWPRINT_CACHE_DIR")
+        if root:
+            base = Path(root)
+        else:
+            xdg = os.environ.get("XDG_CACHE_HOME")
+            base = (Path(xdg) if xdg else Path.home() / ".cache") / "pawprint"
+        return cls(base / "commitments.json")
+
+    @staticmethod
+    def identity(path: Path) -> tuple[str, list[int]] | None:
+        """``(resolved path, [size, mtime_ns, ctime_ns, inode, device])``, or ``None`` if it cannot be stat-ed."""
+        try:
+            resolved = path.resolve()
+            st = resolved.stat()
+        except OSError:
+            return None
+        return str(resolved), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            self._entries = self._read()
+        return self._entries
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if self.path is None:
+            return {}
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict) or doc.get("format") != self.FORMAT or not isinstance(doc.get("files"), dict):
+            return {}
+        return {k: v for k, v in doc["files"].items() if isinstance(k, str) and isinstance(v, dict)}
+
+    def get(self, path: Path, kind: str) -> list[TensorDigest] | None:
+        """The cached digests of ``path`` if its identity is unchanged since they were stored."""
+        ident = self.identity(path)
+        entry = self._load().get(ident[0]) if ident is not None and self.path is not None else None
+        if ident is None or entry is None or entry.get("identity") != ident[1] or entry.get("kind") != kind:
+            self.misses += 1
+            return None
+        try:
+            digests = [TensorDigest(str(n), str(dt), tuple(int(x) for x in shape), bytes.fromhex(h))
+                       for n, dt, shape, h in entry["digests"]]
+        except (KeyError, TypeError, ValueError, ProtocolError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return digests
+
+    def put(self, path: Path, kind: str, digests: Sequence[TensorDigest],
+            before: tuple[str, list[int]] | None) -> None:
+        """Remember ``digests`` for ``path``, hashed while its identity was ``before`` (taken before hashing): a
+        file that changed meanwhile, or whose identity is unknown, is not cached."""
+        ident = self.identity(path)
+        if self.path is None or ident is None or ident != before:
+            return
+        if self._clock() - ident[1][1] / 1e9 < self.RACY_S:
+            return  # modified too recently for its times to tell a later write apart
+        self._dirty[ident[0]] = {
+            "identity": ident[1], "kind": kind, "used": int(self._clock()),
+            "digests": [[d.name, d.dtype, list(d.shape), d.sha256.hex()] for d in digests],
+        }
+
+    def save(self) -> None:
+        """Merge the new entries into the cache file (atomically; the oldest beyond ``MAX_FILES`` dropped)."""
+        if self.path is None or not self._dirty:
+            return
+        files = {**self._read(), **self._dirty}
+        if len(files) > self.MAX_FILES:
+            keep = sorted(files, key=lambda k: files[k].get("used", 0) if isinstance(files[k].get("used"), int) else 0)
+            files = {k: files[k] for k in keep[-self.MAX_FILES :]}
+        data = json.dumps({"format": self.FORMAT, "files": files}, separators=(",", ":")).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".commitments.", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError:
+            return  # a read-only or full cache directory only costs a rehash next time
+        self._entries = files
+        self._dirty = {}
 
 
 def _hash_torch_bin(path: Path) -> list[TensorDigest]:
@@ -279,7 +410,9 @@ def fingerprint(
     for i, inv in enumerate(invariants):
         for layer in inv.layers:
             for name in TERMS:
-                terms[tensor_name(i, layer, name)] = term_tensor(inv.terms[(layer, name)])
+                # Each array is dropped once it is bytes (these invariant sets are this function's own), so the
+                # terms are held once, not twice.
+                terms[tensor_name(i, layer, name)] = term_tensor(inv.terms.pop((layer, name)))
     table = tuple(
         TensorDigest(name, t.dtype, t.shape, hashlib.sha256(t.data).digest())
         for name, t in terms.items()

@@ -1,14 +1,19 @@
-"""Lazy, memory-mapped tensor sources: read only the tensors the invariant terms need.
+"""Lazy tensor sources: read only the tensors the invariant terms need.
 
-A ``TensorSource`` maps Hugging Face state-dict names to tensors without loading the checkpoint: safetensors
-files are memory-mapped and read tensor by tensor (rows of the embedding are gathered from a slice, never
-converting the whole matrix to fp32); PyTorch ``.bin`` files are loaded with ``weights_only=True`` and
-``mmap=True``. Nothing here sends anything anywhere: a source is a local reader.
+A ``TensorSource`` maps Hugging Face state-dict names to tensors without loading the checkpoint. Safetensors
+files are read tensor by tensor with ``pread`` at the byte ranges their headers give, converted to fp32 piece by
+piece (rows of the embedding are read in runs of nearby rows, never converting the whole matrix to fp32), and
+``prefetch`` lets the kernel read the next layer while this one is computed. PyTorch ``.bin`` files are loaded
+with ``weights_only=True`` and ``mmap=True``. Nothing here sends anything anywhere: a source is a local reader.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,27 +71,117 @@ def _check_float(name: str, t: torch.Tensor, file: Path) -> torch.Tensor:
     return t.to(torch.float32)
 
 
+_ST_TO_TORCH = {v: k for k, v in _TORCH_TO_ST.items()}
+_ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_ST_MAX_HEADER = 100 * 1024 * 1024
+# Reads are converted to fp32 in pieces of this many bytes, so a bf16 tensor costs its fp32 copy and one piece,
+# not a whole stored copy on top.
+READ_CHUNK = 16 * 1024 * 1024
+# Embedding rows closer than this are read in one request (the gap is read and dropped).
+ROW_GAP = 64
+
+
+@dataclass(frozen=True)
+class SafetensorsEntry:
+    """Where one tensor's bytes lie in a safetensors file (``start``/``end`` relative to the data section)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def safetensors_layout(path: Path) -> tuple[int, list[SafetensorsEntry]]:
+    """``(offset of the data section, entries)`` of a safetensors file, from its header alone, checked: a JSON
+    object without duplicate keys, each entry a dtype, a shape and a byte range inside the file whose length
+    matches the dtype and shape."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) != 8:
+                raise CheckpointError(f"{path}: too short for a safetensors file")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, _ST_MAX_HEADER):
+                raise CheckpointError(f"{path}: safetensors header length {n} is out of range")
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        header = json.loads(raw, object_pairs_hook=_unique_keys)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: safetensors header is not valid JSON ({e})") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: safetensors header is not an object")
+    base = 8 + n
+    entries = [_entry(path, k, v, size - base) for k, v in header.items() if k != "__metadata__"]
+    return base, entries
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _entry(path: Path, name: str, info: Any, data_size: int) -> SafetensorsEntry:
+    try:
+        dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: malformed safetensors entry for {name!r}") from e
+    ok = (
+        isinstance(dtype, str) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        and isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= data_size
+    )
+    if not ok:
+        raise CheckpointError(f"{path}: malformed safetensors entry for {name!r}")
+    itemsize = _ST_ITEMSIZE.get(dtype)
+    if itemsize is not None and end - start != math.prod(shape) * itemsize:
+        raise CheckpointError(f"{path}: tensor {name!r} has {end - start} bytes, its dtype and shape need more or less")
+    return SafetensorsEntry(name, dtype, shape, start, end)
+
+
+@dataclass(frozen=True)
+class _Located:
+    file: Path
+    offset: int  # absolute, in the file
+    entry: SafetensorsEntry
+
+
 class SafetensorsSource:
-    """One or more ``.safetensors`` files (a single file, or shards listed by an index)."""
+    """One or more ``.safetensors`` files (a single file, or shards listed by an index).
+
+    Headers are checked when the source is opened (by the ``safetensors`` library and against this module's own
+    reading of the byte ranges). Tensors are then read with ``pread`` into freshly allocated fp32 tensors,
+    converting from the stored dtype piece by piece: no memory map stays resident, and a bf16 tensor never
+    exists whole in its stored form next to its fp32 copy.
+    """
 
     def __init__(self, files: Sequence[Path]) -> None:
         from safetensors import safe_open
 
+        self._fds: dict[Path, int] = {}
         self._files = [Path(f) for f in files]
-        self._handles: dict[Path, Any] = {}
-        self._where: dict[str, Path] = {}
+        self._where: dict[str, _Located] = {}
         for f in self._files:
             if not f.is_file():
                 raise CheckpointError(f"{f}: checkpoint shard is missing")
             try:
-                h = safe_open(str(f), framework="pt")
+                with safe_open(str(f), framework="pt") as h:
+                    keys = set(h.keys())
             except Exception as e:  # safetensors raises its own error types for corrupt headers
                 raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from e
-            self._handles[f] = h
-            for k in h.keys():  # noqa: SIM118 - safe_open objects are not mappings
-                if k in self._where:
-                    raise CheckpointError(f"{f}: tensor {k!r} also appears in {self._where[k]}")
-                self._where[k] = f
+            base, entries = safetensors_layout(f)
+            if {ent.name for ent in entries} != keys:
+                raise CheckpointError(f"{f}: safetensors header lists other tensors than the file holds")
+            for ent in entries:
+                if ent.name in self._where:
+                    raise CheckpointError(f"{f}: tensor {ent.name!r} also appears in {self._where[ent.name].file}")
+                self._where[ent.name] = _Located(f, base + ent.start, ent)
 
     @classmethod
     def from_index(cls, index_file: Path) -> SafetensorsSource:
@@ -108,52 +203,130 @@ class SafetensorsSource:
     def names(self) -> list[str]:
         return sorted(self._where)
 
-    def _handle(self, name: str) -> tuple[Any, Path]:
+    def _locate(self, name: str) -> _Located:
         try:
-            f = self._where[name]
+            return self._where[name]
         except KeyError:
             raise CheckpointError(f"{self._files[0].parent}: checkpoint has no tensor {name!r}") from None
-        return self._handles[f], f
 
     def meta(self, name: str) -> TensorMeta:
-        h, f = self._handle(name)
-        sl = h.get_slice(name)
-        return TensorMeta(name, str(sl.get_dtype()), tuple(int(x) for x in sl.get_shape()), f)
+        loc = self._locate(name)
+        return TensorMeta(name, loc.entry.dtype, loc.entry.shape, loc.file)
+
+    def _fd(self, file: Path) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            try:
+                fd = self._fds[file] = os.open(file, os.O_RDONLY)
+            except OSError as e:
+                raise CheckpointError(f"{file}: cannot open ({e.strerror or e})") from e
+        return fd
+
+    def _pread(self, file: Path, into: memoryview, offset: int) -> None:
+        fd = self._fd(file)
+        done = 0
+        try:
+            while done < len(into):
+                got = os.preadv(fd, [into[done:]], offset + done)
+                if got <= 0:
+                    raise CheckpointError(f"{file}: file ends inside a tensor (truncated checkpoint)")
+                done += got
+        except OSError as e:
+            raise CheckpointError(f"{file}: cannot read ({e.strerror or e})") from e
+
+    def _float_dtype(self, name: str, loc: _Located) -> torch.dtype:
+        dtype = _ST_TO_TORCH.get(loc.entry.dtype)
+        if dtype is None or not dtype.is_floating_point:
+            raise CheckpointError(
+                f"{loc.file}: tensor {name!r} has dtype {loc.entry.dtype}, expected a floating-point weight"
+            )
+        return dtype
+
+    def _read_fp32(self, loc: _Located, dtype: torch.dtype, offset: int, count: int, out: torch.Tensor) -> None:
+        """Read ``count`` elements of ``dtype`` at byte ``offset`` of ``loc.file`` into fp32 ``out`` (flat)."""
+        item = _ST_ITEMSIZE[loc.entry.dtype]
+        if dtype == torch.float32:
+            self._pread(loc.file, out.numpy().data.cast("B"), offset)
+            return
+        step = max(1, READ_CHUNK // item)
+        buf = torch.empty(min(count, step) * item, dtype=torch.uint8)
+        for i in range(0, count, step):
+            k = min(step, count - i)
+            piece = buf[: k * item]
+            self._pread(loc.file, piece.numpy().data, offset + i * item)
+            out[i : i + k].copy_(piece.view(dtype))
 
     def tensor(self, name: str) -> torch.Tensor:
-        h, f = self._handle(name)
-        try:
-            t = h.get_tensor(name)
-        except Exception as e:
-            raise CheckpointError(f"{f}: cannot read tensor {name!r} ({e})") from e
-        return _check_float(name, t, f)
+        loc = self._locate(name)
+        dtype = self._float_dtype(name, loc)
+        out = torch.empty(loc.entry.shape, dtype=torch.float32)
+        self._read_fp32(loc, dtype, loc.offset, out.numel(), out.view(-1))
+        return out
+
+    def stored(self, name: str) -> torch.Tensor:
+        """The tensor in its stored dtype (no conversion), read the same way."""
+        loc = self._locate(name)
+        dtype = _ST_TO_TORCH.get(loc.entry.dtype)
+        if dtype is None:
+            raise CheckpointError(f"{loc.file}: tensor {name!r} has dtype {loc.entry.dtype}, which is not read")
+        out = torch.empty(loc.entry.end - loc.entry.start, dtype=torch.uint8)
+        self._pread(loc.file, out.numpy().data, loc.offset)
+        return out.view(dtype).reshape(loc.entry.shape)
 
     def rows(self, name: str, index: Sequence[int]) -> torch.Tensor:
-        h, f = self._handle(name)
-        sl = h.get_slice(name)
-        shape = sl.get_shape()
+        loc = self._locate(name)
+        shape = loc.entry.shape
         if len(shape) != 2:
-            raise CheckpointError(f"{f}: tensor {name!r} has shape {tuple(shape)}, expected a matrix")
-        idx = list(index)
-        if idx and (min(idx) < 0 or max(idx) >= shape[0]):
-            raise CheckpointError(f"{f}: row index out of range for {name!r} with {shape[0]} rows")
+            raise CheckpointError(f"{loc.file}: tensor {name!r} has shape {shape}, expected a matrix")
+        dtype = self._float_dtype(name, loc)
+        idx = torch.as_tensor(list(index), dtype=torch.long)
         out = torch.empty((len(idx), shape[1]), dtype=torch.float32)
-        # Gather contiguous runs so that only the needed rows are touched in the memory map.
-        order = sorted(range(len(idx)), key=lambda i: idx[i])
+        if not len(idx):
+            return out
+        if int(idx.min()) < 0 or int(idx.max()) >= shape[0]:
+            raise CheckpointError(f"{loc.file}: row index out of range for {name!r} with {shape[0]} rows")
+        # Read runs of nearby rows (sorted), each in one request, and scatter them to their places.
+        sorted_idx, order = torch.sort(idx)
+        rows_sorted = sorted_idx.tolist()
+        row_bytes = shape[1] * _ST_ITEMSIZE[loc.entry.dtype]
         start = 0
-        while start < len(order):
+        while start < len(rows_sorted):
             end = start + 1
-            while end < len(order) and idx[order[end]] == idx[order[end - 1]] + 1:
+            while end < len(rows_sorted) and rows_sorted[end] - rows_sorted[end - 1] <= ROW_GAP:
                 end += 1
-            lo, hi = idx[order[start]], idx[order[end - 1]] + 1
-            block = _check_float(name, sl[lo:hi], f)
-            for k in range(start, end):
-                out[order[k]] = block[idx[order[k]] - lo]
+            lo, hi = rows_sorted[start], rows_sorted[end - 1] + 1
+            block = torch.empty((hi - lo, shape[1]), dtype=torch.float32)
+            self._read_fp32(loc, dtype, loc.offset + lo * row_bytes, block.numel(), block.view(-1))
+            out[order[start:end]] = block[sorted_idx[start:end] - lo]
             start = end
         return out
 
+    def prefetch(self, names: Sequence[str]) -> None:
+        """Ask the kernel to start reading ``names`` into the page cache (returns at once; a hint only)."""
+        for name in names:
+            loc = self._where.get(name)
+            if loc is not None:
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(self._fd(loc.file), loc.offset, loc.entry.end - loc.entry.start,
+                                     os.POSIX_FADV_WILLNEED)
+
     def files(self) -> list[Path]:
         return list(self._files)
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def prefetch(source: TensorSource, names: Sequence[str]) -> None:
+    """Start reading ``names`` ahead where the source can (safetensors); a no-op for other sources."""
+    if isinstance(source, SafetensorsSource):
+        source.prefetch(names)
 
 
 class TorchBinSource:

@@ -1,0 +1,127 @@
+"""The registry screen: on synthetic terms, the true base of a derived model is always among the top-k
+candidates (derivatives near and far, tokens missing), the estimate tracks exact ICS, and probe sets and
+methods are never mixed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from owner import InvariantSet, ProbeSet, compare
+from owner._invariants import METHOD_IDS, TERMS
+from verifier._screen import SLOTS, ScreenIndex, SketchSpec, positions, sketch
+
+N = 160
+RANK = 12
+LAYERS = (6, 7)
+
+
+def probes(name: str = "p") -> ProbeSet:
+    return ProbeSet(name, 1, "synthetic", tuple(f"▁{name}{i:04d}" for i in range(N)))
+
+
+def random_terms(rng: np.random.Generator) -> dict[tuple[int, str], np.ndarray]:
+    """Low-rank plus noise, like real terms: token-token structure, not white noise."""
+    out = {}
+    for layer in LAYERS:
+        for t in TERMS:
+            u, v = rng.standard_normal((N, RANK)), rng.standard_normal((N, RANK))
+            out[(layer, t)] = (u @ v.T + 0.3 * rng.standard_normal((N, N))).astype(np.float32)
+    return out
+
+
+def mix(a: dict[tuple[int, str], np.ndarray], b: dict[tuple[int, str], np.ndarray],
+        weight: float) -> dict[tuple[int, str], np.ndarray]:
+    """``weight`` of ``a`` and the rest of ``b``, each standardised first (cosine with ``a`` ~ ``weight`` /
+    sqrt(weight^2 + (1 - weight)^2))."""
+    def z(m: np.ndarray) -> np.ndarray:
+        return (m - m.mean()) / m.std()
+
+    return {k: (weight * z(a[k]) + (1 - weight) * z(b[k])).astype(np.float32) for k in a}
+
+
+def inv_set(terms: dict[tuple[int, str], np.ndarray], p: ProbeSet, present: np.ndarray | None = None,
+            layers: tuple[int, ...] = LAYERS) -> InvariantSet:
+    mask = np.ones(N, dtype=bool) if present is None else present
+    rows = np.flatnonzero(mask)
+    return InvariantSet(
+        method="pawprint", method_id=METHOD_IDS["pawprint"], probes=p, present=tuple(bool(x) for x in mask),
+        layers=layers, model={}, terms={(la, t): terms[(la, t)][np.ix_(rows, rows)] for la in layers for t in TERMS},
+    )
+
+
+@pytest.fixture(scope="module")
+def registry() -> tuple[ScreenIndex, list[dict[tuple[int, str], np.ndarray]]]:
+    rng = np.random.default_rng(0)
+    p = probes()
+    bases = [random_terms(rng) for _ in range(120)]
+    # same-data siblings: related to base 0 but not derived from it
+    bases += [mix(bases[0], random_terms(rng), 0.15) for _ in range(10)]
+    index = ScreenIndex(SketchSpec(samples=1024))
+    for i, terms in enumerate(bases):
+        index.add(f"base-{i}", [inv_set(terms, p)])
+    return index, bases
+
+
+@pytest.mark.parametrize("weight", [0.2, 0.35, 0.6, 0.9])
+@pytest.mark.parametrize("true_base", [3, 77])
+def test_the_true_base_is_among_the_candidates(
+    registry: tuple[ScreenIndex, list[dict[tuple[int, str], np.ndarray]]], weight: float, true_base: int
+) -> None:
+    index, bases = registry
+    rng = np.random.default_rng(true_base * 100 + int(weight * 10))
+    suspect = inv_set(mix(bases[true_base], random_terms(rng), weight), probes())
+    candidates = index.query([suspect], k=5)
+    assert f"base-{true_base}" in [c.key for c in candidates]
+    exact = compare(suspect, inv_set(bases[true_base], probes())).ics
+    assert candidates[0].key == f"base-{true_base}"
+    assert abs(candidates[0].estimate - exact) < 0.1
+
+
+def test_missing_tokens_and_fewer_layers(
+    registry: tuple[ScreenIndex, list[dict[tuple[int, str], np.ndarray]]]
+) -> None:
+    index, bases = registry
+    rng = np.random.default_rng(5)
+    present = rng.random(N) > 0.3  # a vocabulary without 30% of the probe tokens
+    derived = mix(bases[42], random_terms(rng), 0.3)
+    for layers in (LAYERS, LAYERS[-1:]):
+        suspect = inv_set(derived, probes(), present, layers)
+        keys = [c.key for c in index.query([suspect], k=5)]
+        assert "base-42" in keys, layers
+
+
+def test_unrelated_suspect_scores_low(registry: tuple[ScreenIndex, list[dict[tuple[int, str], np.ndarray]]]) -> None:
+    index, _ = registry
+    suspect = inv_set(random_terms(np.random.default_rng(99)), probes())
+    candidates = index.query([suspect], k=3)
+    assert len(candidates) == 3 and all(abs(c.estimate) < 0.1 for c in candidates)
+
+
+def test_probe_sets_and_methods_are_not_mixed(
+    registry: tuple[ScreenIndex, list[dict[tuple[int, str], np.ndarray]]]
+) -> None:
+    index, bases = registry
+    other = inv_set(bases[3], probes("q"))
+    assert index.query([other], k=5) == []
+    huref = inv_set(bases[3], probes())
+    huref = InvariantSet(method="huref-2024", method_id=METHOD_IDS["huref-2024"], probes=huref.probes,
+                         present=huref.present, layers=huref.layers, model={}, terms=huref.terms)
+    assert index.query([huref], k=5) == []
+    # a suspect with groups on two probe sets is ranked on the one the bases share
+    keys = [c.key for c in index.query([other, inv_set(bases[3], probes())], k=1)]
+    assert keys == ["base-3"]
+
+
+def test_sketches_are_deterministic_and_compact(
+    registry: tuple[ScreenIndex, list[dict[tuple[int, str], np.ndarray]]]
+) -> None:
+    index, bases = registry
+    spec = index.spec
+    assert positions("abc", N, spec)[0].tolist() == positions("abc", N, spec)[0].tolist()
+    assert positions("abc", N, spec)[0].tolist() != positions("abd", N, spec)[0].tolist()
+    assert SketchSpec(samples=1024, seed=1).id != spec.id
+    s = sketch(inv_set(bases[0], probes()), spec)
+    assert s.values.shape == (SLOTS, spec.samples) and s.slots.all()
+    assert np.allclose(np.linalg.norm(s.values, axis=1), 1.0, atol=1e-5)
+    assert index.nbytes() == len(index) * (SLOTS * spec.samples * 2 + SLOTS)
