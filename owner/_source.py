@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from owner._probes import _no_duplicate_keys
 from owner.errors import CheckpointError
 
 
@@ -109,7 +110,7 @@ def safetensors_layout(path: Path) -> tuple[int, list[SafetensorsEntry]]:
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
     try:
-        header = json.loads(raw, object_pairs_hook=_unique_keys)
+        header = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
     except ValueError as e:
         raise CheckpointError(f"{path}: safetensors header is not valid JSON ({e})") from e
     if not isinstance(header, dict):
@@ -119,13 +120,6 @@ def safetensors_layout(path: Path) -> tuple[int, list[SafetensorsEntry]]:
     return base, entries
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def _entry(path: Path, name: str, info: Any, data_size: int) -> SafetensorsEntry:

@@ -172,22 +172,18 @@ def _save_pictures(receipt: Any, stem: Path) -> list[Path]:
     """The submission's dog (``STEM.png``) and, with the best match's, a side-by-side sheet with the scores
     (``STEM-sheet.png``); each redrawn from the receipt's vector and checked against its digest."""
     from protocol import atomic_write
-    from verifier._pictures import PictureMismatch, redraw, vector_of
-    from verifier._render import render_sheet
+    from verifier._pictures import PictureMismatch, receipt_sheet, redraw
 
     if receipt.picture is None:
         return []
     try:
         png = redraw(receipt.picture)
+        sheet = receipt_sheet(receipt)
     except PictureMismatch as e:
-        raise CommandError(f"the receipt's picture does not check: {e}") from None
+        raise CommandError(f"the receipt's pictures do not check: {e}") from None
     written = [stem.parent / f"{stem.name}.png"]
     atomic_write(written[0], png)
-    top = next((m for m in receipt.matches if m.picture is not None), None)
-    if top is not None:
-        label = [f"vs {top.name[:24]}", f"ICS {top.ics}", f"p {top.p_value}" if top.p_value else "", top.verdict]
-        sheet = render_sheet([(vector_of(receipt.picture), ["submitted model", f"verdict: {receipt.verdict}"]),
-                              (vector_of(top.picture), [x for x in label if x])])
+    if sheet is not None and any(m.picture is not None for m in receipt.matches):
         written.append(stem.parent / f"{stem.name}-sheet.png")
         atomic_write(written[1], sheet)
     return written

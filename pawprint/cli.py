@@ -192,27 +192,22 @@ def _render_receipt(src: Path, out: Path) -> int:
     """A receipt's dogs (the submission and its best match), each redrawn from its signed vector and checked
     against its digest. The signature itself is ``receipt verify``'s job."""
     from protocol import RECEIPT_FORMAT, Receipt, SignedMessage, atomic_write, decode_map
-    from verifier._pictures import PictureMismatch, redraw, vector_of
-    from verifier._render import render_sheet
+    from verifier._pictures import PictureMismatch, receipt_sheet
 
     try:
         signed = SignedMessage.from_bytes(src.read_bytes(), RECEIPT_FORMAT)
     except OSError as e:
         raise CliError(f"{src}: cannot read ({e.strerror or e})") from None
     receipt = Receipt.from_map(decode_map(signed.payload))
-    if receipt.picture is None:
-        raise CliError(f"{src}: the receipt carries no picture")
-    items = [(receipt.picture, ["submitted model", f"verdict: {receipt.verdict}"])]
-    top = next((m for m in receipt.matches if m.picture is not None), None)
-    if top is not None and top.picture is not None:
-        items.append((top.picture, [top.name[:28], f"ICS {top.ics}", f"p {top.p_value}", top.verdict]))
     try:
-        for picture, _ in items:
-            redraw(picture)
+        sheet = receipt_sheet(receipt)
     except PictureMismatch as e:
         raise CliError(f"{src}: {e}") from None
-    atomic_write(out, render_sheet([(vector_of(p), lines) for p, lines in items]))
-    print(f"wrote {out}: {len(items)} dog(s) redrawn from the receipt's vectors, digests checked")
+    if sheet is None:
+        raise CliError(f"{src}: the receipt carries no picture")
+    atomic_write(out, sheet)
+    dogs = 1 + any(m.picture is not None for m in receipt.matches)
+    print(f"wrote {out}: {dogs} dog(s) redrawn from the receipt's vectors, digests checked")
     return 0
 
 

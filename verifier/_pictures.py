@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from owner import InvariantSet
-from protocol import PICTURE_DIM, Picture, sha256
+from protocol import PICTURE_DIM, Picture, Receipt, sha256
 from verifier._encoder import Encoder
-from verifier._render import RENDERER_ID, render_png
+from verifier._render import RENDERER_ID, render_png, render_sheet
 
 
 class PictureMismatch(ValueError):
@@ -46,3 +46,18 @@ def redraw(picture: Picture) -> bytes:
     if sha256(png) != picture.picture_digest:
         raise PictureMismatch("the picture digest does not match the dog its vector draws")
     return png
+
+
+def receipt_sheet(receipt: Receipt) -> bytes | None:
+    """The receipt's submitted dog beside its best match's (the first match with a picture), labelled with the
+    scores; every picture redrawn and checked first (``PictureMismatch``). ``None`` if the receipt has none."""
+    if receipt.picture is None:
+        return None
+    items = [(receipt.picture, ["submitted model", f"verdict: {receipt.verdict}"])]
+    top = next((m for m in receipt.matches if m.picture is not None), None)
+    if top is not None and top.picture is not None:
+        label = [f"vs {top.name[:24]}", f"ICS {top.ics}", f"p {top.p_value}" if top.p_value else "", top.verdict]
+        items.append((top.picture, [x for x in label if x]))
+    for picture, _ in items:
+        redraw(picture)
+    return render_sheet([(vector_of(picture), lines) for picture, lines in items])
