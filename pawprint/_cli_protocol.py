@@ -552,7 +552,16 @@ def cmd_registry_audit(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- verifier
 def cmd_verifier_serve(args: argparse.Namespace) -> int:
     from protocol import TrustStore
-    from verifier import ConfigError, Registry, ServerConfig, TlsConfig, serve
+    from verifier import (
+        ClientRoles,
+        ConfigError,
+        RateLimits,
+        Registry,
+        ServerConfig,
+        TlsConfig,
+        VerifierService,
+        start,
+    )
 
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -564,22 +573,45 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
     key = _private_key(args.key, args.passphrase_env)
     trust = TrustStore.load(args.trust)
     registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None)
-    config = ServerConfig(listen=args.listen, tls=tls, insecure_loopback=args.insecure_loopback,
-                          null_path=args.null, thresholds=_thresholds(args), layers=args.layers)
-    server, port = serve(key, trust, registry, config)
+    rates = None
+    if args.rate_limit_rpm is not None or args.rate_limit_bytes_per_hour is not None:
+        default = RateLimits()
+        rates = RateLimits(requests_per_minute=args.rate_limit_rpm or default.requests_per_minute,
+                           burst=args.rate_limit_burst or default.burst,
+                           bytes_per_hour=args.rate_limit_bytes_per_hour or default.bytes_per_hour)
+    if args.client_roles is not None and args.client_ca is None:
+        raise ConfigError("--client-roles needs mutual TLS (--client-ca)")
+    config = ServerConfig(
+        listen=args.listen, tls=tls, insecure_loopback=args.insecure_loopback, null_path=args.null,
+        thresholds=_thresholds(args), layers=args.layers, null_sha256=args.null_sha256,
+        probe_set_pins=frozenset(args.probe_set_pin) if args.probe_set_pin else None,
+        client_roles=ClientRoles.load(args.client_roles) if args.client_roles else None,
+        rate_limits=rates, drain_grace_s=args.drain_grace, max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_workers=args.max_workers, stream_timeout_s=args.stream_timeout,
+    )
+    try:
+        running = start(VerifierService(key, trust, registry, config))
+    except BaseException:
+        registry.close()
+        raise
     host = args.listen.rpartition(":")[0]
-    logging.getLogger("pawprint.verifier").info(
+    logger = logging.getLogger("pawprint.verifier")
+    logger.info(
         "registry log %s: %d entries, signed by key %s (auditors need its public key, %s/log.pub)", registry.origin,
         registry.size(), registry.log_public_key.key_id, args.data)
-    print(f"listening on {host}:{port}", flush=True)
+    print(f"listening on {host}:{running.port}", flush=True)
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stop.wait(0.5):
             pass
+        logger.info("shutting down: health NOT_SERVING, draining for up to %.0f s", config.drain_grace_s)
+        drained = running.shutdown()
+        logger.info("stopped (%s)", "drained" if drained else "in-flight calls cut off at the grace period")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.stop(grace=5).wait()
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+        running.server.stop(grace=0)
         registry.close()
     return EXIT_OK
 
@@ -809,6 +841,23 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
                      help="the registry log's signing key (default DIR/log.key, created with the registry)")
     srv.add_argument("--layers", default="last2", choices=("last2", "all"),
                      help="the layers owners must send: 'all' lets depth-pruned and upscaled models be matched")
+    srv.add_argument("--client-roles", default=None, metavar="FILE",
+                     help="client certificate -> roles (pawprint-client-roles/1 JSON; needs --client-ca)")
+    srv.add_argument("--rate-limit-rpm", type=float, default=None, metavar="N",
+                     help="requests per minute per signing key (and per client for challenges and reads)")
+    srv.add_argument("--rate-limit-burst", type=int, default=None, metavar="N", help="burst size (default 60)")
+    srv.add_argument("--rate-limit-bytes-per-hour", type=int, default=None, metavar="N",
+                     help="term bytes per hour per signing key")
+    srv.add_argument("--null-sha256", default=None, metavar="HEX", help="pin the digest of the --null file")
+    srv.add_argument("--probe-set-pin", action="append", default=None, metavar="ID",
+                     help="offer only this probe set id (repeat); refuse to start if the registry offers others")
+    srv.add_argument("--drain-grace", type=float, default=30.0, metavar="S",
+                     help="on SIGTERM/SIGINT, let in-flight submissions finish for up to S seconds")
+    srv.add_argument("--max-concurrent-rpcs", type=int, default=64, metavar="N",
+                     help="calls beyond N at once are refused with RESOURCE_EXHAUSTED")
+    srv.add_argument("--max-workers", type=int, default=16, metavar="N", help="worker threads")
+    srv.add_argument("--stream-timeout", type=float, default=900.0, metavar="S",
+                     help="a submission or publish stream is cut off after S seconds")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     passphrase_option(srv)
     verdict_options(srv)

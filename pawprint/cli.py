@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -353,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Idle OpenMP threads sleep instead of spinning: on a shared machine spinning LAPACK threads stall at
+    # barriers (benchmarks/perf, "floor"). Set before any command imports torch; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from owner.errors import OwnerError
     from protocol import ProtocolError
     from verifier import VerifierError

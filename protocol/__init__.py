@@ -100,6 +100,7 @@ from protocol._log import (
     RegistryStatement,
     audit_log,
     check_base_name,
+    name_skeleton,
     open_statement,
 )
 from protocol._merkle import (
@@ -242,6 +243,7 @@ __all__ = [
     "key_id",
     "leaf_hash",
     "merkle_root",
+    "name_skeleton",
     "node_hash",
     "open_challenge",
     "open_checkpoint",

@@ -67,16 +67,34 @@ class EntryError(MessageError):
     """A statement or log entry is malformed or inconsistent (its signatures are ``SignatureError``)."""
 
 
+_NAME_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+# What people confuse when they read a name: case, 0/O, 1/l/I, rn/m, vv/w and the separators.
+_SKELETON_MAP = str.maketrans({"0": "o", "1": "l", "i": "l", "|": "l", "_": "-", ".": "-", "+": "-"})
+
+
 def check_base_name(name: object) -> str:
-    """A base model's name: 1..128 printable characters, no surrounding spaces, neither all digits (that
+    """A base model's name: 1..128 ASCII letters, digits and ``. _ + -``, optionally one ``/`` between an
+    organisation and a model (``meta-llama/Llama-3.1-8B``); each part starts with a letter or digit, so no
+    ``..`` or hidden part, no space, control, NUL or look-alike Unicode character. Neither all digits (that
     reads as an entry index) nor 64 hex characters (that reads as a manifest digest)."""
     if not isinstance(name, str) or not name:
         raise EntryError("a base model needs a non-empty name")
-    if len(name) > MAX_NAME_CHARS or not name.isprintable() or name != name.strip():
-        raise EntryError(f"a base name is at most {MAX_NAME_CHARS} printable characters without surrounding spaces")
+    if len(name) > MAX_NAME_CHARS:
+        raise EntryError(f"a base name is at most {MAX_NAME_CHARS} characters")
+    parts = name.split("/")
+    if len(parts) > 2 or not all(_NAME_SEGMENT.fullmatch(p) for p in parts) or ".." in name:
+        raise EntryError(
+            f"{name!r:.80} is not a valid base name: use ASCII letters, digits and . _ + - (each part starting "
+            "with a letter or digit, no '..'), with at most one '/' between organisation and model")
     if name.isdigit() or _HEX64.fullmatch(name):
         raise EntryError(f"{name!r:.80} reads as an entry index or a manifest digest: choose another name")
     return name
+
+
+def name_skeleton(name: str) -> str:
+    """What ``name`` looks like to a reader: two names with one skeleton are confusable (``Llama-7B``,
+    ``llama_7b``, ``LIama-7b``, ``l1ama-7b``); the registry refuses a new name confusable with another."""
+    return name.casefold().replace("rn", "m").replace("vv", "w").translate(_SKELETON_MAP)
 
 
 def _check_text(what: str, value: object, limit: int) -> None:

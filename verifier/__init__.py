@@ -17,12 +17,15 @@ The pipeline, one module each:
   (``serve``);
 - ``_registry_client``: the registry as vendors and auditors reach it (gRPC or a local data directory) and
   the checks they make of what it serves (inclusion, publish answers, receipts' entries, the audit);
+- ``_access``: client certificates mapped to roles, per-key rate and byte limits;
+- ``_pins``: the pinned SHA-256 of the data files the verifier loads, checked at start-up;
 - ``_tls``: throwaway certificates for loopback tests and the demo.
 
 The verifier never stores anything for a rejected submission, and keeps a submission's terms after the
 verdict only when the owner asked. Every refusal is a ``VerifierError`` (``verifier.errors``).
 """
 
+from verifier._access import Caller, Client, ClientRoles, RateLimiter, RateLimits, cert_fingerprint
 from verifier._calibration import (
     DEFAULT_THRESHOLDS,
     NullError,
@@ -60,13 +63,16 @@ from verifier._service import (
     REGISTRY_SERVICE_NAME,
     SERVICE_NAME,
     Chunk,
+    Lifecycle,
     RegistryService,
+    RunningServer,
     ServerConfig,
     TlsConfig,
     VerifierService,
     create_server,
     serve,
     split_host_port,
+    start,
 )
 from verifier._tls import LoopbackPki, issue_cert, make_ca, write_test_pki
 from verifier.errors import (
@@ -74,14 +80,18 @@ from verifier.errors import (
     ChallengeExpired,
     ChallengeRejected,
     ConfigError,
+    InProgress,
     InvalidSubmission,
     LimitExceeded,
+    NonceUsed,
     NotFound,
     OutOfRange,
     PermissionDenied,
     RegistryCorrupt,
     RegistryError,
+    StorageFull,
     Unauthenticated,
+    Unavailable,
     VerifierError,
 )
 
@@ -95,20 +105,26 @@ __all__ = [
     "BaseEntry",
     "BaseModel",
     "BlobStore",
+    "Caller",
     "ChallengeExpired",
     "ChallengeRejected",
     "ChallengeStore",
     "Chunk",
+    "Client",
+    "ClientRoles",
     "ConfigError",
     "Encoder",
     "EncoderInputError",
+    "InProgress",
     "InvalidSubmission",
+    "Lifecycle",
     "LimitExceeded",
     "LocalRegistry",
     "LogCheckFailed",
     "LogSnapshot",
     "LogSource",
     "LoopbackPki",
+    "NonceUsed",
     "NotFound",
     "NullError",
     "NullModel",
@@ -116,22 +132,28 @@ __all__ = [
     "PermissionDenied",
     "Proven",
     "Published",
+    "RateLimiter",
+    "RateLimits",
     "Registry",
     "RegistryClientError",
     "RegistryCorrupt",
     "RegistryError",
     "RegistryService",
     "RemoteRegistry",
+    "RunningServer",
     "ServerConfig",
+    "StorageFull",
     "Thresholds",
     "TlsConfig",
     "TransparencyLog",
     "Unauthenticated",
+    "Unavailable",
     "VerifierError",
     "VerifierService",
     "assess",
     "audit",
     "base_verdict",
+    "cert_fingerprint",
     "check_bundle",
     "check_header",
     "check_inclusion",
@@ -156,6 +178,7 @@ __all__ = [
     "render_svg",
     "serve",
     "split_host_port",
+    "start",
     "statement_of",
     "vector_digest",
     "verdict_of",

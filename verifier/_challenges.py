@@ -5,8 +5,13 @@ after, so that a late replay is still reported as a replay). ``peek`` checks a n
 header check); ``redeem`` uses it, atomically, once every check of the submission has passed, so a rejected
 submission leaves its nonce as it was and two streams racing with one nonce cannot both be accepted.
 
-Time and randomness are injected. The store is in memory: a restarted verifier forgets its challenges and
-owners ask again (a challenge is cheap). It never persists anything.
+A redeemed nonce is *in flight* until the submission is recorded (``settle``: used for ever) or fails
+(``release``: usable again, so a retry of the same signed manifest can still succeed). Two streams with
+one nonce cannot both be in flight.
+
+Time and randomness are injected. The store is in memory; ``persist`` (the registry's challenge table) is
+called with each challenge before it is handed out and ``restore`` loads them again at start-up, so that a
+verifier killed mid-submission still knows the nonce its owner will retry with.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocol import NONCE_SIZE, Challenge, ProbeSpec, RegistryState, SubmissionLimits
-from verifier.errors import ChallengeExpired, ChallengeRejected, LimitExceeded
+from verifier.errors import ChallengeExpired, ChallengeRejected, InProgress, LimitExceeded, NonceUsed
 
 Clock = Callable[[], float]
 Random = Callable[[int], bytes]
@@ -28,6 +33,7 @@ Random = Callable[[int], bytes]
 class _Issued:
     challenge: Challenge
     used: bool = False
+    in_flight: bool = False
 
 
 class ChallengeStore:
@@ -40,6 +46,7 @@ class ChallengeStore:
         clock: Clock = time.time,
         rng: Random = secrets.token_bytes,
         max_outstanding: int = 100_000,
+        persist: Callable[[Challenge], None] | None = None,
     ) -> None:
         if ttl_s < 1:
             raise ValueError("a challenge must live at least one second")
@@ -49,6 +56,7 @@ class ChallengeStore:
         self._max = max_outstanding
         self._issued: dict[bytes, _Issued] = {}
         self._lock = threading.Lock()
+        self._persist = persist
 
     def now(self) -> int:
         return int(self._clock())
@@ -77,8 +85,20 @@ class ChallengeStore:
                 verifier_key_id=verifier_key_id, nonce=nonce, issued_at=now, expires_at=now + self._ttl,
                 probe_sets=probe_sets, layers=layers, method=method, limits=limits, registry=registry,
             )
+            if self._persist is not None:
+                self._persist(challenge)  # before anyone can answer it: a restart must still know it
             self._issued[nonce] = _Issued(challenge)
             return challenge
+
+    def restore(self, challenges: list[tuple[Challenge, bool]]) -> int:
+        """Load challenges issued before a restart, each with whether its nonce was used; expired ones beyond
+        the replay horizon are dropped. Returns how many were loaded."""
+        now = self.now()
+        with self._lock:
+            for challenge, used in challenges:
+                if challenge.expires_at > now - self._ttl:
+                    self._issued[challenge.nonce] = _Issued(challenge, used=used)
+            return len(self._issued)
 
     def peek(self, nonce: bytes | None) -> Challenge:
         """The challenge of ``nonce`` if it is issued here, unused and unexpired; the nonce stays unused."""
@@ -86,11 +106,26 @@ class ChallengeStore:
             return self._check(nonce).challenge
 
     def redeem(self, nonce: bytes | None) -> Challenge:
-        """Like ``peek``, and marks the nonce used (atomically: one redemption per nonce, ever)."""
+        """Like ``peek``, and marks the nonce in flight (atomically: one submission per nonce at a time);
+        ``settle`` or ``release`` it afterwards."""
         with self._lock:
             issued = self._check(nonce)
-            issued.used = True
+            issued.in_flight = True
             return issued.challenge
+
+    def settle(self, nonce: bytes) -> None:
+        """The submission of ``nonce`` is recorded: the nonce is used for ever."""
+        with self._lock:
+            issued = self._issued.get(nonce)
+            if issued is not None:
+                issued.used, issued.in_flight = True, False
+
+    def release(self, nonce: bytes) -> None:
+        """The submission of ``nonce`` failed after ``redeem``: nothing was recorded, the nonce may be retried."""
+        with self._lock:
+            issued = self._issued.get(nonce)
+            if issued is not None and not issued.used:
+                issued.in_flight = False
 
     def check_live(self, challenge: Challenge) -> None:
         """``ChallengeExpired`` once ``challenge`` has expired (checked while a stream is in progress)."""
@@ -106,7 +141,9 @@ class ChallengeStore:
         if issued is None:
             raise ChallengeRejected("unknown nonce: this verifier did not issue it (or it expired long ago)")
         if issued.used:
-            raise ChallengeRejected("the nonce was already used: ask for a new challenge")
+            raise NonceUsed("the nonce was already used: ask for a new challenge")
+        if issued.in_flight:
+            raise InProgress("a submission answering this challenge is in progress")
         if self.now() >= issued.challenge.expires_at:
             raise ChallengeExpired("the challenge has expired: ask for a new one")
         return issued

@@ -46,7 +46,7 @@ from protocol import (
     parse_checkpoint,
     sign_checkpoint,
 )
-from verifier.errors import OutOfRange, RegistryCorrupt, RegistryError
+from verifier.errors import OutOfRange, RegistryCorrupt, RegistryError, StorageFull
 
 # Called with the name of each step of an append ("entry-inserted", "checkpoint-inserted", "committed"):
 # fault-injection tests kill the process there.
@@ -242,15 +242,20 @@ class TransparencyLog:
             raise RegistryError("the log's private key is not available here: cannot append")
         if not self._checked:
             raise RegistryError("this registry was opened unchecked (read-only): cannot append")
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self.sync()
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            self._stale = True  # the tree and rules may hold what was rolled back: read them again
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.sync()
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                self._stale = True  # the tree and rules may hold what was rolled back: read them again
+                raise
+        except sqlite3.OperationalError as e:
+            if "full" in str(e).lower():
+                raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
             raise
         self._fault("committed")
 

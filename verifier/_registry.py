@@ -32,8 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
+import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +51,7 @@ from protocol import (
     REGISTER,
     REVOKE,
     Bundle,
+    Challenge,
     KeyFileError,
     LogEntry,
     Manifest,
@@ -62,10 +67,10 @@ from protocol import (
     SignedMessage,
     Tensor,
     TrustStore,
-    atomic_write,
     check_tensors,
     decode_map,
     encode,
+    name_skeleton,
     open_statement,
     parse_checkpoint,
     parse_digest_hex,
@@ -85,10 +90,12 @@ from verifier._log import (
 from verifier.errors import (
     AlreadyExists,
     InvalidSubmission,
+    NonceUsed,
     NotFound,
     PermissionDenied,
     RegistryCorrupt,
     RegistryError,
+    StorageFull,
     Unauthenticated,
 )
 
@@ -110,7 +117,14 @@ CREATE TABLE IF NOT EXISTS submissions (
     terms_blob TEXT,
     received_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS challenges (
+    nonce BLOB PRIMARY KEY,
+    verifier_key_id TEXT NOT NULL,
+    challenge BLOB NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 """
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 
 
@@ -167,15 +181,68 @@ class BlobStore:
         return self.root / blob_id[:2] / blob_id
 
     def put(self, data: bytes) -> str:
+        """Store ``data`` (temp file, fsync, link): a full disk is ``StorageFull`` and leaves no file behind."""
         blob_id = sha256_hex(data)
         target = self.path(blob_id)
         if target.exists():
             return blob_id
-        target.parent.mkdir(exist_ok=True)
-        # Written meanwhile by another thread: same name, so the same contents.
-        with contextlib.suppress(FileExistsError):
-            atomic_write(target, data, mode=0o600, overwrite=False)
+        try:
+            target.parent.mkdir(exist_ok=True)
+            for _ in range(3):  # a temp file taken by ``remove_temporaries`` in the instant before it was locked
+                if self._write_new(target, data):
+                    break
+            else:
+                raise RegistryError(f"blob {blob_id}: its temp file kept disappearing")
+        except OSError as e:
+            if e.errno in _DISK_FULL_ERRNOS:
+                raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
+            raise
         return blob_id
+
+    @staticmethod
+    def _write_new(target: Path, data: bytes) -> bool:
+        """Write ``target`` through a temp file that is locked (``flock``) while it is written, so that
+        ``remove_temporaries`` in another process never takes a live one; False if it was taken before the
+        lock (try again). Written meanwhile by another writer: same name, so the same contents."""
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not os.path.exists(tmp):
+                return False
+            os.fchmod(fd, 0o600)
+            with os.fdopen(os.dup(fd), "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, target)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.close(fd)
+
+    def remove_temporaries(self) -> int:
+        """Delete the temp files of writes a crash interrupted (``.<name>.*.tmp`` that no live writer holds
+        locked); returns how many."""
+        removed = 0
+        for p in self.root.glob("*/.*.tmp"):
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # being written right now
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed += 1
+            finally:
+                os.close(fd)
+        return removed
 
     def get(self, blob_id: str) -> bytes:
         try:
@@ -314,16 +381,25 @@ class Registry:
             rows = self._db.execute(
                 "SELECT idx, name, terms_blob FROM entries WHERE action = ? ORDER BY idx", (REGISTER,)
             ).fetchall()
+            kept = self._db.execute(
+                "SELECT id, terms_blob FROM submissions WHERE terms_blob IS NOT NULL ORDER BY id").fetchall()
         for index, name, blob in rows:
             try:
                 self.blobs.get(str(blob))
             except RegistryCorrupt as e:
                 raise RegistryCorrupt(f"{self.data_dir}: entry {index} ({name}): {e}") from e
+        for row_id, blob in kept:
+            try:
+                self.blobs.get(str(blob))
+            except RegistryCorrupt as e:
+                raise RegistryCorrupt(f"{self.data_dir}: kept terms of submission {row_id}: {e}") from e
 
     def _collect_orphans(self) -> None:
-        """Remove blobs no row names (left by a crash between the blob and its transaction). Under the writer
-        lock: a publisher checks its blob again inside its own transaction, so it cannot lose it to this."""
+        """Remove blobs no row names (left by a crash between the blob and its transaction) and temp files of
+        interrupted writes. Under the writer lock: a publisher checks its blob again inside its own
+        transaction, so it cannot lose it to this."""
         with self._lock, self._writing():
+            self.blobs.remove_temporaries()
             referenced = {str(r[0]) for r in self._db.execute(
                 "SELECT terms_blob FROM entries WHERE terms_blob IS NOT NULL "
                 "UNION SELECT terms_blob FROM submissions WHERE terms_blob IS NOT NULL")}
@@ -426,6 +502,10 @@ class Registry:
         holder = rules.names.get(statement.name)
         if holder is not None and holder != statement.vendor_key_id:
             raise AlreadyExists(f"the name {statement.name!r} is held by another vendor")
+        skeleton = name_skeleton(statement.name)
+        for other in rules.names:
+            if other != statement.name and name_skeleton(other) == skeleton:
+                raise AlreadyExists(f"the name {statement.name!r} is confusable with the registered name {other!r}")
         active = rules.active.get(statement.name)
         if active is not None:
             raise AlreadyExists(f"a base named {statement.name!r} is already registered (entry {active}); revoke "
@@ -587,28 +667,70 @@ class Registry:
     def record_submission(
         self, manifest: Manifest, signed_receipt: SignedMessage, receipt: Receipt, terms: Mapping[str, Tensor] | None
     ) -> None:
-        """Keep the receipt of an accepted submission, and its terms only if ``terms`` is given."""
+        """Keep the receipt of an accepted submission, and its terms only if ``terms`` is given. A second
+        receipt for the same nonce is ``NonceUsed`` (the first one stays)."""
         data = encode_terms(terms_of(manifest, terms)) if terms is not None else None
         blob_id = self.blobs.put(data) if data is not None else None
+        try:
+            with self._lock, self._writing():
+                if data is not None and blob_id is not None and not self.blobs.path(blob_id).is_file():
+                    self.blobs.put(data)  # see _collect_orphans
+                self._db.execute(
+                    "INSERT INTO submissions (manifest_sha256, owner_key_id, nonce, receipt, receipt_signature, "
+                    "terms_blob, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (receipt.submission, receipt.owner_key_id, receipt.nonce, signed_receipt.payload,
+                     signed_receipt.signature, blob_id, receipt.issued_at),
+                )
+        except sqlite3.IntegrityError as e:
+            raise NonceUsed("the nonce was already used: ask for a new challenge") from e
+
+    def receipt_for(self, nonce: bytes) -> tuple[bytes, bytes, bytes] | None:
+        """(manifest digest, receipt payload, receipt signature) of the submission that used ``nonce``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT manifest_sha256, receipt, receipt_signature FROM submissions WHERE nonce = ?", (nonce,)
+            ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]))
+
+    # -- challenges (so that a restarted verifier still honours the nonces it handed out) ---------------
+    def save_challenge(self, challenge: Challenge) -> None:
+        """Record an issued challenge, and forget those expired before ``expires_at`` minus twice its life."""
+        horizon = challenge.expires_at - 2 * max(1, challenge.expires_at - challenge.issued_at)
         with self._lock, self._writing():
-            if data is not None and blob_id is not None and not self.blobs.path(blob_id).is_file():
-                self.blobs.put(data)  # see _collect_orphans
+            self._db.execute("DELETE FROM challenges WHERE expires_at < ?", (horizon,))
             self._db.execute(
-                "INSERT INTO submissions (manifest_sha256, owner_key_id, nonce, receipt, receipt_signature, "
-                "terms_blob, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (receipt.submission, receipt.owner_key_id, receipt.nonce, signed_receipt.payload,
-                 signed_receipt.signature, blob_id, receipt.issued_at),
+                "INSERT INTO challenges (nonce, verifier_key_id, challenge, expires_at) VALUES (?, ?, ?, ?)",
+                (challenge.nonce, challenge.verifier_key_id, encode(challenge.to_map()), challenge.expires_at),
             )
+
+    def challenges(self, verifier_key_id: str) -> list[tuple[Challenge, bool]]:
+        """Every recorded challenge ``verifier_key_id`` issued, with whether a submission used its nonce."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.challenge, s.id IS NOT NULL FROM challenges c LEFT JOIN submissions s ON s.nonce = c.nonce "
+                "WHERE c.verifier_key_id = ? ORDER BY c.expires_at", (verifier_key_id,)).fetchall()
+        out = []
+        for data, used in rows:
+            try:
+                out.append((Challenge.from_map(decode_map(bytes(data))), bool(used)))
+            except ProtocolError as e:
+                raise RegistryCorrupt(f"{self.data_dir / DB_NAME}: a stored challenge is malformed ({e})") from e
+        return out
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:
+            if "full" in str(e).lower():
+                raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
             raise
 
     def submissions(self) -> list[tuple[bytes, str, bytes, str | None]]:

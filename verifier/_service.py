@@ -10,7 +10,18 @@ servicers only convert protobuf messages to those values and ``VerifierError`` c
 ``serve`` builds the server (both services on one port):
 thread pool (a slow stream holds one thread; ``max_concurrent_rpcs`` refuses more with RESOURCE_EXHAUSTED),
 explicit message size limit, a per-stream deadline, the standard gRPC health service, and TLS (mutual TLS
-when a client CA is given). Plaintext is refused unless explicitly allowed, and then only on 127.0.0.1/::1.
+when a client CA is given, with client certificates mapped to roles by ``verifier._access``). Plaintext is
+refused unless explicitly allowed, and then only on 127.0.0.1/::1.
+
+Retries are safe: the signed manifest is its own idempotency key. Challenges are recorded before they are
+handed out, so a verifier restarted mid-submission still honours the nonce; a stream whose nonce already has
+a receipt is answered with that receipt (byte for byte) without reading the terms, and a nonce is used only
+when its receipt is recorded, so a submission that failed half-way may be sent again as it was.
+
+Life cycle (``start`` / ``RunningServer.shutdown``): on shutdown health turns NOT_SERVING, new work is
+refused with UNAVAILABLE, in-flight submissions and publishes get a grace period to finish, then the server
+stops. Start-up recovers what a crash left: the registry removes orphan blobs and temp files and replays its
+log, and the challenges issued before the crash are loaded again.
 
 The service never keeps a submission's terms after the verdict unless the owner asked for it
 (``keep_invariants``), and stores nothing at all for a submission it rejects. It never serves a base's
@@ -26,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +49,11 @@ from owner import InvariantSet
 from owner._fingerprint import invariants_from_group
 from protocol import (
     OFFLINE_MANIFEST_KIND,
+    ONLINE_MANIFEST_KIND,
     REGISTER,
+    REVOKE,
     Bundle,
+    Manifest,
     Match,
     Picture,
     PrivateKey,
@@ -47,19 +62,40 @@ from protocol import (
     Receipt,
     SignedMessage,
     SubmissionLimits,
+    Tensor,
     TrustStore,
     sha256,
     sign_message,
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+from verifier._access import (
+    OWNER,
+    READER,
+    VENDOR,
+    Caller,
+    ClientRoles,
+    RateLimiter,
+    RateLimits,
+    authorize,
+    cert_fingerprint,
+)
 from verifier._calibration import DEFAULT_THRESHOLDS, NullError, NullModel, Thresholds, load_null
 from verifier._challenges import ChallengeStore, Clock, Random
 from verifier._checks import TensorReceiver, check_header, check_terms_table, open_signed_manifest
 from verifier._compare import compare_with_bases, verdict_of
-from verifier._encoder import load_encoder
+from verifier._encoder import CNN_WEIGHTS, DEFAULT_ENCODER, load_encoder
 from verifier._pictures import picture_of
+from verifier._pins import check_data_files, check_file, check_probe_sets
 from verifier._registry import MAX_LIST, LogSnapshot, Published, Registry
-from verifier.errors import ChallengeExpired, ConfigError, InvalidSubmission, OutOfRange, VerifierError
+from verifier.errors import (
+    ChallengeExpired,
+    ConfigError,
+    InvalidSubmission,
+    NonceUsed,
+    OutOfRange,
+    Unavailable,
+    VerifierError,
+)
 
 SERVICE_NAME = "pawprint.v1.Verifier"
 REGISTRY_SERVICE_NAME = "pawprint.v1.Registry"
@@ -108,6 +144,11 @@ class ServerConfig:
     null_path: str | None = None  # the measured null (default: the one shipped, verifier/data/null-zoo-v1.json)
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     encoder: str = "default"  # verifier._encoder.load_encoder name; receipts carry its id
+    null_sha256: str | None = None  # pin an operator's own null file (the shipped ones are pinned in code)
+    probe_set_pins: frozenset[str] | None = None  # offer only these probe set ids; refuse to start otherwise
+    client_roles: ClientRoles | None = None  # client certificate -> roles (needs mutual TLS)
+    rate_limits: RateLimits | None = None  # per signing key (and per client for challenges and reads)
+    drain_grace_s: float = 30.0  # how long shutdown waits for in-flight submissions and publishes
 
     def check(self) -> None:
         host, _ = split_host_port(self.listen)
@@ -118,6 +159,10 @@ class ServerConfig:
                 raise ConfigError(f"plaintext is allowed only on 127.0.0.1 or ::1, not on {host!r}")
         elif self.insecure_loopback:
             raise ConfigError("--insecure-loopback and TLS are exclusive")
+        if self.client_roles is not None and (self.tls is None or self.tls.client_ca is None):
+            raise ConfigError("client roles need mutual TLS (--client-ca)")
+        if self.drain_grace_s < 0:
+            raise ConfigError("the drain grace period cannot be negative")
         room = self.max_message_bytes - _MESSAGE_OVERHEAD
         if self.limits.max_chunk_bytes > room or self.limits.max_manifest_bytes > room:
             raise ConfigError("chunks and manifests must be well below the gRPC message limit")
@@ -142,6 +187,39 @@ class Chunk:
     data: bytes
 
 
+class Lifecycle:
+    """Counts work in flight and refuses new work once draining (shared by both services)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self.draining = False
+
+    @contextmanager
+    def work(self) -> Iterator[None]:
+        with self._cond:
+            if self.draining:
+                raise Unavailable("the verifier is shutting down; retry shortly")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight
+
+    def drain(self, timeout_s: float) -> bool:
+        """Refuse new work and wait up to ``timeout_s`` for the work in flight; True if none is left."""
+        with self._cond:
+            self.draining = True
+            return self._cond.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+
+
 class VerifierService:
     """The verifier's logic, free of gRPC: challenges in, signed receipts out."""
 
@@ -160,38 +238,107 @@ class VerifierService:
         self.registry = registry
         self.config = config or ServerConfig()
         self.clock = clock
-        self.challenges = ChallengeStore(ttl_s=self.config.challenge_ttl_s, clock=clock, rng=rng)
+        self.lifecycle = Lifecycle()
+        config = self.config
+        # Supply chain: the data files this verifier loads must be the ones it was released with.
+        encoder_name = DEFAULT_ENCODER if config.encoder == "default" else config.encoder
+        required = ([] if config.null_path is not None else ["null-zoo-v1.json"]) + (
+            [CNN_WEIGHTS] if encoder_name == "cnn-v1" else [])
+        self.data_digests = check_data_files(required)
+        if config.null_sha256 is not None:
+            if config.null_path is None:
+                raise ConfigError("--null-sha256 pins an operator's own --null file")
+            check_file(config.null_path, config.null_sha256)
+        check_probe_sets((p.id for p in registry.probe_sets()), config.probe_set_pins)
         try:
-            self.null: NullModel = load_null(self.config.null_path)
+            self.null: NullModel = load_null(config.null_path)
         except NullError as e:
             raise ConfigError(str(e)) from None
         try:
-            self.encoder = load_encoder(self.config.encoder)
+            self.encoder = load_encoder(config.encoder)
         except (ValueError, OSError) as e:
-            raise ConfigError(f"encoder {self.config.encoder!r}: {e}") from None
+            raise ConfigError(f"encoder {config.encoder!r}: {e}") from None
+        self.challenges = ChallengeStore(ttl_s=config.challenge_ttl_s, clock=clock, rng=rng,
+                                         persist=registry.save_challenge)
+        restored = self.challenges.restore(registry.challenges(key.key_id))
+        if restored:
+            log.info("start-up: %d challenges issued before the restart are honoured again", restored)
+        self.limiter = RateLimiter(config.rate_limits, clock) if config.rate_limits is not None else None
         self._base_pictures: dict[tuple[bytes, str], Picture | None] = {}
         self._pictures_lock = threading.Lock()
 
-    def challenge(self) -> SignedMessage:
-        challenge = self.challenges.issue(
-            verifier_key_id=self.key.key_id, probe_sets=self.registry.probe_sets(), layers=self.config.layers,
-            method=self.config.method, limits=self.config.limits, registry=self.registry.state(),
-        )
-        return sign_message(challenge, self.key)
+    def charge(self, identity: str, *, nbytes: int = 0) -> None:
+        """One request (and ``nbytes``) against ``identity``'s rate limits, if any are configured."""
+        if self.limiter is not None:
+            self.limiter.charge(identity, nbytes=nbytes)
 
-    def submit(self, header: SignedMessage, chunks: Iterable[Chunk]) -> SignedMessage:
+    def challenge(self, caller: Caller | None = None) -> SignedMessage:
+        with self.lifecycle.work():
+            authorize(caller, self.config.client_roles, OWNER)
+            if caller is not None:
+                self.charge(caller.identity)
+            probe_sets = self.registry.probe_sets()
+            if self.config.probe_set_pins is not None:
+                probe_sets = tuple(p for p in probe_sets if p.id in self.config.probe_set_pins)
+            challenge = self.challenges.issue(
+                verifier_key_id=self.key.key_id, probe_sets=probe_sets, layers=self.config.layers,
+                method=self.config.method, limits=self.config.limits, registry=self.registry.state(),
+            )
+            return sign_message(challenge, self.key)
+
+    def submit(self, header: SignedMessage, chunks: Iterable[Chunk], caller: Caller | None = None) -> SignedMessage:
         """Check everything, compare, sign and record the receipt. Raises ``VerifierError`` on any refusal,
-        having stored nothing."""
+        having stored nothing. The same signed manifest again is answered with its receipt."""
+        with self.lifecycle.work():
+            authorize(caller, self.config.client_roles, OWNER)
+            return self._submit(header, chunks, caller)
+
+    def _replay(self, header: SignedMessage, caller: Caller | None) -> SignedMessage | None:
+        """The receipt already recorded for exactly this signed manifest, if any (a retry)."""
+        manifest = open_signed_manifest(header, ONLINE_MANIFEST_KIND, self.config.limits)
+        found = self.registry.receipt_for(manifest.nonce) if manifest.nonce is not None else None
+        if found is None or found[0] != sha256(header.payload):
+            return None
+        authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
+        self.charge(manifest.owner_key_id)
+        signed = SignedMessage(found[1], found[2], self.key.public_key)
+        try:
+            signed.check(Receipt.KIND)
+        except ProtocolError:
+            return None  # signed by an earlier verifier key: not ours to repeat
+        log.info("submit: a retry of an answered submission; its receipt is sent again")
+        return signed
+
+    def _submit(self, header: SignedMessage, chunks: Iterable[Chunk], caller: Caller | None) -> SignedMessage:
         started = self.clock()
-        checked = check_header(header, trust=self.trust, challenges=self.challenges, limits=self.config.limits)
+        try:
+            checked = check_header(header, trust=self.trust, challenges=self.challenges, limits=self.config.limits)
+        except NonceUsed:
+            replay = self._replay(header, caller)
+            if replay is None:
+                raise
+            return replay
         manifest, challenge = checked.manifest, checked.challenge
+        authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
+        self.charge(manifest.owner_key_id, nbytes=manifest.term_bytes)
         receiver = TensorReceiver(manifest, challenge.limits)
         for chunk in chunks:
             if self.clock() - started > self.config.stream_timeout_s:
                 raise ChallengeExpired("the submission stream ran past its deadline")
             receiver.add(chunk.index, chunk.offset, chunk.data)
         terms = receiver.finish()
-        self.challenges.redeem(checked.nonce)  # atomic: a racing replay of the same nonce fails here
+        self.challenges.redeem(checked.nonce)  # atomic: a racing stream with the same nonce fails here
+        try:
+            signed = self._answer(header, checked.nonce, manifest, terms)
+        except BaseException:
+            self.challenges.release(checked.nonce)  # nothing recorded: the same stream may be sent again
+            raise
+        self.challenges.settle(checked.nonce)
+        return signed
+
+    def _answer(self, header: SignedMessage, nonce: bytes, manifest: Manifest,
+                terms: dict[str, Tensor]) -> SignedMessage:
+        """Compare, sign and record the receipt of a checked submission."""
         suspect = [invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups))]
         snap = self.registry.log_snapshot()
         # Each match names its base's entry in the log, so the receipt can be checked against the checkpoint.
@@ -199,7 +346,7 @@ class VerifierService:
                    for m in compare_with_bases(suspect, snap.bases, self.null, self.config.thresholds)]
         keep = manifest.keep_invariants and self.config.allow_keep_invariants
         receipt = Receipt(
-            verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=checked.nonce,
+            verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=nonce,
             submission=sha256(header.payload), weight_commitment=manifest.weight_commitment.root,
             registry=snap.state, compared=len(matches), matches=tuple(matches), verdict=verdict_of(matches),
             verdict_rule=self.config.thresholds.rule, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
@@ -238,18 +385,39 @@ class RegistryService:
     """The registry's logic, free of gRPC: publish and revoke for vendors, reads and proofs for anyone."""
 
     def __init__(self, registry: Registry, trust: TrustStore, config: ServerConfig | None = None, *,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, lifecycle: Lifecycle | None = None,
+                 limiter: RateLimiter | None = None) -> None:
         self.registry = registry
         self.trust = trust
         self.config = config or ServerConfig()
         self.clock = clock
+        self.lifecycle = lifecycle or Lifecycle()
+        self.limiter = limiter
 
-    def publish(self, statement: SignedMessage, manifest: SignedMessage, chunks: Iterable[Chunk]) -> Published:
+    def _charge(self, identity: str, nbytes: int = 0) -> None:
+        if self.limiter is not None:
+            self.limiter.charge(identity, nbytes=nbytes)
+
+    def read(self, caller: Caller | None) -> None:
+        """The check before every read RPC: a listed client, within its rate."""
+        authorize(caller, self.config.client_roles, READER)
+        if caller is not None:
+            self._charge(caller.identity)
+
+    def publish(self, statement: SignedMessage, manifest: SignedMessage, chunks: Iterable[Chunk],
+                caller: Caller | None = None) -> Published:
         """Check the statement and manifest before reading a byte of the terms, then the terms as they come,
         then append (or answer with the existing entry)."""
+        with self.lifecycle.work():
+            authorize(caller, self.config.client_roles, VENDOR)
+            return self._publish(statement, manifest, chunks, caller)
+
+    def _publish(self, statement: SignedMessage, manifest: SignedMessage, chunks: Iterable[Chunk],
+                 caller: Caller | None) -> Published:
         started = self.clock()
         limits = self.config.limits
         vendor = self.registry.check_statement(statement, self.trust, REGISTER)
+        authorize(caller, self.config.client_roles, VENDOR, vendor.vendor_key_id)
         opened = open_signed_manifest(manifest, OFFLINE_MANIFEST_KIND, limits)
         if opened.owner_key_id != vendor.vendor_key_id:
             raise InvalidSubmission("the manifest is signed by another key than the statement")
@@ -258,6 +426,7 @@ class RegistryService:
         if opened.nonce is not None:
             raise InvalidSubmission("a published manifest answers no challenge: its nonce must be absent")
         check_terms_table(opened, limits)
+        self._charge(vendor.vendor_key_id, opened.term_bytes)
         receiver = TensorReceiver(opened, limits)
         for chunk in chunks:
             if self.clock() - started > self.config.stream_timeout_s:
@@ -265,8 +434,13 @@ class RegistryService:
             receiver.add(chunk.index, chunk.offset, chunk.data)
         return self.registry.publish(statement, Bundle(manifest, receiver.finish()), self.trust)
 
-    def revoke(self, statement: SignedMessage) -> Published:
-        return self.registry.revoke(statement, self.trust)
+    def revoke(self, statement: SignedMessage, caller: Caller | None = None) -> Published:
+        with self.lifecycle.work():
+            authorize(caller, self.config.client_roles, VENDOR)
+            checked = self.registry.check_statement(statement, self.trust, REVOKE)
+            authorize(caller, self.config.client_roles, VENDOR, checked.vendor_key_id)
+            self._charge(checked.vendor_key_id)
+            return self.registry.revoke(statement, self.trust)
 
     def list_entries(self, start: int, limit: int) -> tuple[int, list[tuple[int, bytes]]]:
         """The latest checkpoint's size and entries ``start``.. (at most ``limit``, at most ``MAX_LIST``),
@@ -314,6 +488,18 @@ def _from_pb(message: pawprint_pb2.SignedPayload) -> SignedMessage:
     return SignedMessage(bytes(message.payload), bytes(message.signature), key)
 
 
+def caller_of(context: grpc.ServicerContext, roles: ClientRoles | None) -> Caller:
+    """Who is calling: the client certificate's fingerprint and roles-file entry under mutual TLS, else
+    the peer's address (for counting only)."""
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if pems:
+        fp = cert_fingerprint(pems[0])
+        return Caller(f"cert:{fp}", fp, roles.get(fp) if roles is not None else None)
+    peer = context.peer() or "unknown"
+    host = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+    return Caller(f"peer:{host}")
+
+
 def _chunks(requests: Iterator[Any], after: str) -> Iterator[Chunk]:
     """The tensor chunks of a Submit or Publish stream (both carry ``chunk`` items after their first message)."""
     for request in requests:
@@ -339,18 +525,22 @@ class _Servicer(pawprint_pb2_grpc.VerifierServicer):
         self._service = service
 
     def GetChallenge(self, request: pawprint_pb2.ChallengeRequest, context: grpc.ServicerContext) -> Any:
-        return self._run(context, "challenge", lambda: _to_pb(self._service.challenge()))
+        return self._run(context, "challenge", lambda: _to_pb(self._service.challenge(self._caller(context))))
 
     def Submit(self, request_iterator: Iterator[pawprint_pb2.SubmitRequest], context: grpc.ServicerContext) -> Any:
         return _with_stream_deadline(
-            context, self._service.config.stream_timeout_s, "submit", lambda: self._submit(request_iterator)
+            context, self._service.config.stream_timeout_s, "submit",
+            lambda: self._submit(request_iterator, self._caller(context)),
         )
 
-    def _submit(self, requests: Iterator[pawprint_pb2.SubmitRequest]) -> pawprint_pb2.SignedPayload:
+    def _caller(self, context: grpc.ServicerContext) -> Caller:
+        return caller_of(context, self._service.config.client_roles)
+
+    def _submit(self, requests: Iterator[pawprint_pb2.SubmitRequest], caller: Caller) -> pawprint_pb2.SignedPayload:
         first = next(requests, None)
         if first is None or first.WhichOneof("item") != "manifest":
             raise InvalidSubmission("a submission starts with the signed manifest")
-        return _to_pb(self._service.submit(_from_pb(first.manifest), _chunks(requests, "manifest")))
+        return _to_pb(self._service.submit(_from_pb(first.manifest), _chunks(requests, "manifest"), caller))
 
     @staticmethod
     def _run(context: grpc.ServicerContext, what: str, fn: Callable[[], Any]) -> Any:
@@ -387,23 +577,32 @@ class _RegistryServicer(pawprint_pb2_grpc.RegistryServicer):
 
     def Publish(self, request_iterator: Iterator[pawprint_pb2.PublishRequest], context: grpc.ServicerContext) -> Any:
         return _with_stream_deadline(
-            context, self._service.config.stream_timeout_s, "publish", lambda: self._publish(request_iterator)
+            context, self._service.config.stream_timeout_s, "publish",
+            lambda: self._publish(request_iterator, self._caller(context)),
         )
 
-    def _publish(self, requests: Iterator[pawprint_pb2.PublishRequest]) -> pawprint_pb2.PublishReply:
+    def _caller(self, context: grpc.ServicerContext) -> Caller:
+        return caller_of(context, self._service.config.client_roles)
+
+    def _read(self, context: grpc.ServicerContext) -> None:
+        self._service.read(self._caller(context))
+
+    def _publish(self, requests: Iterator[pawprint_pb2.PublishRequest], caller: Caller) -> pawprint_pb2.PublishReply:
         first = next(requests, None)
         if first is None or first.WhichOneof("item") != "header":
             raise InvalidSubmission("a publish stream starts with the header (statement and manifest)")
         header = first.header
         published = self._service.publish(_from_pb(header.statement), _from_pb(header.manifest),
-                                          _chunks(requests, "header"))
+                                          _chunks(requests, "header"), caller)
         return _published_pb(published)
 
     def Revoke(self, request: pawprint_pb2.SignedPayload, context: grpc.ServicerContext) -> Any:
-        return _run(context, "revoke", lambda: _published_pb(self._service.revoke(_from_pb(request))))
+        return _run(context, "revoke",
+                    lambda: _published_pb(self._service.revoke(_from_pb(request), self._caller(context))))
 
     def List(self, request: pawprint_pb2.ListRequest, context: grpc.ServicerContext) -> Any:
         def run() -> pawprint_pb2.ListReply:
+            self._read(context)
             size, entries = self._service.list_entries(request.start, request.limit)
             return pawprint_pb2.ListReply(
                 entries=[pawprint_pb2.LogEntry(index=i, data=d) for i, d in entries], size=size)
@@ -412,16 +611,22 @@ class _RegistryServicer(pawprint_pb2_grpc.RegistryServicer):
 
     def Get(self, request: pawprint_pb2.GetRequest, context: grpc.ServicerContext) -> Any:
         def run() -> pawprint_pb2.LogEntry:
+            self._read(context)
             index, data = self._service.get(request.entry)
             return pawprint_pb2.LogEntry(index=index, data=data)
 
         return _run(context, "get", run)
 
     def LatestCheckpoint(self, request: pawprint_pb2.CheckpointRequest, context: grpc.ServicerContext) -> Any:
-        return _run(context, "checkpoint", lambda: pawprint_pb2.CheckpointReply(note=self._service.checkpoint()))
+        def run() -> pawprint_pb2.CheckpointReply:
+            self._read(context)
+            return pawprint_pb2.CheckpointReply(note=self._service.checkpoint())
+
+        return _run(context, "checkpoint", run)
 
     def InclusionProof(self, request: pawprint_pb2.InclusionProofRequest, context: grpc.ServicerContext) -> Any:
         def run() -> pawprint_pb2.InclusionProofReply:
+            self._read(context)
             data, proof = self._service.inclusion_proof(request.index, request.tree_size)
             return pawprint_pb2.InclusionProofReply(entry=pawprint_pb2.LogEntry(index=request.index, data=data),
                                                     proof=proof)
@@ -431,14 +636,37 @@ class _RegistryServicer(pawprint_pb2_grpc.RegistryServicer):
     def ConsistencyProof(self, request: pawprint_pb2.ConsistencyProofRequest,
                          context: grpc.ServicerContext) -> Any:
         def run() -> pawprint_pb2.ConsistencyProofReply:
+            self._read(context)
             return pawprint_pb2.ConsistencyProofReply(
                 proof=self._service.consistency_proof(request.old_size, request.new_size))
 
         return _run(context, "consistency proof", run)
 
 
-def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
-    """Start a gRPC server for ``service`` as its config says; returns it and the port it is bound to."""
+@dataclass
+class RunningServer:
+    """A started server with what its shutdown needs."""
+
+    server: grpc.Server
+    port: int
+    service: VerifierService
+    health: health.HealthServicer
+
+    def shutdown(self, grace_s: float | None = None) -> bool:
+        """Health NOT_SERVING, refuse new work, let in-flight submissions and publishes finish within
+        ``grace_s`` (default: the config's ``drain_grace_s``), then stop. True if nothing was cut off."""
+        grace = self.service.config.drain_grace_s if grace_s is None else grace_s
+        self.health.enter_graceful_shutdown()
+        drained = self.service.lifecycle.drain(grace)
+        if not drained:
+            log.warning("shutdown: %d calls still running after %.0f s are cancelled",
+                        self.service.lifecycle.in_flight, grace)
+        self.server.stop(grace=1.0).wait()
+        return drained
+
+
+def start(service: VerifierService) -> RunningServer:
+    """Start a gRPC server for ``service`` as its config says (bind to port 0 in tests)."""
     config = service.config
     config.check()
     options = [
@@ -451,7 +679,8 @@ def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     pawprint_pb2_grpc.add_VerifierServicer_to_server(_Servicer(service), server)
-    registry = RegistryService(service.registry, service.trust, config, clock=service.clock)
+    registry = RegistryService(service.registry, service.trust, config, clock=service.clock,
+                               lifecycle=service.lifecycle, limiter=service.limiter)
     pawprint_pb2_grpc.add_RegistryServicer_to_server(_RegistryServicer(registry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -472,7 +701,13 @@ def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
     server.start()
     for name in ("", SERVICE_NAME, REGISTRY_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+    return RunningServer(server, port, service, health_servicer)
+
+
+def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
+    """``start``, returning only the server and its port."""
+    running = start(service)
+    return running.server, running.port
 
 
 def serve(

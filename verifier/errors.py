@@ -42,6 +42,22 @@ class ChallengeRejected(VerifierError):
     status = "FAILED_PRECONDITION"
 
 
+class NonceUsed(ChallengeRejected):
+    """The nonce answered a submission already (the service then looks for that submission's receipt)."""
+
+
+class InProgress(VerifierError):
+    """Another stream answering the same challenge is being processed: retry once it has finished."""
+
+    status = "ABORTED"
+
+
+class Unavailable(VerifierError):
+    """The verifier is shutting down and takes no new work: retry against it later (or another replica)."""
+
+    status = "UNAVAILABLE"
+
+
 class ChallengeExpired(VerifierError):
     """The challenge expired, or the stream ran past its deadline: ask for a new challenge, submit sooner."""
 
@@ -52,6 +68,10 @@ class LimitExceeded(VerifierError):
     """The submission is larger than the challenge's limits allow, or the verifier is at capacity."""
 
     status = "RESOURCE_EXHAUSTED"
+
+
+class StorageFull(LimitExceeded):
+    """The verifier's disk is full: nothing was stored; retry later."""
 
 
 class RegistryError(VerifierError):

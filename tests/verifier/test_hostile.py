@@ -140,9 +140,17 @@ def test_offline_manifest_cannot_be_submitted(env: Env, derived_fingerprint: Fin
 
 # ----------------------------------------------------------------------------------------------- nonces
 def test_replayed_nonce_is_refused(env: Env, derived_fingerprint: Fingerprint) -> None:
+    """A second, different manifest answering an answered challenge is refused. The same signed manifest
+    again is a retry: it gets the first receipt, byte for byte, and nothing new is stored."""
     requests = build(env, derived_fingerprint)
-    assert send(env, requests) == Code.OK
-    refused(env, requests, Code.FAILED_PRECONDITION)
+    first = env.stub.Submit(iter(requests), timeout=30)
+    before = env.registry.counts()
+    again = env.stub.Submit(iter(requests[:1]), timeout=30)  # the header alone: the terms are not read again
+    assert (again.payload, again.signature) == (first.payload, first.signature)
+    assert env.registry.counts() == before
+    nonce = Manifest.decode(requests[0].manifest.payload).nonce
+    other = build(env, derived_fingerprint, edit=lambda m: dataclasses.replace(m, nonce=nonce, created_at=1))
+    refused(env, other, Code.FAILED_PRECONDITION)
 
 
 def test_foreign_nonce_is_refused(env: Env, derived_fingerprint: Fingerprint) -> None:

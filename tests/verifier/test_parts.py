@@ -26,8 +26,10 @@ from verifier import (
     ChallengeExpired,
     ChallengeRejected,
     ChallengeStore,
+    InProgress,
     InvalidSubmission,
     LimitExceeded,
+    NonceUsed,
     PermissionDenied,
     Registry,
     RegistryError,
@@ -55,8 +57,16 @@ def test_challenge_nonces_are_single_use_and_expire() -> None:
     assert nonce == (1).to_bytes(32, "big")
     assert store.peek(nonce).nonce == nonce  # peeking does not use it
     store.redeem(nonce)
-    with pytest.raises(ChallengeRejected, match="already used"):
+    with pytest.raises(InProgress):  # a second stream while the first is being answered
         store.redeem(nonce)
+    store.release(nonce)  # the first failed before its receipt was recorded: the same stream may come again
+    store.redeem(nonce)
+    store.settle(nonce)  # recorded: used for ever
+    with pytest.raises(NonceUsed, match="already used"):
+        store.redeem(nonce)
+    store.release(nonce)  # a late release cannot bring a used nonce back
+    with pytest.raises(NonceUsed):
+        store.peek(nonce)
     with pytest.raises(ChallengeRejected, match="unknown"):
         store.peek(b"\xff" * 32)
     with pytest.raises(ChallengeRejected):
