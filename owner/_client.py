@@ -15,6 +15,7 @@ never send a weight tensor or any piece of one: the privacy test records every b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ from protocol import (
     sign_message,
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+
+log = logging.getLogger("pawprint.owner")
+# Statuses after which the very same signed submission may be sent again (see ``submit``).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})
 DEFAULT_TIMEOUT_S = 600.0
@@ -178,8 +183,13 @@ def submit(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
     progress: Progress | None = None,
+    retries: int = 3,
+    retry_wait_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SubmitResult:
-    """Run one whole exchange over ``channel`` and return the checked receipt."""
+    """Run one whole exchange over ``channel`` and return the checked receipt. A submission cut off by the
+    network or a verifier restart (UNAVAILABLE) or racing another copy of itself (ABORTED) is sent again as
+    it was, up to ``retries`` times with doubling waits; the verifier answers it at most once."""
     stub = pawprint_pb2_grpc.VerifierStub(channel)
     challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s)
     fp = fingerprint(
@@ -195,11 +205,22 @@ def submit(
     signed_manifest = sign_message(manifest, key, ONLINE_MANIFEST_KIND)
     if len(signed_manifest.payload) > limits.max_manifest_bytes:
         raise SubmissionError(f"the manifest ({len(signed_manifest.payload)} bytes) exceeds the verifier's limit")
-    requests = submission_requests(signed_manifest, manifest, fp.terms, limits.max_chunk_bytes)
-    try:
-        reply = stub.Submit(requests, timeout=timeout_s)
-    except grpc.RpcError as e:
-        raise _rpc_error("submission", e) from e
+    # The signed manifest is the submission's idempotency key: sending the same stream again after a lost
+    # connection, a verifier restart or a concurrent attempt is answered with the one receipt it earned.
+    for attempt in range(retries + 1):
+        requests = submission_requests(signed_manifest, manifest, fp.terms, limits.max_chunk_bytes)
+        try:
+            # A retry waits for the channel to reconnect (a restarting verifier) instead of failing at once.
+            reply = stub.Submit(requests, timeout=timeout_s, wait_for_ready=attempt > 0)
+            break
+        except grpc.RpcError as e:
+            code = e.code() if callable(getattr(e, "code", None)) else None
+            if code not in RETRYABLE or attempt == retries:
+                raise _rpc_error("submission", e) from e
+            wait = retry_wait_s * 2**attempt
+            log.warning("submission: the verifier answered %s; sending the same signed submission again in "
+                        "%.1f s (attempt %d of %d)", code.name if code else "?", wait, attempt + 2, retries + 1)
+            sleep(wait)
     try:
         signed_receipt = SignedMessage(bytes(reply.payload), bytes(reply.signature), PublicKey(bytes(reply.public_key)))
     except ProtocolError as e:

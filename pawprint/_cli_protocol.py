@@ -148,6 +148,7 @@ def cmd_owner_submit(args: argparse.Namespace) -> int:
         result = submit(
             Path(args.model), key, channel, verifier_key, keep_invariants=args.keep_invariants,
             timeout_s=args.timeout, workers=args.workers, progress=_progress(not args.quiet and not args.json),
+            retries=args.retries,
         )
     receipt = result.receipt
     out = Path(args.output)
@@ -738,6 +739,9 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     sm.add_argument("--keep-invariants", action="store_true", help="ask the verifier to keep the terms")
     sm.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole exchange")
     sm.add_argument("--workers", type=int, default=None)
+    sm.add_argument("--retries", type=int, default=3, metavar="N",
+                    help="send the same signed submission again up to N times if the verifier was unreachable or "
+                         "restarted (it is answered at most once)")
     sm.add_argument("--json", action="store_true")
     sm.add_argument("-q", "--quiet", action="store_true")
     passphrase_option(sm)

@@ -46,11 +46,11 @@ class Server:
         self.port = 0
         self.failed: tuple[int, str] | None = None
 
-    def start(self) -> Server:
+    def start(self, port: int = 0) -> Server:
         h = self.home
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pawprint", "verifier", "serve", "--data", str(h / "data"), "--listen",
-             "127.0.0.1:0", "--key", str(h / "verifier.key"), "--trust", str(h / "trust.json"),
+             f"127.0.0.1:{port}", "--key", str(h / "verifier.key"), "--trust", str(h / "trust.json"),
              "--insecure-loopback", "--log-level", "WARNING", *self.extra],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -210,6 +210,46 @@ def test_a_client_that_disconnects_mid_stream_leaves_nothing_and_may_send_again(
     registry = check_consistent(home)
     try:
         assert receipts_for(registry, signed) == [bytes(reply.payload)]
+    finally:
+        registry.close()
+
+
+def test_the_owner_client_sends_the_same_submission_again_after_a_verifier_restart(
+    home: Path, keys: Keys, models: Models
+) -> None:
+    """``owner submit``'s own retry: the verifier is killed after it handed out the challenge; the client's
+    first stream fails UNAVAILABLE, the verifier comes back on the same port, and the same signed stream is
+    answered, once."""
+    from owner._client import submit
+
+    server = Server(home).start()
+    port = server.port
+    killed: list[bool] = []
+
+    def progress(stage: str, done: int, total: int) -> None:  # fingerprinting: the challenge is out
+        if not killed:
+            server.kill9()
+            killed.append(True)
+
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            server.start(port)
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        result = submit(models.derived, keys.owner, channel, keys.verifier.public_key, progress=progress,
+                        retries=3, retry_wait_s=0.01, sleep=sleep)
+    code, err = server.stop()
+    assert code == 0, err
+    assert killed and waits, "the verifier was not restarted during the submission"
+    assert result.receipt.verdict == "derived"
+    registry = check_consistent(home)
+    try:
+        signed_manifest_digest = result.receipt.submission
+        assert [r for m, _, r, _ in registry.submissions() if m == signed_manifest_digest] == [
+            result.signed_receipt.payload]
     finally:
         registry.close()
 
