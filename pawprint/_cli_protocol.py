@@ -588,7 +588,8 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         probe_set_pins=frozenset(args.probe_set_pin) if args.probe_set_pin else None,
         client_roles=ClientRoles.load(args.client_roles) if args.client_roles else None,
         rate_limits=rates, drain_grace_s=args.drain_grace, max_concurrent_rpcs=args.max_concurrent_rpcs,
-        max_workers=args.max_workers, stream_timeout_s=args.stream_timeout,
+        max_workers=args.max_workers, stream_timeout_s=args.stream_timeout, screen_k=args.screen_k,
+        screen_floor=args.screen_floor,
     )
     try:
         running = start(VerifierService(key, trust, registry, config))
@@ -651,7 +652,7 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     receipt = open_receipt(signed, PublicKey.load(args.verifier_pub))
     null = load_null(args.null)
     consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null, receipt.null_id,
-                                 _thresholds(args))
+                                 _thresholds(args), screened=receipt.screened)
     if consistent is False:
         raise CommandError(f"{args.receipt}: the verdict does not follow from the scores under its rule")
     log = _receipt_log_checks(args, receipt)
@@ -862,6 +863,11 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     srv.add_argument("--max-workers", type=int, default=16, metavar="N", help="worker threads")
     srv.add_argument("--stream-timeout", type=float, default=900.0, metavar="S",
                      help="a submission or publish stream is cut off after S seconds")
+    srv.add_argument("--screen-k", type=int, default=16, metavar="K",
+                     help="above K bases, compare exactly only the K best by sketch (and any reaching the floor); "
+                          "0 compares every base")
+    srv.add_argument("--screen-floor", type=float, default=0.05, metavar="ICS",
+                     help="a base whose screen estimate reaches this is always compared exactly")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     passphrase_option(srv)
     verdict_options(srv)

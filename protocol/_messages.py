@@ -905,9 +905,22 @@ class Receipt:
     checkpoint: str | None = None  # the registry log's signed checkpoint note the comparison used
     null_id: str | None = None  # the measured null the verdict was calibrated against
     picture: Picture | None = None  # the submission's encoded vector and dog
+    # With a large registry the verifier screens every base on compact sketches and compares the candidates
+    # exactly: ``screened`` bases were considered (the Bonferroni count), ``compared`` of them exactly, by the
+    # rule ``screen_rule``. Absent when every base was compared exactly.
+    screened: int | None = None
+    screen_rule: str | None = None
 
     def __post_init__(self) -> None:
         _check_key_id("receipt.verifier_key_id", self.verifier_key_id)
+        if (self.screened is None) != (self.screen_rule is None):
+            raise MessageError("receipt.screened and receipt.screen_rule come together")
+        if self.screened is not None:
+            _check_count("receipt.screened", self.screened)
+            if self.screened < self.compared:
+                raise MessageError("receipt.screened cannot be fewer than the bases compared")
+            if not isinstance(self.screen_rule, str) or not 0 < len(self.screen_rule) <= 200:
+                raise MessageError("receipt.screen_rule must be a short string")
         if self.null_id is not None and (not isinstance(self.null_id, str) or not 0 < len(self.null_id) <= 200):
             raise MessageError("receipt.null_id must be a short string or absent")
         _check_key_id("receipt.owner_key_id", self.owner_key_id)
@@ -965,6 +978,7 @@ class Receipt:
             **({} if self.checkpoint is None else {"checkpoint": self.checkpoint}),  # absent, as Match.log_index
             **({} if self.null_id is None else {"null_id": self.null_id}),
             **({} if self.picture is None else {"picture": self.picture.to_map()}),
+            **({} if self.screened is None else {"screened": self.screened, "screen_rule": self.screen_rule}),
         }
 
     @classmethod
@@ -973,11 +987,13 @@ class Receipt:
         logged = isinstance(value, dict) and "checkpoint" in value
         calibrated = isinstance(value, dict) and "null_id" in value
         pictured = isinstance(value, dict) and "picture" in value
+        screened = isinstance(value, dict) and ("screened" in value or "screen_rule" in value)
         f = _Fields(value, what, (
             "compared", "issued_at", "kept_invariants", "matches", "method_ids", "nonce", "owner_key_id", "registry",
             "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment",
             *(("checkpoint",) if logged else ()), *(("null_id",) if calibrated else ()),
-            *(("picture",) if pictured else ())), versioned=True)
+            *(("picture",) if pictured else ()), *(("screen_rule", "screened") if screened else ())),
+            versioned=True)
         checkpoint = f.text("checkpoint") if logged else None
         matches = tuple(Match.from_map(m, f"{what}.matches[{i}]") for i, m in enumerate(f.items("matches")))
         method_ids = f.items("method_ids")
@@ -990,6 +1006,7 @@ class Receipt:
             f.text("verdict_rule"), tuple(method_ids), f.integer("issued_at"), f.flag("kept_invariants"),
             MESSAGE_VERSION, checkpoint, f.text("null_id") if calibrated else None,
             Picture.from_map(f.value["picture"], f"{what}.picture") if pictured else None,
+            f.integer("screened") if screened else None, f.text("screen_rule") if screened else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -1012,4 +1029,6 @@ class Receipt:
             "checkpoint": self.checkpoint,
             "null_id": self.null_id,
             "picture": None if self.picture is None else self.picture.as_dict(),
+            "screened": self.screened,
+            "screen_rule": self.screen_rule,
         }

@@ -93,21 +93,23 @@ def compare_with_base(
     return best
 
 
-def decide(matches: Sequence[Match], thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[Match]:
-    """Each match's verdict from its p-value, with the number of bases compared (K) for Bonferroni; a match
-    without a p-value (no null for its method) stays inconclusive."""
-    k = len(matches)
+def decide(matches: Sequence[Match], thresholds: Thresholds = DEFAULT_THRESHOLDS,
+           bases: int | None = None) -> list[Match]:
+    """Each match's verdict from its p-value, with the number of bases considered (K: ``bases``, default the
+    matches) for Bonferroni; a match without a p-value (no null for its method) stays inconclusive."""
+    k = max(len(matches), bases or 0)
     return [dataclasses.replace(m, verdict="inconclusive" if m.p_value is None
                                 else base_verdict(float(m.p_value), k, thresholds)) for m in matches]
 
 
 def compare_with_bases(
     suspect: Sequence[InvariantSet], bases: Sequence[BaseModel], null: NullModel | None = None,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS, screened: int | None = None,
 ) -> list[Match]:
-    """One decided match per comparable base, strongest evidence first (then best ICS, then name)."""
+    """One decided match per comparable base, strongest evidence first (then best ICS, then name).
+    ``screened``: how many bases a screen chose ``bases`` from (the Bonferroni count)."""
     matches = [m for m in (compare_with_base(suspect, b, null) for b in bases) if m is not None]
-    matches = decide(matches, thresholds)
+    matches = decide(matches, thresholds, screened)
     matches.sort(key=lambda m: (float(m.p_value) if m.p_value is not None else 2.0, -parse_score(m.ics), m.name))
     return matches
 
@@ -118,7 +120,7 @@ def verdict_of(matches: Sequence[Match]) -> str:
 
 def recheck_verdict(
     matches: Sequence[Match], verdict: str, rule: str, null: NullModel | None = None, null_id: str | None = None,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS, screened: int | None = None,
 ) -> bool | None:
     """Whether every z, p and verdict follows from the receipt's scores under ``rule`` and ``null``.
 
@@ -134,6 +136,6 @@ def recheck_verdict(
                                        terms=tuple(dataclasses.replace(t, z=None) for t in m.terms))
         if _calibrated(stripped, null) != m:
             return False
-    if list(matches) != decide(matches, thresholds):
+    if list(matches) != decide(matches, thresholds, screened):
         return False
     return verdict == verdict_of(matches)

@@ -153,6 +153,11 @@ class TransparencyLog:
 
     # -- reading -------------------------------------------------------------------------------------------
     @property
+    def writable(self) -> bool:
+        """False for a log opened unchecked (read-only, as a local auditor opens a possibly broken one)."""
+        return self._checked
+
+    @property
     def rules(self) -> LogRules:
         """The registry's rules state after every entry read so far (call ``sync`` first)."""
         self.sync()

@@ -34,15 +34,19 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import logging
 import os
 import re
 import sqlite3
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from owner import InvariantSet
 from owner._fingerprint import FingerprintError, invariants_from_group
@@ -87,6 +91,7 @@ from verifier._log import (
     initialise,
     read_meta,
 )
+from verifier._screen import SLOTS, ScreenIndex, Sketch, SketchSpec, sketch
 from verifier.errors import (
     AlreadyExists,
     InvalidSubmission,
@@ -117,6 +122,15 @@ CREATE TABLE IF NOT EXISTS submissions (
     terms_blob TEXT,
     received_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sketches (
+    entry_idx INTEGER NOT NULL,
+    spec_id TEXT NOT NULL,
+    probe_set_id TEXT NOT NULL,
+    method_id TEXT NOT NULL,
+    slots BLOB NOT NULL,
+    sketch BLOB NOT NULL,
+    PRIMARY KEY (entry_idx, spec_id, probe_set_id, method_id)
+);
 CREATE TABLE IF NOT EXISTS challenges (
     nonce BLOB PRIMARY KEY,
     verifier_key_id TEXT NOT NULL,
@@ -126,6 +140,14 @@ CREATE TABLE IF NOT EXISTS challenges (
 """
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
+SKETCH_SPEC = SketchSpec()  # the screen's sketches (verifier._screen); its id names them in the table
+log = logging.getLogger("pawprint.registry")
+
+
+def _sketch_from_row(probe_set_id: str, method_id: str, slots: bytes, data: bytes) -> Sketch:
+    values = np.frombuffer(data, dtype="<f2").reshape(SLOTS, SKETCH_SPEC.samples).astype(np.float32)
+    mask = np.unpackbits(np.frombuffer(slots, dtype=np.uint8))[:SLOTS].astype(bool)
+    return Sketch(str(probe_set_id), str(method_id), values, mask)
 
 
 @dataclass(frozen=True)
@@ -161,13 +183,15 @@ class Published:
 
 @dataclass(frozen=True)
 class LogSnapshot:
-    """What a comparison used: the checkpoint, the registry state it names, every unrevoked base in it and
-    each base's entry index (by manifest digest)."""
+    """What a comparison used: the checkpoint, the registry state it names, every unrevoked base in it
+    (``entries``; with their terms in ``bases`` unless the snapshot was taken without) and each base's entry
+    index (by manifest digest)."""
 
     checkpoint: str
     state: RegistryState
     bases: list[BaseModel]
     indices: dict[bytes, int]
+    entries: list[BaseEntry] = field(default_factory=list)
 
 
 class BlobStore:
@@ -292,12 +316,18 @@ class Registry:
         create: bool = True,
         checked: bool = True,
         fault: FaultHook | None = None,
+        cache_bases: int = 32,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._clock = clock
         self._fault = fault or (lambda _point: None)
         self._lock = threading.RLock()
-        self._cache: dict[str, tuple[InvariantSet, ...]] = {}
+        # Decoded terms of the most recently compared bases (a base's terms are 6 n^2 floats: 384 MiB at
+        # n = 4096, so they are not all kept), and the screen over every base's sketch.
+        self._cache: OrderedDict[str, tuple[InvariantSet, ...]] = OrderedDict()
+        self.cache_bases = cache_bases
+        self.screen = ScreenIndex(SKETCH_SPEC)
+        self._indexed: set[int] = set()
         self._entries: dict[int, BaseEntry] = {}
         db_path = self.data_dir / DB_NAME
         if not create and not db_path.is_file():
@@ -481,7 +511,14 @@ class Registry:
                     existing = False
                 else:
                     existing = True
-            return self._published(index, existing=existing)
+            published = self._published(index, existing=existing)
+        if not existing:
+            try:
+                sets = [invariants_from_group(manifest, i, bundle.terms) for i in range(len(manifest.groups))]
+                self._store_sketches(index, [sketch(inv, SKETCH_SPEC) for inv in sets])
+            except (FingerprintError, ValueError) as e:  # made again from the blob when first needed
+                log.warning("base %s: no sketch stored (%s)", statement.name, e)
+        return published
 
     def _existing_registration(self, statement: RegistryStatement, idempotent: bool) -> int | None:
         """The index of the same registration if it is already in the log; refuses a conflicting one."""
@@ -634,25 +671,83 @@ class Registry:
                 seen.setdefault(g.probe_set.id, g.probe_set)
         return tuple(seen.values())
 
-    def log_snapshot(self) -> LogSnapshot:
+    def log_snapshot(self, *, terms: bool = True) -> LogSnapshot:
         """The latest checkpoint and every unrevoked base in it, read together, so that a receipt names
-        exactly the entries its comparison used. Invariant sets are decoded once, then cached."""
+        exactly the entries its comparison used; with every base's terms unless ``terms=False`` (then load
+        the ones needed with ``base_models``)."""
         with self._lock:
             note = self.latest_checkpoint()
             cp = parse_checkpoint(note).checkpoint
             entries = self.bases(tree_size=cp.size)
-        bases = [BaseModel(e.name, e.manifest_sha256, e.vendor_key_id, self._invariants(e)) for e in entries]
-        return LogSnapshot(note, RegistryState(cp.size, cp.root), bases, {e.manifest_sha256: e.index for e in entries})
+        bases = self.base_models(entries) if terms else []
+        return LogSnapshot(note, RegistryState(cp.size, cp.root), bases, {e.manifest_sha256: e.index for e in entries},
+                           entries)
+
+    def base_models(self, entries: list[BaseEntry]) -> list[BaseModel]:
+        """``entries`` with their invariant sets, as the comparison takes them."""
+        return [BaseModel(e.name, e.manifest_sha256, e.vendor_key_id, self._invariants(e)) for e in entries]
+
+    # -- the screen ----------------------------------------------------------------------------------------
+    def screen_candidates(self, suspect: list[InvariantSet], entries: list[BaseEntry], k: int,
+                          floor: float) -> list[BaseEntry]:
+        """The entries to compare exactly: the ``k`` with the best screen estimate of ICS against ``suspect``,
+        and every other whose estimate reaches ``floor`` (so that a related base the ranking pushed down is
+        still compared). Entries on no probe set of the suspect's cannot be compared and are not returned."""
+        self._ensure_indexed(entries)
+        wanted = {e.index: e for e in entries}
+        ranked = [c for c in self.screen.query(suspect, len(self._indexed)) if c.key in wanted]
+        chosen = ranked[:k] + [c for c in ranked[k:] if c.estimate >= floor]
+        return [wanted[int(c.key)] for c in chosen]  # type: ignore[call-overload]
+
+    def _ensure_indexed(self, entries: list[BaseEntry]) -> None:
+        """Put every entry's sketch in the screen: read from the sketches table, or made from its terms (and
+        stored) for a base registered by another process or before sketches were kept."""
+        missing = [e for e in entries if e.index not in self._indexed]
+        if not missing:
+            return
+        stored: dict[int, list[Sketch]] = {}
+        with self._lock:
+            for a in range(0, len(missing), 500):
+                chunk = [e.index for e in missing[a : a + 500]]
+                rows = self._db.execute(
+                    f"SELECT entry_idx, probe_set_id, method_id, slots, sketch FROM sketches WHERE spec_id = ? AND "
+                    f"entry_idx IN ({','.join('?' * len(chunk))})", (SKETCH_SPEC.id, *chunk)).fetchall()
+                for idx, probe_set_id, method_id, slots, data in rows:
+                    stored.setdefault(int(idx), []).append(_sketch_from_row(probe_set_id, method_id, slots, data))
+        for e in missing:
+            sketches = stored.get(e.index)
+            if sketches is None:
+                sketches = [sketch(inv, SKETCH_SPEC) for inv in self._invariants(e, keep=False)]
+                self._store_sketches(e.index, sketches)
+            with self._lock:
+                if e.index in self._indexed:
+                    continue
+                for s in sketches:
+                    self.screen.add_sketch(e.index, s)
+                self._indexed.add(e.index)
+
+    def _store_sketches(self, index: int, sketches: list[Sketch]) -> None:
+        """Keep a base's sketches (derived data: losing them costs a recomputation, never a wrong answer)."""
+        if not self.log.writable:
+            return
+        with contextlib.suppress(StorageFull), self._lock, self._writing():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sketches (entry_idx, spec_id, probe_set_id, method_id, slots, sketch) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(index, SKETCH_SPEC.id, s.probe_set_id, s.method_id, np.packbits(s.slots).tobytes(),
+                  s.values.astype("<f2").tobytes()) for s in sketches])
 
     def snapshot(self) -> tuple[RegistryState, list[BaseModel]]:
         """The registry state and every unrevoked base with its invariant sets (see ``log_snapshot``)."""
         snap = self.log_snapshot()
         return snap.state, snap.bases
 
-    def _invariants(self, entry: BaseEntry) -> tuple[InvariantSet, ...]:
-        cached = self._cache.get(entry.terms_blob)
-        if cached is not None:
-            return cached
+    def _invariants(self, entry: BaseEntry, *, keep: bool = True) -> tuple[InvariantSet, ...]:
+        with self._lock:
+            cached = self._cache.get(entry.terms_blob)
+            if cached is not None:
+                self._cache.move_to_end(entry.terms_blob)
+                return cached
         manifest = Manifest.decode(entry.manifest, BUNDLE_LIMITS)
         terms = decode_terms(self.blobs.get(entry.terms_blob))
         try:
@@ -660,7 +755,11 @@ class Registry:
             sets = tuple(invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups)))
         except (ProtocolError, FingerprintError, KeyError) as e:
             raise RegistryCorrupt(f"base {entry.name!r}: stored terms do not match its manifest ({e})") from e
-        self._cache[entry.terms_blob] = sets
+        if keep and self.cache_bases > 0:
+            with self._lock:
+                self._cache[entry.terms_blob] = sets
+                while len(self._cache) > self.cache_bases:
+                    self._cache.popitem(last=False)
         return sets
 
     # -- submissions -------------------------------------------------------------------------------------

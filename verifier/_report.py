@@ -181,7 +181,8 @@ def _inclusion_check(receipt: Receipt, source: LogSource | None) -> Check:
 def _verdict_check(receipt: Receipt, null: NullModel | None) -> Check:
     if null is None:
         return Check(UNCHECKED, "Not re-derived: no null model was at hand.")
-    consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null, receipt.null_id)
+    consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null, receipt.null_id,
+                                 screened=receipt.screened)
     if consistent is None:
         return Check(UNCHECKED, f"Not re-derived here: the receipt's rule or null ({receipt.null_id or 'none'}) is "
                                 f"not the one at hand ({null.null_id}).")
@@ -306,13 +307,17 @@ def _z_words(z: str) -> str:
 _RULE = re.compile(r"derived if p\*K<=([0-9.e+-]+), independent if p>=([0-9.e+-]+)")
 
 
-def _rule_words(rule: str, compared: int) -> str:
+def _rule_words(rule: str, compared: int, screened: int | None = None, screen_rule: str | None = None) -> str:
     m = _RULE.search(rule)
     if m is None:
         return f"The verdict rule, as the receipt states it: <code>{_e(rule)}</code>."
     derived, independent = _e(m.group(1)), _e(m.group(2))
+    considered = (
+        f"compared the model with <b>{compared}</b> registered base(s)" if screened is None else
+        f"screened all <b>{screened}</b> registered bases on compact sketches and compared the <b>{compared}</b> "
+        f"closest exactly (screen <code>{_e(screen_rule or '')}</code>); K counts all {screened}")
     return (
-        f"<p>The verdict rule. The verifier compared the model with <b>{compared}</b> registered base(s). Trying "
+        f"<p>The verdict rule. The verifier {considered}. Trying "
         f"many bases makes a chance match somewhere more likely, so each base's p-value is multiplied by that "
         f"number (K) first. A base is called <b>derived</b> when p &times; K &le; {derived}, "
         f"<b>independent</b> when p &ge; {independent}, and <b>inconclusive</b> in between. The receipt as a "
@@ -560,7 +565,7 @@ def _numbers(r: Receipt, best: Match | None) -> str:
         "is compared with scores measured between models known to be unrelated (the <i>null</i>). <b>z</b> says "
         "how many standard deviations above those the scores lie; <b>p</b> how often unrelated models would score "
         "this high by chance.</li></ul>"
-        f"{_match_table(r)}{_rule_words(r.verdict_rule, r.compared)}"
+        f"{_match_table(r)}{_rule_words(r.verdict_rule, r.compared, r.screened, r.screen_rule)}"
         + (_heatmap(best) if best is not None else "")
         + "</section>"
     )

@@ -82,11 +82,11 @@ from verifier._access import (
 from verifier._calibration import DEFAULT_THRESHOLDS, NullError, NullModel, Thresholds, load_null
 from verifier._challenges import ChallengeStore, Clock, Random
 from verifier._checks import TensorReceiver, check_header, check_terms_table, open_signed_manifest
-from verifier._compare import compare_with_bases, verdict_of
+from verifier._compare import BaseModel, compare_with_bases, verdict_of
 from verifier._encoder import CNN_WEIGHTS, DEFAULT_ENCODER, load_encoder
 from verifier._pictures import picture_of
 from verifier._pins import check_data_files, check_file, check_probe_sets
-from verifier._registry import MAX_LIST, LogSnapshot, Published, Registry
+from verifier._registry import MAX_LIST, SKETCH_SPEC, Published, Registry
 from verifier.errors import (
     ChallengeExpired,
     ConfigError,
@@ -149,6 +149,10 @@ class ServerConfig:
     client_roles: ClientRoles | None = None  # client certificate -> roles (needs mutual TLS)
     rate_limits: RateLimits | None = None  # per signing key (and per client for challenges and reads)
     drain_grace_s: float = 30.0  # how long shutdown waits for in-flight submissions and publishes
+    # Registries with more than screen_k bases are screened (verifier._screen): the screen_k best by sketch,
+    # and every base whose estimated ICS reaches screen_floor, are compared exactly. 0: compare every base.
+    screen_k: int = 16
+    screen_floor: float = 0.05
 
     def check(self) -> None:
         host, _ = split_host_port(self.listen)
@@ -163,6 +167,8 @@ class ServerConfig:
             raise ConfigError("client roles need mutual TLS (--client-ca)")
         if self.drain_grace_s < 0:
             raise ConfigError("the drain grace period cannot be negative")
+        if self.screen_k < 0 or not -1.0 <= self.screen_floor <= 1.0:
+            raise ConfigError("--screen-k must be >= 0 and --screen-floor an ICS in [-1, 1]")
         room = self.max_message_bytes - _MESSAGE_OVERHEAD
         if self.limits.max_chunk_bytes > room or self.limits.max_manifest_bytes > room:
             raise ConfigError("chunks and manifests must be well below the gRPC message limit")
@@ -340,10 +346,18 @@ class VerifierService:
                 terms: dict[str, Tensor]) -> SignedMessage:
         """Compare, sign and record the receipt of a checked submission."""
         suspect = [invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups))]
-        snap = self.registry.log_snapshot()
+        snap = self.registry.log_snapshot(terms=False)
+        entries, screened, screen_rule = snap.entries, None, None
+        k = self.config.screen_k
+        if k and len(entries) > k:
+            # A large registry: rank every base on its sketch, compare the candidates exactly. Bonferroni
+            # still counts every base screened.
+            screened, screen_rule = len(entries), f"{SKETCH_SPEC.id};k={k};floor={self.config.screen_floor}"
+            entries = self.registry.screen_candidates(suspect, entries, k, self.config.screen_floor)
+        bases = self.registry.base_models(entries)
         # Each match names its base's entry in the log, so the receipt can be checked against the checkpoint.
-        matches = [dataclasses.replace(m, log_index=snap.indices[m.entry], picture=self._base_picture(snap, m))
-                   for m in compare_with_bases(suspect, snap.bases, self.null, self.config.thresholds)]
+        matches = [dataclasses.replace(m, log_index=snap.indices[m.entry], picture=self._base_picture(bases, m))
+                   for m in compare_with_bases(suspect, bases, self.null, self.config.thresholds, screened)]
         keep = manifest.keep_invariants and self.config.allow_keep_invariants
         receipt = Receipt(
             verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=nonce,
@@ -351,7 +365,7 @@ class VerifierService:
             registry=snap.state, compared=len(matches), matches=tuple(matches), verdict=verdict_of(matches),
             verdict_rule=self.config.thresholds.rule, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
             issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=self.null.null_id,
-            picture=self._picture(suspect[0]) if suspect else None,
+            picture=self._picture(suspect[0]) if suspect else None, screened=screened, screen_rule=screen_rule,
         )
         signed = sign_message(receipt, self.key)
         self.registry.record_submission(manifest, signed, receipt, terms if keep else None)
@@ -367,13 +381,13 @@ class VerifierService:
             log.warning("no picture: %s", e)
             return None
 
-    def _base_picture(self, snap: LogSnapshot, match: Match) -> Picture | None:
+    def _base_picture(self, bases: list[BaseModel], match: Match) -> Picture | None:
         """The matched base's picture (the group compared), computed once per base entry and probe set."""
         key = (match.entry, match.probe_set_id)
         with self._pictures_lock:
             if key in self._base_pictures:
                 return self._base_pictures[key]
-        base = next((b for b in snap.bases if b.entry == match.entry), None)
+        base = next((b for b in bases if b.entry == match.entry), None)
         group = next((g for g in base.invariants if g.probes.id == match.probe_set_id), None) if base else None
         picture = self._picture(group) if group is not None else None
         with self._pictures_lock:

@@ -4,12 +4,31 @@ methods are never mixed."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from owner import InvariantSet, ProbeSet, compare
+from owner._fingerprint import Fingerprint
 from owner._invariants import METHOD_IDS, TERMS
+from protocol import (
+    Bundle,
+    PrivateKey,
+    ProtocolError,
+    Tensor,
+    TensorDigest,
+    open_challenge,
+    open_receipt,
+    sign_message,
+)
+from tests.verifier.fixtures import FakeClock, Keys
+from verifier import Chunk, Registry, ServerConfig, VerifierService, decide, recheck_verdict
 from verifier._screen import SLOTS, ScreenIndex, SketchSpec, positions, sketch
+
+pytest_plugins = ["tests.verifier.fixtures"]
 
 N = 160
 RANK = 12
@@ -125,3 +144,58 @@ def test_sketches_are_deterministic_and_compact(
     assert s.values.shape == (SLOTS, spec.samples) and s.slots.all()
     assert np.allclose(np.linalg.norm(s.values, axis=1), 1.0, atol=1e-5)
     assert index.nbytes() == len(index) * (SLOTS * spec.samples * 2 + SLOTS)
+
+
+# ------------------------------------------------------------------------------------ in the verifier
+def _decoy(base: Bundle, key: PrivateKey, seed: int) -> Bundle:
+    """A vendor bundle on the base's probe set and shapes with unrelated (random, low-rank) terms."""
+    manifest = base.open()
+    rng = np.random.default_rng(seed)
+    terms, table = {}, []
+    for t in manifest.tensors:
+        n = t.shape[0]
+        u, v = rng.standard_normal((n, 4)), rng.standard_normal((n, 4))
+        data = (u @ v.T + 0.3 * rng.standard_normal((n, n))).astype("<f4").tobytes()
+        terms[t.name] = Tensor("F32", t.shape, data)
+        table.append(TensorDigest(t.name, "F32", t.shape, hashlib.sha256(data).digest()))
+    commitment = dataclasses.replace(manifest.weight_commitment,
+                                     root=hashlib.sha256(b"decoy%d" % seed).digest())
+    return Bundle.create(dataclasses.replace(manifest, tensors=tuple(table), weight_commitment=commitment),
+                         terms, key)
+
+
+def test_a_large_registry_is_screened_and_the_receipt_says_so(
+    tmp_path: Path, keys: Keys, base_bundle: Bundle, derived_fingerprint: Fingerprint
+) -> None:
+    """With more bases than ``screen_k`` the verifier compares only the screen's candidates; the true base is
+    among them, the verdict is derived, the receipt names how many bases were screened and by which rule,
+    Bonferroni counts them all, and the verdict re-derives from the receipt. The sketches are stored at
+    publish time and read back by the next start-up instead of decoding every base's terms."""
+    registry = Registry(tmp_path / "data")
+    trust = keys.trust()
+    for i in range(12):
+        registry.add_base(f"decoy-{i}", _decoy(base_bundle, keys.vendor, i), trust)
+    registry.add_base("llama-base", base_bundle, trust)
+    sketched = registry._db.execute("SELECT COUNT(DISTINCT entry_idx) FROM sketches").fetchone()[0]
+    assert sketched == 13
+    registry.close()
+
+    registry = Registry(tmp_path / "data", cache_bases=0)
+    config = ServerConfig(insecure_loopback=True, screen_k=4, screen_floor=0.5)
+    service = VerifierService(keys.verifier, trust, registry, config, clock=FakeClock())
+    challenge = open_challenge(service.challenge(), keys.verifier.public_key)
+    manifest = dataclasses.replace(derived_fingerprint.manifest, nonce=challenge.nonce)
+    signed = sign_message(manifest, keys.owner, "manifest")
+    chunks = [Chunk(i, 0, derived_fingerprint.terms[t.name].data) for i, t in enumerate(manifest.tensors)]
+    receipt = open_receipt(service.submit(signed, chunks), keys.verifier.public_key)
+    registry.close()
+
+    assert receipt.screened == 13 and receipt.screen_rule is not None and "k=4" in receipt.screen_rule
+    assert receipt.compared == len(receipt.matches) == 4  # the decoys' estimates are far below the floor
+    assert receipt.matches[0].name == "llama-base" and receipt.verdict == "derived"
+    assert recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, service.null, receipt.null_id,
+                           screened=receipt.screened) is True
+    assert decide(receipt.matches, bases=13) == list(receipt.matches)  # Bonferroni over all 13
+    # A receipt claiming fewer bases screened than compared does not parse.
+    with pytest.raises(ProtocolError):
+        dataclasses.replace(receipt, screened=receipt.compared - 1)
