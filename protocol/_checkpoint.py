@@ -166,7 +166,13 @@ def _text(note: str | bytes) -> str:
             raise CheckpointError(f"a checkpoint is UTF-8 text: {e}") from e
     if not isinstance(note, str):
         raise CheckpointError(f"a checkpoint is text, not {type(note).__name__}")
-    if len(note.encode("utf-8", "surrogatepass")) > MAX_CHECKPOINT_BYTES:
+    try:
+        # Strict: a lone surrogate (from a JSON "\ud800" escape, say) has no UTF-8 form, so a note holding one
+        # could be parsed here but never written out or re-read as the same text.
+        size = len(note.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise CheckpointError(f"a checkpoint is UTF-8 text: {e}") from e
+    if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"a checkpoint is at most {MAX_CHECKPOINT_BYTES} bytes")
     return note
 

@@ -10,6 +10,7 @@ PKCS#8 PEM (optionally passphrase-encrypted) in files of mode 0600; public keys 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,45 @@ SIGNATURE_SIZE = 64
 
 _ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 
+# Edwards25519 (RFC 8032 section 5.1), for the public-key check below.
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, _P - 2, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _edwards_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    return ((x1 * y2 + x2 * y1) * pow(1 + t, _P - 2, _P) % _P, (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P)
+
+
+@functools.lru_cache(maxsize=4096)
+def _point_problem(raw: bytes) -> str | None:
+    """Why ``raw`` must not be accepted as a public key, or None. A key of small order (the identity, or a
+    point of order 2, 4 or 8) verifies a signature anyone can make (R = identity, S = 0) on any message, so
+    such a key could "sign" for nobody in particular and disown what it signed; a non-canonical or
+    off-curve encoding is refused too. Checked by decoding the point and multiplying it by the cofactor 8."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return "a non-canonical encoding"
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if (v * x * x - u) % _P != 0:
+        x = x * _SQRT_M1 % _P
+        if (v * x * x - u) % _P != 0:
+            return "not a point on the curve"
+    if x == 0 and sign:
+        return "a non-canonical encoding"
+    if x & 1 != sign:
+        x = _P - x
+    q = (x, y)
+    for _ in range(3):
+        q = _edwards_add(q, q)
+    if q == (0, 1):
+        return "a point of small order (it would verify forged signatures)"
+    return None
+
 Passphrase = bytes | str | None
 
 
@@ -39,6 +79,9 @@ class PublicKey:
     def __post_init__(self) -> None:
         if not isinstance(self.raw, bytes) or len(self.raw) != PUBLIC_KEY_SIZE:
             raise FormatError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} raw bytes")
+        problem = _point_problem(self.raw)
+        if problem is not None:
+            raise FormatError(f"not a usable Ed25519 public key: {problem}")
 
     @property
     def key_id(self) -> str:

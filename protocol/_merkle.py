@@ -156,8 +156,8 @@ def root_from_inclusion_proof(leaf_hash: bytes, index: int, tree_size: int, proo
     """
     _check_size(tree_size)
     _check_hash(leaf_hash, "leaf hash")
-    if not isinstance(index, int) or not 0 <= index < tree_size:
-        raise ProofError(f"leaf index {index} is outside a tree of size {tree_size}")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < tree_size:
+        raise ProofError(f"leaf index {index!r:.40} is outside a tree of size {tree_size}")
     fn, sn, r = index, tree_size - 1, leaf_hash
     for p in proof:
         _check_hash(p, "proof element")

@@ -54,6 +54,13 @@ class TrustedKey:
     name: str | None = None
     revoked: bool = False
 
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            try:
+                self.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise TrustStoreError("a key's name must be UTF-8 text (it holds a lone surrogate)") from None
+
     @property
     def key_id(self) -> str:
         return self.public_key.key_id
@@ -143,6 +150,8 @@ class TrustStore:
             document = json.loads(data, object_pairs_hook=_unique_fields, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
             raise TrustStoreError(f"trust store is not valid JSON: {e}") from e
+        except RecursionError:
+            raise TrustStoreError("trust store is not valid JSON: nested too deeply") from None
         if not isinstance(document, dict) or set(document) != {"format", "keys"}:
             raise TrustStoreError('a trust store is an object with exactly the fields "format" and "keys"')
         if document["format"] != FORMAT:

@@ -204,3 +204,32 @@ def test_bad_key_files(tmp_path: Path) -> None:
     PrivateKey.generate().save(private)
     with pytest.raises(KeyFileError):
         PublicKey.load(private)
+
+
+# The eight points of small order (the torsion subgroup of edwards25519). Each verifies the signature
+# (R = identity, S = 0) on every message, so none may be a key.
+SMALL_ORDER = (
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+)
+
+
+@pytest.mark.parametrize("raw", SMALL_ORDER)
+def test_small_order_public_keys_are_refused(raw: str) -> None:
+    with pytest.raises(FormatError, match="small order"):
+        PublicKey(bytes.fromhex(raw))
+
+
+def test_non_canonical_and_off_curve_public_keys_are_refused() -> None:
+    with pytest.raises(FormatError, match="non-canonical"):
+        PublicKey(b"\xff" * 31 + b"\x7f")  # y >= p
+    with pytest.raises(FormatError, match="not a point on the curve"):
+        PublicKey(bytes.fromhex("02" + "00" * 31))
+    for seed in range(64):  # every real key passes
+        PublicKey(PrivateKey.from_seed(bytes([seed]) * 32).public_key.raw)

@@ -1,0 +1,2 @@
+
+ğŠ¦action¦revoke«description §licence ¯manifest_sha256Ä <ÛĞ[DÌ°ê²Y‚‘à¿—¬ê;­ö›s5ÁÚTÚ6¤name¬corpus-other¦reason©withdrawn¬release_date ©signed_atÎeSÔà­vendor_key_idÙ@43f31da90603c9ff290dfb6d1bd17851a448f4f43ef6d6311d928321e9bc5bc9§version@G®ª¼3åãL>!¯Å.XLÈé ~‚ë.Ã’òtF(Ràê.¹uƒª±gxóå^gË IÁ’qc`ÙšLùØM Šy‡ês+}Î9£ôÂ÷*ª(Ğo¶aÖ§£l}

@@ -1,0 +1,3 @@
+
+Š¦action¨register«description³a corpus base model§licenceªapache-2.0¯manifest_sha256Ä 2×wâÄÁ°ûæb,hb”*Œ¨‘Üîc‡©sï¤name«corpus-base¦reason ¬release_dateª2023-11-01©signed_atÎeSÔà­vendor_key_idÙ@43f31da90603c9ff290dfb6d1bd17851a448f4f43ef6d6311d928321e9bc5bc9§version@HÇš–mçß‹¼õÊƒæ¿Æ¾S>ûíï}J5!Æ2´AÕ#–L¦_Ç\™ƒ-ÅFé¤KUÿç›ëÔ²
+±	 Šy‡ês+}Î9£ôÂ÷*ª(Ðo¶aÖ§£l}
