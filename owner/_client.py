@@ -16,6 +16,7 @@ never send a weight tensor or any piece of one: the privacy test records every b
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -188,8 +189,9 @@ def submit(
     sleep: Callable[[float], None] = time.sleep,
 ) -> SubmitResult:
     """Run one whole exchange over ``channel`` and return the checked receipt. A submission cut off by the
-    network or a verifier restart (UNAVAILABLE) or racing another copy of itself (ABORTED) is sent again as
-    it was, up to ``retries`` times with doubling waits; the verifier answers it at most once."""
+    network or a verifier restart (UNAVAILABLE), racing another copy of itself (ABORTED) or refused because
+    the verifier is busy or the key over its rate (RESOURCE_EXHAUSTED saying so) is sent again as it was, up
+    to ``retries`` times with doubling waits (or the wait the verifier names); it is answered at most once."""
     stub = pawprint_pb2_grpc.VerifierStub(channel)
     challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s)
     fp = fingerprint(
@@ -215,9 +217,16 @@ def submit(
             break
         except grpc.RpcError as e:
             code = e.code() if callable(getattr(e, "code", None)) else None
-            if code not in RETRYABLE or attempt == retries:
+            details = (e.details() if callable(getattr(e, "details", None)) else None) or ""
+            # Busy (too many calls at once) or over a rate limit is transient; a size limit is not.
+            busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED and ("Concurrent RPC limit" in details
+                                                                   or "retry in" in details)
+            if (code not in RETRYABLE and not busy) or attempt == retries:
                 raise _rpc_error("submission", e) from e
             wait = retry_wait_s * 2**attempt
+            hinted = re.search(r"retry in ([0-9.]+) s", details)
+            if hinted:
+                wait = max(wait, float(hinted.group(1)))
             log.warning("submission: the verifier answered %s; sending the same signed submission again in "
                         "%.1f s (attempt %d of %d)", code.name if code else "?", wait, attempt + 2, retries + 1)
             sleep(wait)

@@ -589,7 +589,8 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         client_roles=ClientRoles.load(args.client_roles) if args.client_roles else None,
         rate_limits=rates, drain_grace_s=args.drain_grace, max_concurrent_rpcs=args.max_concurrent_rpcs,
         max_workers=args.max_workers, stream_timeout_s=args.stream_timeout, screen_k=args.screen_k,
-        screen_floor=args.screen_floor,
+        screen_floor=args.screen_floor, stream_idle_timeout_s=args.stream_idle_timeout,
+        **({"max_concurrent_compares": args.max_concurrent_compares} if args.max_concurrent_compares else {}),
     )
     try:
         running = start(VerifierService(key, trust, registry, config))
@@ -863,6 +864,10 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     srv.add_argument("--max-workers", type=int, default=16, metavar="N", help="worker threads")
     srv.add_argument("--stream-timeout", type=float, default=900.0, metavar="S",
                      help="a submission or publish stream is cut off after S seconds")
+    srv.add_argument("--stream-idle-timeout", type=float, default=60.0, metavar="S",
+                     help="a stream silent for S seconds (before its first message too) is cut off")
+    srv.add_argument("--max-concurrent-compares", type=int, default=None, metavar="N",
+                     help="comparisons and pictures computed at once (default: the number of CPUs)")
     srv.add_argument("--screen-k", type=int, default=16, metavar="K",
                      help="above K bases, compare exactly only the K best by sketch (and any reaching the floor); "
                           "0 compares every base")

@@ -217,6 +217,13 @@ def _checked_output(y: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ random projection
+@functools.lru_cache(maxsize=8)
+def _projection_block(seed: int, k: int, term: int) -> np.ndarray:
+    g = _rng(_TAG_PROJECTION, seed, k, term).standard_normal((ENCODER_DIM, k * k))
+    g.setflags(write=False)
+    return g
+
+
 @dataclass(frozen=True)
 class RandomProjectionEncoder:
     """Training-free: ``y = G u``, ``G`` standard Gaussian (``512 x #terms k^2``), ``u`` the unit concatenation of
@@ -252,15 +259,15 @@ class RandomProjectionEncoder:
         return _checked_output(self.project(u))
 
     def project(self, u: np.ndarray) -> np.ndarray:
-        """Unit sketches ``(..., #terms, k, k)`` -> float64 ``(..., 512)`` (no rounding). ``G`` is drawn block by
-        block, one ``512 x k^2`` block per term, so it is never held whole."""
+        """Unit sketches ``(..., #terms, k, k)`` -> float64 ``(..., 512)`` (no rounding). ``G`` is one
+        ``512 x k^2`` block per term, drawn once per process and kept (16 MiB each at k = 64): drawing it
+        was most of a submission's time in the verifier (benchmarks/load.py)."""
         lead, n_terms = u.shape[:-3], u.shape[-3]
         kk = self.k * self.k
         flat = u.reshape(-1, n_terms, kk)
         y = np.zeros((flat.shape[0], ENCODER_DIM))
         for t in range(n_terms):
-            g = _rng(_TAG_PROJECTION, self.projection_seed, self.k, t).standard_normal((ENCODER_DIM, kk))
-            y += flat[:, t] @ g.T
+            y += flat[:, t] @ _projection_block(self.projection_seed, self.k, t).T
         return (y / math.sqrt(n_terms)).reshape(*lead, ENCODER_DIM)
 
 

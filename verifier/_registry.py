@@ -328,6 +328,7 @@ class Registry:
         self.cache_bases = cache_bases
         self.screen = ScreenIndex(SKETCH_SPEC)
         self._indexed: set[int] = set()
+        self._probe_sets: tuple[int, tuple[ProbeSpec, ...]] | None = None
         self._entries: dict[int, BaseEntry] = {}
         db_path = self.data_dir / DB_NAME
         if not create and not db_path.is_file():
@@ -663,13 +664,21 @@ class Registry:
         return RegistryState(size=cp.size, root=cp.root)
 
     def probe_sets(self) -> tuple[ProbeSpec, ...]:
-        """The probe sets of every unrevoked base's groups, first registered first, each once."""
+        """The probe sets of every unrevoked base's groups, first registered first, each once (worked out
+        once per log size: every challenge asks)."""
+        with self._lock:
+            size = self.log.latest()[0]
+            if self._probe_sets is not None and self._probe_sets[0] == size:
+                return self._probe_sets[1]
         seen: dict[str, ProbeSpec] = {}
-        for entry in self.bases():
+        for entry in self.bases(tree_size=size):
             manifest = Manifest.decode(entry.manifest, BUNDLE_LIMITS)
             for g in manifest.groups:
                 seen.setdefault(g.probe_set.id, g.probe_set)
-        return tuple(seen.values())
+        found = tuple(seen.values())
+        with self._lock:
+            self._probe_sets = (size, found)
+        return found
 
     def log_snapshot(self, *, terms: bool = True) -> LogSnapshot:
         """The latest checkpoint and every unrevoked base in it, read together, so that a receipt names

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
 import threading
 import time
@@ -50,6 +51,7 @@ from owner._fingerprint import invariants_from_group
 from protocol import (
     OFFLINE_MANIFEST_KIND,
     ONLINE_MANIFEST_KIND,
+    PUBLIC_KEY_SIZE,
     REGISTER,
     REVOKE,
     Bundle,
@@ -93,6 +95,7 @@ from verifier.errors import (
     InvalidSubmission,
     NonceUsed,
     OutOfRange,
+    Unauthenticated,
     Unavailable,
     VerifierError,
 )
@@ -136,6 +139,8 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     challenge_ttl_s: int = 900
     stream_timeout_s: float = 900.0
+    stream_idle_timeout_s: float = 60.0  # the longest silence a stream may keep, its first message included
+    max_concurrent_compares: int = max(1, os.cpu_count() or 1)  # comparisons and pictures at once (CPU-bound)
     max_workers: int = 16
     max_concurrent_rpcs: int = 64
     layers: str = "last2"
@@ -167,6 +172,8 @@ class ServerConfig:
             raise ConfigError("client roles need mutual TLS (--client-ca)")
         if self.drain_grace_s < 0:
             raise ConfigError("the drain grace period cannot be negative")
+        if self.stream_idle_timeout_s <= 0 or self.stream_timeout_s <= 0 or self.max_concurrent_compares < 1:
+            raise ConfigError("stream timeouts and the compare limit must be positive")
         if self.screen_k < 0 or not -1.0 <= self.screen_floor <= 1.0:
             raise ConfigError("--screen-k must be >= 0 and --screen-floor an ICS in [-1, 1]")
         room = self.max_message_bytes - _MESSAGE_OVERHEAD
@@ -271,7 +278,11 @@ class VerifierService:
             log.info("start-up: %d challenges issued before the restart are honoured again", restored)
         self.limiter = RateLimiter(config.rate_limits, clock) if config.rate_limits is not None else None
         self._base_pictures: dict[tuple[bytes, str], Picture | None] = {}
+        self._picture_locks: dict[tuple[bytes, str], threading.Lock] = {}
         self._pictures_lock = threading.Lock()
+        # Comparing and drawing are CPU-bound: more at once than cores only slows everything, the cheap calls
+        # (challenges, reads) included.
+        self._computing = threading.BoundedSemaphore(config.max_concurrent_compares)
 
     def charge(self, identity: str, *, nbytes: int = 0) -> None:
         """One request (and ``nbytes``) against ``identity``'s rate limits, if any are configured."""
@@ -335,7 +346,8 @@ class VerifierService:
         terms = receiver.finish()
         self.challenges.redeem(checked.nonce)  # atomic: a racing stream with the same nonce fails here
         try:
-            signed = self._answer(header, checked.nonce, manifest, terms)
+            with self._computing:
+                signed = self._answer(header, checked.nonce, manifest, terms)
         except BaseException:
             self.challenges.release(checked.nonce)  # nothing recorded: the same stream may be sent again
             raise
@@ -382,17 +394,24 @@ class VerifierService:
             return None
 
     def _base_picture(self, bases: list[BaseModel], match: Match) -> Picture | None:
-        """The matched base's picture (the group compared), computed once per base entry and probe set."""
+        """The matched base's picture (the group compared), computed once per base entry and probe set (a
+        second submission asking for it meanwhile waits for the first rather than computing it again)."""
         key = (match.entry, match.probe_set_id)
         with self._pictures_lock:
             if key in self._base_pictures:
                 return self._base_pictures[key]
-        base = next((b for b in bases if b.entry == match.entry), None)
-        group = next((g for g in base.invariants if g.probes.id == match.probe_set_id), None) if base else None
-        picture = self._picture(group) if group is not None else None
-        with self._pictures_lock:
-            self._base_pictures[key] = picture
-        return picture
+            lock = self._picture_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._pictures_lock:
+                if key in self._base_pictures:
+                    return self._base_pictures[key]
+            base = next((b for b in bases if b.entry == match.entry), None)
+            group = next((g for g in base.invariants if g.probes.id == match.probe_set_id), None) if base else None
+            picture = self._picture(group) if group is not None else None
+            with self._pictures_lock:
+                self._base_pictures[key] = picture
+                self._picture_locks.pop(key, None)
+            return picture
 
 
 class RegistryService:
@@ -495,10 +514,13 @@ def _to_pb(signed: SignedMessage) -> pawprint_pb2.SignedPayload:
 
 
 def _from_pb(message: pawprint_pb2.SignedPayload) -> SignedMessage:
+    raw = bytes(message.public_key)
+    if len(raw) != PUBLIC_KEY_SIZE:
+        raise InvalidSubmission(f"the signer's public key is not {PUBLIC_KEY_SIZE} raw bytes")
     try:
-        key = PublicKey(bytes(message.public_key))
-    except ProtocolError as e:
-        raise InvalidSubmission("the signer's public key is not 32 raw bytes") from e
+        key = PublicKey(raw)
+    except ProtocolError as e:  # not a usable point: as opaque as any other signature failure
+        raise Unauthenticated("signature verification failed") from e
     return SignedMessage(bytes(message.payload), bytes(message.signature), key)
 
 
@@ -522,16 +544,71 @@ def _chunks(requests: Iterator[Any], after: str) -> Iterator[Chunk]:
         yield Chunk(request.chunk.tensor_index, request.chunk.offset, bytes(request.chunk.data))
 
 
-def _with_stream_deadline(context: grpc.ServicerContext, seconds: float, what: str, fn: Callable[[], Any]) -> Any:
-    """Run a client-streaming handler; a stalled client must not hold a worker thread for ever, so the RPC
-    is cancelled at the stream deadline."""
-    watchdog = threading.Timer(seconds, context.cancel)
-    watchdog.daemon = True
-    watchdog.start()
+class _StreamWatch:
+    """One thread watching every client stream: a stream is cancelled when it has taken longer than its
+    deadline to arrive, or been silent longer than its idle limit (before its first message too), so a
+    stalled or silent client cannot hold a worker thread. Watching stops once the stream has been read to
+    its end: the verifier's own computing is bounded by the client's deadline, not by these."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: dict[int, list[Any]] = {}  # id -> [context, deadline, idle_s, last activity]
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, context: grpc.ServicerContext, total_s: float, idle_s: float) -> int:
+        now = time.monotonic()
+        with self._lock:
+            self._next += 1
+            self._streams[self._next] = [context, now + total_s, idle_s, now]
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pawprint-stream-watch", daemon=True)
+                self._thread.start()
+            return self._next
+
+    def touch(self, token: int) -> None:
+        with self._lock:
+            if token in self._streams:
+                self._streams[token][3] = time.monotonic()
+
+    def forget(self, token: int) -> None:
+        with self._lock:
+            self._streams.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.1)
+            now = time.monotonic()
+            with self._lock:
+                late = [t for t, (_, deadline, idle, last) in self._streams.items()
+                        if now > deadline or now - last > idle]
+                contexts = [self._streams.pop(t)[0] for t in late]
+                if not self._streams and not contexts:
+                    self._thread = None
+                    return
+            for context in contexts:
+                log.info("a client stream stalled or ran past its deadline: cancelled")
+                context.cancel()
+
+
+_WATCH = _StreamWatch()
+
+
+def _watched(requests: Iterator[Any], token: int) -> Iterator[Any]:
+    for request in requests:
+        _WATCH.touch(token)
+        yield request
+    _WATCH.forget(token)  # read to its end: the rest is the verifier's own work
+
+
+def _client_stream(context: grpc.ServicerContext, config: ServerConfig, what: str,
+                   fn: Callable[[Iterator[Any]], Any], requests: Iterator[Any]) -> Any:
+    """Run a client-streaming handler over ``requests`` under the stream deadline and idle limit."""
+    token = _WATCH.watch(context, config.stream_timeout_s, config.stream_idle_timeout_s)
     try:
-        return _run(context, what, fn)
+        return _run(context, what, lambda: fn(_watched(requests, token)))
     finally:
-        watchdog.cancel()
+        _WATCH.forget(token)
 
 
 class _Servicer(pawprint_pb2_grpc.VerifierServicer):
@@ -542,10 +619,8 @@ class _Servicer(pawprint_pb2_grpc.VerifierServicer):
         return self._run(context, "challenge", lambda: _to_pb(self._service.challenge(self._caller(context))))
 
     def Submit(self, request_iterator: Iterator[pawprint_pb2.SubmitRequest], context: grpc.ServicerContext) -> Any:
-        return _with_stream_deadline(
-            context, self._service.config.stream_timeout_s, "submit",
-            lambda: self._submit(request_iterator, self._caller(context)),
-        )
+        return _client_stream(context, self._service.config, "submit",
+                              lambda requests: self._submit(requests, self._caller(context)), request_iterator)
 
     def _caller(self, context: grpc.ServicerContext) -> Caller:
         return caller_of(context, self._service.config.client_roles)
@@ -590,10 +665,8 @@ class _RegistryServicer(pawprint_pb2_grpc.RegistryServicer):
         self._service = service
 
     def Publish(self, request_iterator: Iterator[pawprint_pb2.PublishRequest], context: grpc.ServicerContext) -> Any:
-        return _with_stream_deadline(
-            context, self._service.config.stream_timeout_s, "publish",
-            lambda: self._publish(request_iterator, self._caller(context)),
-        )
+        return _client_stream(context, self._service.config, "publish",
+                              lambda requests: self._publish(requests, self._caller(context)), request_iterator)
 
     def _caller(self, context: grpc.ServicerContext) -> Caller:
         return caller_of(context, self._service.config.client_roles)

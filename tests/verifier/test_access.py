@@ -474,3 +474,44 @@ def test_start_up_removes_abandoned_temp_files_but_not_one_being_written(tmp_pat
         assert not abandoned.exists() and live.exists()
     Registry(tmp_path / "data").close()  # the writer is gone
     assert not live.exists()
+
+
+# -------------------------------------------------------------------------------------------- streams
+def test_the_stream_limits_bound_the_client_not_the_verifiers_own_work(
+    tmp_path: Path, keys: Keys, base_bundle: Bundle, derived_fingerprint: Fingerprint,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A silent stream is cut off at the idle limit, long before the stream deadline; a stream read to its
+    end is not cancelled however long the comparison then takes (it was, and the receipt was stored for a
+    client that had been told CANCELLED)."""
+    registry = Registry(tmp_path / "data")
+    registry.add_base("llama-base", base_bundle, keys.trust())
+    config = ServerConfig(insecure_loopback=True, stream_timeout_s=1.0, stream_idle_timeout_s=0.5)
+    service = VerifierService(keys.verifier, keys.trust(), registry, config, clock=FakeClock())
+    answer = service._answer
+
+    def slow_answer(*args: Any) -> Any:
+        time.sleep(1.5)  # past the stream deadline, after the stream has been read
+        return answer(*args)
+
+    monkeypatch.setattr(service, "_answer", slow_answer)
+    running = start(service)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pawprint_pb2_grpc.VerifierStub(ch)
+            silent = threading.Event()
+
+            def nothing() -> Iterator[Any]:
+                silent.wait(20)
+                yield from ()
+
+            began = time.monotonic()
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Submit(nothing(), timeout=20)
+            silent.set()
+            assert e.value.code() == Code.CANCELLED and time.monotonic() - began < 5
+            assert submit(ch, keys, derived_fingerprint) == Code.OK
+        assert registry.counts()["submissions"] == 1
+    finally:
+        running.server.stop(None)
+        registry.close()
