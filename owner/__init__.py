@@ -3,17 +3,28 @@
 Pipeline: ``open_model`` finds the config, tensor files (safetensors, PyTorch .bin, ONNX) and tokenizer and picks
 the architecture adapter from ``config.json``; ``compute_invariants`` maps the probe tokens (by string) to the
 model's ids, reads the probe rows and the selected layers lazily, and forms the ``n x n`` terms; ``compare``
-reports ICS per term and layer. It must never send or store a raw weight tensor: only terms and digests leave.
+reports ICS per term and layer; ``write_invariants`` writes the terms to a file as they are computed. It must
+never send or store a raw weight tensor: only terms and digests leave.
+
+Importing ``owner`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already sets it: OpenMP threads that
+spin at barriers stall LAPACK's ``eigh`` (the whitening) for seconds whenever another process holds a core
+(docs/results/perf.md, section 2); sleeping threads cost about 0.3 s per ``eigh`` at d = 2048 on an idle machine
+and nothing else measurable. The OpenMP runtime reads the variable when torch loads it, so this only takes effect
+if ``owner`` is imported before torch; a program that imports torch first should set it itself.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before the imports below, which load torch
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from owner._adapters import METHODS, SUPPORTED_FAMILIES, ArchInfo, Method
-from owner._agent import Progress, compute_invariants, probe_set_for
+from owner._agent import Progress, WrittenInvariants, compute_invariants, probe_set_for, write_invariants
 from owner._fingerprint import build_bundle, bundle_invariants, is_bundle_file, load_bundle
 from owner._invariants import TERMS, Comparison, IncomparableError, InvariantSet, TermScore, compare
 from owner._invfile import is_invariants_file, load_invariants, save_invariants
@@ -122,6 +133,7 @@ __all__ = [
     "TermScore",
     "TokenizerError",
     "UnsupportedModelError",
+    "WrittenInvariants",
     "build_bundle",
     "build_probe_set",
     "bundle_invariants",
@@ -138,4 +150,5 @@ __all__ = [
     "open_model",
     "probe_set_for",
     "save_invariants",
+    "write_invariants",
 ]

@@ -1,21 +1,26 @@
 """The owner agent's pipeline: open a model, map the probe tokens, compute the invariant terms layer by layer.
 
-Each layer's tensors are read, converted to fp32, used and dropped before the next layer, so peak memory is about
-one layer plus the probe rows and the terms, whatever the checkpoint's size. While a layer is computed, the
-kernel is asked to read the next one ahead (``prefetch``); what does not depend on the layer (the whitened probe
-rows) is computed once; the terms are kept as the fp32 arrays they were computed in, never copied.
+Each layer's tensors are read in their stored dtype, used (converted to fp32 a matrix or an FFN block at a time)
+and dropped before the next layer, so peak memory is about one stored layer plus the probe rows and the terms,
+whatever the checkpoint's size. While a layer is computed, the kernel is asked to read the next one ahead
+(``prefetch``); what does not depend on the layer (the whitened probe rows) is computed once. ``compute_invariants``
+keeps the terms (as the fp32 arrays they were computed in, never copied); ``write_invariants`` writes each to the
+invariants file as soon as it exists and keeps none, which is what a command line that only writes the file needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from owner._adapters import ArchInfo, Method
-from owner._invariants import METHOD_IDS, InvariantSet, layer_terms, resolve_layers, whiten
+from owner._invariants import METHOD_IDS, InvariantSet, iter_layer_terms, resolve_layers, whiten
+from owner._invfile import InvariantsWriter, invariants_metadata
 from owner._model import OpenedModel, open_model
 from owner._probes import ProbeSet, build_probe_set, load_vocabulary, map_probes
 from owner._source import prefetch
@@ -36,14 +41,25 @@ def whitened_rows(x: torch.Tensor, info: ArchInfo, method: Method) -> torch.Tens
     return whiten(x - x.mean(dim=1, keepdim=True) if info.norm == "layer" else x)
 
 
-def compute_invariants(
-    model: OpenedModel | Path | str,
-    probes: ProbeSet | None = None,
-    layers: str | Sequence[int] | None = None,
-    method: Method = "pawprint",
-    progress: Progress | None = None,
-) -> InvariantSet:
-    """Invariant terms of ``model`` on ``probes`` (default: built from its vocabulary) for ``layers``."""
+@dataclass(frozen=True)
+class _Plan:
+    """What is fixed before any weight is read: the model, the probe tokens it has, the layers."""
+
+    model: OpenedModel
+    method: Method
+    probes: ProbeSet
+    present: tuple[bool, ...]
+    ids: list[int]
+    layers: tuple[int, ...]
+
+    @property
+    def shape_facts(self) -> dict[str, Any]:
+        return {"format": self.model.format, **self.model.adapter.info.as_dict()}
+
+
+def _plan(
+    model: OpenedModel | Path | str, probes: ProbeSet | None, layers: str | Sequence[int] | None, method: Method,
+) -> _Plan:
     if method not in METHOD_IDS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHOD_IDS)}")
     m = model if isinstance(model, OpenedModel) else open_model(model)
@@ -59,28 +75,89 @@ def compute_invariants(
             f"{m.root}: the tokenizer maps probe tokens to ids beyond the embedding's "
             f"{m.source.meta(m.adapter.embedding_name()).shape[0]} rows (tokenizer and weights do not match)"
         )
-    chosen = resolve_layers(layers, info.n_layers)
+    return _Plan(m, method, probes, tuple(i is not None for i in mapping.ids), ids,
+                 resolve_layers(layers, info.n_layers))
+
+
+def _terms(plan: _Plan, progress: Progress | None) -> Iterator[tuple[int, str, torch.Tensor]]:
+    """Every ``(layer, term name, term)`` of the plan, each as soon as it is computed."""
+    m, method, chosen = plan.model, plan.method, plan.layers
+    info = m.adapter.info
     with torch.inference_mode():
-        x = m.adapter.embedding_rows(ids)
+        x = m.adapter.embedding_rows(plan.ids)
         rows = whitened_rows(x, info, method)
-        terms: dict[tuple[int, str], np.ndarray] = {}
         for k, layer in enumerate(chosen):
             if progress:
                 progress(f"layer {layer}", k, len(chosen))
-            lw = m.adapter.layer(layer, method)
+            lw = m.adapter.layer(layer, method, stored=True)
             if k + 1 < len(chosen):
                 prefetch(m.source, m.adapter.layer_tensor_names(chosen[k + 1]))
-            for name, t in layer_terms(x, lw, info, method, whiten_rows=rows).items():
-                terms[(layer, name)] = np.asarray(t.numpy(), dtype=np.float32)  # no copy: t is fp32 already
-            del lw
+            layer_terms = iter_layer_terms(x, lw, info, method, whiten_rows=rows)
+            del lw  # the generator holds the only reference, and drops it once the FFN is done
+            for name, t in layer_terms:
+                yield layer, name, t
+                del t  # before the next term is computed: a consumer that drops it holds one at a time
         if progress:
             progress("done", len(chosen), len(chosen))
+
+
+def compute_invariants(
+    model: OpenedModel | Path | str,
+    probes: ProbeSet | None = None,
+    layers: str | Sequence[int] | None = None,
+    method: Method = "pawprint",
+    progress: Progress | None = None,
+) -> InvariantSet:
+    """Invariant terms of ``model`` on ``probes`` (default: built from its vocabulary) for ``layers``."""
+    plan = _plan(model, probes, layers, method)
+    terms: dict[tuple[int, str], np.ndarray] = {}
+    for layer, name, t in _terms(plan, progress):
+        terms[(layer, name)] = np.asarray(t.numpy(), dtype=np.float32)  # no copy: t is fp32 already
     return InvariantSet(
         method=method,
         method_id=METHOD_IDS[method],
-        probes=probes,
-        present=tuple(i is not None for i in mapping.ids),
-        layers=chosen,
-        model={"format": m.format, **info.as_dict()},
+        probes=plan.probes,
+        present=plan.present,
+        layers=plan.layers,
+        model=plan.shape_facts,
         terms=terms,
     )
+
+
+@dataclass(frozen=True)
+class WrittenInvariants:
+    """What ``write_invariants`` wrote: an ``InvariantSet``'s description without its terms (they are in
+    ``path``; ``load_invariants(path)`` reads them)."""
+
+    path: Path
+    method: str
+    method_id: str
+    probes: ProbeSet
+    present: tuple[bool, ...]
+    layers: tuple[int, ...]
+    model: dict[str, Any]
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return self.probes.tokens
+
+
+def write_invariants(
+    model: OpenedModel | Path | str,
+    path: Path | str,
+    probes: ProbeSet | None = None,
+    layers: str | Sequence[int] | None = None,
+    method: Method = "pawprint",
+    progress: Progress | None = None,
+) -> WrittenInvariants:
+    """``save_invariants(compute_invariants(...), path)`` without holding the terms: each is written to the file
+    as soon as it is computed (same file, byte for byte). Atomic: on any error no file appears under ``path``."""
+    plan = _plan(model, probes, layers, method)
+    out = WrittenInvariants(Path(path), method, METHOD_IDS[method], plan.probes, plan.present, plan.layers,
+                            plan.shape_facts)
+    meta = invariants_metadata(out.method, out.method_id, out.probes, out.present, out.layers, out.model)
+    with InvariantsWriter(out.path, meta) as f:
+        for layer, name, t in _terms(plan, progress):
+            f.write(layer, name, t.numpy())
+            del t
+    return out

@@ -24,12 +24,20 @@ itself invariant to every FFN-internal transform.
 ``huref-2024`` reproduces the published form for comparison: no norm folding, no centring, gated FFN term
 ``X (Wgate^T * Wup^T) Wdown^T X^T`` and fused QKV split in thirds (as the reference code does).
 With grouped-query attention the query heads of a group are summed before multiplying by the group's key
-(and the output heads of a group before the value), which equals repeating the KV heads, exactly.
+(and the output heads of a group before the value), which equals repeating the KV heads, exactly; the sums are
+taken in the weights (``Wq`` rows, ``Wo`` columns), where they cost ``Hkv/Hq`` of summing the products.
+
+How the terms are computed (none of it changes what they are, only rounding): weights arrive in their stored
+dtype and are converted to fp32 one matrix (attention) or one block of ``FFN_BLOCK`` hidden units (FFN) at a
+time, the attention's norm gain folded into them; the FFN's output is accumulated block by block; the whitening matrix
+is formed in fp64 and applied in fp32; each term is handed on as soon as it exists (``iter_layer_terms``).
+``tests/owner/test_terms_arithmetic.py`` checks this against the straightforward formulas above for every
+family and both methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,22 +81,40 @@ def resolve_layers(spec: str | Sequence[int] | None, n_layers: int) -> tuple[int
 
 
 WHITEN_RIDGE = 1e-3
+# The FFN is accumulated over blocks of this many hidden units: its ``n x h`` intermediates never exist whole, and
+# each block's weights are converted to fp32 just before use.
+FFN_BLOCK = 1024
+
+
+def whiten_matrix(z: torch.Tensor, ridge: float = WHITEN_RIDGE) -> torch.Tensor | None:
+    """``(z^T z + ridge * mean_eig * I)^{-1/2}`` in fp64 (``None`` when ``z`` is zero).
+
+    ``eigh`` runs on the default threads. On a machine whose cores are busy with other work, OpenMP threads that
+    spin at LAPACK's barriers stall it for seconds; ``owner`` sets ``OMP_WAIT_POLICY=PASSIVE`` when it is imported
+    before torch (see ``owner/__init__.py``).
+    """
+    g = (z.T @ z).to(torch.float64)
+    w, v = torch.linalg.eigh(g)
+    del g
+    w = w.clamp(min=0.0)
+    mean = float(w.mean())
+    if mean <= 0.0:
+        return None
+    return (v * (w + ridge * mean).rsqrt()) @ v.T
 
 
 def whiten(z: torch.Tensor, ridge: float = WHITEN_RIDGE) -> torch.Tensor:
     """``z (z^T z + ridge * mean_eig * I)^{-1/2}``: the rows of ``z`` with their spectrum flattened (fp32 out).
 
     Equivariant: ``whiten(z R) = whiten(z) R`` for orthogonal ``R``, and scale-free. The ridge keeps directions
-    the rows barely use (numerical noise, quantisation) from being blown up.
+    the rows barely use (numerical noise, quantisation) from being blown up. The matrix is formed in fp64 and
+    applied in fp32: its eigenvalues lie within a factor ``(1 + 1/ridge)^{1/2}`` (about 32) of each other, which
+    fp32 carries to ~1e-6 relative, and the ``n x d x d`` product then runs at fp32 speed.
     """
-    g = (z.T @ z).to(torch.float64)
-    w, v = torch.linalg.eigh(g)
-    w = w.clamp(min=0.0)
-    mean = float(w.mean())
-    if mean <= 0.0:
+    m = whiten_matrix(z, ridge)
+    if m is None:
         return z
-    f = (w + ridge * mean).rsqrt()
-    return (z.to(torch.float64) @ ((v * f) @ v.T)).to(torch.float32)
+    return z.to(torch.float32) @ m.to(torch.float32)
 
 
 def _group_sum(x: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
@@ -98,43 +124,106 @@ def _group_sum(x: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
     return x.reshape(n, n_kv, r, -1).sum(dim=2).reshape(n, -1)
 
 
-def layer_terms(
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float32)
+
+
+def _group_rows(wq: torch.Tensor, n_heads: int, n_kv: int, head_dim: int) -> torch.Tensor:
+    """``Wq (Hq*dh, d)`` with the query heads of each KV group summed -> ``(Hkv*dh, d)`` fp32: ``X Wq_g^T`` is
+    ``X Wq^T`` group-summed, exactly in real arithmetic, at ``Hkv/Hq`` of the cost."""
+    if n_heads == n_kv:
+        return _f32(wq)
+    return _f32(wq.reshape(n_kv, n_heads // n_kv, head_dim, -1)).sum(dim=1).reshape(n_kv * head_dim, -1)
+
+
+def _group_cols(wo: torch.Tensor, n_heads: int, n_kv: int, head_dim: int) -> torch.Tensor:
+    """``Wo (d, Hq*dh)`` with the columns of each KV group's query heads summed -> ``(d, Hkv*dh)`` fp32."""
+    if n_heads == n_kv:
+        return _f32(wo)
+    d = wo.shape[0]
+    return _f32(wo.reshape(d, n_kv, n_heads // n_kv, head_dim)).sum(dim=2).reshape(d, n_kv * head_dim)
+
+
+def _scaled(w: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    """``w`` in fp32 with its columns multiplied by ``g``: ``(X diag(g)) w^T = X (w diag(g))^T``, so a norm gain is
+    folded into a (block of a) weight matrix instead of into an ``n x d`` copy of the probe rows."""
+    return _f32(w) if g is None else w * g  # bf16 * fp32 promotes to fp32
+
+
+def _ffn_output(xf: torch.Tensor, w: LayerWeights, method: Method, block: int) -> torch.Tensor:
+    """The FFN's output on ``xf`` (``n x d``, without biases), accumulated over blocks of ``block`` hidden units:
+    each block's weights converted to fp32 as used, no ``n x h`` intermediate."""
+    f = torch.zeros((xf.shape[0], w.w_down.shape[0]), dtype=torch.float32)
+    h_units = w.w_up.shape[0]
+    for b in range(0, h_units, block):
+        s = slice(b, min(b + block, h_units))
+        up = _f32(w.w_up[s])
+        if w.w_gate is None:
+            h = xf @ up.T
+        elif method == "huref-2024":
+            h = xf @ (_f32(w.w_gate[s]) * up).T
+        else:
+            h = xf @ up.T
+            h.mul_(xf @ _f32(w.w_gate[s]).T)
+        del up
+        f.addmm_(h, _f32(w.w_down[:, s]).T)
+        del h
+    return f
+
+
+def iter_layer_terms(
     x: torch.Tensor, w: LayerWeights, info: ArchInfo, method: Method = "pawprint",
-    whiten_rows: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """The three ``n x n`` terms of one layer from the probe rows ``x`` (fp32, as they enter the stream).
+    whiten_rows: torch.Tensor | None = None, *, block: int = FFN_BLOCK,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The three ``n x n`` terms of one layer (in ``TERMS`` order), each yielded as soon as it is computed, from the
+    probe rows ``x`` (fp32, as they enter the stream) and the layer's weights in their stored dtype or fp32.
 
     ``whiten_rows``: ``W(Xc)`` if the caller computed it once for all layers (it does not depend on the layer).
+    A caller that writes each term and drops it never holds more than one; the layer's weights are converted to
+    fp32 a matrix (attention) or a block of ``block`` hidden units (FFN) at a time, and dropped before the FFN's
+    output is whitened (a caller that keeps no reference to ``w`` of its own gets that memory back there). The
+    attention's norm gain is folded into its weights, not into a copy of the rows; the FFN's is applied to the
+    rows as the formulas say, because the FFN's output is whitened next, which magnifies rounding in the
+    directions it uses least (folding it into the weights moved the FFN term by 1 - 4e-9 in cosine on the zoo).
     """
     x = x.to(torch.float32)
     norm: NormKind = info.norm
+    g1 = None
     if method == "huref-2024":
         xa = xf = xr = er = x
     else:
         xr = x - x.mean(dim=1, keepdim=True) if norm == "layer" else x
         er = whiten_rows if whiten_rows is not None else whiten(xr)
-        if norm == "post":
-            xa, xf = er, xr
-        else:
-            xa = er * w.g1 if w.g1 is not None else er
-            xf = xr * w.g2 if w.g2 is not None else xr
-    hq, hkv = info.n_heads, info.n_kv_heads
-    q = _group_sum(xa @ w.wq.T, hq, hkv)
-    k = xa @ w.wk.T
+        xa, xf = er, xr
+        if norm != "post":
+            g1 = None if w.g1 is None else _f32(w.g1)
+            xf = xr * _f32(w.g2) if w.g2 is not None else xr
+    hq, hkv, dh = info.n_heads, info.n_kv_heads, info.head_dim
+    q = xa @ _scaled(_group_rows(w.wq, hq, hkv, dh), g1).T
+    k = xa @ _scaled(w.wk, g1).T
     qk = q @ k.T
-    v = xa @ w.wv.T
-    o = _group_sum(er @ w.wo, hq, hkv)
+    del q, k
+    yield "attn_qk", qk
+    del qk
+    v = xa @ _scaled(w.wv, g1).T
+    o = er @ _group_cols(w.wo, hq, hkv, dh)
     vo = v @ o.T
-    if w.w_gate is not None:
-        if method == "huref-2024":
-            h = xf @ (w.w_gate.T * w.w_up.T)
-        else:
-            h = (xf @ w.w_gate.T) * (xf @ w.w_up.T)
-    else:
-        h = xf @ w.w_up.T
-    f = h @ w.w_down.T
-    ffn = (f if method == "huref-2024" else whiten(f)) @ er.T
-    return {"attn_qk": qk, "attn_vo": vo, "ffn": ffn}
+    del v, o, xa
+    yield "attn_vo", vo
+    del vo
+    f = _ffn_output(xf, w, method, block)
+    del xf, w
+    if method != "huref-2024":
+        f = whiten(f)
+    yield "ffn", f @ er.T
+
+
+def layer_terms(
+    x: torch.Tensor, w: LayerWeights, info: ArchInfo, method: Method = "pawprint",
+    whiten_rows: torch.Tensor | None = None, *, block: int = FFN_BLOCK,
+) -> dict[str, torch.Tensor]:
+    """``iter_layer_terms`` collected: the three ``n x n`` terms of one layer by name."""
+    return dict(iter_layer_terms(x, w, info, method, whiten_rows, block=block))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A ``TensorSource`` maps Hugging Face state-dict names to tensors without loading the checkpoint. Safetensors
 files are read tensor by tensor with ``pread`` at the byte ranges their headers give, converted to fp32 piece by
 piece (rows of the embedding are read in runs of nearby rows, never converting the whole matrix to fp32), and
-``prefetch`` lets the kernel read the next layer while this one is computed. PyTorch ``.bin`` files are loaded
+``prefetch`` lets the kernel read the next layer while this one is computed; ``read_weight`` gives a weight in its
+stored dtype, for callers that convert it a block at a time. PyTorch ``.bin`` files are loaded
 with ``weights_only=True`` and ``mmap=True``. Nothing here sends anything anywhere: a source is a local reader.
 """
 
@@ -267,6 +268,11 @@ class SafetensorsSource:
         self._pread(loc.file, out.numpy().data, loc.offset)
         return out.view(dtype).reshape(loc.entry.shape)
 
+    def stored_float(self, name: str) -> torch.Tensor:
+        """``stored``, for a tensor that must be a floating-point weight (else a ``CheckpointError``)."""
+        self._float_dtype(name, self._locate(name))
+        return self.stored(name)
+
     def rows(self, name: str, index: Sequence[int]) -> torch.Tensor:
         loc = self._locate(name)
         shape = loc.entry.shape
@@ -315,6 +321,15 @@ class SafetensorsSource:
 
     def __del__(self) -> None:
         self.close()
+
+
+def read_weight(source: TensorSource, name: str) -> torch.Tensor:
+    """A floating-point weight in the dtype it is stored in (bf16, fp16 or fp32), for callers that convert it to
+    fp32 a block at a time (``owner._invariants``): a bf16 layer then costs its stored size, not twice it in fp32.
+    Sources without a stored form (ONNX, whose initialisers may be quantised) give fp32."""
+    if isinstance(source, SafetensorsSource | TorchBinSource):
+        return source.stored_float(name)
+    return source.tensor(name)
 
 
 def prefetch(source: TensorSource, names: Sequence[str]) -> None:
@@ -371,6 +386,13 @@ class TorchBinSource:
     def tensor(self, name: str) -> torch.Tensor:
         t, f = self._get(name)
         return _check_float(name, t, f)
+
+    def stored_float(self, name: str) -> torch.Tensor:
+        """The tensor as stored (memory-mapped, no copy), checked to be a floating-point weight."""
+        t, f = self._get(name)
+        if not t.is_floating_point():
+            raise CheckpointError(f"{f}: tensor {name!r} has dtype {t.dtype}, expected a floating-point weight")
+        return t
 
     def rows(self, name: str, index: Sequence[int]) -> torch.Tensor:
         t, f = self._get(name)

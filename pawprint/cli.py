@@ -82,14 +82,14 @@ def _load_probe(path: str | None) -> Any:
 
 
 def _cmd_owner_invariants(args: argparse.Namespace) -> int:
-    from owner import compute_invariants, save_invariants
+    from owner import write_invariants
 
+    # Each term goes to the file as it is computed: the command holds at most one term (benchmarks/perf).
     with _progress_bar("invariants", not args.quiet) as progress:
-        inv = compute_invariants(
-            Path(args.model), probes=_load_probe(args.probe), layers=args.layers, method=args.method,
-            progress=progress,
+        inv = write_invariants(
+            Path(args.model), Path(args.output), probes=_load_probe(args.probe), layers=args.layers,
+            method=args.method, progress=progress,
         )
-    save_invariants(inv, Path(args.output))
     n = sum(inv.present)
     print(f"wrote {args.output}: {len(inv.layers)} layers x 3 terms of {n} x {n} "
           f"(probe set {inv.probes.name}, {n}/{len(inv.tokens)} tokens present, method {inv.method})")

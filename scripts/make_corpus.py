@@ -1113,18 +1113,13 @@ def _invariants(c: Corpus) -> None:
     c.bad("text.safetensors", k, b"this is not a safetensors file\n", "InvariantsFileError",
           "not an invariants file", "a text file")
     c.bad("i32-terms.safetensors", k, variant({n: a.view("<i4") for n, a in tensors.items()}), "InvariantsFileError",
-          "I32", "the terms' bytes relabelled as I32 integers (terms are float32)",
-          known_bug="owner/_invfile.py load_invariants does not check the terms' dtype: I32 terms are loaded")
+          "expected float32", "the terms' bytes relabelled as I32 integers (terms are float32)")
     c.bad("present-strings.safetensors", k, variant(present=["yes", "no", "", "no"]), "InvariantsFileError",
-          "present", "a presence mask of strings: bool('no') is True",
-          known_bug="owner/_invfile.py load_invariants coerces present with bool() and layers with int() "
-                    "(['yes', 'no', '', 'no'] reads as three present tokens; 1.5 reads as layer 1)")
+          "presence mask", "a presence mask of strings: bool('no') is True")
     c.bad("meta-list.safetensors", k, _safetensors(tensors, "[1, 2]"), "InvariantsFileError",
-          "unknown invariants format", "the metadata is a JSON list, not an object",
-          known_bug="owner/_invfile.py _read_meta calls meta.get on a non-dict (AttributeError)")
+          "not a JSON object", "the metadata is a JSON list, not an object")
     c.bad("meta-depth-bomb.safetensors", k, _safetensors(tensors, "[" * 5_000), "InvariantsFileError",
-          "malformed invariants metadata", "nested depth bomb in the metadata JSON",
-          known_bug="owner/_invfile.py _read_meta lets json's RecursionError through")
+          "malformed invariants metadata", "nested depth bomb in the metadata JSON")
 
 
 # ------------------------------------------------------------------------------------------------- main

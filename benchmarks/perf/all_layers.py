@@ -9,16 +9,18 @@
    heads per KV head as at 1.1B).
 
 Cost model of one layer (``owner._invariants.layer_terms``, terms v2 with whitening), in multiply-adds, with
-``q = Hq dh``, ``kv = Hkv dh``, ``h`` the FFN width:
+``kv = Hkv dh`` and ``h`` the FFN width (grouped-query attention is summed in the weights, so every attention
+product is ``kv`` wide):
 
-    n d (2 q + 2 kv + 3 h)        the products with the weights (Xa Wq^T, Xa Wk^T, Xa Wv^T, Er Wo, gate, up, down)
+    n d (4 kv + 3 h)              the products with the weights (Ea Wq_g^T, Ea Wk^T, Ea Wv^T, Er Wo_g, gate, up, down)
   + n^2 (2 kv + d)                the n x n products (QK, VO, W(F) Er^T)
-  + 2 n d^2 + c d^3               whitening F: F^T F, F (F^T F + rI)^{-1/2} (fp64), eigh (LAPACK, c ~ 10)
+  + 2 n d^2 + c d^3               whitening F: F^T F, F M (fp32), eigh and forming M (fp64; LAPACK, c ~ 10)
 
 plus, once for all layers, the whitening of the probe rows (another 2 n d^2 + c d^3). So a layer is
-O(n d (q + h) + n^2 d + n d^2 + d^3): linear in the number of layers, between linear and quadratic in n
-(quadratic once n > q + h, i.e. n > ~3.75 d), and cubic in the width (quadratic from the weights, cubic from
-``eigh``). Memory: the layer's weights (fp32), O(n h) intermediates and the O(n^2) terms kept per layer.
+O(n d (kv + h) + n^2 d + n d^2 + d^3): linear in the number of layers, between linear and quadratic in n
+(quadratic once n > kv + h), and cubic in the width (quadratic from the weights, cubic from ``eigh``). Memory:
+the layer's weights in their stored dtype, O(n d) intermediates (the FFN in blocks of 1024 units) and the O(n^2)
+terms kept per layer.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def child_all(model: Path, tokens: int) -> int:
 
 def flops(n: int, d: int, q: int, kv: int, h: int) -> float:
     """Multiply-adds x 2 of one layer's products (see the module docstring; eigh left out)."""
-    return 2.0 * (n * d * (2 * q + 2 * kv + 3 * h) + n * n * (2 * kv + d) + 2 * n * d * d)
+    del q  # the query heads are summed in the weights: every attention product is kv wide
+    return 2.0 * (n * d * (4 * kv + 3 * h) + n * n * (2 * kv + d) + 2 * n * d * d)
 
 
 def one_layer(n: int, d: int, repeats: int = 2) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The floor under the owner agent: what reading the bytes it needs and doing the arithmetic it does must cost on
-this machine, the agent's time as a multiple of it, where the time goes (profile), and what leaner arithmetic
-would save (prototype).
+this machine, the agent's time as a multiple of it, where the time goes (profile), and what the shipped arithmetic
+saves against the previous version's (before/after).
 
     python -m benchmarks.perf.floor --shape 1.1b
 
@@ -18,9 +18,12 @@ would save (prototype).
    arithmetic and ``io + compute`` when they do not; both are reported. Elementwise work (conversions, norm
    folding, the gate product) is memory-bound and left out of the floor, so it shows in the ratio.
 5. **Agent time**: ``compute_invariants`` wall time, median of ``--repeats`` warm runs in this process.
-6. **Prototype** (``benchmarks.perf._lean``): one layer's terms the current way (with the default OpenMP wait
-   policy and with ``OMP_WAIT_POLICY=PASSIVE``) and the lean way, each in a fresh process (time, peak memory above
-   the process's start) and their agreement with the current way (cosine, largest relative error).
+6. **Before/after**: one layer's terms the previous version's way (``benchmarks.perf._before``: fp32 layer, GQA
+   summed on the products, whole FFN intermediates, fp64 whitening application; the default OpenMP wait policy,
+   as that version had) and the shipped way (``owner._invariants.layer_terms`` on the layer in its stored dtype),
+   with the default policy and with ``OMP_WAIT_POLICY=PASSIVE`` (what importing ``owner`` first sets), each in a
+   fresh process (time, peak memory above the process's start) and their agreement with the previous way
+   (cosine, largest relative error).
 
 The machine may be shared: ``os.getloadavg()`` is recorded before and after every part.
 """
@@ -80,6 +83,17 @@ def _count_reads() -> tuple[list[tuple[Path, int, int]], Callable[[], None]]:
     return log, undo
 
 
+def _addmm_flops(name: str, shapes: list[list[int]] | None) -> float:
+    """FLOPs of an ``addmm``/``addmm_`` call (the profiler counts none for the in-place form, which the FFN
+    accumulation uses), from its operands ``(c, a (m x k), b (k x n))``."""
+    if name not in ("aten::addmm", "aten::addmm_") or not shapes or len(shapes) < 3:
+        return 0.0
+    a, b = shapes[1], shapes[2]
+    if len(a) != 2 or len(b) != 2:
+        return 0.0
+    return 2.0 * a[0] * a[1] * b[1]
+
+
 def profile_agent(model: Path) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -102,7 +116,7 @@ def profile_agent(model: Path) -> dict[str, Any]:
             key = (e.name, json.dumps(e.input_shapes), json.dumps([str(t) for t in (e.input_dtypes or [])]))
             ops[key]["calls"] += 1
             ops[key]["self_s"] += e.self_cpu_time_total / 1e6
-            ops[key]["flops"] += float(e.flops or 0)
+            ops[key]["flops"] += float(e.flops or 0) or _addmm_flops(e.name, e.input_shapes)
     table = sorted(
         ({"op": k[0], "shapes": json.loads(k[1]), "dtypes": json.loads(k[2]), **v} for k, v in ops.items()),
         key=lambda r: -r["self_s"],
@@ -234,16 +248,19 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-# ---------------------------------------------------------------------------------------------- prototype
+# --------------------------------------------------------------------------------------------- before/after
+VARIANTS = ("before", "shipped-default-policy", "shipped")
+
+
 def child(model: Path, variant: str, out: Path) -> int:
     """One layer's terms the ``variant`` way, timed, with this process's peak memory above its start."""
     import resource
 
+    from benchmarks.perf import _before
     from owner._agent import whitened_rows
     from owner._invariants import layer_terms
     from owner._model import open_model
     from owner._probes import build_probe_set, load_vocabulary, map_probes
-    from owner._source import SafetensorsSource
 
     def hwm() -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -259,20 +276,16 @@ def child(model: Path, variant: str, out: Path) -> int:
     times = []
     with torch.inference_mode():
         x = m.adapter.embedding_rows(ids)
-        er = whitened_rows(x, info, "pawprint")
+        er = _before.whiten(x) if variant == "before" else whitened_rows(x, info, "pawprint")
         assert er is not None
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: measure from here
         base = hwm()
         for _ in range(2):
             t0 = time.perf_counter()
-            if variant == "current":
-                terms = layer_terms(x, m.adapter.layer(layer), info, whiten_rows=er)
+            if variant == "before":
+                terms = _before.layer_terms(x, m.adapter.layer(layer), info, er)
             else:
-                from benchmarks.perf import _lean
-
-                src = m.source
-                assert isinstance(src, SafetensorsSource)
-                terms = _lean.layer_terms(x, er, _lean.LayerReader(src, layer), info)
+                terms = layer_terms(x, m.adapter.layer(layer, stored=True), info, whiten_rows=er)
             times.append(time.perf_counter() - t0)
             peak = hwm()
             result = np.stack([t.numpy() for t in terms.values()])
@@ -282,39 +295,35 @@ def child(model: Path, variant: str, out: Path) -> int:
     return 0
 
 
-def prototype(model: Path, rounds: int) -> dict[str, Any]:
-    from benchmarks.perf._lean import METHOD_ID
-    from owner._invariants import METHOD_IDS
-
-    if METHOD_IDS["pawprint"] != METHOD_ID:
-        return {"skipped": f"layer_terms is now {METHOD_IDS['pawprint']}; the prototype mirrors {METHOD_ID}"}
-    variants = ("current", "current-passive", "lean")
+def before_after(model: Path, rounds: int) -> dict[str, Any]:
+    variants = VARIANTS
     res: dict[str, Any] = {v: {"times_s": [], "peak_above_start_bytes": [], "loadavg": []} for v in variants}
     for r in range(rounds):
         for variant in (variants if r % 2 == 0 else variants[::-1]):
             path = OUT / f"proto-{variant}.npy"
-            env = dict(os.environ)
-            if variant == "current-passive":
+            # this module imports torch before owner, so the child's policy is the environment's
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if variant == "shipped":
                 env["OMP_WAIT_POLICY"] = "PASSIVE"
-            m = run_measured(python_cmd("-m", "benchmarks.perf.floor", "--child", variant.removesuffix("-passive"),
+            m = run_measured(python_cmd("-m", "benchmarks.perf.floor", "--child", variant,
                                         "--model", str(model), "--child-out", str(path)), env=env)
             if m.returncode:
-                raise SystemExit(f"prototype {variant} failed: {m.stderr[-2000:]}")
+                raise SystemExit(f"before/after {variant} failed: {m.stderr[-2000:]}")
             out = json.loads(m.stdout.strip().splitlines()[-1])
             res[variant]["times_s"] += out["times_s"]
             res[variant]["peak_above_start_bytes"].append(out["peak_above_start_bytes"])
             res[variant]["loadavg"].append(loadavg()[0])
             print(f"  {variant:16s} {', '.join(f'{t:.2f}' for t in out['times_s'])} s  "
                   f"peak +{out['peak_above_start_bytes'] / 2**20:.0f} MiB  load {loadavg()[0]:.2f}", flush=True)
-    cur = np.load(OUT / "proto-current.npy")
+    cur = np.load(OUT / "proto-before.npy")
     for variant in variants:
         res[variant]["median_s"] = median(res[variant]["times_s"])
-        if variant == "current":
+        if variant == "before":
             continue
         other = np.load(OUT / f"proto-{variant}.npy")
         res[variant]["cosine"] = [_cos(cur[i], other[i]) for i in range(3)]
         res[variant]["max_rel_err"] = [float(np.abs(cur[i] - other[i]).max() / np.abs(cur[i]).max()) for i in range(3)]
-        res[variant]["speedup"] = res["current"]["median_s"] / res[variant]["median_s"]
+        res[variant]["speedup"] = res["before"]["median_s"] / res[variant]["median_s"]
     return res
 
 
@@ -331,7 +340,7 @@ def _floor(prof: dict[str, Any], thr: list[dict[str, Any]], bw: dict[str, Any], 
             for dt in ("float32", "float64")}
     compute = 0.0
     for r in prof["ops"]:
-        if r["op"] == "aten::mm" and r["flops"]:
+        if r["op"] in ("aten::mm", "aten::addmm", "aten::addmm_") and r["flops"]:
             dt = str(_DTYPES.get(r["dtypes"][0], torch.float32)).removeprefix("torch.")
             compute += r["flops"] / ((peak.get(dt) or 1.0) * 1e9)
     eigh = sum(t["alone_s"] * t["calls_in_agent"] for t in thr if t["op"] == "aten::_linalg_eigh")
@@ -391,9 +400,9 @@ def run(shape: str, model: Path, repeats: int, with_prototype: bool) -> dict[str
     doc["floor"]["agent_over_floor_rounds"] = [x["agent_over_floor_overlap"] for x in rounds]
     doc["loadavg"]["after_rounds"] = loadavg()
     if with_prototype:
-        print("prototype ...", flush=True)
-        doc["prototype"] = prototype(model, max(1, repeats - 1))
-        doc["loadavg"]["after_prototype"] = loadavg()
+        print("before/after ...", flush=True)
+        doc["before_after"] = before_after(model, max(1, repeats - 1))
+        doc["loadavg"]["after_before_after"] = loadavg()
     return doc
 
 
@@ -402,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", choices=["1.1b", "7b", "tiny"], default="1.1b")
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-prototype", action="store_true")
+    ap.add_argument("--no-before-after", dest="no_prototype", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--child", choices=["current", "lean"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     model = args.model or OUT / f"llama-{args.shape}"
@@ -421,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     f = doc["floor"]
     print(json.dumps(f, indent=1))
     print(doc["profile"]["python_profile"][:3000])
-    if "prototype" in doc:
-        print(json.dumps(doc["prototype"], indent=1))
+    if "before_after" in doc:
+        print(json.dumps(doc["before_after"], indent=1))
     return 0
 
 

@@ -6,9 +6,10 @@
 Each side runs as its own process and is measured from outside (``_common.run_measured``: wall time, peak
 RSS from the kernel, sampled peaks of anonymous and file-backed memory): ``pawprint owner invariants MODEL -o
 FILE`` (the real command line), ``benchmarks.perf._reference`` (HuRef's pipeline: whole model in fp32 with
-transformers, then the same products) and ``benchmarks.perf._lean_agent`` (the agent with the changes proposed
-for ``layer_terms`` and the invariants file applied: a prototype, labelled as such). Runs alternate (reference,
-pawprint, lean, lean, pawprint, reference, ...) so that a change of load on the machine falls on all; the page
+transformers, then the same products) and ``owner.write_invariants`` called from a bare script (the agent writing
+each term to the file as it is computed, holding none: what the command line does once it calls it). Runs
+alternate (reference, pawprint, write_invariants, write_invariants, pawprint, reference, ...) so that a change of
+load on the machine falls on all; the page
 cache is warm (the checkpoint is read once first), and one extra cold run of each starts from the checkpoint
 dropped from the cache. The outputs are checked against each other (cosine of every term). The reference is
 not started when its estimated peak (fp32 parameters, x 1.5 for the loading copies) exceeds the memory
@@ -43,6 +44,8 @@ from benchmarks.perf._common import (
 from benchmarks.perf.gen_checkpoint import SHAPES, generate, tensor_specs
 
 REFERENCE_OVERHEAD = 1.5  # transformers' loading holds about half the model again while converting
+STREAM = "write_invariants"
+_STREAM_SCRIPT = "import sys; from owner import write_invariants; write_invariants(sys.argv[1], sys.argv[2])"
 
 
 def probe_ids(model: Path) -> list[int]:
@@ -82,12 +85,12 @@ def run(shape: str, model: Path, repeats: int, cold: bool) -> dict[str, Any]:
     ids_file = OUT / f"ids-{shape}.json"
     ids_file.write_text(json.dumps(probe_ids(model)))
     inv_file, ref_file = OUT / f"inv-{shape}.safetensors", OUT / f"ref-{shape}.npy"
-    lean_file = OUT / f"lean-{shape}.safetensors"
+    stream_file = OUT / f"stream-{shape}.safetensors"
     cmds = {
         "pawprint": python_cmd("-m", "pawprint", "owner", "invariants", str(model), "-o", str(inv_file), "-q"),
         "reference": python_cmd("-m", "benchmarks.perf._reference", str(model), "--ids", str(ids_file),
                                 "--out", str(ref_file)),
-        "lean-prototype": python_cmd("-m", "benchmarks.perf._lean_agent", str(model), "-o", str(lean_file)),
+        STREAM: python_cmd("-c", _STREAM_SCRIPT, str(model), str(stream_file)),
     }
     need = reference_estimate(model)
     available = psutil.virtual_memory().available
@@ -110,7 +113,7 @@ def run(shape: str, model: Path, repeats: int, cold: bool) -> dict[str, Any]:
               f"load {loadavg()[0]:.2f}", flush=True)
 
     warm(files)
-    sides = ["reference", "pawprint", "lean-prototype"] if ref_ok else ["pawprint", "lean-prototype"]
+    sides = ["reference", "pawprint", STREAM] if ref_ok else ["pawprint", STREAM]
     for r in range(repeats):
         for side in (sides if r % 2 == 0 else sides[::-1]):
             one(side, "warm")
@@ -141,12 +144,13 @@ def run(shape: str, model: Path, repeats: int, cold: bool) -> dict[str, Any]:
         }
     if ref_ok:
         r = summary["reference"]
-        for side in ("pawprint", "lean-prototype"):
+        for side in ("pawprint", STREAM):
             p = summary[side]
             p["speedup_vs_reference"] = r["wall_s_median"] / p["wall_s_median"]
             p["memory_ratio_vs_reference"] = r["max_rss_bytes_median"] / p["max_rss_bytes_median"]
         summary["reference_vs_pawprint_term_cosines"] = agreement(inv_file, ref_file)
-    summary["lean_vs_pawprint_term_cosines"] = agreement_files(inv_file, lean_file)
+    summary["stream_vs_pawprint_identical_bytes"] = inv_file.read_bytes() == stream_file.read_bytes()
+    summary["stream_vs_pawprint_term_cosines"] = agreement_files(inv_file, stream_file)
     doc["summary"] = summary
     return doc
 

@@ -65,8 +65,9 @@ def owner_section(d11: dict[str, Any] | None, d7: dict[str, Any] | None) -> list
         "in fp32, `state_dict()`, probe rows, the last two layers' products), the products computed by the same "
         "`owner._invariants.layer_terms` as the agent, so both do identical arithmetic and the outputs agree;",
         "- **pawprint**: `python -m pawprint owner invariants MODEL -o FILE` as it is in this tree;",
-        "- **lean (prototype)**: `benchmarks/perf/_lean_agent.py`, the agent with the changes proposed below for "
-        "files this issue does not own (`layer_terms` arithmetic, streaming invariants file); not shipped.",
+        "- **write_invariants**: `owner.write_invariants(MODEL, FILE)` from a bare `python -c` script: the same "
+        "agent writing each term to the file as soon as it is computed and holding none (the command line calls "
+        "it too, so the two rows differ by the command line's imports).",
         "",
         "| checkpoint | side | wall, warm (median) | wall, cold | peak RSS | peak anon | vs reference: time | "
         "vs reference: memory |",
@@ -80,7 +81,7 @@ def owner_section(d11: dict[str, Any] | None, d7: dict[str, Any] | None) -> list
         if not d["reference_run"]:
             out.append(f"| {label} | reference | refused: needs about {d['reference_estimate_bytes'] / 2**30:.0f} "
                        f"GiB (fp32 parameters x 1.5), {d['available_bytes'] / 2**30:.0f} GiB available | | | | | |")
-        for side in ("reference", "pawprint", "lean-prototype"):
+        for side in ("reference", "pawprint", "write_invariants"):
             s = summ.get(side)
             if s is None:
                 continue
@@ -89,14 +90,14 @@ def owner_section(d11: dict[str, Any] | None, d7: dict[str, Any] | None) -> list
             out.append(f"| {label} | {side} | {_s(s['wall_s_median'])} | {_s(s['cold_wall_s'])} | "
                        f"{_mib(s['max_rss_bytes_median'])} | {_mib(s['peak_anon_bytes_median'])} | {tr} | {mr} |")
     cos = d11["summary"].get("reference_vs_pawprint_term_cosines")
-    lean = d11["summary"].get("lean_vs_pawprint_term_cosines")
     out += [""]
     if cos:
-        out.append(f"Agreement (1.1B, cosine of each of the 6 terms): reference vs pawprint min {min(cos):.12f}; "
-                   f"lean prototype vs pawprint min {min(lean):.12f}." if lean else "")
-    if d7 and "lean_vs_pawprint_term_cosines" in d7["summary"]:
-        c7 = min(d7["summary"]["lean_vs_pawprint_term_cosines"])
-        out.append(f"7B: lean prototype vs pawprint min cosine {c7:.12f}.")
+        out.append(f"Agreement (1.1B, cosine of each of the 6 terms): reference vs pawprint min {min(cos):.12f}.")
+    for d in (d11, d7):
+        if d and "stream_vs_pawprint_identical_bytes" in d["summary"]:
+            same = d["summary"]["stream_vs_pawprint_identical_bytes"]
+            out.append(f"{d['shape']}: the file `write_invariants` wrote and the command line's are "
+                       + ("identical, byte for byte." if same else "**not** identical (see the JSON)."))
     ref_runs = d11["runs"].get("reference", [])
     if ref_runs:
         ph = [r["phases"] for r in ref_runs if r["cache"] == "warm"]
@@ -145,18 +146,22 @@ def floor_section(d: dict[str, Any] | None) -> list[str]:
         out.append(f"| {r['op']} | {r['shapes']} | {dt} | {r['calls']} | {r['self_s']:.2f} s | "
                    f"{r['flops'] / 1e9:.0f} |")
     out.append("")
-    p = d.get("prototype")
-    if p and "skipped" not in p:
+    p = d.get("before_after")
+    if p:
         out += [
             "One layer (the last of 1.1B, n = 4096), each variant in a fresh process, variants interleaved over "
             "rounds (2 runs per process): every time, the median, peak memory above the process's start, and "
-            "agreement with the current code. `current-passive` is the current code with `OMP_WAIT_POLICY=PASSIVE`;"
-            " `lean` is proposals A1-A4 and B below.",
+            "agreement with the previous version. `before`: the previous version's arithmetic "
+            "(`benchmarks/perf/_before.py`: the layer in fp32, GQA summed on the products, whole `n x h` FFN "
+            "intermediates, whitening applied in fp64) with the default OpenMP wait policy; `shipped`: "
+            "`owner._invariants.layer_terms` on the layer in its stored dtype (bf16) with `OMP_WAIT_POLICY=PASSIVE`, "
+            "as importing `owner` first sets it; `shipped-default-policy`: the same arithmetic with the default "
+            "policy.",
             "",
             "| variant | times | median | peak above start | min cosine | max rel. error | speed-up (medians) |",
             "|---|---|---|---|---|---|---|",
         ]
-        for k in ("current", "current-passive", "lean"):
+        for k in ("before", "shipped-default-policy", "shipped"):
             v = p[k]
             cosv = f"{min(v['cosine']):.12f}" if "cosine" in v else "(itself)"
             err = f"{max(v['max_rel_err']):.1e}" if "max_rel_err" in v else ""
@@ -166,13 +171,13 @@ def floor_section(d: dict[str, Any] | None) -> list[str]:
             out.append(f"| {k} | {', '.join(f'{t:.1f}' for t in v['times_s'])} s | {v.get('median_s', 0):.2f} s | "
                        f"{_mib(peak)} | {cosv} | {err} | {sp} |")
         out.append("")
-    elif p:
-        out += [f"Prototype skipped: {p['skipped']}", ""]
     loaded = _load("perf_floor_1.1b_loaded.json")
     if loaded and "prototype" in loaded and "skipped" not in loaded["prototype"]:
         lf, lp = loaded["floor"], loaded["prototype"]
         out += [
-            f"**Under load.** The same command in another run, while other jobs came and went (load "
+            f"**Under load** (an earlier run, before these changes shipped: `current` was the previous version, "
+            f"`lean` its prototype, with one-thread `eigh`, now shipped with `OMP_WAIT_POLICY=PASSIVE` instead). "
+            f"The same command, while other jobs came and went (load "
             f"{_load_range(loaded)}): the agent took {', '.join(f'{x:.1f}' for x in loaded['agent_wall_s'])} s, "
             f"{', '.join(f'{x:.2f}' for x in lf['agent_over_floor_rounds'])}x the floor measured in the same "
             f"round; the one-layer variants, interleaved: current "
@@ -306,17 +311,19 @@ def layers_section(d: dict[str, Any] | None) -> list[str]:
             f"{la['wall_s']:.0f} s, {la['per_layer_median_s']:.2f} s per layer (range "
             f"{min(la['per_layer_s']):.2f}-{max(la['per_layer_s']):.2f}); one layer at n = 256 took "
             f"{loaded['tokens_sweep'][0]['s']:.1f} s. That is the 2-thread `eigh` stalling (section 2), "
-            "not the products: proposal D or A4 below.",
+            "not the products (measured before `OMP_WAIT_POLICY=PASSIVE` shipped with `owner`).",
             "",
         ]
     out += [
-        "Cost of one layer (terms v2, with `q = Hq dh`, `kv = Hkv dh`, FFN width `h`), in multiply-adds: "
-        "`n d (2q + 2kv + 3h)` for the products with the weights, `n^2 (2kv + d)` for the n x n products, and "
-        "`2 n d^2 + c d^3` for whitening the FFN output (`F^T F`, the fp64 `F M` product, and `eigh`); plus, once "
-        "for all layers, the same whitening of the probe rows. So a layer is **O(n d (q + h) + n^2 d + n d^2 + d^3)**:"
-        " linear in layers, linear in n until n exceeds about q + h (~3.75 d for LLaMA shapes) and quadratic after, "
-        "and cubic in width through `eigh` (GFLOP/s above counts products only, so it falls where `eigh` dominates)."
-        " Memory per layer: its weights in fp32 (today), `O(n h)` intermediates, and `3 n^2` fp32 terms kept.",
+        "Cost of one layer (terms v2, with `kv = Hkv dh`, FFN width `h`; grouped-query attention summed in the "
+        "weights), in multiply-adds: `n d (4 kv + 3h)` for the products with the weights, `n^2 (2kv + d)` for the "
+        "n x n products, and `2 n d^2 + c d^3` for whitening the FFN output (`F^T F`, the fp32 `F M` product, and "
+        "`eigh`, with the `d^3` fp64 forming of `M`); plus, once for all layers, the same whitening of the probe "
+        "rows. So a layer is **O(n d (kv + h) + n^2 d + n d^2 + d^3)**: linear in layers, linear in n until n "
+        "exceeds about kv + h and quadratic after, and cubic in width through `eigh` (GFLOP/s above counts products "
+        "only, so it falls where `eigh` dominates). Memory per layer: its weights in their stored dtype, `O(n d)` "
+        "intermediates (the FFN in blocks of 1024 units), and one `n x n` term at a time when the terms are written "
+        "as computed (`write_invariants`; `compute_invariants` keeps `3 n^2` fp32 per layer).",
         "",
     ]
     return out
@@ -348,7 +355,8 @@ def render() -> str:
         "over these runs; each section gives its own range, and the JSON files the load after every run). "
         "Absolute times are therefore noisy; ratios are measured in the same run with interleaved repeats and "
         "medians. One effect of the sharing is large and matters to users too: OpenMP threads spin at barriers, "
-        "so when other work takes a core, LAPACK's `eigh` on 2 threads stalls for seconds (section 2).",
+        "so when other work takes a core, LAPACK's `eigh` on 2 threads stalls for seconds (section 2); importing "
+        "`owner` now sets `OMP_WAIT_POLICY=PASSIVE`, and every benchmark here ran with it set in the environment.",
         "",
     ]
     body = (owner_section(d11, d7) + floor_section(fl) + commitment_section(cm) + transfer_section(tr)

@@ -8,19 +8,22 @@ conventions) into plain matrices in HF ``Linear`` layout ``(out, in)``:
 - FFN: gated ``w_gate, w_up (h, d)``, ``w_down (d, h)``; plain ``w_up`` is ``Win (h, d)``, ``w_down`` is ``Wout``;
 - the norm weights ``g1`` (before attention) and ``g2`` (before the FFN) as the model applies them.
 
-Adapters only read tensors through a ``TensorSource`` and never return anything but these matrices.
+The matrices stay in the dtype the checkpoint stores them in (``layer(..., stored=True)``, what the agent asks
+for: ``owner._invariants`` converts them to fp32 a block at a time, so a bf16 layer is held at its stored size);
+the norm weights are always fp32. Adapters only read tensors through a ``TensorSource`` and never return anything
+but these matrices.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from owner._source import TensorSource
+from owner._source import TensorSource, read_weight
 from owner.errors import CheckpointError
 
 NormKind = Literal["rms", "layer", "post"]
@@ -50,7 +53,7 @@ class ArchInfo:
 
 @dataclass(frozen=True)
 class LayerWeights:
-    """One layer's matrices in canonical layout (fp32)."""
+    """One layer's matrices in canonical layout, in their stored dtype or fp32 (``float``); norm weights fp32."""
 
     index: int
     wq: torch.Tensor
@@ -62,6 +65,17 @@ class LayerWeights:
     w_gate: torch.Tensor | None
     g1: torch.Tensor | None
     g2: torch.Tensor | None
+
+    def float(self) -> LayerWeights:
+        """The same matrices in fp32 (unchanged where they already are)."""
+
+        def f(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(torch.float32)
+
+        return replace(
+            self, wq=self.wq.float(), wk=self.wk.float(), wv=self.wv.float(), wo=self.wo.float(),
+            w_up=self.w_up.float(), w_down=self.w_down.float(), w_gate=f(self.w_gate), g1=f(self.g1), g2=f(self.g2),
+        )
 
 
 def cfg_int(config: dict[str, Any], *keys: str, default: int | None = None) -> int:
@@ -101,8 +115,14 @@ class Adapter:
         """Names of every tensor read for ``layer``."""
         raise NotImplementedError
 
-    def layer(self, layer: int, method: Method = "pawprint") -> LayerWeights:
+    def _layer(self, layer: int, method: Method) -> LayerWeights:
+        """The layer's matrices as ``weight`` reads them (stored dtype), norm weights fp32."""
         raise NotImplementedError
+
+    def layer(self, layer: int, method: Method = "pawprint", *, stored: bool = False) -> LayerWeights:
+        """Layer ``layer``'s weights: in fp32, or with ``stored`` in the dtype the checkpoint stores them in."""
+        w = self._layer(layer, method)
+        return w if stored else w.float()
 
     # -- shared ----------------------------------------------------------------------------------------
     @property
@@ -132,7 +152,12 @@ class Adapter:
         return self.source.rows(self.embedding_name(), ids)
 
     def tensor(self, suffix: str) -> torch.Tensor:
+        """A tensor in fp32 (norm weights, embedding-side tensors)."""
         return self.source.tensor(self.name(suffix))
+
+    def weight(self, suffix: str) -> torch.Tensor:
+        """A weight matrix in its stored dtype (``read_weight``)."""
+        return read_weight(self.source, self.name(suffix))
 
     def has(self, suffix: str) -> bool:
         return self.name(suffix) in self._names
@@ -226,7 +251,7 @@ class PlainAdapter(Adapter):
     fused_per_head: ClassVar[bool] = False
 
     def _t(self, template: str, layer: int) -> torch.Tensor:
-        w = self.tensor(template.format(i=layer))
+        w = self.weight(template.format(i=layer))
         return w.T if self.conv1d and w.dim() == 2 else w
 
     def _attn_templates(self) -> list[str]:
@@ -271,7 +296,7 @@ class PlainAdapter(Adapter):
         g2 = self.tensor(self.norm2.format(i=layer)) if self.norm2 else None
         return g1, g2
 
-    def layer(self, layer: int, method: Method = "pawprint") -> LayerWeights:
+    def _layer(self, layer: int, method: Method) -> LayerWeights:
         wq, wk, wv = self.qkv(layer, method)
         g1, g2 = self.norms(layer)
         return LayerWeights(

@@ -58,20 +58,20 @@ class LlamaAdapter(Adapter):
         ]:
             self.expect_shape(self._p(layer, suffix), shape)
 
-    def layer(self, layer: int, method: Method = "pawprint") -> LayerWeights:
-        t = self.tensor
+    def _layer(self, layer: int, method: Method) -> LayerWeights:
+        t, w = self.tensor, self.weight
         p = self._p
         g1 = t(p(layer, "input_layernorm.weight"))
         g2 = t(p(layer, "post_attention_layernorm.weight"))
         return LayerWeights(
             index=layer,
-            wq=t(p(layer, "self_attn.q_proj.weight")),
-            wk=t(p(layer, "self_attn.k_proj.weight")),
-            wv=t(p(layer, "self_attn.v_proj.weight")),
-            wo=t(p(layer, "self_attn.o_proj.weight")),
-            w_gate=t(p(layer, "mlp.gate_proj.weight")),
-            w_up=t(p(layer, "mlp.up_proj.weight")),
-            w_down=t(p(layer, "mlp.down_proj.weight")),
+            wq=w(p(layer, "self_attn.q_proj.weight")),
+            wk=w(p(layer, "self_attn.k_proj.weight")),
+            wv=w(p(layer, "self_attn.v_proj.weight")),
+            wo=w(p(layer, "self_attn.o_proj.weight")),
+            w_gate=w(p(layer, "mlp.gate_proj.weight")),
+            w_up=w(p(layer, "mlp.up_proj.weight")),
+            w_down=w(p(layer, "mlp.down_proj.weight")),
             g1=self.norm_weight(g1),
             g2=self.norm_weight(g2),
         )

@@ -27,21 +27,21 @@ class Phi3Adapter(LlamaAdapter):
         self.expect_shape(self._p(layer, "mlp.gate_up_proj.weight"), (2 * i.d_ffn, i.d_model))
         self.expect_shape(self._p(layer, "mlp.down_proj.weight"), (i.d_model, i.d_ffn))
 
-    def layer(self, layer: int, method: Method = "pawprint") -> LayerWeights:
+    def _layer(self, layer: int, method: Method) -> LayerWeights:
         i = self.info
-        t, p = self.tensor, self._p
+        t, w, p = self.tensor, self.weight, self._p
         q, kv = i.n_heads * i.head_dim, i.n_kv_heads * i.head_dim
-        qkv = t(p(layer, "self_attn.qkv_proj.weight"))
-        gate_up = t(p(layer, "mlp.gate_up_proj.weight"))
+        qkv = w(p(layer, "self_attn.qkv_proj.weight"))
+        gate_up = w(p(layer, "mlp.gate_up_proj.weight"))
         return LayerWeights(
             index=layer,
             wq=qkv[:q],
             wk=qkv[q : q + kv],
             wv=qkv[q + kv :],
-            wo=t(p(layer, "self_attn.o_proj.weight")),
+            wo=w(p(layer, "self_attn.o_proj.weight")),
             w_gate=gate_up[: i.d_ffn],
             w_up=gate_up[i.d_ffn :],
-            w_down=t(p(layer, "mlp.down_proj.weight")),
+            w_down=w(p(layer, "mlp.down_proj.weight")),
             g1=t(p(layer, "input_layernorm.weight")),
             g2=t(p(layer, "post_attention_layernorm.weight")),
         )
