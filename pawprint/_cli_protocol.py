@@ -604,7 +604,8 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         registry.size(), registry.log_public_key.key_id, args.data)
     print(f"listening on {host}:{running.port}", flush=True)
     stop = threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass
@@ -612,8 +613,8 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         drained = running.shutdown()
         logger.info("stopped (%s)", "drained" if drained else "in-flight calls cut off at the grace period")
     finally:
-        for sig, previous in handlers.items():
-            signal.signal(sig, previous)
+        # The handlers stay: a second SIGTERM while draining or closing only sets the event again, and this
+        # command ends with the process.
         running.server.stop(grace=0)
         registry.close()
     return EXIT_OK

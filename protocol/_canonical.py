@@ -191,7 +191,7 @@ class Tensor:
 
     dtype: str
     shape: tuple[int, ...]
-    data: bytes
+    data: bytes | memoryview
 
     def __post_init__(self) -> None:
         itemsize = dtype_itemsize(self.dtype)
@@ -199,7 +199,11 @@ class Tensor:
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in self.shape
         ):
             raise CanonicalError(f"shape must be a tuple of non-negative ints, got {self.shape!r:.80}")
-        if not isinstance(self.data, bytes):
+        if isinstance(self.data, memoryview):
+            # A read-only view of bytes, e.g. a memory-mapped spool file (the verifier's large submissions).
+            if not self.data.readonly or self.data.format != "B" or not self.data.c_contiguous or self.data.ndim != 1:
+                raise CanonicalError("tensor data as a view must be a read-only, contiguous view of bytes")
+        elif not isinstance(self.data, bytes):
             raise CanonicalError(f"tensor data must be bytes, got {type(self.data).__name__}")
         expected = math.prod(self.shape) * itemsize
         if len(self.data) != expected:

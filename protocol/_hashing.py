@@ -32,12 +32,12 @@ SIGNATURE_KINDS: frozenset[str] = frozenset(
 _HEX = re.compile(r"[0-9a-f]*")
 
 
-def sha256(data: bytes) -> bytes:
+def sha256(data: bytes | bytearray | memoryview) -> bytes:
     """The 32-byte SHA-256 digest of ``data``."""
     return hashlib.sha256(data).digest()
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     """The SHA-256 digest of ``data`` as 64 lowercase hex characters."""
     return hashlib.sha256(data).hexdigest()
 

@@ -13,8 +13,12 @@ gRPC status. Signature failures stay opaque (``Unauthenticated("signature verifi
 from __future__ import annotations
 
 import hashlib
+import mmap
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -127,7 +131,7 @@ def tensor_bytes(dtype: str, shape: tuple[int, ...]) -> int:
     return n * dtype_itemsize(dtype)
 
 
-def check_finite(name: str, dtype: str, data: bytes) -> None:
+def check_finite(name: str, dtype: str, data: bytes | memoryview) -> None:
     if dtype != "F32":
         raise InvalidSubmission(f"tensor {name}: dtype {dtype}, expected F32")
     if not np.isfinite(np.frombuffer(data, dtype="<f4")).all():
@@ -139,17 +143,29 @@ class TensorReceiver:
 
     Chunks must come tensor by tensor, in table order, each starting where the last ended, none empty or
     larger than the limit; a finished tensor must hash to its digest and be finite.
+
+    Memory: each tensor's buffer is allocated once at its declared size (sizes are checked against the limits
+    before the stream is read). With ``spool_dir``, a tensor larger than ``spool_over`` bytes is written to an
+    anonymous temporary file there instead (unlinked from the start, so nothing outlives the process, a crash
+    included) and handed on as a read-only memory map: a large submission then sits in the page cache, which
+    the kernel may drop and re-read, not in the verifier's own memory.
     """
 
-    def __init__(self, manifest: Manifest, limits: SubmissionLimits) -> None:
+    def __init__(self, manifest: Manifest, limits: SubmissionLimits, *, spool_dir: Path | None = None,
+                 spool_over: int = 1 << 20) -> None:
         self._table = manifest.tensors
         self._sizes = [tensor_bytes(t.dtype, t.shape) for t in self._table]
         self._limits = limits
+        self._spool_dir = spool_dir
+        self._spool_over = spool_over
         self._index = 0
-        self._buf = bytearray()
+        self._filled = 0
+        self._buf: bytearray | None = None
+        self._file: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self._done: dict[str, Tensor] = {}
         self.received = 0
+        self.spooled = 0  # bytes written to spool files
 
     def add(self, index: int, offset: int, data: bytes) -> None:
         if self._index >= len(self._table):
@@ -157,8 +173,8 @@ class TensorReceiver:
         name = self._table[self._index].name
         if index != self._index:
             raise InvalidSubmission(f"chunk for tensor {index} while tensor {self._index} ({name}) is incomplete")
-        if offset != len(self._buf):
-            raise InvalidSubmission(f"tensor {name}: chunk at offset {offset}, expected {len(self._buf)}")
+        if offset != self._filled:
+            raise InvalidSubmission(f"tensor {name}: chunk at offset {offset}, expected {self._filled}")
         if not data:
             raise InvalidSubmission(f"tensor {name}: empty chunk")
         if len(data) > self._limits.max_chunk_bytes:
@@ -166,26 +182,60 @@ class TensorReceiver:
         size = self._sizes[self._index]
         if offset + len(data) > size:
             raise InvalidSubmission(f"tensor {name}: more bytes than its dtype and shape ({size})")
-        self._buf += data
+        if offset == 0:
+            self._open(size)
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            assert self._buf is not None
+            self._buf[offset : offset + len(data)] = data
+        self._filled += len(data)
         self._hash.update(data)
         self.received += len(data)
-        if len(self._buf) == size:
+        if self._filled == size:
             self._finish_tensor()
+
+    def _open(self, size: int) -> None:
+        if self._spool_dir is not None and size > self._spool_over:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            # Open across add() calls; closed by _finish_tensor or close() (and unlinked from the start).
+            self._file = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115
+        else:
+            self._buf = bytearray(size)
 
     def _finish_tensor(self) -> None:
         entry = self._table[self._index]
         if self._hash.digest() != entry.sha256:
+            self.close()
             raise InvalidSubmission(f"tensor {entry.name}: bytes do not match the manifest's SHA-256")
-        data = bytes(self._buf)
+        data: bytes | memoryview
+        if self._file is not None:
+            self._file.flush()
+            mapped = mmap.mmap(self._file.fileno(), self._filled, access=mmap.ACCESS_READ)
+            self._file.close()  # the mapping keeps the (already unlinked) file until it is released
+            self._file = None
+            self.spooled += self._filled
+            data = memoryview(mapped)
+        else:
+            assert self._buf is not None
+            data = bytes(self._buf)
+            self._buf = None
         check_finite(entry.name, entry.dtype, data)
         self._done[entry.name] = Tensor(entry.dtype, entry.shape, data)
         self._index += 1
-        self._buf = bytearray()
+        self._filled = 0
         self._hash = hashlib.sha256()
+
+    def close(self) -> None:
+        """Drop a spool file in progress (a refused or broken stream)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def finish(self) -> dict[str, Tensor]:
         """The tensors, once every one is complete; a stream that ended early is ``InvalidSubmission``."""
         if self._index < len(self._table):
+            self.close()
             raise InvalidSubmission(
                 f"the stream ended after {self._index} of {len(self._table)} tensors (truncated submission)"
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from owner import IncomparableError, InvariantSet, compare
 from protocol import Match, TermScoreRecord, format_score, parse_score
@@ -62,7 +63,8 @@ def _calibrated(match: Match, null: NullModel | None) -> Match:
 
 
 def compare_with_base(
-    suspect: Sequence[InvariantSet], base: BaseModel, null: NullModel | None = None
+    suspect: Sequence[InvariantSet], base: BaseModel, null: NullModel | None = None,
+    suspect_cache: dict[Any, Any] | None = None,
 ) -> Match | None:
     """The comparison of the submission's groups with ``base``'s that gives the strongest evidence of
     derivation, or ``None`` if no group of one can be compared with a group of the other."""
@@ -73,7 +75,7 @@ def compare_with_base(
             if s.probes.id != b.probes.id or s.method_id != b.method_id:
                 continue
             try:
-                result = compare(s, b, layer_pairs="match")
+                result = compare(s, b, layer_pairs="match", a_cache=suspect_cache)
             except IncomparableError:
                 continue
             terms = tuple(
@@ -108,7 +110,8 @@ def compare_with_bases(
 ) -> list[Match]:
     """One decided match per comparable base, strongest evidence first (then best ICS, then name).
     ``screened``: how many bases a screen chose ``bases`` from (the Bonferroni count)."""
-    matches = [m for m in (compare_with_base(suspect, b, null) for b in bases) if m is not None]
+    cache: dict[Any, Any] = {}  # the suspect's standardised terms, made once for every base
+    matches = [m for m in (compare_with_base(suspect, b, null, cache) for b in bases) if m is not None]
     matches = decide(matches, thresholds, screened)
     matches.sort(key=lambda m: (float(m.p_value) if m.p_value is not None else 2.0, -parse_score(m.ics), m.name))
     return matches

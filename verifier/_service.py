@@ -103,6 +103,8 @@ from verifier.errors import (
 SERVICE_NAME = "pawprint.v1.Verifier"
 REGISTRY_SERVICE_NAME = "pawprint.v1.Registry"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})
+# Where large streamed tensors are spooled (anonymous temp files, see verifier._checks.TensorReceiver).
+SPOOL_DIR = "spool"
 # Room for protobuf framing around the largest manifest or chunk the limits allow.
 _MESSAGE_OVERHEAD = 64 * 1024
 
@@ -338,12 +340,16 @@ class VerifierService:
         manifest, challenge = checked.manifest, checked.challenge
         authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
         self.charge(manifest.owner_key_id, nbytes=manifest.term_bytes)
-        receiver = TensorReceiver(manifest, challenge.limits)
-        for chunk in chunks:
-            if self.clock() - started > self.config.stream_timeout_s:
-                raise ChallengeExpired("the submission stream ran past its deadline")
-            receiver.add(chunk.index, chunk.offset, chunk.data)
-        terms = receiver.finish()
+        receiver = TensorReceiver(manifest, challenge.limits, spool_dir=self.registry.data_dir / SPOOL_DIR)
+        try:
+            for chunk in chunks:
+                if self.clock() - started > self.config.stream_timeout_s:
+                    raise ChallengeExpired("the submission stream ran past its deadline")
+                receiver.add(chunk.index, chunk.offset, chunk.data)
+            terms = receiver.finish()
+        except BaseException:
+            receiver.close()
+            raise
         self.challenges.redeem(checked.nonce)  # atomic: a racing stream with the same nonce fails here
         try:
             with self._computing:
@@ -460,12 +466,17 @@ class RegistryService:
             raise InvalidSubmission("a published manifest answers no challenge: its nonce must be absent")
         check_terms_table(opened, limits)
         self._charge(vendor.vendor_key_id, opened.term_bytes)
-        receiver = TensorReceiver(opened, limits)
-        for chunk in chunks:
-            if self.clock() - started > self.config.stream_timeout_s:
-                raise ChallengeExpired("the publish stream ran past its deadline")
-            receiver.add(chunk.index, chunk.offset, chunk.data)
-        return self.registry.publish(statement, Bundle(manifest, receiver.finish()), self.trust)
+        receiver = TensorReceiver(opened, limits, spool_dir=self.registry.data_dir / SPOOL_DIR)
+        try:
+            for chunk in chunks:
+                if self.clock() - started > self.config.stream_timeout_s:
+                    raise ChallengeExpired("the publish stream ran past its deadline")
+                receiver.add(chunk.index, chunk.offset, chunk.data)
+            terms = receiver.finish()
+        except BaseException:
+            receiver.close()
+            raise
+        return self.registry.publish(statement, Bundle(manifest, terms), self.trust)
 
     def revoke(self, statement: SignedMessage, caller: Caller | None = None) -> Published:
         with self.lifecycle.work():

@@ -335,6 +335,8 @@ def test_sigterm_drains_an_in_flight_submission_and_reports_not_serving(
         gate.set()  # the in-flight submission completes within the grace period
         thread.join(30)
     assert "reply" in out, out
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)  # a second SIGTERM while it closes changes nothing
     code, err = server.stop()
     assert code == 0, err
     registry = check_consistent(home)

@@ -230,3 +230,38 @@ def test_weight_commitment_streams_every_tensor_whatever_the_format(models: Mode
             (as_bin / f.name).write_bytes(f.read_bytes())
     torch.save(state, as_bin / "pytorch_model.bin")
     assert commit_checkpoint(open_model(as_bin)).root == expected
+
+
+# ------------------------------------------------------------------------------------------- receiving
+def test_large_tensors_are_spooled_to_unlinked_files_and_checked_the_same(tmp_path: Path) -> None:
+    from protocol import Manifest as _Manifest
+    from tests.verifier.registry_kit import tiny_bundle
+    from verifier._checks import TensorReceiver
+
+    bundle = tiny_bundle(3)
+    manifest: _Manifest = bundle.open()
+    limits = SubmissionLimits()
+    spool = tmp_path / "spool"
+    receiver = TensorReceiver(manifest, limits, spool_dir=spool, spool_over=8)  # every 16-byte term spools
+    for i, t in enumerate(manifest.tensors):
+        data = bundle.terms[t.name].data
+        receiver.add(i, 0, data[:5])
+        receiver.add(i, 5, data[5:])
+    terms = receiver.finish()
+    assert receiver.spooled == sum(len(bundle.terms[t.name].data) for t in manifest.tensors)
+    assert all(isinstance(terms[t.name].data, memoryview) for t in manifest.tensors)
+    assert terms == dict(bundle.terms)  # the same bytes, mapped read-only from the spool
+    assert list(spool.iterdir()) == []  # the files were unlinked from the start: nothing outlives the process
+    with pytest.raises(TypeError):
+        terms[manifest.tensors[0].name].data[0] = 1  # type: ignore[index]
+
+    # A spooled tensor that does not match its digest is refused like any other.
+    bad = TensorReceiver(manifest, limits, spool_dir=spool, spool_over=8)
+    first = bytearray(bundle.terms[manifest.tensors[0].name].data)
+    first[0] ^= 1
+    with pytest.raises(InvalidSubmission, match="SHA-256"):
+        bad.add(0, 0, bytes(first))
+    truncated = TensorReceiver(manifest, limits, spool_dir=spool, spool_over=8)
+    truncated.add(0, 0, bundle.terms[manifest.tensors[0].name].data[:4])
+    with pytest.raises(InvalidSubmission, match="truncated"):
+        truncated.finish()

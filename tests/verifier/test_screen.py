@@ -199,3 +199,16 @@ def test_a_large_registry_is_screened_and_the_receipt_says_so(
     # A receipt claiming fewer bases screened than compared does not parse.
     with pytest.raises(ProtocolError):
         dataclasses.replace(receipt, screened=receipt.compared - 1)
+
+
+def test_the_suspects_standardised_terms_are_made_once_with_the_same_results() -> None:
+    rng = np.random.default_rng(9)
+    p = probes()
+    suspect = inv_set(random_terms(rng), p)
+    mask = np.ones(N, dtype=bool)
+    mask[::7] = False  # a base lacking some probe tokens: other common rows, another cache entry
+    bases = [inv_set(random_terms(rng), p), inv_set(random_terms(rng), p), inv_set(random_terms(rng), p, mask)]
+    cache: dict[object, object] = {}
+    for b in bases:
+        assert compare(suspect, b, layer_pairs="match", a_cache=cache) == compare(suspect, b, layer_pairs="match")
+    assert len(cache) == 2  # full rows once (shared by the first two bases), the masked rows once
