@@ -35,6 +35,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from owner._probes import _no_duplicate_keys
 from verifier.errors import ConfigError, LimitExceeded, PermissionDenied
 
 FORMAT = "pawprint-client-roles/1"
@@ -93,7 +94,7 @@ class ClientRoles:
     @classmethod
     def from_json(cls, data: bytes) -> ClientRoles:
         try:
-            doc = json.loads(data, object_pairs_hook=_unique)
+            doc = json.loads(data, object_pairs_hook=_no_duplicate_keys)
         except (ValueError, UnicodeDecodeError) as e:
             raise ConfigError(f"the client roles file is not valid JSON: {e}") from e
         if not isinstance(doc, dict) or set(doc) != {"format", "clients"} or doc["format"] != FORMAT:
@@ -112,15 +113,6 @@ class ClientRoles:
             return cls.from_json(data)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate field {k!r:.40}")
-        out[k] = v
-    return out
 
 
 def _client(index: int, item: Any) -> Client:

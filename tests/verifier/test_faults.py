@@ -135,9 +135,14 @@ def check_consistent(home: Path) -> Registry:
     return registry
 
 
-def receipts_for(registry: Registry, signed: SignedMessage) -> list[bytes]:
-    digest = sha256(signed.payload)
-    return [r for m, _, r, _ in registry.submissions() if m == digest]
+def assert_one_receipt(home: Path, signed: SignedMessage, payload: bytes) -> None:
+    """The data directory is consistent and holds exactly one receipt for ``signed``: ``payload``."""
+    registry = check_consistent(home)
+    try:
+        digest = sha256(signed.payload)
+        assert [r for m, _, r, _ in registry.submissions() if m == digest] == [payload]
+    finally:
+        registry.close()
 
 
 # ---------------------------------------------------------------------------------------------- submit
@@ -179,11 +184,7 @@ def test_kill_9_during_a_submit_then_a_retry_succeeds_exactly_once(
     finally:
         code, err = restarted.stop()
     assert code == 0, err
-    registry = check_consistent(home)
-    try:
-        assert receipts_for(registry, signed) == [bytes(a.payload)]
-    finally:
-        registry.close()
+    assert_one_receipt(home, signed, bytes(a.payload))
 
 
 def test_a_client_that_disconnects_mid_stream_leaves_nothing_and_may_send_again(
@@ -207,11 +208,7 @@ def test_a_client_that_disconnects_mid_stream_leaves_nothing_and_may_send_again(
     finally:
         code, err = server.stop()
     assert code == 0, err
-    registry = check_consistent(home)
-    try:
-        assert receipts_for(registry, signed) == [bytes(reply.payload)]
-    finally:
-        registry.close()
+    assert_one_receipt(home, signed, bytes(reply.payload))
 
 
 def test_the_owner_client_sends_the_same_submission_again_after_a_verifier_restart(
@@ -339,11 +336,7 @@ def test_sigterm_drains_an_in_flight_submission_and_reports_not_serving(
     server.proc.send_signal(signal.SIGTERM)  # a second SIGTERM while it closes changes nothing
     code, err = server.stop()
     assert code == 0, err
-    registry = check_consistent(home)
-    try:
-        assert receipts_for(registry, signed) == [bytes(out["reply"].payload)]
-    finally:
-        registry.close()
+    assert_one_receipt(home, signed, bytes(out["reply"].payload))
 
 
 def test_a_corrupt_data_directory_refuses_to_start_with_a_clear_message(home: Path, base_bundle: Bundle) -> None:
@@ -388,8 +381,4 @@ def test_challenges_survive_a_restart(home: Path, keys: Keys, derived_fingerprin
     finally:
         code, err = restarted.stop()
     assert code == 0, err
-    registry = check_consistent(home)
-    try:
-        assert receipts_for(registry, signed) == [bytes(reply.payload)]
-    finally:
-        registry.close()
+    assert_one_receipt(home, signed, bytes(reply.payload))
