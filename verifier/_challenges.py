@@ -46,6 +46,7 @@ class ChallengeStore:
         clock: Clock = time.time,
         rng: Random = secrets.token_bytes,
         max_outstanding: int = 100_000,
+        max_per_client: int = 1_000,
         persist: Callable[[Challenge], None] | None = None,
     ) -> None:
         if ttl_s < 1:
@@ -54,6 +55,8 @@ class ChallengeStore:
         self._clock = clock
         self._rng = rng
         self._max = max_outstanding
+        self._max_per_client = max_per_client
+        self._by_client: dict[str, set[bytes]] = {}
         self._issued: dict[bytes, _Issued] = {}
         self._lock = threading.Lock()
         self._persist = persist
@@ -70,13 +73,25 @@ class ChallengeStore:
         method: str,
         limits: SubmissionLimits,
         registry: RegistryState,
+        client: str | None = None,
     ) -> Challenge:
-        """A new challenge with a fresh nonce, valid from now for ``ttl_s`` seconds."""
+        """A new challenge with a fresh nonce, valid from now for ``ttl_s`` seconds. ``client`` (who asks: a
+        certificate or an address) may hold at most ``max_per_client`` unanswered, unexpired challenges, so
+        that one client cannot use up the store for everyone."""
         now = self.now()
         with self._lock:
             self._forget_expired(now)
             if len(self._issued) >= self._max:
                 raise LimitExceeded("too many outstanding challenges; try again later")
+            held: set[bytes] | None = None
+            if client is not None:
+                held = self._by_client.setdefault(client, set())
+                for n in [n for n in held if (i := self._issued.get(n)) is None or i.used
+                          or i.challenge.expires_at <= now]:
+                    held.discard(n)
+                if len(held) >= self._max_per_client:
+                    raise LimitExceeded(f"this client holds {len(held)} unanswered challenges; answer them or let "
+                                        "them expire")
             nonce = self._rng(NONCE_SIZE)
             if len(nonce) != NONCE_SIZE or nonce in self._issued:
                 # A repeated 32-byte random value means the random source is broken: refuse to go on.
@@ -88,6 +103,8 @@ class ChallengeStore:
             if self._persist is not None:
                 self._persist(challenge)  # before anyone can answer it: a restart must still know it
             self._issued[nonce] = _Issued(challenge)
+            if held is not None:
+                held.add(nonce)
             return challenge
 
     def restore(self, challenges: list[tuple[Challenge, bool]]) -> int:
@@ -153,3 +170,7 @@ class ChallengeStore:
         horizon = now - self._ttl
         for nonce in [n for n, i in self._issued.items() if i.challenge.expires_at <= horizon]:
             del self._issued[nonce]
+        for client, held in list(self._by_client.items()):
+            held.intersection_update(self._issued)
+            if not held:
+                del self._by_client[client]

@@ -302,6 +302,7 @@ class VerifierService:
             challenge = self.challenges.issue(
                 verifier_key_id=self.key.key_id, probe_sets=probe_sets, layers=self.config.layers,
                 method=self.config.method, limits=self.config.limits, registry=self.registry.state(),
+                client=caller.identity if caller is not None else None,
             )
             return sign_message(challenge, self.key)
 

@@ -265,3 +265,24 @@ def test_large_tensors_are_spooled_to_unlinked_files_and_checked_the_same(tmp_pa
     truncated.add(0, 0, bundle.terms[manifest.tensors[0].name].data[:4])
     with pytest.raises(InvalidSubmission, match="truncated"):
         truncated.finish()
+
+
+def test_one_client_cannot_use_up_the_challenges_of_everyone() -> None:
+    clock = FakeClock()
+    store = ChallengeStore(ttl_s=60, clock=clock, max_per_client=2)
+
+    def issue(client: str) -> bytes:
+        return store.issue(verifier_key_id="a" * 64, probe_sets=(), layers="last2", method="pawprint",
+                           limits=SubmissionLimits(), registry=RegistryState(0, b"\0" * 32), client=client).nonce
+
+    first = issue("greedy")
+    issue("greedy")
+    with pytest.raises(LimitExceeded, match="unanswered challenges"):
+        issue("greedy")
+    issue("someone else")  # others are not affected
+    store.redeem(first)
+    store.settle(first)  # an answered challenge no longer counts
+    issue("greedy")
+    clock.advance(61)  # expired ones neither
+    issue("greedy")
+    issue("greedy")
