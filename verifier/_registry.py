@@ -329,6 +329,8 @@ class Registry:
         self.screen = ScreenIndex(SKETCH_SPEC)
         self._indexed: set[int] = set()
         self._probe_sets: tuple[int, tuple[ProbeSpec, ...]] | None = None
+        self._skeletons: dict[str, str] = {}  # name skeleton -> the registered name that has it
+        self._skeleton_names: list[str] = []  # the names folded into _skeletons, in log order
         self._entries: dict[int, BaseEntry] = {}
         db_path = self.data_dir / DB_NAME
         if not create and not db_path.is_file():
@@ -540,10 +542,16 @@ class Registry:
         holder = rules.names.get(statement.name)
         if holder is not None and holder != statement.vendor_key_id:
             raise AlreadyExists(f"the name {statement.name!r} is held by another vendor")
-        skeleton = name_skeleton(statement.name)
-        for other in rules.names:
-            if other != statement.name and name_skeleton(other) == skeleton:
-                raise AlreadyExists(f"the name {statement.name!r} is confusable with the registered name {other!r}")
+        names = list(rules.names)  # in first-registration order: new names only ever come at the end
+        done = len(self._skeleton_names)
+        if done > len(names) or (done and names[done - 1] != self._skeleton_names[-1]):  # rules read again
+            self._skeletons, self._skeleton_names, done = {}, [], 0
+        for other in names[done:]:
+            self._skeletons.setdefault(name_skeleton(other), other)
+            self._skeleton_names.append(other)
+        twin = self._skeletons.get(name_skeleton(statement.name))
+        if twin is not None and twin != statement.name:
+            raise AlreadyExists(f"the name {statement.name!r} is confusable with the registered name {twin!r}")
         active = rules.active.get(statement.name)
         if active is not None:
             raise AlreadyExists(f"a base named {statement.name!r} is already registered (entry {active}); revoke "
@@ -656,7 +664,16 @@ class Registry:
         return next((e for e in self.bases() if e.name == name), None)
 
     def _base_at(self, index: int) -> BaseEntry | None:
-        return next((e for e in self.bases(include_revoked=True) if e.index == index), None)
+        """The registration at ``index`` (revoked or not), without reading every entry."""
+        with self._lock:
+            row = self._db.execute("SELECT terms_blob FROM entries WHERE idx = ? AND action = ?",
+                                   (index, REGISTER)).fetchone()
+            if row is None:
+                return None
+            entry = self._entries.get(index)
+            if entry is None:
+                entry = self._entries[index] = _base_entry(index, str(row[0]), self.log.leaf(index))
+            return dataclasses.replace(entry, revoked_by=self.log.rules.revoked.get(index))
 
     def state(self) -> RegistryState:
         """The size and root of the latest checkpoint."""
