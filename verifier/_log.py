@@ -24,6 +24,7 @@ This module never updates or deletes a row of these tables: there is no code pat
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +48,25 @@ from protocol import (
     sign_checkpoint,
 )
 from verifier.errors import OutOfRange, RegistryCorrupt, RegistryError, StorageFull
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def full_disk_refused() -> Iterator[None]:
+    """A full disk, as SQLite ("database or disk is full") or a file write (ENOSPC, EDQUOT, EFBIG) reports it,
+    becomes ``StorageFull``: the caller has stored nothing and says so."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if "full" in str(e).lower():
+            raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
+        raise
+    except OSError as e:
+        if e.errno in _DISK_FULL_ERRNOS:
+            raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
+        raise
+
 
 # Called with the name of each step of an append ("entry-inserted", "checkpoint-inserted", "committed"):
 # fault-injection tests kill the process there.
@@ -247,7 +267,7 @@ class TransparencyLog:
             raise RegistryError("the log's private key is not available here: cannot append")
         if not self._checked:
             raise RegistryError("this registry was opened unchecked (read-only): cannot append")
-        try:
+        with full_disk_refused():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self.sync()
@@ -258,10 +278,6 @@ class TransparencyLog:
                     self._db.execute("ROLLBACK")
                 self._stale = True  # the tree and rules may hold what was rolled back: read them again
                 raise
-        except sqlite3.OperationalError as e:
-            if "full" in str(e).lower():
-                raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
-            raise
         self._fault("committed")
 
     def append(self, statement: SignedMessage, manifest: SignedMessage | None, *, terms_blob: str | None,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import logging
 import os
@@ -88,6 +87,7 @@ from verifier._log import (
     FaultHook,
     TransparencyLog,
     default_origin,
+    full_disk_refused,
     initialise,
     read_meta,
 )
@@ -138,7 +138,6 @@ CREATE TABLE IF NOT EXISTS challenges (
     expires_at INTEGER NOT NULL
 );
 """
-_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 SKETCH_SPEC = SketchSpec()  # the screen's sketches (verifier._screen); its id names them in the table
 log = logging.getLogger("pawprint.registry")
@@ -210,17 +209,13 @@ class BlobStore:
         target = self.path(blob_id)
         if target.exists():
             return blob_id
-        try:
+        with full_disk_refused():
             target.parent.mkdir(exist_ok=True)
             for _ in range(3):  # a temp file taken by ``remove_temporaries`` in the instant before it was locked
                 if self._write_new(target, data):
                     break
             else:
                 raise RegistryError(f"blob {blob_id}: its temp file kept disappearing")
-        except OSError as e:
-            if e.errno in _DISK_FULL_ERRNOS:
-                raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
-            raise
         return blob_id
 
     @staticmethod
@@ -844,7 +839,7 @@ class Registry:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        try:
+        with full_disk_refused():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
@@ -853,10 +848,6 @@ class Registry:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise
-        except sqlite3.OperationalError as e:
-            if "full" in str(e).lower():
-                raise StorageFull("the verifier's storage is full: nothing was stored; try again later") from e
-            raise
 
     def submissions(self) -> list[tuple[bytes, str, bytes, str | None]]:
         """(manifest digest, owner key id, receipt bytes, terms blob id or None) of each accepted submission."""
