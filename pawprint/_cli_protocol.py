@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import faulthandler
 import json
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -551,6 +551,9 @@ def cmd_registry_audit(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- verifier
+_EXIT_WATCHDOG_S = 30.0  # after the drain grace: how long stopping the server and closing may take
+
+
 def cmd_verifier_serve(args: argparse.Namespace) -> int:
     from protocol import TrustStore
     from verifier import (
@@ -603,19 +606,26 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         "registry log %s: %d entries, signed by key %s (auditors need its public key, %s/log.pub)", registry.origin,
         registry.size(), registry.log_public_key.key_id, args.data)
     print(f"listening on {host}:{running.port}", flush=True)
-    stop = threading.Event()
+    # The handler only appends to a list: it runs on the main thread between any two bytecodes, so it must
+    # take no lock (an Event.set() there deadlocks when the signal lands while the main thread holds the
+    # Event's own lock inside wait()).
+    received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
     try:
-        while not stop.wait(0.5):
-            pass
+        while not received:
+            time.sleep(0.2)  # a signal cuts the sleep short
+        # Watchdog: should anything keep the process from ending (a call that ignores cancellation, a thread
+        # that does not return), every thread's stack goes to stderr and the process exits 1, rather than
+        # hanging under a supervisor that is waiting for it.
+        faulthandler.dump_traceback_later(config.drain_grace_s + _EXIT_WATCHDOG_S, exit=True)
         logger.info("shutting down: health NOT_SERVING, draining for up to %.0f s", config.drain_grace_s)
         drained = running.shutdown()
         logger.info("stopped (%s)", "drained" if drained else "in-flight calls cut off at the grace period")
     finally:
-        # The handlers stay: a second SIGTERM while draining or closing only sets the event again, and this
-        # command ends with the process.
-        running.server.stop(grace=0)
+        # The handlers stay: a second SIGTERM while draining or closing is only recorded, and this command ends
+        # with the process.
+        running.server.stop(grace=0).wait(_EXIT_WATCHDOG_S)
         registry.close()
     return EXIT_OK
 

@@ -760,7 +760,8 @@ class RunningServer:
         if not drained:
             log.warning("shutdown: %d calls still running after %.0f s are cancelled",
                         self.service.lifecycle.in_flight, grace)
-        self.server.stop(grace=1.0).wait()
+        if not self.server.stop(grace=1.0).wait(timeout=30.0):
+            log.warning("shutdown: the gRPC server had not stopped 30 s after its calls were cancelled")
         return drained
 
 

@@ -53,7 +53,7 @@ class Server:
              f"127.0.0.1:{port}", "--key", str(h / "verifier.key"), "--trust", str(h / "trust.json"),
              "--insecure-loopback", "--log-level", "WARNING", *self.extra],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"},
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -76,7 +76,13 @@ class Server:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=60)
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # A hung server: SIGABRT makes faulthandler print every thread's stack, which the failure shows.
+            self.proc.send_signal(signal.SIGABRT)
+            _, err = self.proc.communicate(timeout=30)
+            raise AssertionError(f"the server did not exit within 60 s of SIGTERM; its threads:\n{err}") from None
         return self.proc.returncode, err
 
 
