@@ -312,6 +312,7 @@ class Registry:
         checked: bool = True,
         fault: FaultHook | None = None,
         cache_bases: int = 32,
+        cache_bytes: int = 1 << 30,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._clock = clock
@@ -319,8 +320,11 @@ class Registry:
         self._lock = threading.RLock()
         # Decoded terms of the most recently compared bases (a base's terms are 6 n^2 floats: 384 MiB at
         # n = 4096, so they are not all kept), and the screen over every base's sketch.
-        self._cache: OrderedDict[str, tuple[InvariantSet, ...]] = OrderedDict()
+        # Bounded by count and by bytes (1 GiB: two bases' terms at n = 4096, or thousands at small n).
+        self._cache: OrderedDict[str, tuple[tuple[InvariantSet, ...], int]] = OrderedDict()
+        self._cached_bytes = 0
         self.cache_bases = cache_bases
+        self.cache_bytes = cache_bytes
         self.screen = ScreenIndex(SKETCH_SPEC)
         self._indexed: set[int] = set()
         self._probe_sets: tuple[int, tuple[ProbeSpec, ...]] | None = None
@@ -768,7 +772,7 @@ class Registry:
             cached = self._cache.get(entry.terms_blob)
             if cached is not None:
                 self._cache.move_to_end(entry.terms_blob)
-                return cached
+                return cached[0]
         manifest = Manifest.decode(entry.manifest, BUNDLE_LIMITS)
         terms = decode_terms(self.blobs.get(entry.terms_blob))
         try:
@@ -776,11 +780,15 @@ class Registry:
             sets = tuple(invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups)))
         except (ProtocolError, FingerprintError, KeyError) as e:
             raise RegistryCorrupt(f"base {entry.name!r}: stored terms do not match its manifest ({e})") from e
-        if keep and self.cache_bases > 0:
+        size = sum(t.nbytes for s in sets for t in s.terms.values())
+        if keep and self.cache_bases > 0 and size <= self.cache_bytes:
             with self._lock:
-                self._cache[entry.terms_blob] = sets
-                while len(self._cache) > self.cache_bases:
-                    self._cache.popitem(last=False)
+                if entry.terms_blob not in self._cache:
+                    self._cache[entry.terms_blob] = (sets, size)
+                    self._cached_bytes += size
+                while len(self._cache) > self.cache_bases or self._cached_bytes > self.cache_bytes:
+                    _, (_, evicted) = self._cache.popitem(last=False)
+                    self._cached_bytes -= evicted
         return sets
 
     # -- submissions -------------------------------------------------------------------------------------

@@ -212,3 +212,37 @@ def test_the_suspects_standardised_terms_are_made_once_with_the_same_results() -
     for b in bases:
         assert compare(suspect, b, layer_pairs="match", a_cache=cache) == compare(suspect, b, layer_pairs="match")
     assert len(cache) == 2  # full rows once (shared by the first two bases), the masked rows once
+
+
+def test_the_cache_of_decoded_base_terms_is_bounded_in_bytes(
+    tmp_path: Path, keys: Keys, base_bundle: Bundle
+) -> None:
+    """Decoded base terms are kept for the next submission, but never more bytes of them than ``cache_bytes``
+    (at n = 4096 one base's terms are 384 MiB): the oldest go first, and a base too large for the bound is
+    not kept at all. What is read back is the same either way."""
+    trust = keys.trust()
+    registry = Registry(tmp_path / "data")
+    for i in range(3):
+        registry.add_base(f"decoy-{i}", _decoy(base_bundle, keys.vendor, i), trust)
+    registry.close()
+    unbounded = Registry(tmp_path / "data")
+    everything = {b.name: b.invariants for b in unbounded.snapshot()[1]}
+    one = sum(t.nbytes for s in everything["decoy-0"] for t in s.terms.values())
+    assert len(unbounded._cache) == 3 and unbounded._cached_bytes == 3 * one
+    unbounded.close()
+
+    bounded = Registry(tmp_path / "data", cache_bytes=2 * one)
+    for _ in range(2):
+        bases = {b.name: b.invariants for b in bounded.snapshot()[1]}
+        assert bases.keys() == everything.keys()
+        for name, sets in bases.items():
+            for got, want in zip(sets, everything[name], strict=True):
+                assert got.terms.keys() == want.terms.keys()
+                assert all(np.array_equal(got.terms[k], want.terms[k]) for k in want.terms)
+        assert len(bounded._cache) == 2 and bounded._cached_bytes == 2 * one  # the two latest stay
+    bounded.close()
+
+    too_small = Registry(tmp_path / "data", cache_bytes=one - 1)
+    too_small.snapshot()
+    assert len(too_small._cache) == 0 and too_small._cached_bytes == 0
+    too_small.close()
