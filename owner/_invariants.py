@@ -37,7 +37,7 @@ family and both methods.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,20 +266,88 @@ def term_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(za @ zb / den) if den > 0 else 0.0
 
 
-def _unit_terms(inv: InvariantSet, rows: np.ndarray, layers: set[int]) -> dict[tuple[int, str], np.ndarray]:
-    """Each term restricted to ``rows``, standardised and scaled to unit norm, so a dot product is its cosine."""
-    out: dict[tuple[int, str], np.ndarray] = {}
-    every = len(rows) == len(inv.present_tokens) and bool(np.array_equal(rows, np.arange(len(rows))))
-    for layer in layers:
-        for name in TERMS:
-            t = inv.term(layer, name)
-            z = np.array(t if every else t[np.ix_(rows, rows)], dtype=np.float64).ravel()
-            z -= z.mean()  # centred and scaled to unit norm: the same unit vector as standardise() gives
-            nz = float(np.sqrt(z @ z))
-            if nz > 0:
-                z /= nz
-            out[(layer, name)] = z
+# Rows of a term are read in blocks of about this many entries per term in play (8 MiB in float64 each), so
+# that a comparison holds no float64 copy of a whole term: at n = 4096 a copy is 128 MiB, 805 MiB for the six
+# terms of two layers, on each side.
+_BLOCK_ENTRIES = 1 << 20
+
+
+def _block_rows(m: int, terms_in_play: int) -> int:
+    return max(1, _BLOCK_ENTRIES // max(1, m * max(1, terms_in_play // 2)))
+
+
+def _rows_of(t: np.ndarray, rows: np.ndarray, every: bool, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of the term restricted to ``rows`` (rows and columns), as float64."""
+    block = t[r0:r1] if every else t[np.ix_(rows[r0:r1], rows)]
+    return np.array(block, dtype=np.float64)  # always a copy: callers centre it in place
+
+
+def _centred(block: np.ndarray, mean: float) -> np.ndarray:
+    block -= mean
+    return block
+
+
+class _Rows:
+    """One side of a comparison: an invariant set restricted to the probe tokens common with the other side."""
+
+    def __init__(self, inv: InvariantSet, rows: np.ndarray) -> None:
+        self.inv, self.rows, self.m = inv, rows, len(rows)
+        self.every = self.m == len(inv.present_tokens) and bool(np.array_equal(rows, np.arange(self.m)))
+        self.means: dict[tuple[int, str], float] = {}
+        self.norms: dict[tuple[int, str], float] = {}
+
+    def blocks(self, layer: int, name: str, step: int) -> Iterator[np.ndarray]:
+        t = self.inv.term(layer, name)
+        for r0 in range(0, self.m, step):
+            yield _rows_of(t, self.rows, self.every, r0, min(self.m, r0 + step))
+
+    def moments(self, keys: Iterable[tuple[int, str]]) -> None:
+        """Mean and centred norm of each term (two passes over its rows), kept."""
+        step = _block_rows(self.m, 2)
+        for key in keys:
+            if key in self.norms:
+                continue
+            total = sum(float(b.sum()) for b in self.blocks(*key, step))
+            mean = total / float(self.m * self.m)
+            ss = 0.0
+            for block in self.blocks(*key, step):
+                c = _centred(block, mean)
+                ss += float(np.vdot(c, c))
+            self.means[key], self.norms[key] = mean, float(np.sqrt(ss))
+
+
+def _cosines(a: _Rows, b: _Rows, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int, str], float]:
+    """The cosine of every term of every ``(layer of a, layer of b)`` pair, each term centred (the same number
+    as the dot product of the two standardised, unit-norm terms), read row block by row block: each term of
+    either side is read once per call, and no whole-term float64 copy is made."""
+    pairs = sorted(set(pairs))
+    la = sorted({x for x, _ in pairs})
+    lb = sorted({y for _, y in pairs})
+    a.moments((x, t) for x in la for t in TERMS)
+    b.moments((y, t) for y in lb for t in TERMS)
+    step = _block_rows(a.m, len(la) + len(lb))
+    out: dict[tuple[int, int, str], float] = {}
+    for name in TERMS:
+        dots = dict.fromkeys(pairs, 0.0)
+        a_blocks = {x: a.blocks(x, name, step) for x in la}
+        b_blocks = {y: b.blocks(y, name, step) for y in lb}
+        for _ in range(0, a.m, step):
+            ra = {x: _centred(next(it), a.means[(x, name)]) for x, it in a_blocks.items()}
+            rb = {y: _centred(next(it), b.means[(y, name)]) for y, it in b_blocks.items()}
+            for x, y in pairs:
+                dots[(x, y)] += float(np.vdot(ra[x], rb[y]))
+        for x, y in pairs:
+            den = a.norms[(x, name)] * b.norms[(y, name)]
+            out[(x, y, name)] = dots[(x, y)] / den if den > 0 else 0.0
     return out
+
+
+def _similarity(cos: dict[tuple[int, int, str], float], la: Sequence[int], lb: Sequence[int]) -> np.ndarray:
+    sim = np.zeros((len(la), len(lb)))
+    for i, x in enumerate(la):
+        for j, y in enumerate(lb):
+            sim[i, j] = float(np.mean([cos[(x, y, t)] for t in TERMS]))
+    return sim
 
 
 @dataclass(frozen=True)
@@ -331,17 +399,6 @@ def _common_rows(a: InvariantSet, b: InvariantSet, min_common: int) -> tuple[np.
     return np.array([rows_a[t] for t in common]), np.array([rows_b[t] for t in common])
 
 
-def _similarity(
-    unit_a: dict[tuple[int, str], np.ndarray], unit_b: dict[tuple[int, str], np.ndarray],
-    la: Sequence[int], lb: Sequence[int],
-) -> np.ndarray:
-    sim = np.zeros((len(la), len(lb)))
-    for i, x in enumerate(la):
-        for j, y in enumerate(lb):
-            sim[i, j] = float(np.mean([unit_a[(x, t)] @ unit_b[(y, t)] for t in TERMS]))
-    return sim
-
-
 def _match(la: Sequence[int], lb: Sequence[int], sim: np.ndarray) -> list[tuple[int, int]]:
     """Order-preserving one-to-one matching of every layer of the shallower side maximising summed ``sim``."""
     transpose = len(la) > len(lb)
@@ -368,43 +425,34 @@ def _match(la: Sequence[int], lb: Sequence[int], sim: np.ndarray) -> list[tuple[
 
 def compare(
     a: InvariantSet, b: InvariantSet, layer_pairs: Sequence[tuple[int, int]] | str | None = None,
-    min_common: int = 16, a_cache: dict[Any, dict[tuple[int, str], np.ndarray]] | None = None,
+    min_common: int = 16, a_cache: dict[Any, Any] | None = None,
 ) -> Comparison:
     """ICS of ``a`` and ``b`` on the probe tokens both have.
 
     ``layer_pairs``: explicit ``(layer of a, layer of b)`` pairs; ``None`` pairs the selected layers from the
-    end (last with last); ``"match"`` matches them order-preservingly (``match_layers``), computing each
-    term's standardised form once for the matching and the scores. ``a_cache`` (an empty dict to start) keeps
-    ``a``'s standardised terms across calls comparing the same ``a`` with several ``b`` (a submission with
-    the registry's bases): same results, half the work.
+    end (last with last); ``"match"`` matches them order-preservingly (``match_layers``), computing every
+    pair's cosines once for the matching and the scores. The terms are read in row blocks, centred in float64
+    (no whole-term copy on either side). ``a_cache`` (an empty dict to start) keeps the means and norms of
+    ``a``'s terms across calls comparing the same ``a`` with several ``b`` (a submission with the registry's
+    bases): same results, less work.
     """
     ia, ib = _common_rows(a, b, min_common)
-
-    def units_a(layers: set[int]) -> dict[tuple[int, str], np.ndarray]:
-        if a_cache is None:
-            return _unit_terms(a, ia, layers)
-        key = (id(a), ia.tobytes(), tuple(sorted(layers)))
-        if key not in a_cache:
-            a_cache[key] = _unit_terms(a, ia, layers)
-        return a_cache[key]
-
+    if a_cache is None:
+        side_a = _Rows(a, ia)
+    else:  # the means and norms of ``a``'s terms on these rows, worked out once
+        side_a = a_cache.setdefault((id(a), ia.tobytes()), _Rows(a, ia))
+    side_b = _Rows(b, ib)
     if layer_pairs == "match":
-        unit_a = units_a(set(a.layers))
-        unit_b = _unit_terms(b, ib, set(b.layers))
-        pairs = _match(a.layers, b.layers, _similarity(unit_a, unit_b, a.layers, b.layers))
+        cos = _cosines(side_a, side_b, [(x, y) for x in a.layers for y in b.layers])
+        pairs = _match(a.layers, b.layers, _similarity(cos, a.layers, b.layers))
     else:
         if isinstance(layer_pairs, str):
             raise ValueError(f"layer_pairs must be pairs, None or 'match', got {layer_pairs!r}")
         pairs = list(layer_pairs) if layer_pairs is not None else default_layer_pairs(a.layers, b.layers)
         if not pairs:
             raise IncomparableError("no layers to compare")
-        unit_a = units_a({la for la, _ in pairs})
-        unit_b = _unit_terms(b, ib, {lb for _, lb in pairs})
-    scores = [
-        TermScore(la, lb, name, float(unit_a[(la, name)] @ unit_b[(lb, name)]))
-        for la, lb in pairs
-        for name in TERMS
-    ]
+        cos = _cosines(side_a, side_b, pairs)
+    scores = [TermScore(la, lb, name, cos[(la, lb, name)]) for la, lb in pairs for name in TERMS]
     ics = float(np.mean([s.cosine for s in scores]))
     return Comparison(method=a.method, ics=ics, terms=tuple(scores), common_probe_tokens=len(ia))
 
@@ -412,7 +460,8 @@ def compare(
 def layer_similarity(a: InvariantSet, b: InvariantSet) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
     """Mean term cosine between every layer of ``a`` and every layer of ``b`` (on common probe tokens)."""
     ia, ib = _common_rows(a, b, 16)
-    sim = _similarity(_unit_terms(a, ia, set(a.layers)), _unit_terms(b, ib, set(b.layers)), a.layers, b.layers)
+    cos = _cosines(_Rows(a, ia), _Rows(b, ib), [(x, y) for x in a.layers for y in b.layers])
+    sim = _similarity(cos, a.layers, b.layers)
     return a.layers, b.layers, sim
 
 

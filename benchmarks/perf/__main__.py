@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         ("commitment 1.1b", ["--shape", "1.1b", "--repeats", r]),
         ("transfer", ["--repeats", r]),
         ("registry_scale", []),
+        ("compare", ["--bases", "4"]),
         ("service_scale", ["--bases", "2000" if args.quick else "10000"]),
         ("all_layers 1.1b", ["--shape", "1.1b", "--tokens", "1024"]),
     ]

@@ -265,8 +265,9 @@ def registry_section(d: dict[str, Any] | None) -> list[str]:
         f"({d['screened_answer_prestandardised_s']:.1f} s with the suspect standardised once) against "
         f"{d['exact_all_s_extrapolated'] / 3600:.1f} h for exact comparison with all {d['bases']:,} bases "
         f"(extrapolated; {d['exact_all_prestandardised_s_extrapolated'] / 3600:.1f} h standardised once), which "
-        f"also needs all {d['exact_all_bytes'] / 2**40:.1f} TiB of terms read or held (the registry today caches "
-        "every base's decoded terms in memory).",
+        f"also needs all {d['exact_all_bytes'] / 2**40:.1f} TiB of terms read or held (the registry keeps at most "
+        "32 bases' and 1 GiB of decoded terms in memory). The `owner.compare` figures here predate the row-block "
+        "comparison of section 5b.",
         "",
         "| suspect (share of the true base) | true base rank | estimate | exact ICS | best unrelated estimate |",
         "|---|---|---|---|---|",
@@ -275,6 +276,32 @@ def registry_section(d: dict[str, Any] | None) -> list[str]:
         ex = "n/a" if s["true_exact_ics"] is None else f"{s['true_exact_ics']:.3f}"
         out.append(f"| {s['weight']} | {s['true_base_rank']} | {s['true_estimate']:.3f} | {ex} | "
                    f"{s['best_unrelated_estimate']:.3f} |")
+    out.append("")
+    return out
+
+
+def compare_section(d: dict[str, Any] | None) -> list[str]:
+    out = ["## 5b. Exact comparison with a candidate base", ""]
+    if d is None:
+        return [*out, "(not run)", ""]
+    out += [
+        f"Command: `{d['command']}` (load {_load_range(d)}); n = {d['n']}, 2 layers x 3 terms, layers matched as "
+        "the verifier does. Before: every term of both sides standardised as a whole float64 copy, the suspect's "
+        "kept across bases (`benchmarks/perf/_before.py`). Now (`owner.compare`): rows read in blocks and centred "
+        "on the fly, only the suspect's means and norms kept. Memory: peak allocated during the comparisons "
+        "(`tracemalloc`), above the terms themselves.",
+        "",
+        "| case | before: first base / next | now: first base / next | faster (next) | memory before / now | "
+        "less memory | cosines agree to |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, label in (("all_tokens", "every probe token common"), ("tokens_missing", "bases lack 10 % of tokens")):
+        c = d[case]
+        b, n = c["before"], c["now"]
+        out.append(
+            f"| {label} | {b['first_base_s']:.2f} / {b['next_bases_s']:.2f} s | {n['first_base_s']:.2f} / "
+            f"{n['next_bases_s']:.2f} s | **{c['speedup_next_bases']:.2f}x** | {_mib(b['peak_alloc_bytes'])} / "
+            f"{_mib(n['peak_alloc_bytes'])} | **{c['memory_ratio']:.0f}x** | {c['max_cosine_difference']:.0e} |")
     out.append("")
     return out
 
@@ -333,8 +360,9 @@ def render() -> str:
     d11, d7 = _load("perf_owner_1.1b.json"), _load("perf_owner_7b.json")
     fl, cm = _load("perf_floor_1.1b.json"), _load("perf_commitment_1.1b.json")
     tr, rs, al = _load("perf_transfer.json"), _load("perf_registry_scale.json"), _load("perf_all_layers_1.1b.json")
+    cp = _load("perf_compare.json")
     machine = next((d["machine"] for d in (d11, fl, cm, tr, rs, al) if d), None)
-    ranges = [_load_range(d) for d in (d11, d7, fl, cm, tr, rs, al) if d]
+    ranges = [_load_range(d) for d in (d11, d7, fl, cm, tr, rs, cp, al) if d]
     lows = [float(r.split("-")[0]) for r in ranges if r != "n/a"]
     highs = [float(r.split("-")[1]) for r in ranges if r != "n/a"]
     overall = f"{min(lows):.1f}-{max(highs):.1f}" if lows else "n/a"
@@ -360,7 +388,7 @@ def render() -> str:
         "",
     ]
     body = (owner_section(d11, d7) + floor_section(fl) + commitment_section(cm) + transfer_section(tr)
-            + registry_section(rs) + layers_section(al))
+            + registry_section(rs) + compare_section(cp) + layers_section(al))
     return "\n".join(head + body + _static()) + "\n"
 
 
