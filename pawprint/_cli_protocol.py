@@ -332,13 +332,28 @@ def _trust_for(args: argparse.Namespace) -> Any:
     return TrustStore.load(args.trust) if args.trust is not None else None
 
 
+def max_probe_sets_option(p: argparse.ArgumentParser) -> None:
+    from verifier._registry import DEFAULT_MAX_PROBE_SETS
+
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        return value
+
+    p.add_argument("--max-probe-sets", type=positive, default=DEFAULT_MAX_PROBE_SETS, metavar="N",
+                   help="a base may bring a new probe set only while the registry holds fewer than N (every "
+                        f"challenge names them all; default {DEFAULT_MAX_PROBE_SETS})")
+
+
 def cmd_registry_add(args: argparse.Namespace) -> int:
     from owner._fingerprint import load_bundle
     from protocol import TrustStore
     from verifier import Registry
 
     bundle = load_bundle(args.bundle)
-    registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None)
+    registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None,
+                        max_probe_sets=args.max_probe_sets)
     try:
         entry = registry.add_base(args.name, bundle, TrustStore.load(args.trust), licence=args.licence,
                                   release_date=args.release_date, description=args.description)
@@ -576,7 +591,8 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
     tls = TlsConfig.from_files(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
     key = _private_key(args.key, args.passphrase_env)
     trust = TrustStore.load(args.trust)
-    registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None)
+    registry = Registry(args.data, log_key=_private_key(args.log_key, None) if args.log_key else None,
+                        max_probe_sets=args.max_probe_sets)
     rates = None
     if args.rate_limit_rpm is not None or args.rate_limit_bytes_per_hour is not None:
         default = RateLimits()
@@ -796,6 +812,7 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     radd.add_argument("--name", required=True)
     radd.add_argument("--trust", required=True, metavar="TRUST")
     radd.add_argument("--log-key", default=None, metavar="KEY", help="the log's key (default DIR/log.key)")
+    max_probe_sets_option(radd)
     metadata_options(radd)
     radd.set_defaults(func=cmd_registry_add)
     rpub = reg.add_parser("publish", help="publish a base: the vendor signs name and metadata, the bundle is sent")
@@ -856,6 +873,7 @@ def add_commands(sub: argparse._SubParsersAction, owner_sub: argparse._SubParser
     srv.add_argument("--insecure-loopback", action="store_true", help="plaintext, only on 127.0.0.1 or ::1")
     srv.add_argument("--log-key", default=None, metavar="KEY",
                      help="the registry log's signing key (default DIR/log.key, created with the registry)")
+    max_probe_sets_option(srv)
     srv.add_argument("--layers", default="last2", choices=("last2", "all"),
                      help="the layers owners must send: 'all' lets depth-pruned and upscaled models be matched")
     srv.add_argument("--client-roles", default=None, metavar="FILE",

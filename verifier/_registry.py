@@ -291,6 +291,9 @@ def decode_terms(data: bytes) -> dict[str, Tensor]:
         raise RegistryCorrupt(f"a terms blob is malformed: {e}") from e
 
 
+DEFAULT_MAX_PROBE_SETS = 16  # probe sets one registry may hold (each is in every challenge: 16 x 4096 tokens)
+
+
 class Registry:
     """The registry and submission record in one data directory; safe to share between threads, and between
     processes (SQLite's writer lock orders the appends).
@@ -313,6 +316,7 @@ class Registry:
         fault: FaultHook | None = None,
         cache_bases: int = 32,
         cache_bytes: int = 1 << 30,
+        max_probe_sets: int = DEFAULT_MAX_PROBE_SETS,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._clock = clock
@@ -325,6 +329,9 @@ class Registry:
         self._cached_bytes = 0
         self.cache_bases = cache_bases
         self.cache_bytes = cache_bytes
+        if max_probe_sets < 1:
+            raise ValueError("max_probe_sets must be at least 1")
+        self.max_probe_sets = max_probe_sets
         self.screen = ScreenIndex(SKETCH_SPEC)
         self._indexed: set[int] = set()
         self._probe_sets: tuple[int, tuple[ProbeSpec, ...]] | None = None
@@ -507,6 +514,7 @@ class Registry:
             with self.log.writing():
                 index = self._existing_registration(statement, idempotent)
                 if index is None:
+                    self._check_probe_sets(manifest)
                     if not self.blobs.path(blob_id).is_file():
                         self.blobs.put(data)  # collected as an orphan by another process's start-up meanwhile
                     index = self._append(signed, bundle.signed, blob_id).index
@@ -678,6 +686,17 @@ class Registry:
         """The size and root of the latest checkpoint."""
         cp = parse_checkpoint(self.latest_checkpoint()).checkpoint
         return RegistryState(size=cp.size, root=cp.root)
+
+    def _check_probe_sets(self, manifest: Manifest) -> None:
+        """Every challenge names every probe set of the registry, and an owner computes terms on each: a base
+        may bring a new probe set only while there are fewer than ``max_probe_sets``."""
+        known = [p.id for p in self.probe_sets()]
+        new = sorted({g.probe_set.id for g in manifest.groups} - set(known))
+        if new and len(known) + len(new) > self.max_probe_sets:
+            raise RegistryError(
+                f"the registry holds {len(known)} probe sets and takes at most {self.max_probe_sets} (every "
+                f"challenge asks owners for terms on each); this base brings {len(new)} more ({', '.join(new)}). "
+                f"Compute its terms on a registered probe set ({', '.join(known)}), or raise --max-probe-sets")
 
     def probe_sets(self) -> tuple[ProbeSpec, ...]:
         """The probe sets of every unrevoked base's groups, first registered first, each once (worked out
