@@ -259,15 +259,15 @@ def registry_section(d: dict[str, Any] | None) -> list[str]:
         f"- Query (sketch the suspect, score all {d['bases']:,}, top {d['k']}): **{d['query_s']:.2f} s**.",
         f"- Exact ICS per candidate: reading its terms back ({d['blob_bytes'] / MIB:.0f} MiB) "
         f"{d['read_blob_warm_s']:.2f} s warm / {d['read_blob_cold_s']:.2f} s cold, `owner.compare` "
-        f"{d['compare_one_base_s']:.2f} s (with the suspect standardised once: "
-        f"{d['compare_one_base_prestandardised_s']:.2f} s, same ICS to 1e-4).",
+        f"{d['compare_one_base_s']:.2f} s without the suspect's cache (section 5b times it with the cache); a "
+        f"float32 prototype with the suspect standardised once: {d['compare_one_base_prestandardised_s']:.2f} s, "
+        "same ICS to 1e-4.",
         f"- One submission answered: screen + {d['k']} exact = **{d['screened_answer_s']:.0f} s** "
-        f"({d['screened_answer_prestandardised_s']:.1f} s with the suspect standardised once) against "
+        f"({d['screened_answer_prestandardised_s']:.1f} s with the float32 prototype) against "
         f"{d['exact_all_s_extrapolated'] / 3600:.1f} h for exact comparison with all {d['bases']:,} bases "
         f"(extrapolated; {d['exact_all_prestandardised_s_extrapolated'] / 3600:.1f} h standardised once), which "
         f"also needs all {d['exact_all_bytes'] / 2**40:.1f} TiB of terms read or held (the registry keeps at most "
-        "32 bases' and 1 GiB of decoded terms in memory). The `owner.compare` figures here predate the row-block "
-        "comparison of section 5b.",
+        "32 bases' and 1 GiB of decoded terms in memory).",
         "",
         "| suspect (share of the true base) | true base rank | estimate | exact ICS | best unrelated estimate |",
         "|---|---|---|---|---|",
