@@ -11,7 +11,10 @@ one nonce cannot both be in flight.
 
 Time and randomness are injected. The store is in memory; ``persist`` (the registry's challenge table) is
 called with each challenge before it is handed out and ``restore`` loads them again at start-up, so that a
-verifier killed mid-submission still knows the nonce its owner will retry with.
+verifier killed mid-submission still knows the nonce its owner will retry with; ``lookup`` asks the same table
+for a nonce the store does not know, so that several verifier processes serving one data directory honour each
+other's challenges (the table's join with the submissions says whether a nonce was used; the submissions
+table's unique nonce makes a receipt once per nonce across processes).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class ChallengeStore:
         max_outstanding: int = 100_000,
         max_per_client: int = 1_000,
         persist: Callable[[Challenge], None] | None = None,
+        lookup: Callable[[bytes], tuple[Challenge, bool] | None] | None = None,
     ) -> None:
         if ttl_s < 1:
             raise ValueError("a challenge must live at least one second")
@@ -60,6 +64,7 @@ class ChallengeStore:
         self._issued: dict[bytes, _Issued] = {}
         self._lock = threading.Lock()
         self._persist = persist
+        self._lookup = lookup
 
     def now(self) -> int:
         return int(self._clock())
@@ -119,12 +124,35 @@ class ChallengeStore:
 
     def peek(self, nonce: bytes | None) -> Challenge:
         """The challenge of ``nonce`` if it is issued here, unused and unexpired; the nonce stays unused."""
+        self._look_up(nonce)
         with self._lock:
             return self._check(nonce).challenge
+
+    def _look_up(self, nonce: bytes | None) -> None:
+        """Another process serving the same data directory may have issued this nonce, or used it: unless
+        this store already knows it used, ``lookup`` (the registry's challenge table) is asked, outside the
+        lock, and what it knows is taken in."""
+        if self._lookup is None or not isinstance(nonce, bytes) or len(nonce) != NONCE_SIZE:
+            return
+        with self._lock:
+            known = self._issued.get(nonce)
+            if known is not None and known.used:
+                return
+        found = self._lookup(nonce)
+        if found is None:
+            return
+        challenge, used = found
+        with self._lock:
+            known = self._issued.get(nonce)
+            if known is None and challenge.expires_at > self.now() - self._ttl:
+                self._issued[nonce] = _Issued(challenge, used=used)
+            elif known is not None and used:
+                known.used = True
 
     def redeem(self, nonce: bytes | None) -> Challenge:
         """Like ``peek``, and marks the nonce in flight (atomically: one submission per nonce at a time);
         ``settle`` or ``release`` it afterwards."""
+        self._look_up(nonce)
         with self._lock:
             issued = self._check(nonce)
             issued.in_flight = True

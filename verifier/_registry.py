@@ -850,19 +850,27 @@ class Registry:
                 (challenge.nonce, challenge.verifier_key_id, encode(challenge.to_map()), challenge.expires_at),
             )
 
+    _CHALLENGE_ROWS = ("SELECT c.challenge, s.id IS NOT NULL FROM challenges c LEFT JOIN submissions s "
+                       "ON s.nonce = c.nonce WHERE c.verifier_key_id = ?")
+
     def challenges(self, verifier_key_id: str) -> list[tuple[Challenge, bool]]:
         """Every recorded challenge ``verifier_key_id`` issued, with whether a submission used its nonce."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT c.challenge, s.id IS NOT NULL FROM challenges c LEFT JOIN submissions s ON s.nonce = c.nonce "
-                "WHERE c.verifier_key_id = ? ORDER BY c.expires_at", (verifier_key_id,)).fetchall()
-        out = []
-        for data, used in rows:
-            try:
-                out.append((Challenge.from_map(decode_map(bytes(data))), bool(used)))
-            except ProtocolError as e:
-                raise RegistryCorrupt(f"{self.data_dir / DB_NAME}: a stored challenge is malformed ({e})") from e
-        return out
+            rows = self._db.execute(self._CHALLENGE_ROWS + " ORDER BY c.expires_at", (verifier_key_id,)).fetchall()
+        return [self._challenge_row(data, used) for data, used in rows]
+
+    def challenge(self, nonce: bytes, verifier_key_id: str) -> tuple[Challenge, bool] | None:
+        """The recorded challenge of ``nonce`` if ``verifier_key_id`` issued it (in this process or another
+        serving the same data directory), with whether a submission used its nonce."""
+        with self._lock:
+            row = self._db.execute(self._CHALLENGE_ROWS + " AND c.nonce = ?", (verifier_key_id, nonce)).fetchone()
+        return None if row is None else self._challenge_row(*row)
+
+    def _challenge_row(self, data: bytes, used: object) -> tuple[Challenge, bool]:
+        try:
+            return Challenge.from_map(decode_map(bytes(data))), bool(used)
+        except ProtocolError as e:
+            raise RegistryCorrupt(f"{self.data_dir / DB_NAME}: a stored challenge is malformed ({e})") from e
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:

@@ -274,7 +274,8 @@ class VerifierService:
         except (ValueError, OSError) as e:
             raise ConfigError(f"encoder {config.encoder!r}: {e}") from None
         self.challenges = ChallengeStore(ttl_s=config.challenge_ttl_s, clock=clock, rng=rng,
-                                         persist=registry.save_challenge)
+                                         persist=registry.save_challenge,
+                                         lookup=lambda nonce: registry.challenge(nonce, key.key_id))
         restored = self.challenges.restore(registry.challenges(key.key_id))
         if restored:
             log.info("start-up: %d challenges issued before the restart are honoured again", restored)
@@ -329,15 +330,19 @@ class VerifierService:
         log.info("submit: a retry of an answered submission; its receipt is sent again")
         return signed
 
+    def _answered(self, header: SignedMessage, caller: Caller | None, error: NonceUsed) -> SignedMessage:
+        """The recorded receipt of this very signed manifest; ``error`` if the nonce was used by another."""
+        replay = self._replay(header, caller)
+        if replay is None:
+            raise error
+        return replay
+
     def _submit(self, header: SignedMessage, chunks: Iterable[Chunk], caller: Caller | None) -> SignedMessage:
         started = self.clock()
         try:
             checked = check_header(header, trust=self.trust, challenges=self.challenges, limits=self.config.limits)
-        except NonceUsed:
-            replay = self._replay(header, caller)
-            if replay is None:
-                raise
-            return replay
+        except NonceUsed as e:
+            return self._answered(header, caller, e)
         manifest, challenge = checked.manifest, checked.challenge
         authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
         self.charge(manifest.owner_key_id, nbytes=manifest.term_bytes)
@@ -351,10 +356,16 @@ class VerifierService:
         except BaseException:
             receiver.close()
             raise
-        self.challenges.redeem(checked.nonce)  # atomic: a racing stream with the same nonce fails here
+        try:
+            self.challenges.redeem(checked.nonce)  # atomic: a racing stream with the same nonce fails here
+        except NonceUsed as e:  # answered meanwhile, by this process or another serving this data directory
+            return self._answered(header, caller, e)
         try:
             with self._computing:
                 signed = self._answer(header, checked.nonce, manifest, terms)
+        except NonceUsed as e:  # another process recorded a receipt for the nonce while this one computed
+            self.challenges.settle(checked.nonce)
+            return self._answered(header, caller, e)
         except BaseException:
             self.challenges.release(checked.nonce)  # nothing recorded: the same stream may be sent again
             raise

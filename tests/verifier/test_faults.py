@@ -388,3 +388,30 @@ def test_challenges_survive_a_restart(home: Path, keys: Keys, derived_fingerprin
         code, err = restarted.stop()
     assert code == 0, err
     assert_one_receipt(home, signed, bytes(reply.payload))
+
+
+def test_two_verifier_processes_on_one_data_directory_honour_each_others_challenges(
+    home: Path, keys: Keys, derived_fingerprint: Fingerprint
+) -> None:
+    """Several processes may serve one data directory (behind one address): a challenge handed out by one is
+    answered at another, once; the same signed stream sent to the first then gets the same receipt, and
+    another manifest on the used nonce is refused there too."""
+    first, second = Server(home).start(), None
+    try:
+        second = Server(home).start()
+        with first.channel() as a, second.channel() as b:
+            signed, requests = submission(a, keys, derived_fingerprint)
+            reply = pawprint_pb2_grpc.VerifierStub(b).Submit(iter(requests), timeout=60)
+            stub_a = pawprint_pb2_grpc.VerifierStub(a)
+            again = stub_a.Submit(iter(requests), timeout=60)
+            assert bytes(again.payload) == bytes(reply.payload)
+            other = dataclasses.replace(Manifest.decode(signed.payload), created_at=1)
+            payload = other.encode()
+            resigned = SignedMessage(payload, keys.owner.sign("manifest", payload), keys.owner.public_key)
+            with pytest.raises(grpc.RpcError) as e:
+                stub_a.Submit(iter(submission_requests(resigned, other, derived_fingerprint.terms, CHUNK)), timeout=60)
+            assert e.value.code() == Code.FAILED_PRECONDITION and "used" in (e.value.details() or "")
+    finally:
+        results = [s.stop() for s in (first, second) if s is not None]
+    assert all(code == 0 for code, _ in results), results
+    assert_one_receipt(home, signed, bytes(reply.payload))
