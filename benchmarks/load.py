@@ -285,8 +285,11 @@ def _check_verdict(model: OwnerModel, receipt: Receipt, seen: dict[str, tuple[ob
 
 def submit_once(channel: grpc.Channel, key: PrivateKey, model: OwnerModel, verifier_pub: PublicKey,
                 rec: Recorder, ledger: Ledger, seen: dict[str, tuple[object, ...]], *,
-                timeout_s: float = CLIENT_TIMEOUT_S, agent: bool = False) -> Receipt:
-    """One submission, every step timed; raises ``SubmissionError`` (with the status ``code``) on a refusal."""
+                timeout_s: float = CLIENT_TIMEOUT_S, agent: bool = False,
+                submit_channel: grpc.Channel | None = None) -> Receipt:
+    """One submission, every step timed; raises ``SubmissionError`` (with the status ``code``) on a refusal.
+    ``submit_channel``: send the stream there (another verifier process on the same data directory) rather than
+    where the challenge came from."""
     if agent:
         from owner._client import submit
 
@@ -302,8 +305,9 @@ def submit_once(channel: grpc.Channel, key: PrivateKey, model: OwnerModel, verif
                                    created_at=int(time.time()))
     signed = sign_message(manifest, key, ONLINE_MANIFEST_KIND)
     requests = submission_requests(signed, manifest, model.terms, challenge.limits.max_chunk_bytes)
+    submit_stub = stub if submit_channel is None else pawprint_pb2_grpc.VerifierStub(submit_channel)
     try:
-        reply = rec.timed("Submit", lambda: stub.Submit(requests, timeout=timeout_s))
+        reply = rec.timed("Submit", lambda: submit_stub.Submit(requests, timeout=timeout_s))
     except grpc.RpcError as e:
         code = _code(e)
         if code in UNKNOWN_OUTCOME:
@@ -759,12 +763,23 @@ def _join(threads: Sequence[threading.Thread], limit_s: float) -> None:
 
 
 def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, duration_s: float,
-             publish_interval_s: float, read_interval_s: float = 0.1, agent: bool = False) -> dict[str, Any]:
+             publish_interval_s: float, read_interval_s: float = 0.1, agent: bool = False,
+             servers: int = 1) -> dict[str, Any]:
+    """The load phase against ``servers`` verifier processes serving one data directory: client ``i`` uses
+    process ``i mod servers``; with several, half the owners (``i div servers`` odd) send their streams to the next
+    process, not the one that handed out their challenges, so that the streams still spread evenly."""
     from verifier import Registry, RemoteRegistry
 
-    data = ws.data_copy("data-load")
+    data = ws.data_copy(f"data-load-{servers}")
     argv = serve_argv(ws, data)
-    server = ServerProcess(argv, ws.root / "server-load.log")
+    procs: list[ServerProcess] = []
+    try:
+        for j in range(servers):
+            procs.append(ServerProcess(argv, ws.root / f"server-load-{servers}-{j}.log"))
+    except BaseException:
+        for started in procs:
+            started.stop()
+        raise
     rec, ledger, seen = Recorder(), Ledger(), {}  # type: ignore[var-annotated]
     stop = threading.Event()
     errors: Counter[str] = Counter()
@@ -776,16 +791,19 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
 
     def owner(i: int) -> None:
         key, model = owner_key(i), ws.models[i % len(ws.models)]
-        with ws.channel(server.target) as channel:
+        crossed = servers > 1 and (i // servers) % 2 == 1  # streams still spread evenly over the processes
+        with ws.channel(procs[i % servers].target) as channel, \
+                ws.channel(procs[(i + 1) % servers].target) as other:
             while not stop.is_set():
                 try:
-                    submit_once(channel, key, model, VERIFIER.public_key, rec, ledger, seen, agent=agent)
+                    submit_once(channel, key, model, VERIFIER.public_key, rec, ledger, seen, agent=agent,
+                                submit_channel=other if crossed else None)
                 except (SubmissionError, grpc.RpcError) as e:
                     note_error("owner", e)
                     time.sleep(0.05)
 
     def reader(i: int) -> None:
-        remote = RemoteRegistry(ws.channel(server.target), timeout_s=CLIENT_TIMEOUT_S)
+        remote = RemoteRegistry(ws.channel(procs[i % servers].target), timeout_s=CLIENT_TIMEOUT_S)
         state = ReaderState(rng=random.Random(i))
         try:
             while not stop.is_set():
@@ -798,7 +816,7 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
             remote.close()
 
     def publisher(i: int) -> None:
-        remote = RemoteRegistry(ws.channel(server.target), timeout_s=CLIENT_TIMEOUT_S)
+        remote = RemoteRegistry(ws.channel(procs[i % servers].target), timeout_s=CLIENT_TIMEOUT_S)
         key, n = vendor_key(1 + i), 0
         try:
             while not stop.is_set():
@@ -827,8 +845,9 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
         t_stop = time.monotonic()
         _join(threads, CLIENT_TIMEOUT_S + 30)
         t_end = time.monotonic()
-        srv = server.window(t0, t_end)
-        code = server.stop()
+        windows = [p.window(t0, t_end) for p in procs]
+        codes = [p.stop() for p in procs]
+    srv, code = windows[0], codes[0]
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     load_after = os.getloadavg()
     elapsed = t_end - t0
@@ -844,7 +863,11 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
     finally:
         registry.close()
     return {
-        "server_argv": argv, "server_exit": code, "owners": owners, "readers": readers,
+        "server_argv": argv, "server_exit": code, "servers": servers, "server_exits": codes,
+        "server_processes": windows,
+        "server_cpu_cores": round(sum(w.get("cpu_cores", 0.0) for w in windows), 2),
+        "server_rss_peak_mib_sum": round(sum(w.get("rss_peak_mib", 0.0) for w in windows), 1),
+        "owners": owners, "readers": readers,
         "publishers": publishers, "duration_s": duration_s, "publish_interval_s": publish_interval_s,
         "read_interval_s": read_interval_s,
         "agent": agent, "elapsed_s": round(elapsed, 2), "drain_s": round(t_end - t_stop, 2),
@@ -1078,7 +1101,9 @@ def _ms(x: Any) -> str:
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
-        "# Load: one verifier under concurrent owners, readers and publishers (issue #9, item 1)", "",
+        ("# Load: one and several verifier processes under concurrent owners, readers and publishers (issue #9)"
+         if result.get("scaling") else
+         "# Load: one verifier under concurrent owners, readers and publishers (issue #9, item 1)"), "",
         f"Command: `{result['command']}`  ", f"Date: {result['date']}  ",
         f"Machine: {m['cpu']}, nproc {m['nproc']}, load average at start {', '.join(f'{x:.2f}' for x in m['loadavg'])}"
         f" (the machine is shared with other work); Python {m['python']}, grpcio {m['grpc']}, Linux {m['kernel']}.",
@@ -1156,6 +1181,27 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{a['stored_submissions']} stored, lost {a['missing']}, duplicated {a['duplicated_stored']}, "
                   f"stored without a reply {a['stored_not_received']}: "
                   f"**{_verdict(a)}**.", ""]
+    scaling = result.get("scaling")
+    if scaling:
+        one = scaling[0]
+        lines += [
+            "## Several verifier processes on one data directory", "",
+            "The load phase again, once per count of `pawprint verifier serve` processes sharing one data "
+            "directory, in this run; client `i` uses process `i mod N`, and with several, half the owners (`i div N` "
+            "odd) send their streams to the next process, not the one that handed out their challenges.", "",
+            "| processes | submissions/s | vs first | Submission p50 / p95 ms | server CPU (cores) | "
+            "server RSS peak, sum (MiB) | receipts received / stored | audit |",
+            "|---:|---:|---:|---|---:|---:|---|---|",
+        ]
+        for r in scaling:
+            sub = r["rpcs"].get("Submission", {})
+            lines.append(
+                f"| {r['servers']} | {r['submissions_per_s']} | "
+                f"{r['submissions_per_s'] / max(one['submissions_per_s'], 1e-9):.2f}x | "
+                f"{_ms(sub.get('p50_ms'))} / {_ms(sub.get('p95_ms'))} | {r['server_cpu_cores']} | "
+                f"{r['server_rss_peak_mib_sum']} | {r['audit']['receipts_received']} / "
+                f"{r['audit']['stored_submissions']} | **{_verdict(r['audit'])}** |")
+        lines.append("")
     st = result.get("stall")
     if st:
         lines += [
@@ -1188,6 +1234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--publish-interval", type=float, default=1.0, help="seconds between one publisher's publishes")
     p.add_argument("--read-interval", type=float, default=0.1, help="a reader's pause between rounds of reads")
     p.add_argument("--agent", action="store_true", help="run the whole owner agent (terms computed) per submission")
+    p.add_argument("--servers", default="1", metavar="N[,N...]",
+                   help="verifier processes on one data directory for the load phase; a list (1,2) runs the "
+                        "phase once per count, in this run, and reports the scaling (default 1)")
     p.add_argument("--overload-clients", type=int, default=64)
     p.add_argument("--overload-duration", type=float, default=20.0)
     p.add_argument("--overload-workers", type=int, default=4)
@@ -1197,6 +1246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=OUT)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "load.json")
     args = p.parse_args(argv)
+    try:
+        counts = [int(x) for x in args.servers.split(",")]
+    except ValueError:
+        p.error(f"--servers: a comma-separated list of counts, got {args.servers!r}")
+    if not counts or min(counts) < 1:
+        p.error("--servers: each count must be at least 1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the server processes are stopped too
     phases = set(args.phases.split(","))
@@ -1209,11 +1264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["prepare_s"] = round(time.monotonic() - t, 1)
     print(f"prepared in {result['prepare_s']} s: {len(ws.models)} owner models, 3 bases", file=sys.stderr)
     if "load" in phases:
-        result["load"] = run_load(ws, owners=args.owners, readers=args.readers, publishers=args.publishers,
-                                  duration_s=args.duration, publish_interval_s=args.publish_interval,
-                                  read_interval_s=args.read_interval, agent=args.agent)
-        print(f"load: {result['load']['submissions_per_s']} submissions/s, audit ok "
-              f"{result['load']['audit']['ok']}", file=sys.stderr)
+        runs = []
+        for n in counts:
+            runs.append(run_load(ws, owners=args.owners, readers=args.readers, publishers=args.publishers,
+                                 duration_s=args.duration, publish_interval_s=args.publish_interval,
+                                 read_interval_s=args.read_interval, agent=args.agent, servers=n))
+            print(f"load, {n} verifier process(es): {runs[-1]['submissions_per_s']} submissions/s, audit ok "
+                  f"{runs[-1]['audit']['ok']}", file=sys.stderr)
+        result["load"] = runs[0]
+        if len(runs) > 1:
+            result["scaling"] = runs
     if "overload" in phases:
         result["overload"] = run_overload(ws, max_workers=args.overload_workers,
                                           max_concurrent_rpcs=args.overload_max_rpcs, flood_calls=4000,
@@ -1230,7 +1290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result) + "\n")
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
-    ok = all(result[k]["audit"]["ok"] for k in ("load", "overload", "stall") if k in result)
+    ok = all(result[k]["audit"]["ok"] for k in ("load", "overload", "stall") if k in result) and all(
+        r["audit"]["ok"] for r in result.get("scaling", []))
     return 0 if ok else 1
 
 
