@@ -266,14 +266,14 @@ def term_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(za @ zb / den) if den > 0 else 0.0
 
 
-# Rows of a term are read in blocks of about this many entries per term in play (8 MiB in float64 each), so
-# that a comparison holds no float64 copy of a whole term: at n = 4096 a copy is 128 MiB, 805 MiB for the six
-# terms of two layers, on each side.
+# Terms are read in blocks of rows, the blocks of all the terms in play at once holding about twice this many
+# entries (16 MiB in float64), so that a comparison holds no float64 copy of a whole term: at n = 4096 a copy is
+# 128 MiB, 805 MiB for the six terms of two layers, on each side.
 _BLOCK_ENTRIES = 1 << 20
 
 
 def _block_rows(m: int, terms_in_play: int) -> int:
-    return max(1, _BLOCK_ENTRIES // max(1, m * max(1, terms_in_play // 2)))
+    return max(1, 2 * _BLOCK_ENTRIES // (m * max(2, terms_in_play)))
 
 
 def _rows_of(t: np.ndarray, rows: np.ndarray, every: bool, r0: int, r1: int) -> np.ndarray:
