@@ -291,6 +291,17 @@ def decode_terms(data: bytes) -> dict[str, Tensor]:
         raise RegistryCorrupt(f"a terms blob is malformed: {e}") from e
 
 
+LOW_DISK_BYTES = 1 << 20  # less free space than this, and a database that fails to open is blamed on the disk
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 DEFAULT_MAX_PROBE_SETS = 16  # probe sets one registry may hold (each is in every challenge: 16 x 4096 tokens)
 
 
@@ -379,6 +390,12 @@ class Registry:
                 raise RegistryCorrupt(f"{db_path} is corrupt ({problems}); restore it from a backup")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
+            free = _free_bytes(self.data_dir)
+            if free is not None and free < LOW_DISK_BYTES:
+                # Opening a WAL database writes (its -shm and -wal files): on a full disk SQLite says "disk I/O
+                # error", which is no reason to restore anything.
+                raise RegistryError(f"{self.data_dir}: cannot open the registry: its disk is full ({free:,} bytes "
+                                    f"free; SQLite: {e}). Nothing was changed: free some space and start again") from e
             raise RegistryCorrupt(f"{db_path} is not a readable SQLite database ({e}); restore it from a backup") from e
 
     def _open_log(self, log_key: PrivateKey | None, origin: str | None, *, create: bool,

@@ -291,6 +291,27 @@ def test_start_up_refuses_a_corrupt_registry_with_a_clear_message(tmp_path: Path
     assert str(info.value), what
 
 
+def test_a_database_that_fails_to_open_on_a_full_disk_is_blamed_on_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a WAL database writes, so on a full disk SQLite fails with "disk I/O error": the operator is told
+    the disk is full (nothing to restore), not that the database is corrupt. Here the failure is a garbled
+    header and the full disk is what ``statvfs`` reports; the real case is ``python -m benchmarks.disk_full``."""
+    registry = open_registry(tmp_path)
+    publish(registry, 1)
+    registry.close()
+    _garble_database(tmp_path)
+    import verifier._registry as registry_module
+
+    monkeypatch.setattr(registry_module, "_free_bytes", lambda _path: 4096)
+    with pytest.raises(RegistryError, match=r"its disk is full \(4,096 bytes free.*free some space") as info:
+        open_registry(tmp_path)
+    assert not isinstance(info.value, RegistryCorrupt) and "backup" not in str(info.value)
+    monkeypatch.setattr(registry_module, "_free_bytes", lambda _path: 10 << 30)
+    with pytest.raises(RegistryCorrupt, match="restore it from a backup"):
+        open_registry(tmp_path)
+
+
 def test_orphan_blobs_are_collected_at_start_up(tmp_path: Path) -> None:
     registry = open_registry(tmp_path)
     publish(registry, 1)
