@@ -202,6 +202,12 @@ class Chunk:
     data: bytes
 
 
+def _charge(limiter: RateLimiter | None, identity: str, nbytes: int = 0) -> None:
+    """One request (and ``nbytes``) against ``identity``'s rate limits, if any are configured (both services)."""
+    if limiter is not None:
+        limiter.charge(identity, nbytes=nbytes)
+
+
 class Lifecycle:
     """Counts work in flight and refuses new work once draining (shared by both services)."""
 
@@ -287,16 +293,11 @@ class VerifierService:
         # (challenges, reads) included.
         self._computing = threading.BoundedSemaphore(config.max_concurrent_compares)
 
-    def charge(self, identity: str, *, nbytes: int = 0) -> None:
-        """One request (and ``nbytes``) against ``identity``'s rate limits, if any are configured."""
-        if self.limiter is not None:
-            self.limiter.charge(identity, nbytes=nbytes)
-
     def challenge(self, caller: Caller | None = None) -> SignedMessage:
         with self.lifecycle.work():
             authorize(caller, self.config.client_roles, OWNER)
             if caller is not None:
-                self.charge(caller.identity)
+                _charge(self.limiter, caller.identity)
             probe_sets = self.registry.probe_sets()
             if self.config.probe_set_pins is not None:
                 probe_sets = tuple(p for p in probe_sets if p.id in self.config.probe_set_pins)
@@ -321,7 +322,7 @@ class VerifierService:
         if found is None or found[0] != sha256(header.payload):
             return None
         authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
-        self.charge(manifest.owner_key_id)
+        _charge(self.limiter, manifest.owner_key_id)
         signed = SignedMessage(found[1], found[2], self.key.public_key)
         try:
             signed.check(Receipt.KIND)
@@ -345,7 +346,7 @@ class VerifierService:
             return self._answered(header, caller, e)
         manifest, challenge = checked.manifest, checked.challenge
         authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
-        self.charge(manifest.owner_key_id, nbytes=manifest.term_bytes)
+        _charge(self.limiter, manifest.owner_key_id, manifest.term_bytes)
         receiver = TensorReceiver(manifest, challenge.limits, spool_dir=self.registry.data_dir / SPOOL_DIR)
         try:
             for chunk in chunks:
@@ -445,15 +446,11 @@ class RegistryService:
         self.lifecycle = lifecycle or Lifecycle()
         self.limiter = limiter
 
-    def _charge(self, identity: str, nbytes: int = 0) -> None:
-        if self.limiter is not None:
-            self.limiter.charge(identity, nbytes=nbytes)
-
     def read(self, caller: Caller | None) -> None:
         """The check before every read RPC: a listed client, within its rate."""
         authorize(caller, self.config.client_roles, READER)
         if caller is not None:
-            self._charge(caller.identity)
+            _charge(self.limiter, caller.identity)
 
     def publish(self, statement: SignedMessage, manifest: SignedMessage, chunks: Iterable[Chunk],
                 caller: Caller | None = None) -> Published:
@@ -477,7 +474,7 @@ class RegistryService:
         if opened.nonce is not None:
             raise InvalidSubmission("a published manifest answers no challenge: its nonce must be absent")
         check_terms_table(opened, limits)
-        self._charge(vendor.vendor_key_id, opened.term_bytes)
+        _charge(self.limiter, vendor.vendor_key_id, opened.term_bytes)
         receiver = TensorReceiver(opened, limits, spool_dir=self.registry.data_dir / SPOOL_DIR)
         try:
             for chunk in chunks:
@@ -495,7 +492,7 @@ class RegistryService:
             authorize(caller, self.config.client_roles, VENDOR)
             checked = self.registry.check_statement(statement, self.trust, REVOKE)
             authorize(caller, self.config.client_roles, VENDOR, checked.vendor_key_id)
-            self._charge(checked.vendor_key_id)
+            _charge(self.limiter, checked.vendor_key_id)
             return self.registry.revoke(statement, self.trust)
 
     def list_entries(self, start: int, limit: int) -> tuple[int, list[tuple[int, bytes]]]:
