@@ -48,7 +48,7 @@ from benchmarks.load import (
     ServerProcess,
     Workspace,
     _code,
-    audit_run,
+    audit_data,
     machine,
     owner_key,
     prepare,
@@ -141,7 +141,7 @@ def _send(channel: grpc.Channel, s: Stream, ledger: Ledger) -> Any:
 
 
 def run(ws: Workspace, disk: Disk) -> dict[str, Any]:
-    from verifier import Registry, RemoteRegistry
+    from verifier import RemoteRegistry
 
     data = disk.mnt / "data"
     shutil.copytree(ws.pristine, data)
@@ -196,11 +196,7 @@ def run(ws: Workspace, disk: Disk) -> dict[str, Any]:
         code = server.stop()
         disk.free()
     temps = sorted(str(p.relative_to(data)) for p in data.rglob("*.tmp"))
-    registry = Registry(data)
-    try:
-        audit = audit_run(registry, ledger, ws.initial_note, ws.log_pub)
-    finally:
-        registry.close()
+    audit = audit_data(ws, data, ledger)
     print(f"audit: {'passed' if audit['ok'] else audit['problems']}; temp files left: {temps}", flush=True)
 
     # A restart on a full disk, then with space again.

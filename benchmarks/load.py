@@ -492,6 +492,17 @@ def wait_saturated(channel: grpc.Channel, limit_s: float = 10.0) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ audit
+def audit_data(ws: Workspace, data: Path, ledger: Ledger) -> dict[str, Any]:
+    """``audit_run`` on the data directory ``data`` of a stopped server, opened as its next start-up would."""
+    from verifier import Registry
+
+    registry = Registry(data)
+    try:
+        return audit_run(registry, ledger, ws.initial_note, ws.log_pub)
+    finally:
+        registry.close()
+
+
 def _receipt_nonce(payload: bytes) -> bytes:
     return Receipt.from_map(decode_map(payload)).nonce
 
@@ -768,7 +779,7 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
     """The load phase against ``servers`` verifier processes serving one data directory: client ``i`` uses
     process ``i mod servers``; with several, half the owners (``i div servers`` odd) send their streams to the next
     process, not the one that handed out their challenges, so that the streams still spread evenly."""
-    from verifier import Registry, RemoteRegistry
+    from verifier import RemoteRegistry
 
     data = ws.data_copy(f"data-load-{servers}")
     argv = serve_argv(ws, data)
@@ -857,11 +868,7 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
     first = rec.summary(fifth, since=t0, until=t0 + fifth)
     last = rec.summary(fifth, since=t0 + 4 * fifth, until=t_stop)
     drift = {k: (first.get(k, {}).get("p50_ms"), last.get(k, {}).get("p50_ms")) for k in summary}
-    registry = Registry(data)
-    try:
-        audit_result = audit_run(registry, ledger, ws.initial_note, ws.log_pub)
-    finally:
-        registry.close()
+    audit_result = audit_data(ws, data, ledger)
     return {
         "server_argv": argv, "server_exit": code, "servers": servers, "server_exits": codes,
         "server_processes": windows,
@@ -881,7 +888,7 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
 
 def run_overload(ws: Workspace, *, max_workers: int, max_concurrent_rpcs: int, flood_calls: int,
                  flood_threads: int, clients: int, duration_s: float) -> dict[str, Any]:
-    from verifier import Registry, RemoteRegistry
+    from verifier import RemoteRegistry
 
     data = ws.data_copy("data-overload")
     argv = serve_argv(ws, data, max_workers=max_workers, max_concurrent_rpcs=max_concurrent_rpcs,
@@ -999,17 +1006,12 @@ def run_overload(ws: Workspace, *, max_workers: int, max_concurrent_rpcs: int, f
         out["server_whole_run"] = server.window(t_idle, t_end)
     finally:
         out["server_exit"] = server.stop()
-    registry = Registry(data)
-    try:
-        out["audit"] = audit_run(registry, ledger, ws.initial_note, ws.log_pub)
-    finally:
-        registry.close()
+    out["audit"] = audit_data(ws, data, ledger)
     return out
 
 
 def run_stall(ws: Workspace, *, max_workers: int, stream_timeout_s: float, stalled: int, silent: int, slow: int,
               normal: int) -> dict[str, Any]:
-    from verifier import Registry
 
     data = ws.data_copy("data-stall")
     argv = serve_argv(ws, data, max_workers=max_workers, max_concurrent_rpcs=64, stream_timeout=stream_timeout_s)
@@ -1068,11 +1070,7 @@ def run_stall(ws: Workspace, *, max_workers: int, stream_timeout_s: float, stall
         })
     finally:
         out["server_exit"] = server.stop()
-    registry = Registry(data)
-    try:
-        out["audit"] = audit_run(registry, ledger, ws.initial_note, ws.log_pub)
-    finally:
-        registry.close()
+    out["audit"] = audit_data(ws, data, ledger)
     return out
 
 
