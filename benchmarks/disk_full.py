@@ -141,7 +141,7 @@ def _send(channel: grpc.Channel, s: Stream, ledger: Ledger) -> Any:
 
 
 def run(ws: Workspace, disk: Disk) -> dict[str, Any]:
-    from verifier import RemoteRegistry
+    from protocol.wire import RemoteRegistry
 
     data = disk.mnt / "data"
     shutil.copytree(ws.pristine, data)

@@ -33,14 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from owner import build_probe_set, compare, compute_invariants, load_invariants, load_vocabulary, save_invariants
-from owner._invariants import InvariantSet, standardise
+from benchmarks.encoder_cnn import CnnEncoder
+from owner import build_probe_set, compute_invariants, load_invariants, load_vocabulary, save_invariants
+from protocol.terms import InvariantSet
+from verifier import compare, standardise
 from verifier._encoder import (
     CNN_WEIGHTS,
     DEFAULT_ENCODER,
     DEFAULT_TERM_KEYS,
     ENCODER_DIM,
-    CnnEncoder,
     RandomProjectionEncoder,
     TermSketch,
     _weights_path,
@@ -325,7 +326,7 @@ def render(res: dict[str, Any], command: str) -> str:
         "",
         *[f"- `{res['ids'][n]}`" for n in names],
         "",
-        *([f"cnn-v1 was trained by `python scripts/train_encoder.py --out verifier/data/{CNN_WEIGHTS}` on "
+        *([f"cnn-v1 was trained by `python -m benchmarks.train_encoder --out verifier/data/{CNN_WEIGHTS}` on "
            "synthetic terms only; settings from its header: "
            + ", ".join(f"{k}={v}" for k, v in sorted(res["cnn_training"].items())) + ".", ""]
           if res.get("cnn_training") else []),

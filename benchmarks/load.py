@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from owner._client import SubmissionError, check_receipt, open_channel, request_challenge, submission_requests
+from owner._client import SubmissionError, check_receipt, request_challenge, submission_requests
 from protocol import (
     ONLINE_MANIFEST_KIND,
     REGISTER,
@@ -92,6 +92,7 @@ from protocol import (
     verify_consistency,
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+from protocol.wire import open_channel
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "out" / "load"
@@ -344,7 +345,7 @@ def tiny_bundle(seed: int, key: PrivateKey) -> Bundle:
 
 def publish_once(remote: Any, key: PrivateKey, seed: int, name: str, log_pub: PublicKey, rec: Recorder,
                  ledger: Ledger) -> None:
-    from verifier import LogCheckFailed, check_published
+    from protocol import LogCheckFailed, check_published
 
     bundle = tiny_bundle(seed, key)
     statement = RegistryStatement(REGISTER, name, key.key_id, bundle.manifest_digest, int(time.time()),
@@ -368,7 +369,7 @@ class ReaderState:
 def read_once(remote: Any, log_pub: PublicKey, state: ReaderState, rec: Recorder, ledger: Ledger) -> None:
     """One round of every read RPC, each answer checked: the checkpoint's signature, its consistency with the last
     one seen, a listed page, an entry by index and its inclusion proof (the same bytes as listed)."""
-    from verifier import LogCheckFailed, check_inclusion, open_note
+    from protocol import LogCheckFailed, check_inclusion, open_note
 
     try:
         cp = open_note(rec.timed("LatestCheckpoint", remote.checkpoint), log_pub)
@@ -510,7 +511,8 @@ def _receipt_nonce(payload: bytes) -> bytes:
 def audit_run(registry: Any, ledger: Ledger, initial_note: str, log_pub: PublicKey, *,
               prove_receipts: bool = True) -> dict[str, Any]:
     """The data directory against what the clients saw. ``problems`` is empty when all holds."""
-    from verifier import LocalRegistry, LogCheckFailed, audit, check_receipt_entries, open_note
+    from protocol import LogCheckFailed, audit, check_receipt_entries, open_note
+    from verifier import LocalRegistry
 
     problems: list[str] = []
     rows = registry.submissions()
@@ -779,7 +781,7 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
     """The load phase against ``servers`` verifier processes serving one data directory: client ``i`` uses
     process ``i mod servers``; with several, half the owners (``i div servers`` odd) send their streams to the next
     process, not the one that handed out their challenges, so that the streams still spread evenly."""
-    from verifier import RemoteRegistry
+    from protocol.wire import RemoteRegistry
 
     data = ws.data_copy(f"data-load-{servers}")
     argv = serve_argv(ws, data)
@@ -888,7 +890,7 @@ def run_load(ws: Workspace, *, owners: int, readers: int, publishers: int, durat
 
 def run_overload(ws: Workspace, *, max_workers: int, max_concurrent_rpcs: int, flood_calls: int,
                  flood_threads: int, clients: int, duration_s: float) -> dict[str, Any]:
-    from verifier import RemoteRegistry
+    from protocol.wire import RemoteRegistry
 
     data = ws.data_copy("data-overload")
     argv = serve_argv(ws, data, max_workers=max_workers, max_concurrent_rpcs=max_concurrent_rpcs,

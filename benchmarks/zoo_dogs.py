@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.encoder_eval import lineage, relation, zoo_invariants
 from benchmarks.readability import auc, labelled_readability, spearman
-from owner import compare
+from verifier import compare
 from verifier._encoder import load_encoder
 from verifier._render import RENDERER_ID, render_sheet
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from owner._invariants import TERMS
 from owner._probes import PROBE_RULES
+from protocol import TERMS
 from zoo.build import build_zoo
 from zoo.lineage_eval import PairScore, score_zoo
 

@@ -2,9 +2,11 @@
 
 Pipeline: ``open_model`` finds the config, tensor files (safetensors, PyTorch .bin, ONNX) and tokenizer and picks
 the architecture adapter from ``config.json``; ``compute_invariants`` maps the probe tokens (by string) to the
-model's ids, reads the probe rows and the selected layers lazily, and forms the ``n x n`` terms; ``compare``
-reports ICS per term and layer; ``write_invariants`` writes the terms to a file as they are computed. It must
-never send or store a raw weight tensor: only terms and digests leave.
+model's ids, reads the probe rows and the selected layers lazily, and forms the ``n x n`` terms (a
+``protocol.terms.InvariantSet``); ``write_invariants`` writes the terms to a file as they are computed;
+``build_bundle`` signs them for offline use and ``submit`` answers a verifier's challenge. It must
+never send or store a raw weight tensor: only terms and digests leave. Comparing terms is the verifier's
+(``verifier.compare``); the owner never imports ``verifier``.
 
 Importing ``owner`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already sets it: OpenMP threads that
 spin at barriers stall LAPACK's ``eigh`` (the whitening) for seconds whenever another process holds a core
@@ -25,11 +27,19 @@ from typing import Any
 
 from owner._adapters import METHODS, SUPPORTED_FAMILIES, ArchInfo, Method
 from owner._agent import Progress, WrittenInvariants, compute_invariants, probe_set_for, write_invariants
+from owner._client import SubmissionError, SubmitResult, submit
 from owner._fingerprint import build_bundle, bundle_invariants, is_bundle_file, load_bundle
-from owner._invariants import TERMS, Comparison, IncomparableError, InvariantSet, TermScore, compare
+from owner._invariants import METHOD_IDS, TERMS
 from owner._invfile import is_invariants_file, load_invariants, save_invariants
 from owner._model import OpenedModel, open_model
-from owner._probes import DEFAULT_RULE, ProbeSet, build_probe_set, load_vocabulary, map_probes
+from owner._probes import (
+    DEFAULT_RULE,
+    build_probe_set,
+    load_probe_set,
+    load_vocabulary,
+    map_probes,
+    save_probe_set,
+)
 from owner.errors import (
     CheckpointError,
     InvariantsFileError,
@@ -77,78 +87,40 @@ def _nbytes(dtype: str, shape: Sequence[int]) -> int:
     return n * _ITEMSIZE.get(dtype, 4)
 
 
-def _load_side(
-    path: Path, probes: ProbeSet | None, layers: str | Sequence[int] | None, method: Method,
-    progress: Progress | None,
-) -> InvariantSet:
-    if path.is_file() and is_invariants_file(path):
-        return load_invariants(path)
-    if path.is_file() and is_bundle_file(path):
-        # A bundle's signature is checked by `pawprint bundle verify`; compare reads its terms.
-        groups = bundle_invariants(load_bundle(path))
-        if probes is not None:
-            for g in groups:
-                if g.probes.id == probes.id:
-                    return g
-        return groups[0]
-    return compute_invariants(path, probes=probes, layers=layers, method=method, progress=progress)
-
-
-def compare_paths(
-    a: Path, b: Path, probes: ProbeSet | None = None, layers: str | Sequence[int] | None = None,
-    method: Method = "pawprint", progress: Progress | None = None,
-) -> Comparison:
-    """Compare two models / invariants files. Without ``probes`` the probe set comes from A (its invariants
-    file's probe set, or one built from its vocabulary), and B is computed on the same tokens. Layers are
-    matched order-preservingly (``match_layers``; equal depths pair one to one)."""
-    inv_a, inv_b = load_pair(a, b, probes, layers, method, progress)
-    return compare(inv_a, inv_b, layer_pairs="match")
-
-
-def load_pair(
-    a: Path, b: Path, probes: ProbeSet | None = None, layers: str | Sequence[int] | None = None,
-    method: Method = "pawprint", progress: Progress | None = None,
-) -> tuple[InvariantSet, InvariantSet]:
-    """The two invariant sets ``compare_paths`` compares (B on A's probe set)."""
-    inv_a = _load_side(Path(a), probes, layers, method, progress)
-    m = inv_a.method if inv_a.method in METHODS else method
-    return inv_a, _load_side(Path(b), probes or inv_a.probes, layers, m, progress)
-
-
 __all__ = [
     "DEFAULT_RULE",
     "METHODS",
+    "METHOD_IDS",
     "SUPPORTED_FAMILIES",
     "TERMS",
     "ArchInfo",
     "CheckpointError",
-    "Comparison",
-    "IncomparableError",
-    "InvariantSet",
     "InvariantsFileError",
     "Method",
     "OpenedModel",
     "OwnerError",
-    "ProbeSet",
-    "TermScore",
+    "Progress",
+    "SubmissionError",
+    "SubmitResult",
     "TokenizerError",
     "UnsupportedModelError",
     "WrittenInvariants",
     "build_bundle",
     "build_probe_set",
     "bundle_invariants",
-    "compare",
-    "compare_paths",
     "compute_invariants",
     "inspect_model",
     "is_bundle_file",
+    "is_invariants_file",
     "load_bundle",
     "load_invariants",
-    "load_pair",
+    "load_probe_set",
     "load_vocabulary",
     "map_probes",
     "open_model",
     "probe_set_for",
     "save_invariants",
+    "save_probe_set",
+    "submit",
     "write_invariants",
 ]

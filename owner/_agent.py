@@ -19,16 +19,18 @@ import numpy as np
 import torch
 
 from owner._adapters import ArchInfo, Method
-from owner._invariants import METHOD_IDS, InvariantSet, iter_layer_terms, resolve_layers, whiten
+from owner._invariants import METHOD_IDS, iter_layer_terms, resolve_layers, whiten
 from owner._invfile import InvariantsWriter, invariants_metadata
 from owner._model import OpenedModel, open_model
-from owner._probes import ProbeSet, build_probe_set, load_vocabulary, map_probes
+from owner._probes import build_probe_set, load_vocabulary, map_probes
 from owner._source import prefetch
+from protocol import ProbeSpec
+from protocol.terms import InvariantSet
 
 Progress = Callable[[str, int, int], None]
 
 
-def probe_set_for(model: OpenedModel, n: int = 4096) -> ProbeSet:
+def probe_set_for(model: OpenedModel, n: int = 4096) -> ProbeSpec:
     """The default probe set built from ``model``'s own vocabulary."""
     return build_probe_set(load_vocabulary(model.root), n=n)
 
@@ -47,7 +49,7 @@ class _Plan:
 
     model: OpenedModel
     method: Method
-    probes: ProbeSet
+    probes: ProbeSpec
     present: tuple[bool, ...]
     ids: list[int]
     layers: tuple[int, ...]
@@ -58,7 +60,7 @@ class _Plan:
 
 
 def _plan(
-    model: OpenedModel | Path | str, probes: ProbeSet | None, layers: str | Sequence[int] | None, method: Method,
+    model: OpenedModel | Path | str, probes: ProbeSpec | None, layers: str | Sequence[int] | None, method: Method,
 ) -> _Plan:
     if method not in METHOD_IDS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHOD_IDS)}")
@@ -103,7 +105,7 @@ def _terms(plan: _Plan, progress: Progress | None) -> Iterator[tuple[int, str, t
 
 def compute_invariants(
     model: OpenedModel | Path | str,
-    probes: ProbeSet | None = None,
+    probes: ProbeSpec | None = None,
     layers: str | Sequence[int] | None = None,
     method: Method = "pawprint",
     progress: Progress | None = None,
@@ -113,7 +115,7 @@ def compute_invariants(
     terms: dict[tuple[int, str], np.ndarray] = {}
     for layer, name, t in _terms(plan, progress):
         terms[(layer, name)] = np.asarray(t.numpy(), dtype=np.float32)  # no copy: t is fp32 already
-    return InvariantSet(
+    return InvariantSet.create(
         method=method,
         method_id=METHOD_IDS[method],
         probes=plan.probes,
@@ -132,7 +134,7 @@ class WrittenInvariants:
     path: Path
     method: str
     method_id: str
-    probes: ProbeSet
+    probes: ProbeSpec
     present: tuple[bool, ...]
     layers: tuple[int, ...]
     model: dict[str, Any]
@@ -145,7 +147,7 @@ class WrittenInvariants:
 def write_invariants(
     model: OpenedModel | Path | str,
     path: Path | str,
-    probes: ProbeSet | None = None,
+    probes: ProbeSpec | None = None,
     layers: str | Sequence[int] | None = None,
     method: Method = "pawprint",
     progress: Progress | None = None,

@@ -6,8 +6,9 @@ terms on the challenge's probe sets and layers (``owner._fingerprint``), signs t
 challenge allows, and checks the receipt: signed by the same verifier, for this nonce, this manifest and
 this weight commitment.
 
-``open_channel`` makes the channel: TLS with the given CA (and a client certificate for mutual TLS);
-plaintext only when explicitly asked for and only to 127.0.0.1 or ::1.
+The channel comes from ``protocol.wire.open_channel`` (TLS with the given CA, a client certificate for mutual
+TLS; plaintext only when explicitly asked for and only to 127.0.0.1 or ::1), and a refusal's retry hint from
+its ``google.rpc.RetryInfo`` status detail (``protocol.wire.failure_of``).
 
 What leaves this process is the signed manifest (digests and shape facts) and the invariant terms. It must
 never send a weight tensor or any piece of one: the privacy test records every byte sent and checks.
@@ -16,7 +17,6 @@ never send a weight tensor or any piece of one: the privacy test records every b
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,15 +44,13 @@ from protocol import (
     sign_message,
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+from protocol.wire import failure_of, signed_to_pb
 
 log = logging.getLogger("pawprint.owner")
 # Statuses after which the very same signed submission may be sent again (see ``submit``).
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1"})
 DEFAULT_TIMEOUT_S = 600.0
-# A little above the verifier's default chunk and manifest limits; its challenge says what it accepts.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 class SubmissionError(OwnerError):
@@ -73,58 +71,9 @@ class SubmitResult:
     challenge: Challenge
 
 
-def _split(target: str) -> str:
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise SubmissionError(f"expected HOST:PORT for the verifier, got {target!r}")
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
-def open_channel(
-    target: str,
-    *,
-    ca: bytes | None = None,
-    cert: bytes | None = None,
-    key: bytes | None = None,
-    insecure_loopback: bool = False,
-    server_name: str | None = None,
-) -> grpc.Channel:
-    """A channel to ``target`` (``HOST:PORT``): TLS, trusting ``ca`` (the system roots when ``None``), with a
-    client certificate when ``cert`` and ``key`` are given; plaintext only with ``insecure_loopback`` to a
-    loopback address."""
-    host = _split(target)
-    options: list[tuple[str, object]] = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ]
-    if insecure_loopback:
-        if ca is not None or cert is not None or key is not None:
-            raise SubmissionError("--insecure-loopback excludes TLS options")
-        if host not in LOOPBACK_HOSTS:
-            raise SubmissionError(f"plaintext is allowed only to 127.0.0.1 or ::1, not to {host!r}")
-        return grpc.insecure_channel(target, options=options)
-    if (cert is None) != (key is None):
-        raise SubmissionError("a client certificate needs both --cert and --key")
-    if server_name is not None:
-        options.append(("grpc.ssl_target_name_override", server_name))
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-    return grpc.secure_channel(target, credentials, options=options)
-
-
-def read_pem(path: Path | str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise SubmissionError(f"cannot read {what} {path}: {e.strerror or e}") from e
-
-
 def _rpc_error(what: str, e: grpc.RpcError) -> SubmissionError:
-    code = e.code() if callable(getattr(e, "code", None)) else None
-    details = e.details() if callable(getattr(e, "details", None)) else None
-    name = code.name if code is not None else "UNKNOWN"
-    return SubmissionError(f"{what}: the verifier answered {name}: {details or 'no details'}", name)
+    failure = failure_of(e, what, "the verifier")
+    return SubmissionError(str(failure), failure.code)
 
 
 def request_challenge(
@@ -146,10 +95,7 @@ def submission_requests(
     signed_manifest: SignedMessage, manifest: Manifest, terms: Mapping[str, Tensor], chunk_bytes: int
 ) -> Iterator[pawprint_pb2.SubmitRequest]:
     """The stream: the signed manifest, then each tensor of ``manifest``'s table in order, in chunks."""
-    yield pawprint_pb2.SubmitRequest(manifest=pawprint_pb2.SignedPayload(
-        payload=signed_manifest.payload, signature=signed_manifest.signature,
-        public_key=signed_manifest.public_key.raw,
-    ))
+    yield pawprint_pb2.SubmitRequest(manifest=signed_to_pb(signed_manifest))
     for index, entry in enumerate(manifest.tensors):
         data = memoryview(terms[entry.name].data)
         for offset in range(0, len(data), chunk_bytes):
@@ -172,6 +118,26 @@ def check_receipt(signed: SignedMessage, verifier_key: PublicKey, signed_manifes
     return receipt
 
 
+def retry_wait(e: grpc.RpcError, attempt: int, base_wait_s: float) -> float | None:
+    """How long to wait before sending the same submission again after ``e`` (attempt ``attempt``, from 0), or
+    ``None`` if waiting does not help.
+
+    UNAVAILABLE (a restart, a lost connection) and ABORTED (a race with another copy of itself) are retried with
+    doubling waits. RESOURCE_EXHAUSTED is retried only when it is transient: a rate limit, which names its wait
+    in a ``google.rpc.RetryInfo`` status detail (the longer of it and the doubling wait is taken), or grpc's own
+    refusal past the server's ``max_concurrent_rpcs`` (grpc's text, the only message looked at). A size limit or
+    any other refusal is final.
+    """
+    code = e.code() if callable(getattr(e, "code", None)) else None
+    failure = failure_of(e, "submission", "the verifier")
+    busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED and (
+        failure.retry_after_s is not None or "Concurrent RPC limit" in str(failure))
+    if code not in RETRYABLE and not busy:
+        return None
+    wait = float(base_wait_s * 2**attempt)
+    return max(wait, failure.retry_after_s) if failure.retry_after_s is not None else wait
+
+
 def submit(
     model: OpenedModel | Path | str,
     key: PrivateKey,
@@ -192,7 +158,7 @@ def submit(
     network or a verifier restart (UNAVAILABLE), racing another copy of itself (ABORTED) or refused because
     the verifier is busy or the key over its rate (RESOURCE_EXHAUSTED saying so) is sent again as it was, up
     to ``retries`` times with doubling waits (or the wait the verifier names); it is answered at most once."""
-    stub = pawprint_pb2_grpc.VerifierStub(channel)
+    stub = pawprint_pb2_grpc.VerifierStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
     challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s)
     fp = fingerprint(
         model, key.key_id, now=int(clock()), probe_sets=challenge.probe_sets or None, layers=challenge.layers,
@@ -217,16 +183,10 @@ def submit(
             break
         except grpc.RpcError as e:
             code = e.code() if callable(getattr(e, "code", None)) else None
-            details = (e.details() if callable(getattr(e, "details", None)) else None) or ""
-            # Busy (too many calls at once) or over a rate limit is transient; a size limit is not.
-            busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED and ("Concurrent RPC limit" in details
-                                                                   or "retry in" in details)
-            if (code not in RETRYABLE and not busy) or attempt == retries:
-                raise _rpc_error("submission", e) from e
-            wait = retry_wait_s * 2**attempt
-            hinted = re.search(r"retry in ([0-9.]+) s", details)
-            if hinted:
-                wait = max(wait, float(hinted.group(1)))
+            wait = retry_wait(e, attempt, retry_wait_s)
+            if wait is None or attempt == retries:
+                failure = failure_of(e, "submission", "the verifier")
+                raise SubmissionError(str(failure), failure.code) from e
             log.warning("submission: the verifier answered %s; sending the same signed submission again in "
                         "%.1f s (attempt %d of %d)", code.name if code else "?", wait, attempt + 2, retries + 1)
             sleep(wait)

@@ -34,26 +34,26 @@ import numpy as np
 
 from owner._adapters import Method
 from owner._agent import compute_invariants
-from owner._invariants import TERMS, InvariantSet
 from owner._model import OpenedModel, open_model
-from owner._probes import ProbeSet
 from owner._source import SafetensorsEntry, safetensors_layout
 from owner.errors import CheckpointError, OwnerError, TokenizerError
 from protocol import (
     DTYPE_ITEMSIZE,
     Bundle,
+    JsonError,
     Manifest,
     PrivateKey,
     ProbeSpec,
     ProtocolError,
     Tensor,
     TensorDigest,
-    TermGroup,
     WeightCommitment,
+    loads_strict,
     sorted_entries,
     tensor_name,
     weight_commitment,
 )
+from protocol.terms import TERMS, InvariantSet, group_terms, term_tensor
 
 AGENT_VERSION = "pawprint-agent/0.1.0"
 HASH_BLOCK = 8 << 20
@@ -229,8 +229,8 @@ class CommitmentCache:
         if self.path is None:
             return {}
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            doc = loads_strict(self.path.read_bytes())
+        except (OSError, JsonError):  # a cache that cannot be read is rebuilt, never trusted
             return {}
         if not isinstance(doc, dict) or doc.get("format") != self.FORMAT or not isinstance(doc.get("files"), dict):
             return {}
@@ -344,34 +344,6 @@ def _hash_onnx(path: Path) -> list[TensorDigest]:
 
 
 # ------------------------------------------------------------------------------------------ manifests
-def probe_set_from_spec(spec: ProbeSpec) -> ProbeSet:
-    """The owner agent's probe set for a probe set named in a challenge (same tokens, same id)."""
-    try:
-        probes = ProbeSet(spec.name, spec.version, spec.rule, spec.tokens)
-    except ValueError as e:
-        raise FingerprintError(f"probe set {spec.name!r} is malformed: {e}") from e
-    if probes.id != spec.id:
-        raise FingerprintError(f"probe set {spec.name!r} does not have the id it was sent with")
-    return probes
-
-
-def spec_from_probe_set(probes: ProbeSet) -> ProbeSpec:
-    return ProbeSpec(probes.name, probes.version, probes.rule, tuple(probes.tokens))
-
-
-def group_from_invariants(inv: InvariantSet) -> TermGroup:
-    return TermGroup(
-        probe_set=spec_from_probe_set(inv.probes), present=tuple(bool(p) for p in inv.present),
-        layers=tuple(int(x) for x in inv.layers), method=inv.method, method_id=inv.method_id, terms=TERMS,
-    )
-
-
-def term_tensor(array: np.ndarray) -> Tensor:
-    """A term as it travels: little-endian F32 bytes."""
-    a = np.ascontiguousarray(array, dtype="<f4")
-    return Tensor("F32", tuple(int(d) for d in a.shape), a.tobytes())
-
-
 def fingerprint(
     model: OpenedModel | Path | str,
     owner_key_id: str,
@@ -392,7 +364,7 @@ def fingerprint(
     error. ``now`` (Unix seconds) is passed in so that the result is reproducible.
     """
     m = model if isinstance(model, OpenedModel) else open_model(Path(model))
-    wanted: list[ProbeSet | None] = [probe_set_from_spec(p) for p in probe_sets] if probe_sets else [None]
+    wanted: list[ProbeSpec | None] = list(probe_sets) if probe_sets else [None]
     invariants: list[InvariantSet] = []
     skipped: list[str] = []
     for probes in wanted:
@@ -405,7 +377,7 @@ def fingerprint(
     if not invariants:
         reasons = "; ".join(skipped)
         raise FingerprintError(f"{m.root}: no probe set of the challenge is usable with this model ({reasons})")
-    groups = tuple(group_from_invariants(inv) for inv in invariants)
+    groups = tuple(inv.group for inv in invariants)
     terms: dict[str, Tensor] = {}
     for i, inv in enumerate(invariants):
         for layer in inv.layers:
@@ -452,37 +424,16 @@ def build_bundle(
 
 
 # ------------------------------------------------------------------------------- back to invariant sets
-def invariants_from_group(manifest: Manifest, index: int, terms: Mapping[str, Tensor]) -> InvariantSet:
-    """The ``InvariantSet`` of one group of a checked manifest (for ``owner.compare``).
-
-    The caller has already checked the tensors against the manifest (names, dtypes, shapes, digests).
-    """
-    group = manifest.groups[index]
-    try:
-        probes = ProbeSet(group.probe_set.name, group.probe_set.version, group.probe_set.rule, group.probe_set.tokens)
-    except ValueError as e:
-        raise FingerprintError(f"group {index}: malformed probe set ({e})") from e
-    arrays: dict[tuple[int, str], np.ndarray] = {}
-    m = group.rows
-    for layer in group.layers:
-        for name in group.terms:
-            t = terms[tensor_name(index, layer, name)]
-            if t.dtype != "F32" or t.shape != (m, m):
-                raise FingerprintError(f"group {index}: term {name} of layer {layer} is not F32 {m} x {m}")
-            arrays[(layer, name)] = np.frombuffer(t.data, dtype="<f4").reshape(m, m)
-    return InvariantSet(
-        method=group.method, method_id=group.method_id, probes=probes, present=group.present, layers=group.layers,
-        model=dict(manifest.model), terms=arrays,
-    )
-
-
 def bundle_invariants(bundle: Bundle) -> list[InvariantSet]:
     """Check a bundle's signature and terms, and return one ``InvariantSet`` per group (trust is not checked)."""
     try:
         manifest = bundle.open()
     except ProtocolError as e:
         raise FingerprintError(f"bundle does not verify: {e}") from e
-    return [invariants_from_group(manifest, i, bundle.terms) for i in range(len(manifest.groups))]
+    try:
+        return group_terms(manifest, bundle.terms)
+    except ProtocolError as e:
+        raise FingerprintError(f"bundle terms do not match its manifest ({e})") from e
 
 
 def load_bundle(path: Path | str) -> Bundle:

@@ -19,9 +19,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from owner._invariants import TERMS, InvariantSet
-from owner._probes import ProbeSet
 from owner.errors import InvariantsFileError
+from protocol import TERMS, JsonError, ProbeSpec, ProtocolError, loads_strict
+from protocol.terms import InvariantSet
 
 FORMAT = "pawprint-invariants/1"
 
@@ -31,7 +31,7 @@ def _key(layer: int, term: str) -> str:
 
 
 def invariants_metadata(
-    method: str, method_id: str, probes: ProbeSet, present: Sequence[bool], layers: Sequence[int],
+    method: str, method_id: str, probes: ProbeSpec, present: Sequence[bool], layers: Sequence[int],
     model: dict[str, Any],
 ) -> dict[str, Any]:
     """What an invariants file's header records besides the terms."""
@@ -154,11 +154,9 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        meta = json.loads(raw)
-    except ValueError as e:
+        meta = loads_strict(raw)
+    except JsonError as e:
         raise InvariantsFileError(f"{path}: malformed invariants metadata ({e})") from e
-    except RecursionError:
-        raise InvariantsFileError(f"{path}: malformed invariants metadata (nested too deeply)") from None
     if not isinstance(meta, dict):
         raise InvariantsFileError(f"{path}: malformed invariants metadata (not a JSON object)")
     if meta.get("format") != FORMAT:
@@ -178,7 +176,7 @@ def load_invariants(path: Path) -> InvariantSet:
     try:
         arrays = load_file(str(path))
         ps = meta["probe_set"]
-        probes = ProbeSet(str(ps["name"]), int(ps["version"]), str(ps["rule"]), tuple(str(t) for t in meta["tokens"]))
+        probes = ProbeSpec(str(ps["name"]), int(ps["version"]), str(ps["rule"]), tuple(str(t) for t in meta["tokens"]))
         if probes.id != ps["id"]:
             raise InvariantsFileError(f"{path}: probe tokens do not match the recorded probe set id")
         if not isinstance(meta["present"], list) or not all(isinstance(p, bool) for p in meta["present"]):
@@ -206,10 +204,10 @@ def load_invariants(path: Path) -> InvariantSet:
                         f"{path}: term {_key(layer, name)} has shape {a.shape} (expected {(m, m)}) or non-finite"
                     )
                 terms[(layer, name)] = a
-        return InvariantSet(
+        return InvariantSet.create(
             method=str(meta["method"]), method_id=str(meta["method_id"]), probes=probes, present=present,
             layers=layers,
             model=dict(meta["model"]), terms=terms,
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, ProtocolError) as e:
         raise InvariantsFileError(f"{path}: malformed invariants file ({e!r})") from e

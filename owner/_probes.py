@@ -30,23 +30,18 @@ HuRef's selection it favours rare tokens, which move least in fine-tuning. Its c
 so a model with an unrelated tokenizer shares few of a base's rare tokens and cannot be compared at all (a
 clear error), which is the right answer for lineage; ``words-hash-v1`` remains for cross-tokenizer studies.
 
-Nothing here reads weights or sends anything; the only file I/O is :meth:`ProbeSet.save` /
-:meth:`ProbeSet.load` and reading tokenizer files through :func:`load_vocabulary`.
+A probe set is a ``protocol.ProbeSpec`` (the one probe-set type: its id and validation live there). Nothing here
+reads weights or sends anything; the only file I/O is :func:`save_probe_set` / :func:`load_probe_set` and reading
+tokenizer files through :func:`load_vocabulary`.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import unicodedata
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import msgpack
 
 from owner._vocab import (
     TOKENIZER_FILES,
@@ -58,6 +53,7 @@ from owner._vocab import (
     load_vocabulary,
 )
 from owner.errors import TokenizerError
+from protocol import JsonError, ProbeSpec, ProtocolError, loads_strict
 
 __all__ = [
     "DEFAULT_RULE",
@@ -67,13 +63,14 @@ __all__ = [
     "VOCAB_STYLES",
     "WORD_START",
     "ProbeMapping",
-    "ProbeSet",
     "VocabStyle",
     "Vocabulary",
     "build_probe_set",
     "canonical_token",
+    "load_probe_set",
     "load_vocabulary",
     "map_probes",
+    "save_probe_set",
 ]
 
 PROBE_SET_FORMAT = "pawprint-probe-set/1"
@@ -81,85 +78,37 @@ DEFAULT_RULE = "rare-ids-v1"
 _FILE_KEYS = frozenset({"format", "id", "name", "version", "rule", "tokens"})
 
 
-@dataclass(frozen=True)
-class ProbeSet:
-    """A named, versioned list of unique canonical token strings; ``id`` commits to all of it."""
-
-    name: str
-    version: int
-    rule: str
-    tokens: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", tuple(self.tokens))
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError("probe set name must be a non-empty string")
-        if not isinstance(self.rule, str) or not self.rule:
-            raise ValueError("probe set rule must be a non-empty string")
-        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0:
-            raise ValueError(f"probe set version must be a non-negative integer, not {self.version!r}")
-        for t in self.tokens:
-            if not isinstance(t, str) or not t:
-                raise ValueError(f"probe tokens must be non-empty strings, not {t!r}")
-            if " " in t or not unicodedata.is_normalized("NFC", t):
-                raise ValueError(f"probe token {t!r} is not canonical (NFC, spaces spelled {WORD_START!r})")
-        if len(set(self.tokens)) != len(self.tokens):
-            dup = next(t for t, k in Counter(self.tokens).items() if k > 1)
-            raise ValueError(f"probe token {dup!r} appears more than once")
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def canonical_bytes(self) -> bytes:
-        """The canonical msgpack encoding the id is the hash of (map keys in sorted order)."""
-        value = {"name": self.name, "rule": self.rule, "tokens": list(self.tokens), "version": self.version}
-        return bytes(msgpack.packb(value, use_bin_type=True))
-
-    @functools.cached_property
-    def id(self) -> str:
-        """Hex SHA-256 of :meth:`canonical_bytes`."""
-        return hashlib.sha256(self.canonical_bytes()).hexdigest()
-
-    def save(self, path: Path) -> None:
-        """Write the probe set as a JSON file that :meth:`load` verifies."""
-        doc = {"format": PROBE_SET_FORMAT, "id": self.id, "name": self.name, "version": self.version,
-               "rule": self.rule, "tokens": list(self.tokens)}
-        Path(path).write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> ProbeSet:
-        """Read a probe set file; the stored id must match the contents."""
-        path = Path(path)
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
-        except (OSError, ValueError) as e:
-            raise TokenizerError(f"{path}: not a readable probe set file ({e})") from e
-        if not isinstance(doc, dict) or set(doc) != _FILE_KEYS or doc["format"] != PROBE_SET_FORMAT:
-            raise TokenizerError(
-                f"{path}: not a probe set file; expected a JSON object with format {PROBE_SET_FORMAT!r} "
-                f"and keys {sorted(_FILE_KEYS)}"
-            )
-        if not isinstance(doc["tokens"], list):
-            raise TokenizerError(f"{path}: 'tokens' must be a list of strings")
-        try:
-            probes = cls(doc["name"], doc["version"], doc["rule"], tuple(doc["tokens"]))
-        except ValueError as e:
-            raise TokenizerError(f"{path}: malformed probe set ({e})") from e
-        if doc["id"] != probes.id:
-            raise TokenizerError(
-                f"{path}: stored probe set id {doc['id']!r} does not match its contents ({probes.id}); "
-                "the file was altered"
-            )
-        return probes
+def save_probe_set(probes: ProbeSpec, path: Path) -> None:
+    """Write ``probes`` as a JSON probe set file that :func:`load_probe_set` verifies."""
+    doc = {"format": PROBE_SET_FORMAT, "id": probes.id, "name": probes.name, "version": probes.version,
+           "rule": probes.rule, "tokens": list(probes.tokens)}
+    Path(path).write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
+def load_probe_set(path: Path) -> ProbeSpec:
+    """Read a probe set file; the stored id must match the contents."""
+    path = Path(path)
+    try:
+        doc = loads_strict(path.read_bytes())
+    except (OSError, JsonError) as e:
+        raise TokenizerError(f"{path}: not a readable probe set file ({e})") from e
+    if not isinstance(doc, dict) or set(doc) != _FILE_KEYS or doc["format"] != PROBE_SET_FORMAT:
+        raise TokenizerError(
+            f"{path}: not a probe set file; expected a JSON object with format {PROBE_SET_FORMAT!r} "
+            f"and keys {sorted(_FILE_KEYS)}"
+        )
+    if not isinstance(doc["tokens"], list):
+        raise TokenizerError(f"{path}: 'tokens' must be a list of strings")
+    try:
+        probes = ProbeSpec(doc["name"], doc["version"], doc["rule"], tuple(doc["tokens"]))
+    except ProtocolError as e:
+        raise TokenizerError(f"{path}: malformed probe set ({e})") from e
+    if doc["id"] != probes.id:
+        raise TokenizerError(
+            f"{path}: stored probe set id {doc['id']!r} does not match its contents ({probes.id}); "
+            "the file was altered"
+        )
+    return probes
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -197,7 +146,7 @@ PROBE_RULES: tuple[str, ...] = tuple(_RULES)
 
 def build_probe_set(
     vocab: Vocabulary, n: int = 4096, rule: str = DEFAULT_RULE, name: str | None = None, version: int = 1
-) -> ProbeSet:
+) -> ProbeSpec:
     """Select up to ``n`` probe tokens from ``vocab`` by ``rule`` (one of ``PROBE_RULES``).
 
     If fewer than ``n`` tokens qualify, all of them are returned: ``len`` of the result shows it.
@@ -209,7 +158,7 @@ def build_probe_set(
         select = _RULES[rule]
     except KeyError:
         raise ValueError(f"unknown probe rule {rule!r}; expected one of {', '.join(PROBE_RULES)}") from None
-    return ProbeSet(name or f"{rule}-n{n}", version, rule, tuple(select(vocab, n)))
+    return ProbeSpec(name or f"{rule}-n{n}", version, rule, tuple(select(vocab, n)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -220,7 +169,7 @@ def build_probe_set(
 class ProbeMapping:
     """Where each probe token sits in one model's vocabulary (``None`` where the model lacks it)."""
 
-    probes: ProbeSet
+    probes: ProbeSpec
     ids: tuple[int | None, ...]
     source: Path
 
@@ -253,7 +202,7 @@ class ProbeMapping:
         return tuple(t for t, i in zip(self.probes.tokens, self.ids, strict=True) if i is not None)
 
 
-def map_probes(probes: ProbeSet, vocab: Vocabulary, min_tokens: int = 16) -> ProbeMapping:
+def map_probes(probes: ProbeSpec, vocab: Vocabulary, min_tokens: int = 16) -> ProbeMapping:
     """Map ``probes`` to ``vocab``'s ids; fewer than ``min_tokens`` present (or none) is an error."""
     mapping = ProbeMapping(probes, tuple(vocab.get(t) for t in probes.tokens), vocab.source)
     found = len(mapping.present_ids())

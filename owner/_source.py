@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import torch
 
-from owner._probes import _no_duplicate_keys
 from owner.errors import CheckpointError
+from protocol import JsonError, loads_strict
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ def safetensors_layout(path: Path) -> tuple[int, list[SafetensorsEntry]]:
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
     try:
-        header = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
-    except ValueError as e:
+        header = loads_strict(raw)
+    except JsonError as e:
         raise CheckpointError(f"{path}: safetensors header is not valid JSON ({e})") from e
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: safetensors header is not an object")

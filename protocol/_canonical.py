@@ -72,7 +72,8 @@ def encode(value: object, *, max_depth: int = DEFAULT_LIMITS.max_depth) -> bytes
 
     Tuples are accepted as lists (and so decode as lists); ``bytearray`` and ``memoryview`` as bytes.
     """
-    return msgpack.packb(_normalise(value, 0, max_depth), use_bin_type=True)
+    packed: bytes = msgpack.packb(_normalise(value, 0, max_depth), use_bin_type=True)
+    return packed
 
 
 def decode(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LIMITS) -> Any:

@@ -38,6 +38,7 @@ import functools
 import math
 import re
 import struct
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -60,6 +61,9 @@ ONLINE_MANIFEST_KIND = "manifest"
 OFFLINE_MANIFEST_KIND = "bundle"
 
 VERDICTS: tuple[str, ...] = ("derived", "independent", "inconclusive")
+
+# The invariant terms of one layer, in the order they are computed, streamed and compared (SCIENCE.md).
+TERMS: tuple[str, ...] = ("attn_qk", "attn_vo", "ffn")
 
 SCORE_PLACES = 6
 _SCORE_QUANTUM = Decimal(1).scaleb(-SCORE_PLACES)
@@ -208,10 +212,13 @@ def _check_count(what: str, value: object) -> None:
 # ------------------------------------------------------------------------------------------ probe sets
 @dataclass(frozen=True)
 class ProbeSpec:
-    """A probe set as the protocol carries it: name, version, selection rule and token strings, in order.
+    """A probe set: a named, versioned list of unique token strings in canonical spelling, with the rule that
+    chose them. The one probe-set type of the project: the owner's agent builds it from a vocabulary
+    (``owner.build_probe_set``), challenges, manifests and bundles carry it, the verifier compares on it.
 
-    ``id`` is the hex SHA-256 of the canonical msgpack of ``{"name", "rule", "tokens", "version"}``: the same
-    id the owner agent's ``ProbeSet`` has.
+    ``id`` is the hex SHA-256 of the canonical msgpack of ``{"name", "rule", "tokens", "version"}``, so it
+    records the rule and every token, in order. Tokens are NFC strings with spaces spelled ``▁`` (the
+    canonical spelling of ``owner._vocab``): a set that is not canonical is refused here, wherever it comes from.
     """
 
     name: str
@@ -226,8 +233,14 @@ class ProbeSpec:
             raise MessageError(f"probe set version must be a non-negative integer, got {self.version!r:.20}")
         if not isinstance(self.tokens, tuple) or not all(isinstance(t, str) and t for t in self.tokens):
             raise MessageError("probe tokens must be a tuple of non-empty strings")
+        for t in self.tokens:
+            if " " in t or not unicodedata.is_normalized("NFC", t):
+                raise MessageError(f"probe token {t!r:.40} is not canonical (NFC, spaces spelled '▁')")
         if len(set(self.tokens)) != len(self.tokens):
             raise MessageError(f"probe set {self.name!r:.40} repeats a token")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
 
     @functools.cached_property
     def id(self) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 from protocol._errors import FormatError, TrustStoreError, UntrustedKeyError
 from protocol._files import atomic_write
+from protocol._json import JsonError, loads_strict
 from protocol._keys import PublicKey, verify
 
 FORMAT = "pawprint/trust-store/v1"
@@ -147,11 +148,9 @@ class TrustStore:
     @classmethod
     def from_json(cls, data: bytes) -> TrustStore:
         try:
-            document = json.loads(data, object_pairs_hook=_unique_fields, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            document = loads_strict(data)
+        except JsonError as e:
             raise TrustStoreError(f"trust store is not valid JSON: {e}") from e
-        except RecursionError:
-            raise TrustStoreError("trust store is not valid JSON: nested too deeply") from None
         if not isinstance(document, dict) or set(document) != {"format", "keys"}:
             raise TrustStoreError('a trust store is an object with exactly the fields "format" and "keys"')
         if document["format"] != FORMAT:
@@ -238,15 +237,3 @@ def _parse_entry(index: int, item: Any) -> TrustedKey:
     except TrustStoreError as e:
         raise TrustStoreError(f"{where}.roles: {e}") from e
 
-
-def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise TrustStoreError(f"duplicate field {key!r:.80} in trust store")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> object:
-    raise TrustStoreError(f"{name} is not allowed in a trust store")

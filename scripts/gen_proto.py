@@ -5,7 +5,8 @@
 
 protoc writes ``import pawprint_pb2`` in the gRPC module, which only works with the output directory on
 ``sys.path``; the script rewrites it to an import from ``protocol._pb``. The generated files are never edited
-by hand and never imported outside the gRPC adapters (``verifier/_service.py``, ``owner/_client.py``).
+by hand and never imported outside the gRPC adapters (``protocol/wire.py``, ``verifier/_server.py``,
+``owner/_client.py``).
 """
 
 from __future__ import annotations

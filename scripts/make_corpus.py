@@ -1064,15 +1064,15 @@ def _safetensors(tensors: Mapping[str, Any], meta: str | None) -> bytes:
 def _invariants(c: Corpus) -> None:
     import numpy as np
 
-    from owner._invariants import InvariantSet
     from owner._invfile import save_invariants
-    from owner._probes import ProbeSet
+    from protocol import ProbeSpec as ProbeSet
+    from protocol.terms import InvariantSet
 
     k = "invariants"
     probes = ProbeSet(PROBES.name, PROBES.version, PROBES.rule, PROBES.tokens)
     arrays = {(layer, term): np.frombuffer(_term(layer, t).data, "<f4").reshape(3, 3).copy()
               for layer in LAYERS for t, term in enumerate(TERMS)}
-    inv = InvariantSet(METHOD, METHOD_ID, probes, PRESENT, LAYERS, dict(MODEL), arrays)
+    inv = InvariantSet.create(METHOD, METHOD_ID, probes, PRESENT, LAYERS, dict(MODEL), arrays)
     with tempfile.TemporaryDirectory() as tmp:
         save_invariants(inv, Path(tmp) / "x.safetensors")
         good = (Path(tmp) / "x.safetensors").read_bytes()

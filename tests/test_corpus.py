@@ -25,6 +25,7 @@ from owner._invfile import load_invariants
 from protocol import (
     RECEIPT_FORMAT,
     Bundle,
+    LogCheckFailed,
     LogEntry,
     ProbeSpec,
     PublicKey,
@@ -44,8 +45,8 @@ from protocol import (
     verify_inclusion,
 )
 from protocol._pb import pawprint_pb2
-from verifier import ChallengeStore, LogCheckFailed, check_bundle, check_header
-from verifier._service import _from_pb
+from verifier import ChallengeStore, check_bundle, check_header
+from verifier._server import _from_pb
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"

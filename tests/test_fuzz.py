@@ -70,7 +70,7 @@ from protocol._messages import check_p, check_z
 from protocol._pb import pawprint_pb2
 from tests.test_corpus import CONTEXT, CORPUS, LOG_KEY, ORIGIN, TRUST, VERIFIER_KEY, _challenges
 from verifier import check_bundle, check_header
-from verifier._service import _from_pb
+from verifier._server import _from_pb
 from verifier.errors import VerifierError
 
 # PAWPRINT_FUZZ_SCALE=20 (say) runs 20 times the examples, randomised: for a long hunt, not for CI.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from owner._client import SubmissionError, open_channel, submit
+from owner._client import SubmissionError, submit
 from protocol import (
     RECEIPT_FORMAT,
     Bundle,
@@ -31,6 +31,7 @@ from protocol import (
     open_receipt,
     parse_score,
 )
+from protocol.wire import ChannelError, open_channel
 from tests.verifier import cli
 from tests.verifier.fixtures import Keys, Models
 from verifier import (
@@ -168,7 +169,7 @@ def test_plaintext_only_on_loopback_and_only_when_asked() -> None:
     with pytest.raises(ConfigError, match="only on 127"):
         ServerConfig(listen="0.0.0.0:0", insecure_loopback=True).check()
     ServerConfig(listen="[::1]:0", insecure_loopback=True).check()
-    with pytest.raises(SubmissionError, match="only to 127"):
+    with pytest.raises(ChannelError, match="only to 127"):
         open_channel("example.org:443", insecure_loopback=True)
 
 

@@ -24,7 +24,6 @@ one budget however often the trust store lists it), a token bucket of requests (
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -35,7 +34,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from owner._probes import _no_duplicate_keys
+from protocol import JsonError, loads_strict
 from verifier.errors import ConfigError, LimitExceeded, PermissionDenied
 
 FORMAT = "pawprint-client-roles/1"
@@ -94,8 +93,8 @@ class ClientRoles:
     @classmethod
     def from_json(cls, data: bytes) -> ClientRoles:
         try:
-            doc = json.loads(data, object_pairs_hook=_no_duplicate_keys)
-        except (ValueError, UnicodeDecodeError) as e:
+            doc = loads_strict(data)
+        except JsonError as e:
             raise ConfigError(f"the client roles file is not valid JSON: {e}") from e
         if not isinstance(doc, dict) or set(doc) != {"format", "clients"} or doc["format"] != FORMAT:
             raise ConfigError(f'the client roles file must be {{"format": "{FORMAT}", "clients": [...]}}')
@@ -195,10 +194,10 @@ class RateLimiter:
             b.at = now
             if b.requests < requests:
                 wait = (requests - b.requests) * 60.0 / lim.requests_per_minute
-                raise LimitExceeded(f"rate limit: too many requests for this key; retry in {wait:.1f} s")
+                raise LimitExceeded(f"rate limit: too many requests for this key; retry in {wait:.1f} s", wait)
             if b.nbytes < nbytes:
                 wait = (nbytes - b.nbytes) / byte_rate
-                raise LimitExceeded(f"rate limit: too many bytes for this key; retry in {wait:.0f} s")
+                raise LimitExceeded(f"rate limit: too many bytes for this key; retry in {wait:.0f} s", wait)
             b.requests -= requests
             b.nbytes -= nbytes
             if len(self._buckets) > 100_000:  # forget idle identities (a full bucket is the same as none)

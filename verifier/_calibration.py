@@ -41,15 +41,18 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from owner._invariants import TERMS
+from protocol import TERMS, JsonError, loads_strict
+from verifier.errors import VerifierError
 
 NULL_FORMAT = "pawprint-null/1"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_NULL_FILE = DATA_DIR / "null-zoo-v1.json"
 
 
-class NullError(ValueError):
+class NullError(VerifierError):
     """A null model file is missing, malformed, or does not fit the comparison."""
+
+    status = "FAILED_PRECONDITION"
 
 
 @dataclass(frozen=True)
@@ -109,15 +112,15 @@ class NullModel:
     @classmethod
     def from_json(cls, text: str, what: str = "null model") -> NullModel:
         try:
-            d = json.loads(text)
-            if d.get("format") != NULL_FORMAT:
+            d = loads_strict(text)
+            if not isinstance(d, dict) or d.get("format") != NULL_FORMAT:
                 raise NullError(f"{what}: not a {NULL_FORMAT} file")
             terms = {t: TermNull(float(v["mean"]), float(v["sd"]), int(v["samples"])) for t, v in d["terms"].items()}
             corr = tuple(tuple(float(c) for c in row) for row in d["corr"])
             model = cls(str(d["method_id"]), str(d["probe_rule"]), terms, int(d["pairs"]), corr, str(d["source"]))
         except NullError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (JsonError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise NullError(f"{what}: malformed ({e})") from None
         if set(model.terms) != set(TERMS) or len(model.corr) != len(TERMS) or any(len(r) != len(TERMS)
                                                                                    for r in model.corr):

@@ -2,7 +2,7 @@
 
 For each base, each of its term groups is compared with each of the submission's groups on the same probe
 set and method: ICS per term on the probe tokens both models have, with layers matched order-preservingly
-(``owner.match_layers``: equal depths pair one to one; a depth-pruned or depth-upscaled model's layers pair
+(``verifier._ics.match_layers``: equal depths pair one to one; a depth-pruned or depth-upscaled model's layers pair
 with the base layers they came from, and the receipt names each pair). The comparison with the strongest
 evidence (smallest p-value) gives the base's match.
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from owner import IncomparableError, InvariantSet, compare
 from protocol import Match, TermScoreRecord, format_score, parse_score
+from protocol.terms import InvariantSet
 from verifier._calibration import (
     DEFAULT_THRESHOLDS,
     NullError,
@@ -34,6 +34,7 @@ from verifier._calibration import (
     format_z,
     overall_verdict,
 )
+from verifier._ics import IncomparableError, compare
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Pipeline, the same for both encoders:
 
 1. Terms. By default the last two selected layers (``inv.layers[-2:]``) x ``TERMS`` = six ``m x m`` arrays over
    the ``m`` probe tokens the model has. Each is standardised over its own entries (zero mean, unit sd, as
-   ``owner._invariants.standardise``) and then placed in probe-set order over all ``n`` probe tokens, absent
+   ``verifier._ics.standardise``) and then placed in probe-set order over all ``n`` probe tokens, absent
    tokens as zero rows and columns, so two models with the same probe set share coordinates.
 2. Linear reduction to a fixed size (:class:`TermSketch`). A standardised term ``Z`` (``n x n``) becomes
    ``R = S1 Z S2^T`` (``k x k``, default ``k = 64``) with ``S1, S2`` two *independent* ``k x n`` standard
@@ -22,9 +22,10 @@ Pipeline, the same for both encoders:
 3. Encoder. ``RandomProjectionEncoder`` (training-free): ``y = G u`` with ``u`` the concatenated unit
    sketches divided by ``sqrt(#terms)`` (a unit vector) and ``G`` a ``512 x (#terms k^2)`` standard Gaussian
    matrix drawn from a seed: each ``y_i = g_i . u`` is exactly N(0, 1) over ``G`` and, by Johnson-Lindenstrauss,
-   ``cos(y_a, y_b) = u_a . u_b +- ~1/sqrt(512)``. ``CnnEncoder``: a small convolutional network on the
+   ``cos(y_a, y_b) = u_a . u_b +- ~1/sqrt(512)``. ``CnnEncoder`` (``benchmarks/encoder_cnn.py``, not used by the
+   verifier, which needs no torch): a small convolutional network on the
    ``#terms x k x k`` sketches, trained only on synthetic terms (products of Gaussian matrices; positives are
-   perturbed copies, negatives fresh draws) by ``scripts/train_encoder.py`` with a contrastive loss and an
+   perturbed copies, negatives fresh draws) by ``benchmarks/train_encoder.py`` with a contrastive loss and an
    adversarial loss that pushes its outputs toward N(0, I), as HuRef does. It is odd by construction,
    ``f(x) = sqrt(512) r / ||r||`` with ``r = g(x) - g(-x)``, so negated terms give the negated vector, and
    its norm is fixed at the value a 512-d N(0, I) vector concentrates at (22.6 +- 0.7).
@@ -44,20 +45,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from owner._invariants import TERMS, InvariantSet
-
-if TYPE_CHECKING:
-    import torch
+from protocol.terms import TERMS, InvariantSet
+from verifier.errors import VerifierError
 
 __all__ = [
     "CNN_WEIGHTS",
@@ -65,14 +63,11 @@ __all__ = [
     "DEFAULT_TERM_KEYS",
     "ENCODER_DIM",
     "ENCODER_NAMES",
-    "CnnEncoder",
     "Encoder",
     "EncoderInputError",
     "RandomProjectionEncoder",
     "SyntheticModel",
     "TermSketch",
-    "build_cnn",
-    "cnn_apply",
     "load_encoder",
     "perturb_model",
     "synthetic_model",
@@ -98,8 +93,10 @@ _TAG_SKETCH = 0x736B
 _TAG_PROJECTION = 0x7270
 
 
-class EncoderInputError(ValueError):
+class EncoderInputError(VerifierError):
     """The input cannot be encoded: wrong term shapes, missing layers or terms, non-finite or constant terms."""
+
+    status = "INVALID_ARGUMENT"
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -271,97 +268,8 @@ class RandomProjectionEncoder:
         return (y / math.sqrt(n_terms)).reshape(*lead, ENCODER_DIM)
 
 
-# ------------------------------------------------------------------------------------------------------- CNN
-def build_cnn(in_channels: int, k: int, channels: Sequence[int], dim: int = ENCODER_DIM) -> torch.nn.Sequential:
-    """The CNN body ``g``: stride-2 4x4 convolutions with LeakyReLU halving ``k`` each time, then a linear map to
-    ``dim``. The encoder is :func:`cnn_apply`."""
-    import torch
-
-    layers: list[torch.nn.Module] = []
-    c, size = in_channels, k
-    for ch in channels:
-        if size % 2:
-            raise ValueError(f"k={k} cannot be halved {len(channels)} times")
-        layers += [torch.nn.Conv2d(c, ch, 4, stride=2, padding=1), torch.nn.LeakyReLU(0.2)]
-        c, size = ch, size // 2
-    layers += [torch.nn.Flatten(), torch.nn.Linear(c * size * size, dim)]
-    return torch.nn.Sequential(*layers)
-
-
-def cnn_input(u: np.ndarray, k: int) -> np.ndarray:
-    """Unit sketches -> the network's input scale (entries of unit mean square)."""
-    return u * k
-
-
-def cnn_apply(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The encoder from its body ``g``: ``sqrt(512) (g(x) - g(-x)) / ||g(x) - g(-x)||``. Odd by construction,
-    and of the norm a N(0, I) vector concentrates at, so training shapes only the direction."""
-    import torch
-
-    r = net(x) - net(-x)
-    return math.sqrt(r.shape[-1]) * torch.nn.functional.normalize(r, dim=-1)
-
-
-class CnnEncoder:
-    """The HuRef-style CNN on the ``#terms x k x k`` sketches, weights from a safetensors file."""
-
-    def __init__(self, path: Path | str) -> None:
-        import torch
-        from safetensors import safe_open
-        from safetensors.torch import load as load_tensors
-
-        path = Path(path)
-        data = path.read_bytes()
-        self.sha256 = hashlib.sha256(data).hexdigest()
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = (f.metadata() or {}).get("pawprint", "{}")
-            meta = json.loads(raw)
-        except Exception as e:  # safetensors raises its own types for malformed files
-            raise ValueError(f"{path}: not an encoder weights file ({e})") from e
-        if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT or meta.get("arch") != "cnn-v1":
-            raise ValueError(f"{path}: not a cnn-v1 encoder weights file ({WEIGHTS_FORMAT})")
-        try:
-            self.k = int(meta["k"])
-            self.sketch_seed = int(meta["sketch_seed"])
-            self.channels = tuple(int(c) for c in meta["channels"])
-            self.term_keys: tuple[TermKey, ...] = tuple((int(pos), str(name)) for pos, name in meta["terms"])
-            self.training: dict[str, Any] = dict(meta.get("training", {}))
-            self.sketch = TermSketch(self.k, self.sketch_seed)
-            net = build_cnn(len(self.term_keys), self.k, self.channels)
-            net.load_state_dict(load_tensors(data), strict=True)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{path}: malformed cnn-v1 encoder weights ({e})") from e
-        self._net = net.to(torch.float64).eval()
-        for p in self._net.parameters():
-            p.requires_grad_(False)
-
-    @property
-    def encoder_id(self) -> str:
-        return (f"cnn-v1(sha256={self.sha256},dim={ENCODER_DIM},{self.sketch.label},"
-                f"channels={','.join(map(str, self.channels))},terms={_keys_label(self.term_keys)})")
-
-    def encode(self, inv: InvariantSet) -> np.ndarray:
-        return self.encode_terms(terms_of(inv, self.term_keys), np.asarray(inv.present, dtype=bool))
-
-    def encode_terms(self, terms: Sequence[np.ndarray], present: np.ndarray | Sequence[bool]) -> np.ndarray:
-        if len(terms) != len(self.term_keys):
-            raise EncoderInputError(f"expected {len(self.term_keys)} terms ({_keys_label(self.term_keys)}), "
-                                    f"got {len(terms)}")
-        return _checked_output(self.forward(self.sketch.reduce(terms, present)[None])[0])
-
-    def forward(self, u: np.ndarray) -> np.ndarray:
-        """A batch of unit sketches ``(B, #terms, k, k)`` -> float64 ``(B, 512)`` (no rounding)."""
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(cnn_input(u, self.k), dtype=np.float64))
-            y = cnn_apply(self._net, x)
-        return np.asarray(y.numpy(), dtype=np.float64)
-
-
 # ----------------------------------------------------------------------------------------------- loading
-ENCODER_NAMES: tuple[str, ...] = ("cnn-v1", "random-v1")
+ENCODER_NAMES: tuple[str, ...] = ("random-v1",)
 DEFAULT_ENCODER = "random-v1"
 """Chosen by measurement (``benchmarks/encoder_eval.py``, results in ``docs/results/encoder.md``): on the zoo
 its cosine tracks ICS with rms error 0.033 (cnn-v1: 0.053), it keeps weakly related pairs (heavy continued
@@ -375,16 +283,14 @@ def _weights_path(filename: str) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def load_encoder(name: str = "default") -> Encoder:
-    """An encoder by name: ``"random-v1"``, ``"cnn-v1"`` (shipped weights) or ``"default"``."""
+    """An encoder by name: ``"random-v1"`` or ``"default"`` (the same). ``cnn-v1`` lives in ``benchmarks``."""
     if name == "default":
         name = DEFAULT_ENCODER
     if name == "random-v1":
         return RandomProjectionEncoder()
     if name == "cnn-v1":
-        path = _weights_path(CNN_WEIGHTS)
-        if not path.is_file():
-            raise FileNotFoundError(f"the cnn-v1 encoder weights are not installed ({path})")
-        return CnnEncoder(path)
+        raise ValueError("the cnn-v1 encoder is not the verifier's: random-v1 was chosen over it by measurement, "
+                         "and the CNN (which needs torch) is kept for evaluation in benchmarks/encoder_cnn.py")
     raise ValueError(f"unknown encoder {name!r}; expected 'default' or one of {', '.join(ENCODER_NAMES)}")
 
 
@@ -397,7 +303,7 @@ def vector_digest(v: np.ndarray) -> bytes:
 
 
 # ----------------------------------------------------------------------------------- synthetic terms
-# Training (scripts/train_encoder.py), tests and benchmarks draw terms from the same simple model of a
+# Training (benchmarks/train_encoder.py), tests and benchmarks draw terms from the same simple model of a
 # transformer's terms: products of Gaussian matrices on Gaussian probe rows, two layers.
 
 

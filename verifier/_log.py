@@ -1,6 +1,6 @@
 """The registry's transparency log on disk: SQLite tables, the Merkle tree over them, signed checkpoints.
 
-Three tables in the registry's database (``verifier._registry`` owns the connection)::
+Three tables in the registry's database (``verifier._store`` owns the connection)::
 
     log_meta      one row, fixed when the log is created: its origin and public key
     entries       one row per leaf, idx 0, 1, 2, ... without gaps; ``leaf`` holds the ``LogEntry`` bytes, the

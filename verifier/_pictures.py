@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from owner import InvariantSet
 from protocol import PICTURE_DIM, Picture, Receipt, sha256
+from protocol.terms import InvariantSet
 from verifier._encoder import Encoder
 from verifier._render import RENDERER_ID, render_png, render_sheet
+from verifier.errors import VerifierError
 
 
-class PictureMismatch(ValueError):
+class PictureMismatch(VerifierError):
     """A picture's digests do not match what its vector draws."""
+
+    status = "INVALID_ARGUMENT"
 
 
 def vector_bytes(v: np.ndarray) -> bytes:

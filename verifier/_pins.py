@@ -4,7 +4,7 @@ The measured nulls decide verdicts and the encoder weights draw the pictures, so
 were swapped would sign wrong receipts with a valid key. At start-up ``check_data_files`` hashes each pinned
 file that exists (and the ones the configuration uses must exist); any mismatch refuses to start, naming the
 file and both digests. Files regenerated on purpose (``benchmarks.lineage`` refits the nulls,
-``scripts/train_encoder.py`` retrains the encoder) need their new digest here, in the same commit.
+``benchmarks/train_encoder.py`` retrains the encoder) need their new digest here, in the same commit.
 
 Probe sets need no file pin: a probe set's id is the SHA-256 of its canonical encoding, recomputed from its
 tokens wherever it is parsed, and the ones the verifier offers come from manifests in its signed log.

@@ -1,28 +1,23 @@
-"""The verifier's storage: the signed registry of base models (a transparency log) and accepted submissions.
-
-Layout of a data directory::
-
-    registry.sqlite3        SQLite in WAL mode: the log (``verifier._log``) and the submissions
-    blobs/ab/abcdef...      content-addressed files (name = hex SHA-256 of the contents), written atomically
-    log.key, log.pub        the log's signing key (PKCS#8 PEM, mode 0600, created with the registry unless
-                            one is passed in) and its public key, which auditors need
+"""The registry of base models: a signed transparency log of vendors' registrations and revocations.
 
 A base is published by its vendor (``publish``): the vendor's signed statement (name, licence, release
 date, description; kind ``registry-entry``) and its signed bundle. Only keys trusted as vendors may publish;
 publishing the same manifest again with the same name and metadata is answered with the existing entry; a
 name belongs to the vendor that first registered it; entries are never edited or deleted, and a vendor
 withdraws one by appending a signed revocation (``revoke``). ``add_base`` is the administrator's local path:
-the statement is signed by the log's own key, the bundle is still the vendor's.
+the statement is signed by the log's own key, the bundle is still the vendor's. Anyone reads the log
+(``entries``, ``find``, ``latest_checkpoint``) and asks for inclusion and consistency proofs.
 
-The log records statements and manifests; the terms are kept here as blobs and never published. The
-comparison uses every unrevoked base of the latest checkpoint (``log_snapshot``), and receipts name that
-checkpoint and each base's entry index.
+The log records statements and manifests; the terms are kept as blobs and never published. The comparison
+uses every unrevoked base of the latest checkpoint (``log_snapshot``), and receipts name that checkpoint and
+each base's entry index; a large registry is screened first by the bases' sketches (``screen_candidates``).
 
-Crash safety: a blob is written (temp, fsync, rename) before the transaction that appends the entry naming
-it, and checked again inside it; entry and checkpoint are one transaction. A crash leaves at worst an
-unreferenced blob, which the next writable start-up removes (under the writer lock, so it cannot race with a
-publisher). Start-up checks the database (``PRAGMA quick_check``), replays the log (``verifier._log``) and
-hashes every base's blob: a corrupt database or blob is ``RegistryCorrupt`` with a message saying what.
+Where it is kept: ``verifier._log`` is the log itself (entries, checkpoints, replay at start-up) and
+``verifier._store`` the data directory (the database, the blobs, and the tables of accepted submissions,
+issued challenges and sketches, which ``Registry`` passes through). Start-up checks the database, replays the
+log and hashes every base's blob; a writable start-up then removes what a crash left. The log's signing key
+is ``DATA/log.key`` (PKCS#8 PEM, mode 0600, created with the registry unless one is passed in) and its public
+key ``DATA/log.pub``, which auditors need.
 
 Accepted submissions leave their receipt (and the manifest digest, owner key id and nonce); their terms are
 kept only if the owner asked (``keep_invariants``). A rejected submission never reaches this module.
@@ -30,25 +25,16 @@ kept only if the owner asked (``keep_invariants``). A rejected submission never 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import logging
-import os
 import re
 import sqlite3
-import tempfile
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from owner import InvariantSet
-from owner._fingerprint import FingerprintError, invariants_from_group
 from protocol import (
     BUNDLE_LIMITS,
     REGISTER,
@@ -62,6 +48,7 @@ from protocol import (
     ProbeSpec,
     ProtocolError,
     PublicKey,
+    Published,
     Receipt,
     RegistryState,
     RegistryStatement,
@@ -72,81 +59,42 @@ from protocol import (
     TrustStore,
     check_tensors,
     decode_map,
-    encode,
     name_skeleton,
     open_statement,
     parse_checkpoint,
     parse_digest_hex,
-    sha256_hex,
 )
+from protocol.terms import InvariantSet, group_terms
+from protocol.wire import MAX_LIST
 from verifier._checks import check_bundle, require_trusted, terms_of
 from verifier._compare import BaseModel
 from verifier._log import (
-    LOG_SCHEMA,
     Appended,
     FaultHook,
     TransparencyLog,
     default_origin,
-    full_disk_refused,
     initialise,
     read_meta,
 )
-from verifier._screen import SLOTS, ScreenIndex, Sketch, SketchSpec, sketch
+from verifier._screen import ScreenIndex, Sketch, SketchSpec, sketch
+from verifier._store import DB_NAME, Store, decode_terms, encode_terms
 from verifier.errors import (
     AlreadyExists,
     InvalidSubmission,
-    NonceUsed,
     NotFound,
     PermissionDenied,
     RegistryCorrupt,
     RegistryError,
-    StorageFull,
     Unauthenticated,
+    VerifierError,
 )
 
-DB_NAME = "registry.sqlite3"
-BLOB_DIR = "blobs"
 LOG_KEY_NAME = "log.key"
 LOG_PUB_NAME = "log.pub"
 MAX_STATEMENT_BYTES = 64 * 1024
-MAX_LIST = 1000
 
-_SCHEMA = LOG_SCHEMA + """
-CREATE TABLE IF NOT EXISTS submissions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    manifest_sha256 BLOB NOT NULL,
-    owner_key_id TEXT NOT NULL,
-    nonce BLOB NOT NULL UNIQUE,
-    receipt BLOB NOT NULL,
-    receipt_signature BLOB NOT NULL,
-    terms_blob TEXT,
-    received_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sketches (
-    entry_idx INTEGER NOT NULL,
-    spec_id TEXT NOT NULL,
-    probe_set_id TEXT NOT NULL,
-    method_id TEXT NOT NULL,
-    slots BLOB NOT NULL,
-    sketch BLOB NOT NULL,
-    PRIMARY KEY (entry_idx, spec_id, probe_set_id, method_id)
-);
-CREATE TABLE IF NOT EXISTS challenges (
-    nonce BLOB PRIMARY KEY,
-    verifier_key_id TEXT NOT NULL,
-    challenge BLOB NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-"""
-_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 SKETCH_SPEC = SketchSpec()  # the screen's sketches (verifier._screen); its id names them in the table
 log = logging.getLogger("pawprint.registry")
-
-
-def _sketch_from_row(probe_set_id: str, method_id: str, slots: bytes, data: bytes) -> Sketch:
-    values = np.frombuffer(data, dtype="<f2").reshape(SLOTS, SKETCH_SPEC.samples).astype(np.float32)
-    mask = np.unpackbits(np.frombuffer(slots, dtype=np.uint8))[:SLOTS].astype(bool)
-    return Sketch(str(probe_set_id), str(method_id), values, mask)
 
 
 @dataclass(frozen=True)
@@ -169,18 +117,6 @@ class BaseEntry:
 
 
 @dataclass(frozen=True)
-class Published:
-    """The answer to a publish or revoke: the entry, whether it was already there, a checkpoint that includes
-    it and the entry's inclusion proof in that checkpoint."""
-
-    index: int
-    entry: bytes
-    existing: bool
-    checkpoint: str
-    proof: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
 class LogSnapshot:
     """What a comparison used: the checkpoint, the registry state it names, every unrevoked base in it
     (``entries``; with their terms in ``bases`` unless the snapshot was taken without) and each base's entry
@@ -193,121 +129,12 @@ class LogSnapshot:
     entries: list[BaseEntry] = field(default_factory=list)
 
 
-class BlobStore:
-    """Content-addressed files: ``put`` returns the hex SHA-256; ``get`` checks it on the way back."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, blob_id: str) -> Path:
-        return self.root / blob_id[:2] / blob_id
-
-    def put(self, data: bytes) -> str:
-        """Store ``data`` (temp file, fsync, link): a full disk is ``StorageFull`` and leaves no file behind."""
-        blob_id = sha256_hex(data)
-        target = self.path(blob_id)
-        if target.exists():
-            return blob_id
-        with full_disk_refused():
-            target.parent.mkdir(exist_ok=True)
-            for _ in range(3):  # a temp file taken by ``remove_temporaries`` in the instant before it was locked
-                if self._write_new(target, data):
-                    break
-            else:
-                raise RegistryError(f"blob {blob_id}: its temp file kept disappearing")
-        return blob_id
-
-    @staticmethod
-    def _write_new(target: Path, data: bytes) -> bool:
-        """Write ``target`` through a temp file that is locked (``flock``) while it is written, so that
-        ``remove_temporaries`` in another process never takes a live one; False if it was taken before the
-        lock (try again). Written meanwhile by another writer: same name, so the same contents."""
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if not os.path.exists(tmp):
-                return False
-            os.fchmod(fd, 0o600)
-            with os.fdopen(os.dup(fd), "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, target)
-            return True
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.close(fd)
-
-    def remove_temporaries(self) -> int:
-        """Delete the temp files of writes a crash interrupted (``.<name>.*.tmp`` that no live writer holds
-        locked); returns how many."""
-        removed = 0
-        for p in self.root.glob("*/.*.tmp"):
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # being written right now
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-                    removed += 1
-            finally:
-                os.close(fd)
-        return removed
-
-    def get(self, blob_id: str) -> bytes:
-        try:
-            data = self.path(blob_id).read_bytes()
-        except OSError as e:
-            raise RegistryCorrupt(f"blob {blob_id} is missing ({e.strerror or e})") from e
-        if sha256_hex(data) != blob_id:
-            raise RegistryCorrupt(f"blob {blob_id} is corrupt (its contents do not hash to its name)")
-        return data
-
-    def ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.glob("*/*") if p.is_file() and _BLOB_NAME.fullmatch(p.name))
-
-    def count(self) -> int:
-        return len(self.ids())
-
-
-def encode_terms(terms: Mapping[str, Tensor]) -> bytes:
-    return encode({name: t.to_map() for name, t in terms.items()})
-
-
-def decode_terms(data: bytes) -> dict[str, Tensor]:
-    try:
-        value = decode_map(data, limits=BUNDLE_LIMITS)
-        return {name: Tensor.from_map(t) for name, t in value.items()}
-    except ProtocolError as e:
-        raise RegistryCorrupt(f"a terms blob is malformed: {e}") from e
-
-
-LOW_DISK_BYTES = 1 << 20  # less free space than this, and a database that fails to open is blamed on the disk
-
-
-def _free_bytes(path: Path) -> int | None:
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
 DEFAULT_MAX_PROBE_SETS = 16  # probe sets one registry may hold (each is in every challenge: 16 x 4096 tokens)
 
 
 class Registry:
-    """The registry and submission record in one data directory; safe to share between threads, and between
-    processes (SQLite's writer lock orders the appends).
+    """The registry and submission record in one data directory (``store``); safe to share between threads,
+    and between processes (SQLite's writer lock orders the appends).
 
     ``log_key`` signs checkpoints (and administrators' statements); by default it is ``DATA/log.key``,
     created with the registry. ``create=False`` refuses a directory that holds no registry yet; ``checked=False``
@@ -332,7 +159,6 @@ class Registry:
         self.data_dir = Path(data_dir)
         self._clock = clock
         self._fault = fault or (lambda _point: None)
-        self._lock = threading.RLock()
         # Decoded terms of the most recently compared bases (a base's terms are 6 n^2 floats: 384 MiB at
         # n = 4096, so they are not all kept), and the screen over every base's sketch.
         # Bounded by count and by bytes (1 GiB: two bases' terms at n = 4096, or thousands at small n).
@@ -349,55 +175,26 @@ class Registry:
         self._skeletons: dict[str, str] = {}  # name skeleton -> the registered name that has it
         self._skeleton_names: list[str] = []  # the names folded into _skeletons, in log order
         self._entries: dict[int, BaseEntry] = {}
-        db_path = self.data_dir / DB_NAME
-        if not create and not db_path.is_file():
-            raise RegistryError(f"{self.data_dir}: no registry here ({DB_NAME} is missing)")
+        self.store = Store(self.data_dir, create=create)
+        self.blobs = self.store.blobs
+        self._db = self.store.db  # the log's tables are read here; the store's through its methods
+        self._lock = self.store.lock  # one connection: every use of it holds this lock
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.blobs = BlobStore(self.data_dir / BLOB_DIR)
-            self._db = sqlite3.connect(db_path, timeout=30, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise RegistryError(f"{self.data_dir}: cannot open the registry ({e})") from e
-        try:
-            self._open_database(db_path)
             self.log = self._open_log(log_key, origin, create=create, checked=checked)
             if checked:
                 with self._lock:
                     self.log.sync()
-                self._check_blobs()
+                self.store.check_blobs()
                 if create:
-                    self._collect_orphans()
+                    self.store.collect_orphans()
         except BaseException:
             self._db.close()
             raise
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.store.close()
 
     # -- opening -----------------------------------------------------------------------------------------
-    def _open_database(self, db_path: Path) -> None:
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "bases" in tables:
-                raise RegistryError(f"{db_path} holds a registry from before the transparency log; register the "
-                                    "bases again in a new data directory")
-            check = self._db.execute("PRAGMA quick_check").fetchall()
-            if [tuple(r) for r in check] != [("ok",)]:
-                problems = "; ".join(str(r[0]) for r in check[:3])
-                raise RegistryCorrupt(f"{db_path} is corrupt ({problems}); restore it from a backup")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            free = _free_bytes(self.data_dir)
-            if free is not None and free < LOW_DISK_BYTES:
-                # Opening a WAL database writes (its -shm and -wal files): on a full disk SQLite says "disk I/O
-                # error", which is no reason to restore anything.
-                raise RegistryError(f"{self.data_dir}: cannot open the registry: its disk is full ({free:,} bytes "
-                                    f"free; SQLite: {e}). Nothing was changed: free some space and start again") from e
-            raise RegistryCorrupt(f"{db_path} is not a readable SQLite database ({e}); restore it from a backup") from e
-
     def _open_log(self, log_key: PrivateKey | None, origin: str | None, *, create: bool,
                   checked: bool) -> TransparencyLog:
         key_path = self.data_dir / LOG_KEY_NAME
@@ -431,38 +228,6 @@ class Registry:
         except KeyFileError:
             return PrivateKey.load(key_path)  # another process created it first
         return key
-
-    def _check_blobs(self) -> None:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT idx, name, terms_blob FROM entries WHERE action = ? ORDER BY idx", (REGISTER,)
-            ).fetchall()
-            kept = self._db.execute(
-                "SELECT id, terms_blob FROM submissions WHERE terms_blob IS NOT NULL ORDER BY id").fetchall()
-        for index, name, blob in rows:
-            try:
-                self.blobs.get(str(blob))
-            except RegistryCorrupt as e:
-                raise RegistryCorrupt(f"{self.data_dir}: entry {index} ({name}): {e}") from e
-        for row_id, blob in kept:
-            try:
-                self.blobs.get(str(blob))
-            except RegistryCorrupt as e:
-                raise RegistryCorrupt(f"{self.data_dir}: kept terms of submission {row_id}: {e}") from e
-
-    def _collect_orphans(self) -> None:
-        """Remove blobs no row names (left by a crash between the blob and its transaction) and temp files of
-        interrupted writes. Under the writer lock: a publisher checks its blob again inside its own
-        transaction, so it cannot lose it to this."""
-        with self._lock, self._writing():
-            self.blobs.remove_temporaries()
-            referenced = {str(r[0]) for r in self._db.execute(
-                "SELECT terms_blob FROM entries WHERE terms_blob IS NOT NULL "
-                "UNION SELECT terms_blob FROM submissions WHERE terms_blob IS NOT NULL")}
-            for blob_id in self.blobs.ids():
-                if blob_id not in referenced:
-                    with contextlib.suppress(FileNotFoundError):
-                        self.blobs.path(blob_id).unlink()
 
     @property
     def log_public_key(self) -> PublicKey:
@@ -541,9 +306,9 @@ class Registry:
             published = self._published(index, existing=existing)
         if not existing:
             try:
-                sets = [invariants_from_group(manifest, i, bundle.terms) for i in range(len(manifest.groups))]
+                sets = group_terms(manifest, bundle.terms)
                 self._store_sketches(index, [sketch(inv, SKETCH_SPEC) for inv in sets])
-            except (FingerprintError, ValueError) as e:  # made again from the blob when first needed
+            except (ProtocolError, VerifierError, ValueError) as e:  # made again from the blob when first needed
                 log.warning("base %s: no sketch stored (%s)", statement.name, e)
         return published
 
@@ -766,15 +531,7 @@ class Registry:
         missing = [e for e in entries if e.index not in self._indexed]
         if not missing:
             return
-        stored: dict[int, list[Sketch]] = {}
-        with self._lock:
-            for a in range(0, len(missing), 500):
-                chunk = [e.index for e in missing[a : a + 500]]
-                rows = self._db.execute(
-                    f"SELECT entry_idx, probe_set_id, method_id, slots, sketch FROM sketches WHERE spec_id = ? AND "
-                    f"entry_idx IN ({','.join('?' * len(chunk))})", (SKETCH_SPEC.id, *chunk)).fetchall()
-                for idx, probe_set_id, method_id, slots, data in rows:
-                    stored.setdefault(int(idx), []).append(_sketch_from_row(probe_set_id, method_id, slots, data))
+        stored = self.store.sketches(SKETCH_SPEC, [e.index for e in missing])
         for e in missing:
             sketches = stored.get(e.index)
             if sketches is None:
@@ -791,12 +548,7 @@ class Registry:
         """Keep a base's sketches (derived data: losing them costs a recomputation, never a wrong answer)."""
         if not self.log.writable:
             return
-        with contextlib.suppress(StorageFull), self._lock, self._writing():
-            self._db.executemany(
-                "INSERT OR IGNORE INTO sketches (entry_idx, spec_id, probe_set_id, method_id, slots, sketch) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(index, SKETCH_SPEC.id, s.probe_set_id, s.method_id, np.packbits(s.slots).tobytes(),
-                  s.values.astype("<f2").tobytes()) for s in sketches])
+        self.store.save_sketches(index, SKETCH_SPEC, sketches)
 
     def snapshot(self) -> tuple[RegistryState, list[BaseModel]]:
         """The registry state and every unrevoked base with its invariant sets (see ``log_snapshot``)."""
@@ -813,8 +565,8 @@ class Registry:
         terms = decode_terms(self.blobs.get(entry.terms_blob))
         try:
             check_tensors(manifest, terms)
-            sets = tuple(invariants_from_group(manifest, i, terms) for i in range(len(manifest.groups)))
-        except (ProtocolError, FingerprintError, KeyError) as e:
+            sets = tuple(group_terms(manifest, terms))
+        except (ProtocolError, KeyError) as e:
             raise RegistryCorrupt(f"base {entry.name!r}: stored terms do not match its manifest ({e})") from e
         size = sum(t.nbytes for s in sets for t in s.terms.values())
         if keep and self.cache_bases > 0 and size <= self.cache_bytes:
@@ -827,95 +579,40 @@ class Registry:
                     self._cached_bytes -= evicted
         return sets
 
-    # -- submissions -------------------------------------------------------------------------------------
+    # -- submissions and challenges (kept by the store) -------------------------------------------------------
     def record_submission(
         self, manifest: Manifest, signed_receipt: SignedMessage, receipt: Receipt, terms: Mapping[str, Tensor] | None
     ) -> None:
         """Keep the receipt of an accepted submission, and its terms only if ``terms`` is given. A second
         receipt for the same nonce is ``NonceUsed`` (the first one stays)."""
         data = encode_terms(terms_of(manifest, terms)) if terms is not None else None
-        blob_id = self.blobs.put(data) if data is not None else None
-        try:
-            with self._lock, self._writing():
-                if data is not None and blob_id is not None and not self.blobs.path(blob_id).is_file():
-                    self.blobs.put(data)  # see _collect_orphans
-                self._db.execute(
-                    "INSERT INTO submissions (manifest_sha256, owner_key_id, nonce, receipt, receipt_signature, "
-                    "terms_blob, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (receipt.submission, receipt.owner_key_id, receipt.nonce, signed_receipt.payload,
-                     signed_receipt.signature, blob_id, receipt.issued_at),
-                )
-        except sqlite3.IntegrityError as e:
-            raise NonceUsed("the nonce was already used: ask for a new challenge") from e
+        self.store.record_submission(signed_receipt, receipt, data)
 
     def receipt_for(self, nonce: bytes) -> tuple[bytes, bytes, bytes] | None:
         """(manifest digest, receipt payload, receipt signature) of the submission that used ``nonce``."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT manifest_sha256, receipt, receipt_signature FROM submissions WHERE nonce = ?", (nonce,)
-            ).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]), bytes(row[2]))
-
-    # -- challenges (so that a restarted verifier still honours the nonces it handed out) ---------------
-    def save_challenge(self, challenge: Challenge) -> None:
-        """Record an issued challenge, and forget those expired before ``expires_at`` minus twice its life."""
-        horizon = challenge.expires_at - 2 * max(1, challenge.expires_at - challenge.issued_at)
-        with self._lock, self._writing():
-            self._db.execute("DELETE FROM challenges WHERE expires_at < ?", (horizon,))
-            self._db.execute(
-                "INSERT INTO challenges (nonce, verifier_key_id, challenge, expires_at) VALUES (?, ?, ?, ?)",
-                (challenge.nonce, challenge.verifier_key_id, encode(challenge.to_map()), challenge.expires_at),
-            )
-
-    _CHALLENGE_ROWS = ("SELECT c.challenge, s.id IS NOT NULL FROM challenges c LEFT JOIN submissions s "
-                       "ON s.nonce = c.nonce WHERE c.verifier_key_id = ?")
-
-    def challenges(self, verifier_key_id: str) -> list[tuple[Challenge, bool]]:
-        """Every recorded challenge ``verifier_key_id`` issued, with whether a submission used its nonce."""
-        with self._lock:
-            rows = self._db.execute(self._CHALLENGE_ROWS + " ORDER BY c.expires_at", (verifier_key_id,)).fetchall()
-        return [self._challenge_row(data, used) for data, used in rows]
-
-    def challenge(self, nonce: bytes, verifier_key_id: str) -> tuple[Challenge, bool] | None:
-        """The recorded challenge of ``nonce`` if ``verifier_key_id`` issued it (in this process or another
-        serving the same data directory), with whether a submission used its nonce."""
-        with self._lock:
-            row = self._db.execute(self._CHALLENGE_ROWS + " AND c.nonce = ?", (verifier_key_id, nonce)).fetchone()
-        return None if row is None else self._challenge_row(*row)
-
-    def _challenge_row(self, data: bytes, used: object) -> tuple[Challenge, bool]:
-        try:
-            return Challenge.from_map(decode_map(bytes(data))), bool(used)
-        except ProtocolError as e:
-            raise RegistryCorrupt(f"{self.data_dir / DB_NAME}: a stored challenge is malformed ({e})") from e
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        with full_disk_refused():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
+        return self.store.receipt_for(nonce)
 
     def submissions(self) -> list[tuple[bytes, str, bytes, str | None]]:
         """(manifest digest, owner key id, receipt bytes, terms blob id or None) of each accepted submission."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT manifest_sha256, owner_key_id, receipt, terms_blob FROM submissions ORDER BY id"
-            ).fetchall()
-        return [(bytes(a), str(b), bytes(c), d) for a, b, c, d in rows]
+        return self.store.submissions()
 
     def counts(self) -> dict[str, int]:
         """Registrations, submissions and blobs held: what the hostile-input tests check is unchanged by a
         rejected submission."""
-        with self._lock:
-            bases = self._db.execute("SELECT COUNT(*) FROM entries WHERE action = ?", (REGISTER,)).fetchone()[0]
-            subs = self._db.execute("SELECT COUNT(*) FROM submissions").fetchone()[0]
-        return {"bases": int(bases), "submissions": int(subs), "blobs": self.blobs.count()}
+        return self.store.counts()
+
+    def save_challenge(self, challenge: Challenge) -> None:
+        """Record an issued challenge (so that a restarted verifier still honours its nonce)."""
+        self.store.save_challenge(challenge)
+
+    def challenges(self, verifier_key_id: str) -> list[tuple[Challenge, bool]]:
+        """Every recorded challenge ``verifier_key_id`` issued, with whether a submission used its nonce."""
+        return self.store.challenges(verifier_key_id)
+
+    def challenge(self, nonce: bytes, verifier_key_id: str) -> tuple[Challenge, bool] | None:
+        """The recorded challenge of ``nonce`` if ``verifier_key_id`` issued it (in this process or another
+        serving the same data directory), with whether a submission used its nonce."""
+        return self.store.challenge(nonce, verifier_key_id)
 
 
 def _base_entry(index: int, blob: str, leaf: bytes) -> BaseEntry:

@@ -250,7 +250,7 @@ def _spot(x: float, y: float, radius: float) -> np.ndarray:
 
 def _tufts(t: np.ndarray, count: int) -> np.ndarray:
     """Fur tufts along a contour parameter ``t`` (radians): sharp peaks, flat valleys."""
-    return (0.5 + 0.5 * np.cos(count * t)) ** 2
+    return np.asarray((0.5 + 0.5 * np.cos(count * t)) ** 2)
 
 
 def _head_outline(cx: float, cy: float, hw: float, hh: float, a: dict[str, float]) -> np.ndarray:

@@ -1,10 +1,10 @@
 """A fast screen over compact per-base summaries, so that a submission is compared exactly with a few bases
 instead of every base of a large registry.
 
-Exact comparison (``owner.compare``) reads each base's full terms (6 x n x n fp32: 384 MiB at n = 4096) and
+Exact comparison (``verifier.compare``) reads each base's full terms (6 x n x n fp32: 384 MiB at n = 4096) and
 standardises them: seconds per base and terabytes for a 10,000-base registry. The screen keeps, per base and
 probe set, a *sketch*: each of the last two layers' three terms (six slots, paired from the end as
-``owner.compare`` pairs layers by default), standardised over all its entries (zero mean, unit standard
+``verifier.compare`` pairs layers by default), standardised over all its entries (zero mean, unit standard
 deviation, as ICS does), read at ``samples`` fixed positions ``(i, j)`` of the probe set and scaled to unit norm.
 The positions are drawn from the probe set's id and the sketch's seed, so every model sketched on a probe set
 is read at the same token pairs. The dot product of two sketches' slots estimates the cosine of the two
@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from owner import InvariantSet
-from owner._invariants import TERMS
+from protocol.terms import TERMS, InvariantSet
 
 SLOTS = 2 * len(TERMS)
 

@@ -1,9 +1,9 @@
 """The verifier's error hierarchy: every refusal is a ``VerifierError`` whose class fixes the gRPC status.
 
 The class names the status as a string (``status``) so that the checks, the registry and the CLI need not
-import grpc; only ``verifier._service`` turns it into a ``grpc.StatusCode``. Messages go to an untrusted peer:
-they say what was wrong with the submission, never anything about the verifier's keys, files or registry
-beyond what the challenge already announced, and signature failures stay opaque.
+import grpc; only ``verifier._server`` turns it into a gRPC status (``protocol.wire.abort``). Messages go to an
+untrusted peer: they say what was wrong with the submission, never anything about the verifier's keys, files or
+registry beyond what the challenge already announced, and signature failures stay opaque.
 """
 
 from __future__ import annotations
@@ -65,9 +65,17 @@ class ChallengeExpired(VerifierError):
 
 
 class LimitExceeded(VerifierError):
-    """The submission is larger than the challenge's limits allow, or the verifier is at capacity."""
+    """The submission is larger than the challenge's limits allow, or the verifier is at capacity.
+
+    ``retry_after_s``: when waiting helps (a rate limit), how long; it travels to the client as a
+    ``google.rpc.RetryInfo`` status detail (``protocol.wire.abort``), so no client parses the message.
+    """
 
     status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StorageFull(LimitExceeded):
@@ -107,3 +115,9 @@ class RegistryCorrupt(RegistryError):
 
 class ConfigError(VerifierError):
     """The server cannot start as configured (plaintext off loopback, missing TLS material, bad address)."""
+
+
+class IncomparableError(VerifierError):
+    """Two invariant sets cannot be compared: different methods, too few common probe tokens, no layers."""
+
+    status = "FAILED_PRECONDITION"

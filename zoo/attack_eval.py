@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from owner import compare, compute_invariants
+from owner import compute_invariants
 from owner._model import open_model
-from owner._probes import ProbeSet, build_probe_set, load_vocabulary
+from owner._probes import build_probe_set, load_vocabulary
+from protocol import ProbeSpec as ProbeSet
+from verifier import compare
 from zoo.attacks import AttackNotApplicable, attack
 from zoo.function import same_function
 

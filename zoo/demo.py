@@ -8,8 +8,6 @@ an owner submits a laundered copy, real derivatives and an independent model, an
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -18,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from owner import build_probe_set, compare, compute_invariants, load_vocabulary
+from owner import build_probe_set, compute_invariants, load_vocabulary
 from owner._model import open_model
+from verifier import compare
 from zoo.attack_eval import raw_parameter_cosine
 from zoo.attacks import attack
 from zoo.build import build_zoo
@@ -89,12 +88,15 @@ def run_demo(workdir: Path, quick: bool = False, zoo_dir: Path | None = None) ->
     return 0
 
 
-def _cli(*args: str) -> None:
-    from pawprint.cli import main
-
-    code = main(list(args))
-    if code != 0:
-        raise RuntimeError(f"pawprint {' '.join(args)} exited with {code}")
+def _cli(*args: str, quiet: bool = False) -> None:
+    """``pawprint ARGS`` as its own process, as a user runs it; its output is passed on (stdout only without
+    ``quiet``) and a failure raises. (The CLI runs the demo: the demo never imports the CLI.)"""
+    r = subprocess.run([sys.executable, "-m", "pawprint", *args], capture_output=True, text=True, check=False)
+    if not quiet:
+        print(r.stdout, end="", flush=True)
+    print(r.stderr, end="", file=sys.stderr, flush=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"pawprint {' '.join(args)} exited with {r.returncode}")
 
 
 def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], laundered: Path) -> None:
@@ -147,20 +149,18 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
                  "--verifier-pub", str(keys / "verifier.pub"), "--ca", str(pki / "ca.pem"),
                  "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "-o", str(out), "-q")
             for receipt in sorted(out.glob("*.pawprint-receipt")):
-                with contextlib.redirect_stdout(io.StringIO()):
-                    _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"))
-                    # and each matched base's inclusion in the registry log at the receipt's checkpoint
-                    _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"),
-                         "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
-                         "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))
+                _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"), quiet=True)
+                # and each matched base's inclusion in the registry log at the receipt's checkpoint
+                _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"),
+                     "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+                     "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"), quiet=True)
                 print(f"  receipt verified offline (signature) and against the registry log (inclusion): {receipt}")
         all_receipts = sorted(str(r) for r in receipts.glob("*/*.pawprint-receipt"))
         report = flow / "report.html"
-        with contextlib.redirect_stdout(io.StringIO()):
-            _cli("report", *all_receipts, "-o", str(report), "--verifier-pub", str(keys / "verifier.pub"),
-                 "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
-                 "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"),
-                 "--title", "pawprint demo: suspects against the zoo's registered bases")
+        _cli("report", *all_receipts, "-o", str(report), "--verifier-pub", str(keys / "verifier.pub"),
+             "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+             "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"),
+             "--title", "pawprint demo: suspects against the zoo's registered bases", quiet=True)
         print(f"\n  dispute report (one HTML file, dogs inline, for a non-expert): {report}")
         print("  dogs: each receipt's folder has receipt-*.png (the suspect) and receipt-*-sheet.png (suspect and "
               "best match); redraw any with: pawprint render RECEIPT -o dogs.png")

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from owner import build_probe_set, compare, compute_invariants, load_vocabulary
-from owner._invariants import TERMS, match_layers
+from owner import build_probe_set, compute_invariants, load_vocabulary
 from owner.errors import TokenizerError
+from protocol import TERMS
+from verifier import compare, match_layers
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from owner import build_probe_set, load_vocabulary
 from owner._adapters import ArchInfo, LayerWeights
 from owner._invariants import _group_sum, whiten
 from owner._model import open_model
-from owner._probes import ProbeSet, map_probes
+from owner._probes import map_probes
+from protocol import ProbeSpec as ProbeSet
 
 GROUPS = {
     "v1": ("qk", "vo", "ffn"),

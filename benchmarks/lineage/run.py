@@ -38,10 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from owner import build_probe_set, compare, compute_invariants, load_vocabulary
-from owner._invariants import TERMS, InvariantSet
-from owner._probes import DEFAULT_RULE, ProbeSet
+from owner import build_probe_set, compute_invariants, load_vocabulary
+from owner._probes import DEFAULT_RULE
 from owner.errors import TokenizerError
+from protocol import TERMS
+from protocol import ProbeSpec as ProbeSet
+from protocol.terms import InvariantSet
+from verifier import compare
 from verifier._calibration import DATA_DIR, NullModel, assess, base_verdict, fit_null
 from zoo.attacks import ATTACKS, AttackNotApplicable, attack
 from zoo.build import build_zoo

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from owner._adapters import ArchInfo, LayerWeights
-from owner._invariants import TERMS, WHITEN_RIDGE, _common_rows, _match
+from owner._invariants import TERMS, WHITEN_RIDGE
+from verifier._ics import _common_rows, _match
 
 
 def whiten(z: torch.Tensor) -> torch.Tensor:

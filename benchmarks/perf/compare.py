@@ -41,7 +41,7 @@ def _restricted(inv: Any, missing: float, seed: int) -> Any:
 
 
 def _now(suspect: Any, base: Any, cache: dict[Any, Any] | None) -> tuple[float, list[float]]:
-    from owner import compare
+    from verifier import compare
 
     result = compare(suspect, base, layer_pairs="match", a_cache=cache)
     return result.ics, [t.cosine for t in result.terms]

@@ -158,7 +158,7 @@ def read_ranges(ranges: list[tuple[str, int, int]]) -> float:
 
 def bandwidth(model: Path, ranges: list[tuple[str, int, int]], files: list[Path]) -> dict[str, Any]:
     from owner import compute_invariants  # noqa: F401  (warm the import before timing)
-    from owner._agent import resolve_layers
+    from owner._invariants import resolve_layers
     from owner._model import open_model
 
     nbytes = sum(n for _, _, n in ranges)
@@ -328,7 +328,7 @@ def before_after(model: Path, rounds: int) -> dict[str, Any]:
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    from owner._invariants import term_cosine
+    from verifier import term_cosine
 
     return term_cosine(a, b)
 

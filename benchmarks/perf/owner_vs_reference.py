@@ -63,7 +63,8 @@ def reference_estimate(model: Path) -> int:
 
 def agreement(inv_file: Path, ref_file: Path) -> list[float]:
     from owner import load_invariants
-    from owner._invariants import TERMS, term_cosine
+    from protocol import TERMS
+    from verifier import term_cosine
 
     inv = load_invariants(inv_file)
     ref = np.load(ref_file, mmap_mode="r")
@@ -73,7 +74,8 @@ def agreement(inv_file: Path, ref_file: Path) -> list[float]:
 
 def agreement_files(a_file: Path, b_file: Path) -> list[float]:
     from owner import load_invariants
-    from owner._invariants import TERMS, term_cosine
+    from protocol import TERMS
+    from verifier import term_cosine
 
     a, b = load_invariants(a_file), load_invariants(b_file)
     return [term_cosine(a.term(layer, t), b.term(layer, t)) for layer in a.layers for t in TERMS]

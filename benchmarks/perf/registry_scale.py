@@ -36,13 +36,13 @@ LAYERS = (20, 21)
 
 
 def _probes() -> Any:
-    from owner import ProbeSet
+    from protocol import ProbeSpec as ProbeSet
 
     return ProbeSet("perf-synthetic", 1, "synthetic", tuple(f"▁tok{i:05d}" for i in range(N)))
 
 
 def _terms(seed: int) -> dict[tuple[int, str], np.ndarray]:
-    from owner._invariants import TERMS
+    from protocol import TERMS
 
     rng = np.random.default_rng(seed)
     out = {}
@@ -65,16 +65,16 @@ def _mix(a: dict[tuple[int, str], np.ndarray], b: dict[tuple[int, str], np.ndarr
 
 
 def _inv(terms: dict[tuple[int, str], np.ndarray]) -> Any:
-    from owner import InvariantSet
     from owner._invariants import METHOD_IDS
+    from protocol.terms import InvariantSet
 
-    return InvariantSet(method="pawprint", method_id=METHOD_IDS["pawprint"], probes=_probes(), present=(True,) * N,
-                        layers=LAYERS, model={}, terms=terms)
+    return InvariantSet.create(method="pawprint", method_id=METHOD_IDS["pawprint"], probes=_probes(),
+                               present=(True,) * N, layers=LAYERS, model={}, terms=terms)
 
 
 def run(n_bases: int, k: int, samples: int, siblings: int) -> dict[str, Any]:
-    from owner import compare
     from owner._invariants import METHOD_IDS
+    from verifier import compare
     from verifier._screen import SLOTS, ScreenIndex, Sketch, SketchSpec, sketch
 
     spec = SketchSpec(samples=samples)

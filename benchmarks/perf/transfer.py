@@ -67,9 +67,9 @@ def probe_spec() -> Any:
 
 def synthetic_terms(seed: int) -> tuple[Any, dict[str, Any], list[Any]]:
     """A group, its term tensors and their table entries, as ``owner._fingerprint.fingerprint`` would give."""
-    from owner._fingerprint import term_tensor
     from owner._invariants import METHOD_IDS
     from protocol import TensorDigest, TermGroup, tensor_name
+    from protocol.terms import term_tensor
 
     group = TermGroup(probe_spec(), (True,) * N, LAYERS, "pawprint", METHOD_IDS["pawprint"], TERMS)
     rng = np.random.default_rng(seed)
@@ -147,9 +147,10 @@ def _status(pid: int) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------------- owner side
 def submit_once(target: str, ca: bytes, group: Any, terms: dict[str, Any], table: list[Any]) -> dict[str, Any]:
-    from owner._client import check_receipt, open_channel, request_challenge, submission_requests
+    from owner._client import check_receipt, request_challenge, submission_requests
     from protocol import ONLINE_MANIFEST_KIND, PublicKey, SignedMessage, sign_message
     from protocol._pb import pawprint_pb2_grpc
+    from protocol.wire import open_channel
 
     k = _keys()
     with open_channel(target, ca=ca) as channel:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import owner._invariants as inv_mod
-from owner import InvariantSet, ProbeSet, compare
-from owner._invariants import METHOD_IDS, TERMS, layer_similarity, match_layers, term_cosine
+import verifier._ics as inv_mod
+from owner._invariants import METHOD_IDS
+from protocol import TERMS, ProbeSpec
+from protocol.terms import InvariantSet
+from verifier import compare, layer_similarity, match_layers, term_cosine
 
 N = 48
 TOKENS = tuple(f"tok{i:03d}" for i in range(N))
@@ -27,8 +29,9 @@ def _set(rng: np.random.Generator, layers: tuple[int, ...], present: np.ndarray,
                 other[np.ix_(like_rows, like_rows)] = like.terms[(layer, t)]
                 full = weight * other + (1 - weight) * full
             terms[(layer, t)] = full[np.ix_(rows, rows)].astype(dtype)
-    return InvariantSet(method="pawprint", method_id=METHOD_IDS["pawprint"], probes=ProbeSet("p", 1, "test", TOKENS),
-                        present=tuple(bool(x) for x in present), layers=layers, model={}, terms=terms)
+    return InvariantSet.create(method="pawprint", method_id=METHOD_IDS["pawprint"],
+                               probes=ProbeSpec("p", 1, "test", TOKENS), present=tuple(bool(x) for x in present),
+                               layers=layers, model={}, terms=terms)
 
 
 def _straightforward(a: InvariantSet, b: InvariantSet, la: int, lb: int, name: str) -> float:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from owner import build_probe_set, compare, compute_invariants, load_vocabulary
+from owner import build_probe_set, compute_invariants, load_vocabulary
+from verifier import compare
 from zoo.attacks import ATTACKS, AttackNotApplicable, attack
 from zoo.tiny import FAMILIES
 

@@ -308,7 +308,7 @@ def test_find_onnx_model(tmp_path: Path) -> None:
 
 def test_owner_agent_reads_onnx_like_safetensors(exported: Callable[..., Path],
                                                  tiny_model: Callable[..., Path]) -> None:
-    from owner import compare_paths
+    from pawprint._local import compare_paths
 
     model_dir = tiny_model("llama", layers=LAYERS)
     fp32 = compare_paths(model_dir, exported("llama", "torchscript").parent, layers="all")

@@ -19,15 +19,17 @@ from owner._probes import (
     DEFAULT_RULE,
     PROBE_RULES,
     PROBE_SET_FORMAT,
-    ProbeSet,
     Vocabulary,
     build_probe_set,
     canonical_token,
+    load_probe_set,
     load_vocabulary,
     map_probes,
+    save_probe_set,
 )
 from owner._vocab import _bytes_to_unicode
 from owner.errors import TokenizerError
+from protocol import MessageError, ProbeSpec, encode
 from zoo.corpus import docstring_corpus
 from zoo.tokenizers_ import TOKENIZER_STYLES, TokenizerStyle, train_tokenizer
 
@@ -358,7 +360,7 @@ def test_extended_vocabulary_keeps_existing_mapping(
 
 
 def test_probe_set_id_known_answer() -> None:
-    probes = ProbeSet("golden", 1, "words-hash-v1", ("▁the", "ing"))
+    probes = ProbeSpec("golden", 1, "words-hash-v1", ("▁the", "ing"))
     expected = (
         b"\x84"
         b"\xa4name\xa6golden"
@@ -366,7 +368,7 @@ def test_probe_set_id_known_answer() -> None:
         b"\xa6tokens\x92\xa6\xe2\x96\x81the\xa3ing"
         b"\xa7version\x01"
     )
-    assert probes.canonical_bytes() == expected
+    assert encode(probes.to_map()) == expected
     assert probes.id == hashlib.sha256(expected).hexdigest()
 
 
@@ -375,12 +377,12 @@ def test_probe_set_id_changes_with_every_field(vocabs: dict[TokenizerStyle, Voca
     assert p.id == build_probe_set(vocabs["bytelevel"], n=32).id
     assert (p.name, p.version, p.rule, len(p)) == (f"{DEFAULT_RULE}-n32", 1, DEFAULT_RULE, 32)
     variants = [
-        ProbeSet(p.name, p.version, p.rule, (*p.tokens[:-1], "▁zzzz")),
-        ProbeSet(p.name, p.version, p.rule, (p.tokens[1], p.tokens[0], *p.tokens[2:])),
-        ProbeSet(p.name, p.version, p.rule, p.tokens[:-1]),
-        ProbeSet("other", p.version, p.rule, p.tokens),
-        ProbeSet(p.name, p.version + 1, p.rule, p.tokens),
-        ProbeSet(p.name, p.version, "all-hash-v1", p.tokens),
+        ProbeSpec(p.name, p.version, p.rule, (*p.tokens[:-1], "▁zzzz")),
+        ProbeSpec(p.name, p.version, p.rule, (p.tokens[1], p.tokens[0], *p.tokens[2:])),
+        ProbeSpec(p.name, p.version, p.rule, p.tokens[:-1]),
+        ProbeSpec("other", p.version, p.rule, p.tokens),
+        ProbeSpec(p.name, p.version + 1, p.rule, p.tokens),
+        ProbeSpec(p.name, p.version, "all-hash-v1", p.tokens),
     ]
     ids = {v.id for v in variants} | {p.id}
     assert len(ids) == len(variants) + 1
@@ -388,17 +390,17 @@ def test_probe_set_id_changes_with_every_field(vocabs: dict[TokenizerStyle, Voca
 
 @pytest.mark.parametrize("tokens", [("▁a", "▁a"), ("▁a", ""), ("▁a b",), ("▁e\u0301",)])
 def test_probe_set_rejects_non_canonical_tokens(tokens: tuple[str, ...]) -> None:
-    with pytest.raises(ValueError):
-        ProbeSet("x", 1, "words-hash-v1", tokens)
+    with pytest.raises(MessageError):
+        ProbeSpec("x", 1, "words-hash-v1", tokens)
 
 
 def test_probe_set_save_load_and_tamper(vocabs: dict[TokenizerStyle, Vocabulary], tmp_path: Path) -> None:
     p = build_probe_set(vocabs["metaspace"], n=50, rule="all-hash-v1")
     f = tmp_path / "probes.json"
-    p.save(f)
+    save_probe_set(p, f)
     doc = json.loads(f.read_text(encoding="utf-8"))
     assert doc["format"] == PROBE_SET_FORMAT and doc["id"] == p.id
-    q = ProbeSet.load(f)
+    q = load_probe_set(f)
     assert q == p and q.id == p.id
 
     def rewrite(change: dict[str, Any]) -> None:
@@ -408,17 +410,17 @@ def test_probe_set_save_load_and_tamper(vocabs: dict[TokenizerStyle, Vocabulary]
                    {"id": "0" * 64}):
         rewrite(change)
         with pytest.raises(TokenizerError, match=rf"{f}.*altered"):
-            ProbeSet.load(f)
+            load_probe_set(f)
     for change in ({"format": "other/1"}, {"version": "1"}, {"tokens": "▁the"}, {"tokens": ["▁a", "▁a"]}):
         rewrite(change)
         with pytest.raises(TokenizerError, match=str(f)):
-            ProbeSet.load(f)
+            load_probe_set(f)
     for text in ("{", '{"format": "x", "format": "y"}', "[]"):
         f.write_text(text, encoding="utf-8")
         with pytest.raises(TokenizerError, match=str(f)):
-            ProbeSet.load(f)
+            load_probe_set(f)
     with pytest.raises(TokenizerError, match="absent"):
-        ProbeSet.load(tmp_path / "absent.json")
+        load_probe_set(tmp_path / "absent.json")
 
 
 def test_rules(vocabs: dict[TokenizerStyle, Vocabulary]) -> None:
@@ -481,10 +483,10 @@ def test_cross_style_coverage(
 
 def test_map_probes_needs_enough_tokens(vocabs: dict[TokenizerStyle, Vocabulary]) -> None:
     vocab = vocabs["metaspace"]
-    absent = ProbeSet("absent", 1, "manual", ("▁zyzzyva", "▁quokka"))
+    absent = ProbeSpec("absent", 1, "manual", ("▁zyzzyva", "▁quokka"))
     with pytest.raises(TokenizerError, match=rf"{vocab.source}.*none of the tokens"):
         map_probes(absent, vocab, min_tokens=0)
-    few = ProbeSet("few", 1, "manual", ("▁the", "▁function", "▁quokka"))
+    few = ProbeSpec("few", 1, "manual", ("▁the", "▁function", "▁quokka"))
     with pytest.raises(TokenizerError, match=rf"{vocab.source}.*only 2 .*at least 16"):
         map_probes(few, vocab)
     m = map_probes(few, vocab, min_tokens=2)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from owner import compare, compute_invariants
+from owner import compute_invariants
 from owner._model import open_model
 from owner.errors import CheckpointError, TokenizerError, UnsupportedModelError
+from verifier import compare
 
 TinyModel = Callable[..., Path]
 
@@ -155,7 +156,7 @@ def test_layer_count_that_does_not_match(tiny_model: TinyModel, tmp_path: Path) 
 
 
 def test_tokenizer_without_probe_tokens(tiny_model: TinyModel, tmp_path: Path) -> None:
-    from owner import ProbeSet
+    from protocol import ProbeSpec as ProbeSet
 
     d = tiny_model("llama")
     probes = ProbeSet("foreign", 1, "manual", tuple(f"▁zzqx{i}" for i in range(64)))

@@ -21,8 +21,9 @@ from safetensors.torch import load_file, save_file
 from owner import compute_invariants, load_invariants, open_model, save_invariants, write_invariants
 from owner._adapters import ArchInfo, LayerWeights, Method
 from owner._agent import whitened_rows
-from owner._invariants import TERMS, WHITEN_RIDGE, iter_layer_terms, layer_terms, term_cosine
+from owner._invariants import TERMS, WHITEN_RIDGE, iter_layer_terms, layer_terms
 from owner._invfile import InvariantsWriter, invariants_metadata
+from verifier import term_cosine
 from zoo.tiny import FAMILIES
 
 TinyModel = Callable[..., Path]

@@ -22,7 +22,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from owner._client import open_channel, request_challenge, submission_requests
+from owner._client import request_challenge, submission_requests
 from owner._fingerprint import Fingerprint
 from protocol import (
     REGISTER,
@@ -37,6 +37,7 @@ from protocol import (
     name_skeleton,
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+from protocol.wire import open_channel
 from tests.verifier.fixtures import NOW, FakeClock, Keys
 from tests.verifier.registry_kit import OTHER_VENDOR, VENDOR, register, tiny_bundle
 from tests.verifier.registry_kit import trust as kit_trust
@@ -359,7 +360,7 @@ def test_a_full_disk_while_writing_a_blob_stores_nothing_and_the_retry_succeeds(
 ) -> None:
     """The owner asked the verifier to keep its terms, so the receipt needs a blob: the disk fills up while it
     is written (half of the temp file is on disk when ENOSPC comes); the real clean-up path runs."""
-    import verifier._registry as reg_mod
+    import verifier._store as store_mod
 
     registry = Registry(tmp_path / "data")
     registry.add_base("llama-base", base_bundle, keys.trust())
@@ -389,7 +390,7 @@ def test_a_full_disk_while_writing_a_blob_stores_nothing_and_the_retry_succeeds(
         f = real_fdopen(fd, mode, *args, **kw)
         return Filling(f) if full["on"] and "w" in mode else f
 
-    monkeypatch.setattr(reg_mod.os, "fdopen", fdopen)
+    monkeypatch.setattr(store_mod.os, "fdopen", fdopen)
     fp = dataclasses.replace(derived_fingerprint,
                              manifest=dataclasses.replace(derived_fingerprint.manifest, keep_invariants=True))
     try:

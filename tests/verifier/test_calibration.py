@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from owner._invariants import TERMS
-from protocol import Match, MessageError, TermScoreRecord, check_p, check_z, format_score
+from protocol import TERMS, Match, MessageError, TermScoreRecord, check_p, check_z, format_score
 from verifier import (
     DEFAULT_THRESHOLDS,
     NullError,

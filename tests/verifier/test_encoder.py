@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from owner._invariants import TERMS, InvariantSet, standardise
-from owner._probes import ProbeSet
+from benchmarks.encoder_cnn import CnnEncoder, load_cnn_encoder
+from protocol import TERMS, ProbeSpec
+from protocol.terms import InvariantSet
+from verifier import standardise
 from verifier._encoder import (
     CNN_WEIGHTS,
     DEFAULT_ENCODER,
     ENCODER_DIM,
-    CnnEncoder,
     Encoder,
     EncoderInputError,
     RandomProjectionEncoder,
@@ -36,10 +37,11 @@ N = 160
 def make_inv(
     terms: Sequence[np.ndarray], present: Sequence[bool] | np.ndarray, layers: tuple[int, ...] = (2, 3)
 ) -> InvariantSet:
-    probes = ProbeSet("test", 1, "test", tuple(f"t{i}" for i in range(len(present))))
+    probes = ProbeSpec("test", 1, "test", tuple(f"t{i}" for i in range(len(present))))
     keys = [(layer, name) for layer in layers for name in TERMS]
-    return InvariantSet(method="pawprint", method_id="test", probes=probes, present=tuple(bool(p) for p in present),
-                        layers=layers, model={}, terms=dict(zip(keys, terms, strict=False)))
+    return InvariantSet.create(method="pawprint", method_id="test", probes=probes,
+                               present=tuple(bool(p) for p in present), layers=layers, model={},
+                               terms=dict(zip(keys, terms, strict=False)))
 
 
 def exact_cos(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
@@ -62,7 +64,7 @@ def cos(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def encoders() -> dict[str, Encoder]:
-    return {"random-v1": load_encoder("random-v1"), "cnn-v1": load_encoder("cnn-v1")}
+    return {"random-v1": load_encoder("random-v1"), "cnn-v1": load_cnn_encoder()}
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +202,9 @@ def test_shipped_weights_match_the_id(encoders: dict[str, Encoder]) -> None:
     assert load_encoder("default").encoder_id == load_encoder(DEFAULT_ENCODER).encoder_id
     with pytest.raises(ValueError, match="unknown encoder"):
         load_encoder("nope")
+    # The CNN is evaluated in benchmarks, never loaded by the verifier (which needs no torch).
+    with pytest.raises(ValueError, match=r"benchmarks/encoder_cnn\.py"):
+        load_encoder("cnn-v1")
 
 
 def test_a_tampered_weights_file_changes_the_id(tmp_path: Path, encoders: dict[str, Encoder]) -> None:
@@ -245,5 +250,5 @@ def test_bad_input_is_refused(name: str, encoders: dict[str, Encoder], family: d
         enc.encode(inv)
     with pytest.raises(EncoderInputError):
         vector_digest(np.array([np.inf], dtype=np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(EncoderInputError):
         vector_digest(np.zeros((2, 2), dtype=np.float32))

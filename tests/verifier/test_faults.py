@@ -26,10 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from owner._client import request_challenge, submission_requests
 from owner._fingerprint import Fingerprint, build_bundle
-from protocol import REGISTER, Bundle, Manifest, RegistryStatement, SignedMessage, sha256
+from protocol import REGISTER, Bundle, Manifest, RegistryStatement, SignedMessage, audit, sha256
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
 from tests.verifier.fixtures import NOW, Keys, Models
-from verifier import LocalRegistry, Registry, audit
+from verifier import LocalRegistry, Registry
 
 pytest_plugins = ["tests.verifier.fixtures"]
 REPO = Path(__file__).resolve().parents[2]

@@ -42,8 +42,9 @@ from benchmarks.load import (
 from owner._client import SubmissionError
 from protocol import Bundle, Role
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+from protocol.wire import RemoteRegistry
 from tests.verifier.fixtures import Keys, Models
-from verifier import Registry, RemoteRegistry, ServerConfig, VerifierService, create_server
+from verifier import Registry, ServerConfig, VerifierService, create_server
 
 pytest_plugins = ["tests.verifier.fixtures"]
 

@@ -82,11 +82,16 @@ def test_round_trip_through_canonical_bytes(make: object) -> None:
     assert encode(again.to_map()) == data
 
 
-def test_probe_spec_id_is_the_owner_probe_set_id() -> None:
-    from owner import ProbeSet
+def test_probe_spec_id_is_the_plain_msgpack_hash_the_owner_used() -> None:
+    # ProbeSpec is the one probe-set type now; its id must stay the id the owner's former ProbeSet computed
+    # (plain msgpack of the four fields), or every registered probe set would change id.
+    import hashlib
+
+    import msgpack
 
     spec = probe()
-    assert spec.id == ProbeSet(spec.name, spec.version, spec.rule, spec.tokens).id
+    plain = {"name": spec.name, "rule": spec.rule, "tokens": list(spec.tokens), "version": spec.version}
+    assert spec.id == hashlib.sha256(msgpack.packb(plain, use_bin_type=True)).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ strict parsing

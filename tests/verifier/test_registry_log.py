@@ -20,6 +20,7 @@ from protocol import (
     LogEntry,
     MerkleTree,
     RegistryStatement,
+    check_published,
     decode_map,
     leaf_hash,
     open_checkpoint,
@@ -49,9 +50,8 @@ from verifier import (
     RegistryCorrupt,
     RegistryError,
     Unauthenticated,
-    check_published,
 )
-from verifier._registry import DB_NAME
+from verifier._store import DB_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -301,13 +301,13 @@ def test_a_database_that_fails_to_open_on_a_full_disk_is_blamed_on_the_disk(
     publish(registry, 1)
     registry.close()
     _garble_database(tmp_path)
-    import verifier._registry as registry_module
+    import verifier._store as store_module
 
-    monkeypatch.setattr(registry_module, "_free_bytes", lambda _path: 4096)
+    monkeypatch.setattr(store_module, "_free_bytes", lambda _path: 4096)
     with pytest.raises(RegistryError, match=r"its disk is full \(4,096 bytes free.*free some space") as info:
         open_registry(tmp_path)
     assert not isinstance(info.value, RegistryCorrupt) and "backup" not in str(info.value)
-    monkeypatch.setattr(registry_module, "_free_bytes", lambda _path: 10 << 30)
+    monkeypatch.setattr(store_module, "_free_bytes", lambda _path: 10 << 30)
     with pytest.raises(RegistryCorrupt, match="restore it from a backup"):
         open_registry(tmp_path)
 

@@ -23,11 +23,14 @@ from protocol import (
     RECEIPT_FORMAT,
     Bundle,
     Checkpoint,
+    LogCheckFailed,
     LogEntry,
     PrivateKey,
     PublicKey,
     RegistryStatement,
     SignedMessage,
+    check_published,
+    check_receipt_entries,
     leaf_hash,
     open_checkpoint,
     open_receipt,
@@ -38,6 +41,7 @@ from protocol import (
     verify_inclusion,
 )
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
+from protocol.wire import RegistryClientError, RemoteRegistry
 from tests.verifier import cli
 from tests.verifier.fixtures import Env, Keys
 from tests.verifier.registry_kit import (
@@ -52,18 +56,8 @@ from tests.verifier.registry_kit import (
     tiny_bundle,
     trust,
 )
-from verifier import (
-    LogCheckFailed,
-    Registry,
-    RegistryClientError,
-    RemoteRegistry,
-    ServerConfig,
-    VerifierService,
-    check_published,
-    check_receipt_entries,
-    create_server,
-)
-from verifier._registry import DB_NAME
+from verifier import Registry, ServerConfig, VerifierService, create_server
+from verifier._store import DB_NAME
 
 pytest_plugins = ["tests.verifier.fixtures"]
 

@@ -14,19 +14,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from benchmarks.report_sample import BrowserMissing, Sample, find_chromium, rendered_state, sample_receipts, screenshot
 from protocol import RECEIPT_FORMAT, Receipt, SignedMessage, decode_map, encode, sign_message
 from verifier._report import (
     CONTENT_SECURITY_POLICY,
-    BrowserMissing,
     ReportError,
-    Sample,
     chance_words,
     check_receipt,
-    find_chromium,
     render_report,
-    rendered_state,
-    sample_receipts,
-    screenshot,
     write_report,
 )
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from owner import InvariantSet, ProbeSet, compare
 from owner._fingerprint import Fingerprint
 from owner._invariants import METHOD_IDS, TERMS
 from protocol import (
@@ -24,8 +23,10 @@ from protocol import (
     open_receipt,
     sign_message,
 )
+from protocol import ProbeSpec as ProbeSet
+from protocol.terms import InvariantSet
 from tests.verifier.fixtures import FakeClock, Keys
-from verifier import Chunk, Registry, ServerConfig, VerifierService, decide, recheck_verdict
+from verifier import Chunk, Registry, ServerConfig, VerifierService, compare, decide, recheck_verdict
 from verifier._screen import SLOTS, ScreenIndex, SketchSpec, positions, sketch
 
 pytest_plugins = ["tests.verifier.fixtures"]
@@ -63,7 +64,7 @@ def inv_set(terms: dict[tuple[int, str], np.ndarray], p: ProbeSet, present: np.n
             layers: tuple[int, ...] = LAYERS) -> InvariantSet:
     mask = np.ones(N, dtype=bool) if present is None else present
     rows = np.flatnonzero(mask)
-    return InvariantSet(
+    return InvariantSet.create(
         method="pawprint", method_id=METHOD_IDS["pawprint"], probes=p, present=tuple(bool(x) for x in mask),
         layers=layers, model={}, terms={(la, t): terms[(la, t)][np.ix_(rows, rows)] for la in layers for t in TERMS},
     )
@@ -124,7 +125,7 @@ def test_probe_sets_and_methods_are_not_mixed(
     other = inv_set(bases[3], probes("q"))
     assert index.query([other], k=5) == []
     huref = inv_set(bases[3], probes())
-    huref = InvariantSet(method="huref-2024", method_id=METHOD_IDS["huref-2024"], probes=huref.probes,
+    huref = InvariantSet.create(method="huref-2024", method_id=METHOD_IDS["huref-2024"], probes=huref.probes,
                          present=huref.present, layers=huref.layers, model={}, terms=huref.terms)
     assert index.query([huref], k=5) == []
     # a suspect with groups on two probe sets is ranked on the one the bases share

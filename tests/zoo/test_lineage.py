@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from owner._invariants import TERMS
+from protocol import TERMS
 from zoo.lineage_eval import PairScore, score_zoo
 
 

@@ -1,6 +1,6 @@
 """Train the cnn-v1 encoder on synthetic terms only (no model weights), HuRef-style.
 
-    python scripts/train_encoder.py --out verifier/data/encoder-cnn-v1.safetensors
+    python -m benchmarks.train_encoder --out verifier/data/encoder-cnn-v1.safetensors
 
 About 10-13 minutes on 2 shared CPU cores (one draws data, one trains). Deterministic given the arguments:
 numpy and torch generators seeded, torch thread count fixed, data drawn in a fixed order, and the weights file
@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks.encoder_cnn import build_cnn, cnn_apply, cnn_input
 from verifier._encoder import (
     DEFAULT_TERM_KEYS,
     ENCODER_DIM,
@@ -54,9 +55,6 @@ from verifier._encoder import (
     SKETCH_SEED,
     WEIGHTS_FORMAT,
     TermSketch,
-    build_cnn,
-    cnn_apply,
-    cnn_input,
     perturb_model,
     synthetic_model,
     synthetic_sketch,

@@ -1,0 +1,357 @@
+"""The owner's commands: ``pawprint owner inspect|invariants|fingerprint|submit``, and the local tools beside
+them, ``pawprint compare`` (two models on this machine) and ``pawprint render`` (a dog).
+
+``owner ...`` needs the owner extra (torch: the agent runs next to the weights); ``compare`` and ``render`` also
+the verifier extra (the ICS, the null, the encoder and the dogs). Nothing here sends a weight: ``owner submit``
+sends only what the owner's agent's ``submit`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pawprint._common import (
+    EXIT_OK,
+    CommandError,
+    line_progress,
+    null_model,
+    passphrase_option,
+    private_key,
+    progress_bar,
+    thresholds,
+    user_input,
+    verdict_options,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from protocol import ProbeSpec, Receipt
+    from protocol.terms import InvariantSet
+    from verifier import Comparison
+
+# owner.METHODS, repeated so that building the parser imports no owner agent (torch; a test checks they agree)
+METHODS = ("pawprint", "huref-2024")
+
+
+def _load_probe(path: str | None) -> ProbeSpec | None:
+    if path is None:
+        return None
+    from owner import load_probe_set
+
+    return load_probe_set(Path(path))
+
+
+# ------------------------------------------------------------------------------------------------ owner
+def cmd_owner_inspect(args: argparse.Namespace) -> int:
+    from owner import inspect_model
+
+    with user_input():  # a layer spec out of range is a ValueError of the agent's
+        report = inspect_model(Path(args.model), layers=args.layers)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return EXIT_OK
+    info = report["architecture"]
+    print(f"model      {report['path']} ({report['format']})")
+    print(f"family     {info['family']}  norm={info['norm']}  gated_ffn={info['gated_ffn']}  "
+          f"parallel_residual={info['parallel_residual']}")
+    print(f"layers     {info['n_layers']}   d_model={info['d_model']}  d_ffn={info['d_ffn']}")
+    print(f"heads      {info['n_heads']} query / {info['n_kv_heads']} KV, head_dim={info['head_dim']}")
+    print(f"vocab      {info['vocab_size']} (tokenizer: {report['tokenizer']['source']}, "
+          f"{report['tokenizer']['style']}, {report['tokenizer']['tokens']} canonical tokens)")
+    print(f"probe set  {report['probe_set']['name']} ({report['probe_set']['tokens']} tokens, "
+          f"coverage {report['probe_set']['coverage']:.3f})")
+    print(f"to read    {len(report['tensors_to_read'])} of {report['tensors_total']} tensors, "
+          f"{report['bytes_to_read'] / 2**20:.1f} MiB of {report['bytes_total'] / 2**20:.1f} MiB "
+          f"(layers {', '.join(map(str, report['layers']))})")
+    for t in report["tensors_to_read"]:
+        print(f"  {t['name']:60s} {t['dtype']:5s} {tuple(t['shape'])}")
+    return EXIT_OK
+
+
+def cmd_owner_invariants(args: argparse.Namespace) -> int:
+    from owner import write_invariants
+
+    # Each term goes to the file as it is computed: the command holds at most one term (benchmarks/perf).
+    with progress_bar("invariants", not args.quiet) as progress, user_input():
+        inv = write_invariants(
+            Path(args.model), Path(args.output), probes=_load_probe(args.probe), layers=args.layers,
+            method=args.method, progress=progress,
+        )
+    n = sum(inv.present)
+    print(f"wrote {args.output}: {len(inv.layers)} layers x 3 terms of {n} x {n} "
+          f"(probe set {inv.probes.name}, {n}/{len(inv.tokens)} tokens present, method {inv.method})")
+    return EXIT_OK
+
+
+def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
+    from owner import build_bundle
+    from protocol import atomic_write
+
+    key = private_key(args.k, args.passphrase_env)
+    with user_input():
+        bundle = build_bundle(
+            Path(args.model), key, now=int(time.time()), layers=args.layers, workers=args.workers,
+            progress=line_progress(not args.quiet),
+        )
+    manifest = bundle.open()
+    try:
+        atomic_write(args.output, bundle.to_bytes())
+    except OSError as e:
+        raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
+    groups = ", ".join(f"{g.probe_set.name} ({g.rows}/{len(g.present)} tokens, layers {list(g.layers)})"
+                       for g in manifest.groups)
+    print(f"wrote {args.output}: {len(manifest.tensors)} terms on {groups}; "
+          f"weight commitment {manifest.weight_commitment.root.hex()} over {manifest.weight_commitment.tensors} "
+          f"tensors; manifest {bundle.manifest_digest.hex()}")
+    return EXIT_OK
+
+
+def cmd_owner_submit(args: argparse.Namespace) -> int:
+    from owner import submit
+    from pawprint.cli_receipt import print_receipt
+    from protocol import RECEIPT_FORMAT, PublicKey, atomic_write
+    from protocol.wire import open_channel, read_pem
+
+    key = private_key(args.k, args.passphrase_env)
+    verifier_key = PublicKey.load(args.verifier_pub)
+    channel = open_channel(
+        args.verifier, ca=read_pem(args.ca, "CA certificate"), cert=read_pem(args.cert, "client certificate"),
+        key=read_pem(args.tls_key, "client key"), insecure_loopback=args.insecure_loopback,
+        server_name=args.server_name,
+    )
+    with channel, user_input():
+        result = submit(
+            Path(args.model), key, channel, verifier_key, keep_invariants=args.keep_invariants,
+            timeout_s=args.timeout, workers=args.workers, progress=line_progress(not args.quiet and not args.json),
+            retries=args.retries,
+        )
+    receipt = result.receipt
+    out = Path(args.output)
+    path = out / f"receipt-{receipt.submission.hex()[:16]}.pawprint-receipt"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, result.signed_receipt.to_bytes(RECEIPT_FORMAT))
+        pictures = _save_pictures(receipt, path.with_suffix(""))
+    except OSError as e:
+        raise CommandError(f"cannot write the receipt to {out}: {e.strerror or e}") from e
+    if args.json:
+        write_json({**receipt.as_dict(), "receipt": str(path), "pictures": [str(x) for x in pictures]})
+        return EXIT_OK
+    print_receipt(receipt)
+    print(f"receipt    {path}")
+    for x in pictures:
+        print(f"picture    {x}")
+    return EXIT_OK
+
+
+def _save_pictures(receipt: Receipt, stem: Path) -> list[Path]:
+    """The submission's dog (``STEM.png``) and, with the best match's, a side-by-side sheet with the scores
+    (``STEM-sheet.png``); each redrawn from the receipt's vector and checked against its digest."""
+    from protocol import atomic_write
+    from verifier import PictureMismatch, receipt_sheet, redraw
+
+    if receipt.picture is None:
+        return []
+    try:
+        png = redraw(receipt.picture)
+        sheet = receipt_sheet(receipt)
+    except PictureMismatch as e:
+        raise CommandError(f"the receipt's pictures do not check: {e}") from None
+    written = [stem.parent / f"{stem.name}.png"]
+    atomic_write(written[0], png)
+    if sheet is not None and any(m.picture is not None for m in receipt.matches):
+        written.append(stem.parent / f"{stem.name}-sheet.png")
+        atomic_write(written[1], sheet)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pawprint._local import load_pair
+    from verifier import compare
+
+    with progress_bar("compare", not args.quiet and not args.json) as progress, user_input():
+        inv_a, inv_b = load_pair(
+            Path(args.a), Path(args.b), probes=_load_probe(args.probe), layers=args.layers, method=args.method,
+            progress=progress,
+        )
+    result = compare(inv_a, inv_b, layer_pairs="match")
+    verdict = _calibrated_verdict(result, args)
+    if args.sheet:
+        _write_sheet(Path(args.sheet), [(inv_a, [Path(args.a).name[:28], "A"]), (inv_b, [
+            Path(args.b).name[:28], f"ICS {result.ics:.3f}",
+            f"p {verdict['p_value']:.2e}" if verdict["p_value"] is not None else "no p-value", verdict["verdict"]])])
+    if args.json:
+        print(json.dumps({**result.as_dict(), **verdict}, indent=2))
+        return EXIT_OK
+    print(f"method {result.method}   common probe tokens {result.common_probe_tokens}")
+    zs = verdict.get("layer_z") or [None] * len(result.terms)
+    print(f"{'layer A':>8} {'layer B':>8}  {'term':8} {'cosine':>9} {'z':>8}")
+    for t, z in zip(result.terms, zs, strict=True):
+        print(f"{t.layer_a:>8} {t.layer_b:>8}  {t.term:8} {t.cosine:9.4f} " + (f"{z:8.2f}" if z is not None else ""))
+    print(f"ICS {result.ics:.4f}")
+    if verdict["p_value"] is None:
+        print(f"verdict {verdict['verdict']} ({verdict['why']})")
+    else:
+        print(f"verdict {verdict['verdict']}   z {verdict['z']:.2f}   p {verdict['p_value']:.3e}   "
+              f"(null {verdict['null_id']}, one base compared)")
+    return EXIT_OK
+
+
+def _calibrated_verdict(result: Comparison, args: argparse.Namespace) -> dict[str, Any]:
+    """The verdict, combined z and p-value of one comparison against the measured null (K = 1)."""
+    from owner import METHOD_IDS
+    from verifier import assess, base_verdict
+
+    rule = thresholds(args)
+    null = null_model(args.null)
+    if METHOD_IDS.get(result.method) != null.method_id:
+        return {"verdict": "inconclusive", "p_value": None, "z": None, "null_id": null.null_id,
+                "why": f"the null {null.null_id} is for another method ({null.method_id})"}
+    ev = assess([(t.term, t.cosine) for t in result.terms], null)
+    return {"verdict": base_verdict(ev.p_value, 1, rule), "p_value": ev.p_value, "z": ev.z,
+            "term_z": ev.term_z, "layer_z": list(ev.layer_z), "null_id": null.null_id,
+            "verdict_rule": rule.rule}
+
+
+def _write_sheet(out: Path, items: list[tuple[InvariantSet, list[str]]]) -> None:
+    """Dogs of invariant sets side by side with their labels (PNG, or SVG of the first with ``.svg``)."""
+    from protocol import atomic_write
+    from verifier import load_encoder, render_sheet
+
+    enc = load_encoder()
+    vectors = [(enc.encode(inv), lines) for inv, lines in items]  # EncoderInputError: a VerifierError
+    atomic_write(out, render_sheet(vectors))
+    print(f"wrote {out} (encoder {enc.encoder_id})", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------- render
+def cmd_render(args: argparse.Namespace) -> int:
+    """The dog of a bundle, an invariants file or a 512-float vector (.npy), as PNG or SVG."""
+    import numpy as np
+
+    from protocol import atomic_write
+    from verifier import RENDERER_ID, load_encoder, render_png, render_svg
+
+    src, out = Path(args.input), Path(args.output)
+    if src.suffix == ".pawprint-receipt":
+        return _render_receipt(src, out)
+    if src.suffix == ".npy":
+        try:
+            v = np.load(src, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CommandError(f"{src}: not a readable .npy array ({e})") from None
+        if v.shape != (512,) or v.dtype.kind != "f" or not np.isfinite(v).all():
+            raise CommandError(f"{src}: expected 512 finite floats, got shape {v.shape} dtype {v.dtype}")
+        vector, what = v.astype(np.float32), "vector"
+    else:
+        from owner import bundle_invariants, is_bundle_file, load_bundle, load_invariants
+
+        inv = bundle_invariants(load_bundle(src))[0] if is_bundle_file(src) else load_invariants(src)
+        enc = load_encoder()
+        vector, what = enc.encode(inv), f"terms encoded by {enc.encoder_id}"  # EncoderInputError: a VerifierError
+    if out.suffix.lower() == ".svg":
+        atomic_write(out, render_svg(vector).encode())
+    else:
+        atomic_write(out, render_png(vector))
+    print(f"wrote {out}: {what}, drawn by {RENDERER_ID}")
+    return EXIT_OK
+
+
+def _render_receipt(src: Path, out: Path) -> int:
+    """A receipt's dogs (the submission and its best match), each redrawn from its signed vector and checked
+    against its digest. The signature itself is ``receipt verify``'s job."""
+    from protocol import RECEIPT_FORMAT, Receipt, SignedMessage, atomic_write, decode_map
+    from verifier import PictureMismatch, receipt_sheet
+
+    try:
+        signed = SignedMessage.from_bytes(src.read_bytes(), RECEIPT_FORMAT)
+    except OSError as e:
+        raise CommandError(f"{src}: cannot read ({e.strerror or e})") from None
+    receipt = Receipt.from_map(decode_map(signed.payload))
+    try:
+        sheet = receipt_sheet(receipt)
+    except PictureMismatch as e:
+        raise CommandError(f"{src}: {e}") from None
+    if sheet is None:
+        raise CommandError(f"{src}: the receipt carries no picture")
+    atomic_write(out, sheet)
+    dogs = 1 + any(m.picture is not None for m in receipt.matches)
+    print(f"wrote {out}: {dogs} dog(s) redrawn from the receipt's vectors, digests checked")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- parser
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pawprint owner ...``, ``pawprint compare`` and ``pawprint render``."""
+    owner = sub.add_parser("owner", help="the owner's agent: runs next to the weights").add_subparsers(
+        dest="owner_command", required=True
+    )
+    ins = owner.add_parser("inspect", help="family, shapes, tokenizer and the tensors the terms need")
+    ins.add_argument("model", help="model directory or .onnx file")
+    ins.add_argument("--layers", default=None, help="'last2' (default), 'all', or e.g. '0,5,-1'")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(func=cmd_owner_inspect)
+
+    inv = owner.add_parser("invariants", help="compute the invariant terms and write them to a file")
+    inv.add_argument("model")
+    inv.add_argument("-o", "--output", required=True)
+    inv.add_argument("--layers", default=None)
+    inv.add_argument("--probe", default=None, help="probe set file (default: built from the model's vocabulary)")
+    inv.add_argument("--method", choices=METHODS, default="pawprint")
+    inv.add_argument("-q", "--quiet", action="store_true")
+    inv.set_defaults(func=cmd_owner_invariants)
+
+    fp = owner.add_parser("fingerprint", help="write a signed bundle (terms + manifest) for offline use")
+    fp.add_argument("model")
+    fp.add_argument("-k", required=True, metavar="KEY", help="the signing key (owner or vendor)")
+    fp.add_argument("-o", "--output", required=True, metavar="BUNDLE")
+    fp.add_argument("--layers", default=None, help="'last2' (default), 'all', or e.g. '0,5,-1'")
+    fp.add_argument("--workers", type=int, default=None, help="threads hashing checkpoint files")
+    fp.add_argument("-q", "--quiet", action="store_true")
+    passphrase_option(fp)
+    fp.set_defaults(func=cmd_owner_fingerprint)
+
+    sm = owner.add_parser("submit", help="submit a model's terms to a verifier and keep the signed receipt")
+    sm.add_argument("model")
+    sm.add_argument("--verifier", required=True, metavar="HOST:PORT")
+    sm.add_argument("-k", required=True, metavar="KEY", help="the owner's signing key")
+    sm.add_argument("--verifier-pub", required=True, metavar="PUB", help="the verifier's public key")
+    sm.add_argument("--ca", default=None, help="CA certificate to trust for the verifier's TLS certificate")
+    sm.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
+    sm.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key (mutual TLS)")
+    sm.add_argument("--server-name", default=None, help="expected name in the verifier's certificate")
+    sm.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    sm.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    sm.add_argument("--keep-invariants", action="store_true", help="ask the verifier to keep the terms")
+    sm.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole exchange")
+    sm.add_argument("--workers", type=int, default=None)
+    sm.add_argument("--retries", type=int, default=3, metavar="N",
+                    help="send the same signed submission again up to N times if the verifier was unreachable or "
+                         "restarted (it is answered at most once)")
+    sm.add_argument("--json", action="store_true")
+    sm.add_argument("-q", "--quiet", action="store_true")
+    passphrase_option(sm)
+    sm.set_defaults(func=cmd_owner_submit)
+
+    cmp_ = sub.add_parser("compare", help="ICS between two models or invariants files")
+    cmp_.add_argument("a", help="model directory, .onnx file, invariants file or signed bundle")
+    cmp_.add_argument("b")
+    cmp_.add_argument("--layers", default=None)
+    cmp_.add_argument("--probe", default=None, help="probe set file (default: built from A's vocabulary)")
+    cmp_.add_argument("--method", choices=METHODS, default="pawprint")
+    cmp_.add_argument("--json", action="store_true")
+    cmp_.add_argument("-q", "--quiet", action="store_true")
+    cmp_.add_argument("--sheet", default=None, metavar="PNG", help="also draw both dogs side by side with the scores")
+    verdict_options(cmp_)
+    cmp_.set_defaults(func=cmd_compare)
+
+    rnd = sub.add_parser("render", help="draw the dog of a bundle, invariants file or 512-float .npy vector")
+    rnd.add_argument("input", metavar="INPUT")
+    rnd.add_argument("-o", "--output", required=True, metavar="PNG|SVG", help="a .svg name writes SVG")
+    rnd.set_defaults(func=cmd_render)

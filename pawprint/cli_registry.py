@@ -1,0 +1,539 @@
+"""``pawprint registry ...``: the registry of base models, a transparency log.
+
+Every command reads a registry server (``--registry HOST:PORT``, TLS options as for ``owner submit``) or a
+verifier's data directory (``--data DIR``, the verifier extra); ``audit`` and ``prove`` (and ``receipt
+verify``) also read a log copy (``--log-copy FILE``, written by ``registry export``) with no server and no
+store. ``add`` is the administrator's local path. Whatever the source, what it serves is checked here with
+``protocol`` before it is shown or believed: checkpoints against the log's public key, entries against
+inclusion and consistency proofs. A log copy is untrusted input like a server.
+
+Reading a log needs only the core install: ``protocol`` and ``protocol.wire``; the verifier is imported only
+for ``--data`` and for the administrator's ``add``. ``audit`` exits 1 when the log fails a check (its findings
+printed), so that 2 still means the audit could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pawprint._common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    VERIFIER_EXTRA_HINT,
+    CommandError,
+    load_bundle,
+    passphrase_option,
+    private_key,
+    read_file,
+    verifier_extra_missing,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from protocol import (
+        Bundle,
+        Checkpoint,
+        LogCopy,
+        LogReader,
+        PublicKey,
+        Published,
+        SignedMessage,
+        TrustStore,
+    )
+    from verifier import Registry
+
+# verifier's DEFAULT_MAX_PROBE_SETS, repeated so that building the parser imports no verifier (a test checks it)
+DEFAULT_MAX_PROBE_SETS = 16
+
+
+class LogSource(Protocol):
+    """A registry that can also be written to: ``protocol.wire.RemoteRegistry`` or ``verifier.LocalRegistry``."""
+
+    def checkpoint(self) -> str: ...
+
+    def entries(self, start: int, end: int) -> list[bytes]: ...
+
+    def get(self, key: str) -> tuple[int, bytes]: ...
+
+    def inclusion_proof(self, index: int, tree_size: int) -> tuple[bytes, list[bytes]]: ...
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]: ...
+
+    def publish(self, statement: SignedMessage, bundle: Bundle) -> Published: ...
+
+    def revoke(self, statement: SignedMessage) -> Published: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def _open_registry(args: argparse.Namespace, *, create: bool = False, checked: bool = True,
+                   log_key: str | None = None, max_probe_sets: int | None = None) -> Registry:
+    """The verifier's store on ``--data`` (the verifier extra, said plainly when it is missing)."""
+    try:
+        from verifier import Registry
+    except ImportError as e:
+        if verifier_extra_missing(e):
+            raise CommandError(f"a verifier's data directory (--data) {VERIFIER_EXTRA_HINT}; "
+                               "a registry server (--registry) or a log copy (--log-copy) needs only the core") from e
+        raise
+    return Registry(args.data, create=create, checked=checked,
+                    log_key=private_key(log_key, None) if log_key is not None else None,
+                    max_probe_sets=DEFAULT_MAX_PROBE_SETS if max_probe_sets is None else max_probe_sets)
+
+
+@contextlib.contextmanager
+def registry_source(args: argparse.Namespace, *, trust: TrustStore | None = None, checked: bool = True,
+                    create: bool = False) -> Iterator[tuple[LogSource, PublicKey | None]]:
+    """The registry the command names and, for a local data directory, its own log key: a
+    ``RemoteRegistry`` over a channel, or a ``LocalRegistry`` on a data directory."""
+    source: LogSource
+    own_key: PublicKey | None = None
+    if getattr(args, "registry", None):
+        from protocol.wire import RemoteRegistry, open_channel, read_pem
+
+        channel = open_channel(
+            args.registry, ca=read_pem(args.ca, "CA certificate"), cert=read_pem(args.cert, "client certificate"),
+            key=read_pem(args.tls_key, "client key"), insecure_loopback=args.insecure_loopback,
+            server_name=args.server_name,
+        )
+        source = RemoteRegistry(channel, timeout_s=args.timeout)
+    else:
+        registry = _open_registry(args, create=create, checked=checked)
+        from verifier import LocalRegistry
+
+        source, own_key = LocalRegistry(registry, trust), registry.log_public_key
+    try:
+        yield source, own_key
+    finally:
+        source.close()
+
+
+@contextlib.contextmanager
+def log_reader(args: argparse.Namespace, *, checked: bool = True) -> Iterator[tuple[LogReader, PublicKey | None]]:
+    """``registry_source``, or the log copy of ``--log-copy`` (no own key: its checkpoints need ``--log-pub``)."""
+    if getattr(args, "log_copy", None):
+        yield read_log_copy(args.log_copy), None
+        return
+    with registry_source(args, checked=checked) as (source, own_key):
+        yield source, own_key
+
+
+def log_key(args: argparse.Namespace, own_key: PublicKey | None, *, required: bool) -> PublicKey | None:
+    """The log's public key: ``--log-pub``, else (a local registry) the data directory's own; a remote log's
+    (or a log copy's) key must come from the command line, never from the log being checked."""
+    from protocol import PublicKey
+
+    if args.log_pub is not None:
+        return PublicKey.load(args.log_pub)
+    if own_key is not None:
+        return own_key
+    if required:
+        where = "a log copy's" if getattr(args, "log_copy", None) else "a remote registry's"
+        raise CommandError(f"--log-pub is needed to check {where} checkpoints")
+    return None
+
+
+def read_log_copy(path: str) -> LogCopy:
+    """A ``registry export`` file as a ``protocol.LogCopy``: only its shape is checked here; its checkpoint and
+    entries are untrusted until the commands' checks verify them against ``--log-pub`` and a saved checkpoint."""
+    from protocol import FormatError, JsonError, LogCopy
+
+    try:
+        return LogCopy.from_json(read_file(path, "log copy"))
+    except JsonError as e:
+        raise CommandError(f"{path}: not a log copy: {e}") from e
+    except FormatError as e:
+        raise CommandError(f"{path}: {e}") from e
+
+
+def connection_options(p: argparse.ArgumentParser, *, required: bool = True, log_copy: bool = False) -> None:
+    """Where the log is (``--registry`` | ``--data`` [| ``--log-copy``]), the TLS options and ``--log-pub``."""
+    where = p.add_mutually_exclusive_group(required=required)
+    where.add_argument("--registry", metavar="HOST:PORT", default=None, help="a registry server")
+    where.add_argument("--data", metavar="DIR", default=None, help="a local registry data directory")
+    if log_copy:
+        where.add_argument("--log-copy", metavar="FILE", default=None,
+                           help="a copy of the log written by `registry export` (checked like a server)")
+    p.add_argument("--ca", default=None, help="CA certificate to trust for the server's TLS certificate")
+    p.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
+    p.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key")
+    p.add_argument("--server-name", default=None, help="expected name in the server's certificate")
+    p.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--log-pub", default=None, metavar="PUB",
+                   help="the log's public key, to check its checkpoints (a local registry's own by default)")
+
+
+def leaf_hex(data: bytes) -> str:
+    from protocol import leaf_hash
+
+    return leaf_hash(data).hex()
+
+
+def checkpoint_dict(cp: Checkpoint) -> dict[str, Any]:
+    return {"origin": cp.origin, "size": cp.size, "root": cp.root.hex(), "time": cp.time}
+
+
+def _describe(index: int, data: bytes, key: PublicKey | None) -> dict[str, Any]:
+    """An entry for display: its fields, and whether its signatures verify (``signatures``)."""
+    from protocol import LogEntry, ProtocolError, statement_of
+
+    try:
+        view: dict[str, Any] = LogEntry.from_bytes(data).open(key).as_dict(index)
+        view["signatures"] = "verified"
+        return view
+    except ProtocolError as e:
+        problem = str(e)
+    s = statement_of(data)
+    view = {"index": index, "action": s.action, "name": s.name, "vendor_key_id": s.vendor_key_id,
+            "manifest_sha256": s.manifest_sha256.hex()}
+    unchecked = key is None and "neither the vendor" in problem
+    view["signatures"] = "unchecked: signed by the log (pass --log-pub)" if unchecked else f"INVALID: {problem}"
+    return view
+
+
+def _published_report(published: Published, statement: SignedMessage, key: PublicKey | None, *,
+                      action: str) -> dict[str, Any]:
+    from protocol import check_published
+
+    cp = check_published(published, statement, key)
+    return {"index": published.index, "existing": published.existing, "action": action,
+            "checkpoint": checkpoint_dict(cp), "checkpoint_signature": "verified" if key else "unchecked",
+            "inclusion_proof": "verified", "leaf_hash": leaf_hex(published.entry)}
+
+
+def _trust_for(args: argparse.Namespace) -> TrustStore | None:
+    from protocol import TrustStore
+
+    if getattr(args, "data", None) and args.trust is None:
+        raise CommandError("publishing to a local registry (--data) needs its trust store (--trust)")
+    return TrustStore.load(args.trust) if args.trust is not None else None
+
+
+def max_probe_sets_option(p: argparse.ArgumentParser) -> None:
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        return value
+
+    p.add_argument("--max-probe-sets", type=positive, default=DEFAULT_MAX_PROBE_SETS, metavar="N",
+                   help="a base may bring a new probe set only while the registry holds fewer than N (every "
+                        f"challenge names them all; default {DEFAULT_MAX_PROBE_SETS})")
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_registry_add(args: argparse.Namespace) -> int:
+    from protocol import TrustStore
+
+    bundle = load_bundle(args.bundle)
+    registry = _open_registry(args, create=True, log_key=args.log_key, max_probe_sets=args.max_probe_sets)
+    try:
+        entry = registry.add_base(args.name, bundle, TrustStore.load(args.trust), licence=args.licence,
+                                  release_date=args.release_date, description=args.description)
+        state = registry.state()
+    finally:
+        registry.close()
+    print(f"registered {entry.name} as entry {entry.index} (vendor {entry.vendor_key_id}, manifest "
+          f"{entry.manifest_sha256.hex()}); registry now {state.size} entries, root {state.root.hex()}")
+    return EXIT_OK
+
+
+def cmd_registry_publish(args: argparse.Namespace) -> int:
+    from protocol import REGISTER, RegistryStatement
+
+    bundle = load_bundle(args.bundle)
+    manifest = bundle.open()
+    key = private_key(args.k, args.passphrase_env)
+    if manifest.owner_key_id != key.key_id:
+        raise CommandError(f"{args.bundle} is signed by key {manifest.owner_key_id}, not by the key given with -k")
+    statement = RegistryStatement(REGISTER, args.name, key.key_id, bundle.manifest_digest, int(time.time()),
+                                  args.licence, args.release_date, args.description).sign(key)
+    with registry_source(args, trust=_trust_for(args), create=True) as (source, own_key):
+        published = source.publish(statement, bundle)
+        report = _published_report(published, statement, log_key(args, own_key, required=False), action="register")
+    report["name"] = args.name
+    report["manifest_sha256"] = bundle.manifest_digest.hex()
+    if args.json:
+        write_json(report)
+        return EXIT_OK
+    state = "already in the log" if published.existing else "appended"
+    cp = report["checkpoint"]
+    print(f"{args.name}: entry {published.index} ({state}); in the checkpoint of size {cp['size']} "
+          f"(root {cp['root']}, signature {report['checkpoint_signature']}), inclusion proof verified")
+    return EXIT_OK
+
+
+def cmd_registry_revoke(args: argparse.Namespace) -> int:
+    from protocol import REGISTER, REVOKE, RegistryStatement, statement_of
+
+    key = private_key(args.k, args.passphrase_env)
+    with registry_source(args, trust=_trust_for(args)) as (source, own_key):
+        index, data = source.get(args.entry)
+        target = statement_of(data)
+        if target.action != REGISTER:
+            raise CommandError(f"entry {index} is a revocation; name the registration to revoke")
+        statement = RegistryStatement(REVOKE, target.name, key.key_id, target.manifest_sha256, int(time.time()),
+                                      reason=args.reason).sign(key)
+        published = source.revoke(statement)
+        report = _published_report(published, statement, log_key(args, own_key, required=False), action="revoke")
+    report.update(name=target.name, revokes=index)
+    if args.json:
+        write_json(report)
+        return EXIT_OK
+    state = "already in the log" if published.existing else "appended"
+    print(f"{target.name}: entry {index} revoked by entry {published.index} ({state}); inclusion proof verified")
+    return EXIT_OK
+
+
+def cmd_registry_list(args: argparse.Namespace) -> int:
+    from protocol import REVOKE, open_note
+
+    with registry_source(args) as (source, own_key):
+        key = log_key(args, own_key, required=False)
+        note = source.checkpoint()
+        cp = open_note(note, key)
+        rows = [_describe(i, d, key) for i, d in enumerate(source.entries(0, cp.size))]
+    revoked = {r["manifest_sha256"]: r["index"] for r in rows if r["action"] == REVOKE}
+    for r in rows:
+        if r["action"] != REVOKE:
+            r["revoked_by"] = revoked.get(r["manifest_sha256"])
+    if args.json:
+        write_json({**checkpoint_dict(cp), "checkpoint": note,
+                    "checkpoint_signature": "verified" if key else "unchecked", "entries": rows})
+        return EXIT_OK
+    for r in rows:
+        status = r["action"] if r["action"] == REVOKE else ("revoked" if r["revoked_by"] is not None else "active")
+        family = r.get("model", {}).get("family", "")
+        print(f"{r['index']:5d}  {r['name']:30s} {status:8s} {family!s:10s} {r['manifest_sha256'][:16]}  "
+              f"vendor {r['vendor_key_id'][:16]}" + ("" if r["signatures"] == "verified" else f"  {r['signatures']}"))
+    print(f"{cp.size} entries, root {cp.root.hex()} (checkpoint signature "
+          f"{'verified' if key else 'unchecked: pass --log-pub'})")
+    return EXIT_OK
+
+
+def cmd_registry_show(args: argparse.Namespace) -> int:
+    from protocol import REVOKE, open_note, statement_of
+
+    with registry_source(args) as (source, own_key):
+        key = log_key(args, own_key, required=False)
+        cp = open_note(source.checkpoint(), key)
+        index, data = source.get(args.entry)
+        view = _describe(index, data, key)
+        if view["action"] != REVOKE:
+            later = source.entries(index + 1, cp.size)
+            view["revoked_by"] = next(
+                (i for i, d in enumerate(later, index + 1)
+                 if (s := statement_of(d)).action == REVOKE and s.manifest_sha256.hex() == view["manifest_sha256"]),
+                None)
+    if args.json:
+        write_json(view)
+        return EXIT_OK
+    for k, v in view.items():
+        print(f"{k:18s} {v}")
+    return EXIT_OK
+
+
+def cmd_registry_checkpoint(args: argparse.Namespace) -> int:
+    from protocol import atomic_write, open_note
+
+    previous = _saved_checkpoint(Path(args.output))
+    with registry_source(args) as (source, own_key):
+        key = log_key(args, own_key, required=False)
+        note = source.checkpoint()
+        cp = open_note(note, key)
+        if previous is not None:
+            _check_extends(source, previous, cp, args.output)
+    try:
+        atomic_write(args.output, note.encode("utf-8"))
+    except OSError as e:
+        raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
+    report = {**checkpoint_dict(cp), "file": args.output, "signature": "verified" if key else "unchecked",
+              "replaced_size": None if previous is None else previous.size}
+    if args.json:
+        write_json(report)
+        return EXIT_OK
+    replaced = "" if previous is None else f"; consistent with the {previous.size}-entry checkpoint it replaces"
+    print(f"wrote {args.output}: {cp.origin}, {cp.size} entries, root {cp.root.hex()}, time {cp.time} "
+          f"(signature {report['signature']}{replaced})")
+    return EXIT_OK
+
+
+def _saved_checkpoint(path: Path) -> Checkpoint | None:
+    """The checkpoint already saved at ``path`` (``None`` if there is no file): a newer one may replace it
+    only if the log grew consistently from it, so a saved reference point can never be moved backwards."""
+    from protocol import ProtocolError, parse_checkpoint
+
+    if not path.exists():
+        return None
+    try:
+        return parse_checkpoint(path.read_bytes()).checkpoint
+    except (OSError, ProtocolError) as e:
+        raise CommandError(f"{path} exists and is not a checkpoint; not replacing it ({e})") from e
+
+
+def _check_extends(source: LogReader, previous: Checkpoint, cp: Checkpoint, where: str) -> None:
+    from protocol import LogCheckFailed, ProtocolError, verify_consistency
+
+    if previous.origin != cp.origin:
+        raise CommandError(f"{where} holds a checkpoint of another log ({previous.origin})")
+    if cp.size < previous.size:
+        raise LogCheckFailed(f"the log shrank: {where} has {previous.size} entries, the log now {cp.size}")
+    try:
+        verify_consistency(previous.size, cp.size, previous.root, cp.root,
+                           source.consistency_proof(previous.size, cp.size))
+    except ProtocolError as e:
+        raise LogCheckFailed(f"the log's new checkpoint does not extend the one in {where}: {e}") from e
+
+
+def cmd_registry_export(args: argparse.Namespace) -> int:
+    """A copy of the log for offline audits: its latest checkpoint note and every entry, checked to rehash to
+    that checkpoint's root (and its signature with ``--log-pub`` or a local registry's own key)."""
+    from protocol import LogCheckFailed, LogCopy, atomic_write, leaf_hash, merkle_root, open_note
+
+    with registry_source(args) as (source, own_key):
+        key = log_key(args, own_key, required=False)
+        note = source.checkpoint()
+        cp = open_note(note, key)
+        entries = source.entries(0, cp.size)
+    if len(entries) != cp.size or merkle_root([leaf_hash(e) for e in entries]) != cp.root:
+        raise LogCheckFailed(f"the log's {len(entries)} entries do not hash to its checkpoint's root "
+                             f"({cp.size} entries, root {cp.root.hex()})")
+    try:
+        atomic_write(args.output, LogCopy(note, entries).to_json())
+    except OSError as e:
+        raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
+    signature = "verified" if key else "unchecked"
+    if args.json:
+        write_json({**checkpoint_dict(cp), "file": args.output, "entries": len(entries), "signature": signature})
+        return EXIT_OK
+    print(f"wrote {args.output}: {cp.origin}, {cp.size} entries rehashed to root {cp.root.hex()} "
+          f"(checkpoint signature {signature if key else 'unchecked: pass --log-pub'})")
+    return EXIT_OK
+
+
+def cmd_registry_prove(args: argparse.Namespace) -> int:
+    from protocol import LogEntry, open_note, prove
+
+    note = read_file(args.checkpoint, "checkpoint")
+    with log_reader(args) as (source, own_key):
+        key = log_key(args, own_key, required=True)
+        cp = open_note(note, key)
+        proven = prove(source, args.entry, cp)
+    entry = LogEntry.from_bytes(proven.data).open(key)
+    report = {"index": proven.index, "name": entry.name, "action": entry.action,
+              "manifest_sha256": entry.manifest_sha256.hex(), "leaf_hash": leaf_hex(proven.data),
+              "proof": [p.hex() for p in proven.proof], "checkpoint": checkpoint_dict(cp), "verified": True}
+    if args.json:
+        write_json(report)
+        return EXIT_OK
+    print(f"entry {proven.index} ({entry.action} {entry.name}) is in the log at the checkpoint of size {cp.size} "
+          f"(root {cp.root.hex()}): inclusion proof of {len(proven.proof)} hashes verified")
+    return EXIT_OK
+
+
+def cmd_registry_audit(args: argparse.Namespace) -> int:
+    from protocol import TrustStore, audit
+
+    saved = read_file(args.from_, "saved checkpoint")
+    trust = TrustStore.load(args.trust) if args.trust else None
+    # A local registry is opened unchecked: the audit, not the start-up check, says what is wrong.
+    with log_reader(args, checked=False) as (source, own_key):
+        key = log_key(args, own_key, required=True)
+        assert key is not None  # required=True
+        report = audit(source, saved, key, trust=trust)
+    if args.json:
+        write_json(report.as_dict())
+    elif report.ok and report.saved is not None and report.current is not None:
+        print(f"audit passed: the log grew from {report.saved.size} to {report.current.size} entries consistently; "
+              f"{report.entries} entries rehashed to the current root and their signatures verified "
+              f"({report.registrations} registrations, {report.revocations} revocations, {report.vendors} vendors)")
+    else:
+        for p in report.problems:
+            print(f"FAILED: {p}")
+    for n in report.notes:
+        print(f"note: {n}", file=sys.stderr)
+    if not report.ok:
+        print(f"pawprint: error: audit failed: {report.problems[0]}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- parser
+def _metadata_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--licence", default="", help="the base model's licence (e.g. an SPDX id)")
+    p.add_argument("--release-date", default="", metavar="YYYY-MM-DD")
+    p.add_argument("--description", default="", help="free text")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pawprint registry ...``."""
+    reg = sub.add_parser("registry", help="the registry of base models: a transparency log").add_subparsers(
+        dest="registry_command", required=True
+    )
+    radd = reg.add_parser("add", help="(local admin) register a vendor-signed bundle; the log key signs the entry")
+    radd.add_argument("bundle", metavar="BUNDLE")
+    radd.add_argument("--data", required=True, metavar="DIR")
+    radd.add_argument("--name", required=True)
+    radd.add_argument("--trust", required=True, metavar="TRUST")
+    radd.add_argument("--log-key", default=None, metavar="KEY", help="the log's key (default DIR/log.key)")
+    max_probe_sets_option(radd)
+    _metadata_options(radd)
+    radd.set_defaults(func=cmd_registry_add)
+    rpub = reg.add_parser("publish", help="publish a base: the vendor signs name and metadata, the bundle is sent")
+    rpub.add_argument("bundle", metavar="BUNDLE")
+    rpub.add_argument("-k", required=True, metavar="VENDOR_KEY", help="the vendor's key (the bundle's signer)")
+    rpub.add_argument("--name", required=True)
+    _metadata_options(rpub)
+    rpub.add_argument("--trust", default=None, metavar="TRUST", help="with --data: the registry's trust store")
+    connection_options(rpub)
+    rpub.add_argument("--json", action="store_true")
+    passphrase_option(rpub)
+    rpub.set_defaults(func=cmd_registry_publish)
+    rrev = reg.add_parser("revoke", help="append the vendor's signed revocation of one of its entries")
+    rrev.add_argument("entry", metavar="ENTRY", help="index, manifest digest (hex) or name")
+    rrev.add_argument("-k", required=True, metavar="VENDOR_KEY")
+    rrev.add_argument("--reason", default="")
+    rrev.add_argument("--trust", default=None, metavar="TRUST", help="with --data: the registry's trust store")
+    connection_options(rrev)
+    rrev.add_argument("--json", action="store_true")
+    passphrase_option(rrev)
+    rrev.set_defaults(func=cmd_registry_revoke)
+    rls = reg.add_parser("list", help="every entry of the log and the latest checkpoint")
+    connection_options(rls)
+    rls.add_argument("--json", action="store_true")
+    rls.set_defaults(func=cmd_registry_list)
+    rsh = reg.add_parser("show", help="one entry")
+    rsh.add_argument("entry", metavar="ENTRY", help="index, manifest digest (hex) or name (its latest entry)")
+    connection_options(rsh)
+    rsh.add_argument("--json", action="store_true")
+    rsh.set_defaults(func=cmd_registry_show)
+    rcp = reg.add_parser("checkpoint", help="save the latest signed checkpoint (an auditor's reference point)")
+    rcp.add_argument("-o", "--output", required=True, metavar="FILE")
+    connection_options(rcp)
+    rcp.add_argument("--json", action="store_true")
+    rcp.set_defaults(func=cmd_registry_checkpoint)
+    rex = reg.add_parser("export", help="save a copy of the log (checkpoint and entries) to audit offline")
+    rex.add_argument("-o", "--output", required=True, metavar="FILE")
+    connection_options(rex)
+    rex.add_argument("--json", action="store_true")
+    rex.set_defaults(func=cmd_registry_export)
+    rpr = reg.add_parser("prove", help="fetch and check an entry's inclusion proof against a saved checkpoint")
+    rpr.add_argument("entry", metavar="ENTRY", help="index, manifest digest (hex) or name")
+    rpr.add_argument("--checkpoint", required=True, metavar="FILE")
+    connection_options(rpr, log_copy=True)
+    rpr.add_argument("--json", action="store_true")
+    rpr.set_defaults(func=cmd_registry_prove)
+    rau = reg.add_parser("audit", help="check the log against a checkpoint saved earlier (exit 0 only if all holds)")
+    rau.add_argument("--from", dest="from_", required=True, metavar="FILE", help="the saved checkpoint")
+    rau.add_argument("--trust", default=None, metavar="TRUST", help="also require every vendor key to be trusted")
+    connection_options(rau, log_copy=True)
+    rau.add_argument("--json", action="store_true")
+    rau.set_defaults(func=cmd_registry_audit)

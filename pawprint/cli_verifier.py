@@ -1,0 +1,144 @@
+"""The verifier's commands: ``pawprint verifier serve`` and ``pawprint verifier test-certs`` (the verifier extra).
+
+``serve`` parses its options into a ``verifier.ServerConfig``, starts the server, says where it listens
+(``listening on HOST:PORT``, the first line on stdout) and hands the process to
+``verifier``'s ``run_until_signalled`` (drain on SIGTERM/SIGINT, stop, exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+from pawprint._common import EXIT_OK, passphrase_option, private_key, thresholds, verdict_options
+from pawprint.cli_registry import max_probe_sets_option
+
+if TYPE_CHECKING:
+    from verifier import RateLimits
+
+
+def _rate_limits(args: argparse.Namespace) -> RateLimits | None:
+    from verifier import RateLimits
+
+    if args.rate_limit_rpm is None and args.rate_limit_bytes_per_hour is None:
+        return None
+    default = RateLimits()
+    return RateLimits(requests_per_minute=args.rate_limit_rpm or default.requests_per_minute,
+                      burst=args.rate_limit_burst or default.burst,
+                      bytes_per_hour=args.rate_limit_bytes_per_hour or default.bytes_per_hour)
+
+
+def cmd_verifier_serve(args: argparse.Namespace) -> int:
+    from protocol import TrustStore
+    from verifier import (
+        ClientRoles,
+        ConfigError,
+        Registry,
+        ServerConfig,
+        TlsConfig,
+        VerifierService,
+        run_until_signalled,
+        start,
+    )
+
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    if args.client_ca is not None and args.tls_cert is None:
+        raise ConfigError("--client-ca needs --tls-cert and --tls-key")
+    tls = TlsConfig.from_files(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
+    key = private_key(args.key, args.passphrase_env)
+    trust = TrustStore.load(args.trust)
+    registry = Registry(args.data, log_key=private_key(args.log_key, None) if args.log_key else None,
+                        max_probe_sets=args.max_probe_sets)
+    rates = _rate_limits(args)
+    if args.client_roles is not None and args.client_ca is None:
+        raise ConfigError("--client-roles needs mutual TLS (--client-ca)")
+    config = ServerConfig(
+        listen=args.listen, tls=tls, insecure_loopback=args.insecure_loopback, null_path=args.null,
+        thresholds=thresholds(args), layers=args.layers, null_sha256=args.null_sha256,
+        probe_set_pins=frozenset(args.probe_set_pin) if args.probe_set_pin else None,
+        client_roles=ClientRoles.load(args.client_roles) if args.client_roles else None,
+        rate_limits=rates, drain_grace_s=args.drain_grace, max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_workers=args.max_workers, stream_timeout_s=args.stream_timeout, screen_k=args.screen_k,
+        screen_floor=args.screen_floor, stream_idle_timeout_s=args.stream_idle_timeout,
+        **({"max_concurrent_compares": args.max_concurrent_compares} if args.max_concurrent_compares else {}),
+    )
+    try:
+        running = start(VerifierService(key, trust, registry, config))
+    except BaseException:
+        registry.close()
+        raise
+    host = args.listen.rpartition(":")[0]
+    logger = logging.getLogger("pawprint.verifier")
+    logger.info(
+        "registry log %s: %d entries, signed by key %s (auditors need its public key, %s/log.pub)", registry.origin,
+        registry.size(), registry.log_public_key.key_id, args.data)
+    print(f"listening on {host}:{running.port}", flush=True)
+    run_until_signalled(running, registry, drain_grace_s=config.drain_grace_s, logger=logger)
+
+
+def cmd_verifier_test_certs(args: argparse.Namespace) -> int:
+    from verifier import write_test_pki
+
+    pki = write_test_pki(args.output, now=dt.datetime.now(dt.UTC), hosts=args.host or ("localhost", "127.0.0.1", "::1"))
+    print(f"wrote {pki.ca}, {pki.server_cert}, {pki.server_key}, {pki.client_cert}, {pki.client_key} "
+          "(loopback tests and demos only)")
+    return EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pawprint verifier ...``."""
+    ver = sub.add_parser("verifier", help="the verifier service").add_subparsers(dest="verifier_command", required=True)
+    srv = ver.add_parser("serve", help="serve challenges and submissions over gRPC")
+    srv.add_argument("--data", required=True, metavar="DIR")
+    srv.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
+    srv.add_argument("--key", required=True, metavar="KEY", help="the verifier's signing key")
+    srv.add_argument("--trust", required=True, metavar="TRUST")
+    srv.add_argument("--tls-cert", default=None, metavar="C")
+    srv.add_argument("--tls-key", default=None, metavar="K")
+    srv.add_argument("--client-ca", default=None, metavar="CA", help="require client certificates signed by CA")
+    srv.add_argument("--insecure-loopback", action="store_true", help="plaintext, only on 127.0.0.1 or ::1")
+    srv.add_argument("--log-key", default=None, metavar="KEY",
+                     help="the registry log's signing key (default DIR/log.key, created with the registry)")
+    max_probe_sets_option(srv)
+    srv.add_argument("--layers", default="last2", choices=("last2", "all"),
+                     help="the layers owners must send: 'all' lets depth-pruned and upscaled models be matched")
+    srv.add_argument("--client-roles", default=None, metavar="FILE",
+                     help="client certificate -> roles (pawprint-client-roles/1 JSON; needs --client-ca)")
+    srv.add_argument("--rate-limit-rpm", type=float, default=None, metavar="N",
+                     help="requests per minute per signing key (and per client for challenges and reads)")
+    srv.add_argument("--rate-limit-burst", type=int, default=None, metavar="N", help="burst size (default 60)")
+    srv.add_argument("--rate-limit-bytes-per-hour", type=int, default=None, metavar="N",
+                     help="term bytes per hour per signing key")
+    srv.add_argument("--null-sha256", default=None, metavar="HEX", help="pin the digest of the --null file")
+    srv.add_argument("--probe-set-pin", action="append", default=None, metavar="ID",
+                     help="offer only this probe set id (repeat); refuse to start if the registry offers others")
+    srv.add_argument("--drain-grace", type=float, default=30.0, metavar="S",
+                     help="on SIGTERM/SIGINT, let in-flight submissions finish for up to S seconds")
+    srv.add_argument("--max-concurrent-rpcs", type=int, default=64, metavar="N",
+                     help="calls beyond N at once are refused with RESOURCE_EXHAUSTED")
+    srv.add_argument("--max-workers", type=int, default=16, metavar="N", help="worker threads")
+    srv.add_argument("--stream-timeout", type=float, default=900.0, metavar="S",
+                     help="a submission or publish stream is cut off after S seconds")
+    srv.add_argument("--stream-idle-timeout", type=float, default=60.0, metavar="S",
+                     help="a stream silent for S seconds (before its first message too) is cut off")
+    srv.add_argument("--max-concurrent-compares", type=int, default=None, metavar="N",
+                     help="comparisons and pictures computed at once (default: the number of CPUs)")
+    srv.add_argument("--screen-k", type=int, default=16, metavar="K",
+                     help="above K bases, compare exactly only the K best by sketch (and any reaching the floor); "
+                          "0 compares every base")
+    srv.add_argument("--screen-floor", type=float, default=0.05, metavar="ICS",
+                     help="a base whose screen estimate reaches this is always compared exactly")
+    srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    passphrase_option(srv)
+    verdict_options(srv)
+    srv.set_defaults(func=cmd_verifier_serve)
+    tc = ver.add_parser("test-certs", help="write a throwaway CA, server and client certificate (loopback only)")
+    tc.add_argument("-o", "--output", required=True, metavar="DIR")
+    tc.add_argument("--host", action="append", default=None, help="a name or address for the server certificate")
+    tc.set_defaults(func=cmd_verifier_test_certs)

@@ -1,0 +1,71 @@
+"""The zoo's commands: ``pawprint zoo attack|build`` and ``pawprint demo`` (the zoo extra).
+
+The demo drives the other commands as a user would, each as its own ``python -m pawprint`` process.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pawprint._common import EXIT_OK, progress_bar
+
+# zoo.attacks.ATTACKS, repeated so that building the parser imports no zoo (torch; a test checks they agree)
+ATTACKS = (
+    "ffn-permute", "ffn-scale", "qk-linear", "vo-linear", "head-permute", "residual-permute", "fold-rotate",
+    "residual-scale", "vocab-permute", "vocab-extend",
+)
+
+
+def cmd_zoo_attack(args: argparse.Namespace) -> int:
+    from zoo.attacks import attack
+
+    res = attack(Path(args.src), Path(args.dst), args.kind, seed=args.seed)
+    print(f"wrote {args.dst}: {res.kind} (seed {res.seed}) applied to a {res.family} model")
+    return EXIT_OK
+
+
+def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from zoo.build import DEFAULT_FAMILIES, build_zoo
+
+    families = tuple(args.families.split(",")) if args.families else DEFAULT_FAMILIES
+    with progress_bar("zoo", not args.quiet) as progress:
+        lineage = build_zoo(Path(args.dir), families, quick=args.quick, progress=progress, heldout=args.heldout)
+    print(f"zoo ready: {lineage}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from zoo.demo import run_demo
+
+    return run_demo(Path(args.workdir), quick=args.quick)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pawprint zoo ...``."""
+    zoo = sub.add_parser("zoo", help="models with known lineage and the attack suite").add_subparsers(
+        dest="zoo_command", required=True
+    )
+    atk = zoo.add_parser("attack", help="apply a function-preserving transform to a model directory")
+    atk.add_argument("src")
+    atk.add_argument("dst")
+    atk.add_argument("--kind", required=True, choices=ATTACKS)
+    atk.add_argument("--seed", type=int, default=0)
+    atk.set_defaults(func=cmd_zoo_attack)
+
+    bld = zoo.add_parser("build", help="build (or reuse) the lineage zoo")
+    bld.add_argument("dir")
+    bld.add_argument("--families", default=None, help="comma-separated, e.g. llama,gpt2")
+    bld.add_argument("--quick", action="store_true", help="a small, fast zoo with the same lineage")
+    bld.add_argument("--heldout", action="store_true",
+                     help="the held-out population (new base seeds, derivatives of llama-base-s2) for evaluation")
+    bld.add_argument("-q", "--quiet", action="store_true")
+    bld.set_defaults(func=cmd_zoo_build)
+
+
+def add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``pawprint demo``."""
+    demo = sub.add_parser("demo", help="the end-to-end demonstration on built-in data")
+    demo.add_argument("--workdir", default="out/demo")
+    demo.add_argument("--quick", action="store_true")
+    demo.set_defaults(func=cmd_demo)
