@@ -13,6 +13,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 install: $(STAMP)
 
+# '.[dev]' is everything: the core, the owner, verifier and zoo extras (pyproject.toml) and the development tools.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@if $(BIN)/python -m pip install --dry-run -q --report - torch==$(TORCH_VERSION) 2>/dev/null | grep -q '%2Bcpu'; then \
@@ -28,9 +29,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m pawprint demo
 
+# lint-imports: the import contracts in pyproject.toml ([tool.importlinter]), the floor plan of the packages.
 lint: install
 	$(BIN)/ruff check protocol owner verifier zoo pawprint tests benchmarks scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # The dispute report is tested in a real headless browser (Debian's chromium); installed here where missing.
 browser:
