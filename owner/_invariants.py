@@ -1,5 +1,5 @@
 """The invariant terms: products of weight matrices on the probe rows that function-preserving transforms
-cannot move (see shared/design/SCIENCE.md). Comparing them (ICS) is the verifier's (``verifier._ics``).
+cannot move (see docs/science.md). Comparing them (ICS) is the verifier's (``verifier._ics``).
 
 Pure logic: takes tensors and values, returns arrays and values; reading checkpoints lives in the adapters.
 Only these ``n x n`` terms (never a weight tensor) may leave the owner's machine.
