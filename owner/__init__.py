@@ -29,6 +29,7 @@ from owner._adapters import METHODS, SUPPORTED_FAMILIES, ArchInfo, Method
 from owner._agent import Progress, WrittenInvariants, compute_invariants, probe_set_for, write_invariants
 from owner._client import SubmissionError, SubmitResult, submit
 from owner._fingerprint import build_bundle, bundle_invariants, is_bundle_file, load_bundle
+from owner._hub import resolve_model
 from owner._invariants import METHOD_IDS, TERMS
 from owner._invfile import is_invariants_file, load_invariants, save_invariants
 from owner._model import OpenedModel, open_model
@@ -119,6 +120,7 @@ __all__ = [
     "map_probes",
     "open_model",
     "probe_set_for",
+    "resolve_model",
     "save_invariants",
     "save_probe_set",
     "submit",

@@ -1,8 +1,10 @@
 """Open a model for the owner agent: find its config, its tensor files and its tokenizer, pick the adapter.
 
 Accepted inputs: a Hugging Face directory (``config.json`` with ``model.safetensors``, sharded safetensors with
-``model.safetensors.index.json``, ``pytorch_model.bin`` or sharded ``.bin`` with an index), an ONNX file with
-``config.json`` beside it, or a directory in the Optimum layout (``model.onnx`` beside ``config.json``).
+``model.safetensors.index.json``, ``pytorch_model.bin`` or sharded ``.bin`` with an index), a single weights file
+(``.safetensors`` or ``.bin``) or an ONNX file with ``config.json`` beside it, a directory in the Optimum layout
+(``model.onnx`` beside ``config.json``), or a Hugging Face repo id or cache folder found in the local cache
+(``owner._hub.resolve_model``: nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from owner._adapters import Adapter, select_adapter
+from owner._hub import resolve_model
 from owner._source import SafetensorsSource, TensorSource, TorchBinSource
 from owner.errors import CheckpointError
 
@@ -44,8 +47,12 @@ def read_config(root: Path) -> dict[str, Any]:
 
 def _open_source(path: Path, config: dict[str, Any]) -> tuple[Path, str, TensorSource]:
     """Find the tensor files for ``path`` and open them lazily."""
+    if path.is_file() and path.suffix == ".safetensors":
+        return path.parent, "safetensors", SafetensorsSource([path])
+    if path.is_file() and path.suffix == ".bin":
+        return path.parent, "pytorch-bin", TorchBinSource([path])
     if path.is_file() and path.suffix != ".onnx":
-        raise CheckpointError(f"{path}: not a model directory or an .onnx file")
+        raise CheckpointError(f"{path}: not a model directory, a weights file (.safetensors, .bin) or an .onnx file")
     if path.is_file() or (not _has_hf_weights(path) and any(path.glob("*.onnx"))):
         from owner import _onnx  # onnx is imported only for ONNX models
 
@@ -77,11 +84,10 @@ def _has_hf_weights(root: Path) -> bool:
     ))
 
 
-def open_model(path: Path | str) -> OpenedModel:
-    """Open ``path`` lazily: only the config, file headers and the tokenizer are read here."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+def open_model(path: Path | str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> OpenedModel:
+    """Open ``path`` lazily: only the config, file headers and the tokenizer are read here. ``path`` may also be
+    a Hugging Face repo id or cache folder in the local cache (``revision``, ``cache_dir``: ``resolve_model``)."""
+    path = resolve_model(path, revision=revision, cache_dir=cache_dir)
     root = path.parent if path.is_file() else path
     config = read_config(root)
     root, fmt, source = _open_source(path, config)
