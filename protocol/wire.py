@@ -9,6 +9,8 @@ import ``protocol.wire`` where a channel is wanted. The generated stubs (``proto
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -29,6 +31,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "MAX_LIST",
     "MAX_MESSAGE_BYTES",
+    "NO_PROXY_OPTION",
     "PUBLISH_CHUNK_BYTES",
     "ChannelError",
     "RegistryClientError",
@@ -49,6 +52,7 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_LIST = 1000  # entries per List page, the server's cap
 PUBLISH_CHUNK_BYTES = 512 * 1024  # below the server's default chunk limit
 DEFAULT_REGISTRY_TIMEOUT_S = 60.0
+NO_PROXY_OPTION: tuple[str, object] = ("grpc.enable_http_proxy", 0)  # a channel option: connect directly
 
 
 class ChannelError(ProtocolError):
@@ -58,7 +62,10 @@ class ChannelError(ProtocolError):
 
 class RemoteFailure(ProtocolError):
     """The peer answered with a gRPC error status: ``code`` its name, ``retry_after_s`` the wait it named in
-    a ``google.rpc.RetryInfo`` detail (``None`` if it named none)."""
+    a ``google.rpc.RetryInfo`` detail (``None`` if it named none); ``unreachable`` when no server answered at
+    all (nothing listening, no route, a name that does not resolve: ``code`` is then UNAVAILABLE)."""
+
+    unreachable: bool = False  # the call reached no server (``failure_of`` sets it; ``code`` is UNAVAILABLE)
 
     def __init__(self, message: str, code: str = "UNKNOWN", retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -98,7 +105,9 @@ def open_channel(
 ) -> grpc.Channel:
     """A channel to ``target`` (``HOST:PORT``): TLS, trusting ``ca`` (the system roots when ``None``), with a
     client certificate when ``cert`` and ``key`` are given; plaintext only with ``insecure_loopback`` to a
-    loopback address."""
+    loopback address, and then never through a proxy (``NO_PROXY_OPTION``). A TLS channel honours the proxy
+    variables (``grpc_proxy``, ``https_proxy``, ``http_proxy``, ``no_grpc_proxy``, ``no_proxy``) as the
+    user's network asks: what crosses the proxy is encrypted end to end."""
     host = split_host(target)
     options: list[tuple[str, object]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -109,6 +118,9 @@ def open_channel(
             raise ChannelError("--insecure-loopback excludes TLS options")
         if host not in LOOPBACK_HOSTS:
             raise ChannelError(f"plaintext is allowed only to 127.0.0.1 or ::1, not to {host!r}")
+        # Never through a proxy: with grpc_proxy, https_proxy or http_proxy set, grpc would otherwise send
+        # ``CONNECT 127.0.0.1:PORT`` to the proxy, and the plaintext would leave the machine.
+        options.append(NO_PROXY_OPTION)
         return grpc.insecure_channel(target, options=options)
     if (cert is None) != (key is None):
         raise ChannelError("a client certificate needs both --cert and --key")
@@ -177,15 +189,55 @@ _E = TypeVar("_E", bound=RemoteFailure)
 
 
 def failure_of(e: grpc.RpcError, what: str, peer: str = "the peer",
-               kind: Callable[[str, str, float | None], _E] | None = None) -> RemoteFailure:
+               kind: Callable[[str, str, float | None], _E] | None = None, *,
+               target: str | None = None) -> RemoteFailure:
     """A failed call as a ``RemoteFailure`` (or ``kind``): its status name, its message, and the retry delay
-    of its ``RetryInfo`` detail if it carries one."""
+    of its ``RetryInfo`` detail if it carries one.
+
+    A call that never reached a server (UNAVAILABLE with grpc's own connect failure: connection refused, no
+    route, a name that does not resolve, a TLS handshake that failed) says so: "nothing is listening at
+    HOST:PORT (connection refused)" or "cannot reach HOST:PORT: REASON", naming ``target`` (the ``HOST:PORT``
+    the channel was opened to; without it, the address grpc names, else ``peer``). Its ``code`` stays
+    UNAVAILABLE and its ``unreachable`` is true. A server's own UNAVAILABLE (a verifier draining) keeps its
+    words: "``peer`` answered UNAVAILABLE: ..."."""
     code = e.code() if callable(getattr(e, "code", None)) else None
     details = e.details() if callable(getattr(e, "details", None)) else None
     name = code.name if code is not None else "UNKNOWN"
     retry = _retry_after(e)
-    message = f"{what}: {peer} answered {name}: {details or 'no details'}"
-    return (kind or RemoteFailure)(message, name, retry)
+    unreachable = _connect_failure(details) if name == "UNAVAILABLE" else None
+    if unreachable is None:
+        message = f"{what}: {peer} answered {name}: {details or 'no details'}"
+    else:
+        where, reason = unreachable
+        where = target or where or peer
+        message = (f"{what}: nothing is listening at {where} (connection refused)"
+                   if "connection refused" in reason.lower() else f"{what}: cannot reach {where}: {reason}")
+    failure = (kind or RemoteFailure)(message, name, retry)
+    failure.unreachable = unreachable is not None
+    return failure
+
+
+# grpc's words (in the status details) for a call that found no server, as grpc 1.62 to 1.85 write them:
+# "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote
+# host: Connection refused", "errors resolving HOST:PORT: ...", "DNS resolution failed for HOST:PORT: ...".
+_CONNECT_FAILED = re.compile(
+    r"(?:failed to connect to all addresses|connections to all backends failing); last error: "
+    r"(?:[A-Z_]+: )?(?:(?:ipv4|ipv6|unix|unix-abstract):(?P<address>\S+?): )?(?P<reason>.+)", re.DOTALL)
+_RESOLVE_FAILED = re.compile(r"(?:errors resolving|DNS resolution failed for) (?P<address>[^\s:]*(?::\d+)?)",
+                             re.IGNORECASE)
+
+
+def _connect_failure(details: str | None) -> tuple[str | None, str] | None:
+    """``(address, reason)`` when ``details`` are grpc's own words for a connection that could not be made
+    (the address as grpc names it, if it does), else ``None`` (a server's own UNAVAILABLE)."""
+    if not details:
+        return None
+    if (m := _CONNECT_FAILED.match(details)) is not None:
+        address = urllib.parse.unquote(m["address"]) if m["address"] else None
+        return address, m["reason"].strip()
+    if (m := _RESOLVE_FAILED.match(details)) is not None:
+        return m["address"] or None, f"the host name does not resolve ({details})"
+    return None
 
 
 def _retry_after(e: grpc.RpcError) -> float | None:
@@ -217,8 +269,10 @@ class RemoteRegistry:
     vendor's publish and revoke. What it serves is believed only once ``protocol``'s checks verify it."""
 
     def __init__(self, channel: grpc.Channel, *, timeout_s: float = DEFAULT_REGISTRY_TIMEOUT_S,
-                 chunk_bytes: int = PUBLISH_CHUNK_BYTES) -> None:
+                 chunk_bytes: int = PUBLISH_CHUNK_BYTES, target: str | None = None) -> None:
+        """``target``: the ``HOST:PORT`` the channel was opened to, named when nothing answers there."""
         self._channel = channel
+        self._target = target
         self._stub = pawprint_pb2_grpc.RegistryStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
         self._timeout = timeout_s
         self._chunk = chunk_bytes
@@ -230,7 +284,7 @@ class RemoteRegistry:
         try:
             return fn(request, timeout=self._timeout)
         except grpc.RpcError as e:
-            raise failure_of(e, what, "the registry", _registry_error) from e
+            raise failure_of(e, what, "the registry", _registry_error, target=self._target) from e
 
     def checkpoint(self) -> str:
         return str(self._call("checkpoint", self._stub.LatestCheckpoint, pawprint_pb2.CheckpointRequest()).note)

@@ -4,9 +4,11 @@ The servicers only convert protobuf messages to domain values and ``VerifierErro
 (``protocol.wire.abort``, with a RetryInfo detail where the error carries a retry hint). ``start`` builds the
 server (both services on one port): thread pool (a slow stream holds one thread; ``max_concurrent_rpcs``
 refuses more with RESOURCE_EXHAUSTED), explicit message size limit, a per-stream deadline and idle limit (one
-watch thread cancels a stalled stream), the standard gRPC health service, and TLS (mutual TLS when a client
-CA is given, with client certificates mapped to roles by ``verifier._access``). Plaintext is refused unless
-explicitly allowed, and then only on 127.0.0.1/::1 (``ServerConfig.check``).
+watch thread cancels a stalled stream), the standard gRPC health service, gRPC server reflection (both
+services, health and reflection itself), no port sharing (a port in use is a ``ConfigError``, not a second
+server silently sharing it), and TLS (mutual TLS when a client CA is given, with client certificates mapped
+to roles by ``verifier._access``). Plaintext is refused unless explicitly allowed, and then only on
+127.0.0.1/::1 (``ServerConfig.check``).
 
 Life cycle (``start`` / ``RunningServer.shutdown``): on shutdown health turns NOT_SERVING, new work is
 refused with UNAVAILABLE, in-flight submissions and publishes get a grace period to finish, then the server
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,19 +29,23 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from protocol import MessageError, PrivateKey, ProtocolError, SignedMessage, TrustStore
 from protocol._pb import pawprint_pb2, pawprint_pb2_grpc
 from protocol.wire import abort, published_to_pb, signed_from_pb, signed_to_pb
 from verifier._access import Caller, ClientRoles, cert_fingerprint
 from verifier._challenges import Clock, Random
-from verifier._config import ServerConfig
+from verifier._config import ServerConfig, split_host_port
 from verifier._registry import Registry
 from verifier._service import Chunk, RegistryService, VerifierService
 from verifier.errors import ConfigError, InvalidSubmission, Unauthenticated, VerifierError
 
 SERVICE_NAME = "pawprint.v1.Verifier"
 REGISTRY_SERVICE_NAME = "pawprint.v1.Registry"
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name  # grpc.health.v1.Health
+# What gRPC server reflection lists (grpcurl, grpc_cli, Postman): the two services, health and reflection.
+REFLECTED_SERVICES = (SERVICE_NAME, REGISTRY_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)
 
 log = logging.getLogger("pawprint.verifier")
 
@@ -285,6 +292,8 @@ def start(service: VerifierService) -> RunningServer:
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
+        # No port sharing: a second server on a port in use must fail to start, not share the connections.
+        ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
         ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="pawprint-verifier"),
@@ -297,6 +306,17 @@ def start(service: VerifierService) -> RunningServer:
     pawprint_pb2_grpc.add_RegistryServicer_to_server(_RegistryServicer(registry), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(REFLECTED_SERVICES, server)
+    port = _listen(server, config)
+    server.start()
+    for name in ("", SERVICE_NAME, REGISTRY_SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, service, health_servicer)
+
+
+def _listen(server: grpc.Server, config: ServerConfig) -> int:
+    """Bind ``config.listen`` (TLS as configured) and return the port; a ``ConfigError`` naming the address
+    when it cannot be bound (grpc returns 0 or raises ``RuntimeError``, depending on its version)."""
     try:
         if config.tls is None:
             port = server.add_insecure_port(config.listen)
@@ -307,14 +327,33 @@ def start(service: VerifierService) -> RunningServer:
                 require_client_auth=config.tls.client_ca is not None,
             )
             port = server.add_secure_port(config.listen, credentials)
-    except RuntimeError as e:
-        raise ConfigError(f"cannot listen on {config.listen}: {e}") from e
-    if not port:
-        raise ConfigError(f"cannot listen on {config.listen}")
-    server.start()
-    for name in ("", SERVICE_NAME, REGISTRY_SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, service, health_servicer)
+    except RuntimeError:
+        port = 0
+    if port:
+        return int(port)
+    server.stop(None)
+    if config.tls is not None and _bindable(config.listen):
+        # grpc says the same for TLS material it cannot use as for an address it cannot bind.
+        raise ConfigError(f"cannot listen on {config.listen}: the TLS certificate chain and private key were "
+                          "refused (not PEM, or not a pair)")
+    raise ConfigError(f"cannot listen on {config.listen}: the address is in use or not available")
+
+
+def _bindable(listen: str) -> bool:
+    """Whether ``listen`` can be bound now (as grpc binds: ``SO_REUSEADDR``, no port sharing)."""
+    host, port = split_host_port(listen)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False
+    for family, kind, proto, _, address in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError:
+            return False
+    return bool(infos)
 
 
 def create_server(service: VerifierService) -> tuple[grpc.Server, int]:
