@@ -106,7 +106,8 @@ def submission_requests(
 
 def check_receipt(signed: SignedMessage, verifier_key: PublicKey, signed_manifest: SignedMessage,
                   manifest: Manifest, challenge: Challenge) -> Receipt:
-    """The receipt, checked: the verifier's signature, this nonce, this manifest, this weight commitment."""
+    """The receipt, checked: the verifier's signature, this nonce, this manifest, this weight commitment, this
+    display name (or none, as the manifest had)."""
     try:
         receipt = open_receipt(signed, verifier_key)
     except ProtocolError as e:
@@ -115,6 +116,8 @@ def check_receipt(signed: SignedMessage, verifier_key: PublicKey, signed_manifes
         raise SubmissionError("the receipt is for another submission (nonce or manifest digest differ)")
     if receipt.owner_key_id != manifest.owner_key_id or receipt.weight_commitment != manifest.weight_commitment.root:
         raise SubmissionError("the receipt names another owner key or weight commitment")
+    if receipt.model_name != manifest.display_name:
+        raise SubmissionError("the receipt names the model otherwise than the signed manifest did")
     return receipt
 
 
@@ -153,16 +156,20 @@ def submit(
     retries: int = 3,
     retry_wait_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    display_name: str | None = None,
 ) -> SubmitResult:
     """Run one whole exchange over ``channel`` and return the checked receipt. A submission cut off by the
     network or a verifier restart (UNAVAILABLE), racing another copy of itself (ABORTED) or refused because
     the verifier is busy or the key over its rate (RESOURCE_EXHAUSTED saying so) is sent again as it was, up
-    to ``retries`` times with doubling waits (or the wait the verifier names); it is answered at most once."""
+    to ``retries`` times with doubling waits (or the wait the verifier names); it is answered at most once.
+    ``display_name`` names the model in the signed manifest (``fingerprint``); the receipt carries it back as
+    ``model_name``."""
     stub = pawprint_pb2_grpc.VerifierStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
     challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s)
     fp = fingerprint(
         model, key.key_id, now=int(clock()), probe_sets=challenge.probe_sets or None, layers=challenge.layers,
         method=method, nonce=challenge.nonce, keep_invariants=keep_invariants, workers=workers, progress=progress,
+        display_name=display_name,
     )
     manifest = fp.manifest
     limits = challenge.limits

@@ -48,6 +48,7 @@ from protocol import (
     Tensor,
     TensorDigest,
     WeightCommitment,
+    check_display_name,
     loads_strict,
     sorted_entries,
     tensor_name,
@@ -356,13 +357,22 @@ def fingerprint(
     keep_invariants: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    display_name: str | None = None,
 ) -> Fingerprint:
     """Terms and unsigned manifest of ``model``.
 
     Without ``probe_sets`` the probe set is built from the model's own vocabulary. With several, a probe set
     of which the model has too few tokens is skipped (nothing could be compared on it); none usable is an
-    error. ``now`` (Unix seconds) is passed in so that the result is reproducible.
+    error. ``now`` (Unix seconds) is passed in so that the result is reproducible. ``display_name`` is the
+    owner's name for the model, signed in the manifest and shown in receipts as named by the owner; it is
+    checked (``protocol.check_display_name``) before anything is computed, and left out of the manifest when
+    ``None``.
     """
+    if display_name is not None:
+        try:
+            check_display_name(display_name, "the model's display name")
+        except ProtocolError as e:
+            raise FingerprintError(str(e)) from e
     m = model if isinstance(model, OpenedModel) else open_model(Path(model))
     wanted: list[ProbeSpec | None] = list(probe_sets) if probe_sets else [None]
     invariants: list[InvariantSet] = []
@@ -397,6 +407,7 @@ def fingerprint(
         manifest = Manifest(
             owner_key_id=owner_key_id, nonce=nonce, created_at=int(now), agent=AGENT_VERSION, model=model_facts,
             groups=groups, tensors=table, weight_commitment=commitment, keep_invariants=keep_invariants,
+            display_name=display_name,
         )
         manifest.check_terms()
     except ProtocolError as e:
@@ -414,11 +425,13 @@ def build_bundle(
     method: Method = "pawprint",
     workers: int | None = None,
     progress: Progress | None = None,
+    display_name: str | None = None,
 ) -> Bundle:
-    """The signed offline bundle of ``model`` (kind ``bundle``: it answers no challenge)."""
+    """The signed offline bundle of ``model`` (kind ``bundle``: it answers no challenge), its manifest naming
+    the model ``display_name`` if given."""
     fp = fingerprint(
         model, key.key_id, now=now, probe_sets=probe_sets, layers=layers, method=method, workers=workers,
-        progress=progress,
+        progress=progress, display_name=display_name,
     )
     return Bundle.create(fp.manifest, fp.terms, key)
 

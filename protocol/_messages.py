@@ -11,7 +11,7 @@ Each message is a frozen dataclass with ``to_map``/``from_map``; its signed form
   as ``bundle``, so neither can be passed off as the other. It lists the term groups (probe set, which probe
   tokens the model has, layers, method), a table of the term tensors (name, dtype, shape, SHA-256) in the
   order they are streamed, the weight commitment over every checkpoint tensor, the model's shape facts, the
-  agent version and the time.
+  agent version, the time and, if the owner named the model, its ``display_name`` (below).
 - ``Bundle``: a signed manifest with its key and the term tensors; ``to_bytes`` is the offline file format,
   the canonical msgpack of ``{"format", "manifest", "public_key", "signature", "terms"}``.
 - ``Receipt`` (kind ``receipt``, signed by the verifier): the submission digest, nonce, weight commitment,
@@ -20,6 +20,17 @@ Each message is a frozen dataclass with ``to_map``/``from_map``; its signed form
   comparison used (its size and root are the registry state), and each match names its base's entry index
   (``log_index``), so anyone can fetch that entry's inclusion proof and check it against the checkpoint.
   Both fields are absent (not nil) from a receipt made without a log: one encoding per value.
+
+**Display names.** An owner may name the model it submits: ``Manifest.display_name``, signed with the rest of
+the manifest, which the verifier copies into the receipt as ``Receipt.model_name``. The name is what the owner
+asserts, checked by nobody: show it as "named by the owner", escaped. It is absent (not nil) when there is none,
+so a manifest or receipt without a name keeps the bytes it had before names existed. A name is refused unless
+it is non-empty NFC text of at most ``MAX_DISPLAY_NAME`` characters, every one printable (``str.isprintable``:
+no control, format, surrogate, private-use or unassigned code point, hence no bidi embedding, override or
+isolate, no zero-width character, no line break), with single spaces between words and none at either end
+(``check_display_name``): two names that read differently must not look alike through invisible characters.
+"Unassigned" is as the running Python's Unicode database says: a character newer than it is refused, never
+let through.
 
 **The number rule.** Signed structures hold no floats. Times are integer Unix seconds; sizes are integer
 bytes; scores (cosines and ICS, all in [-1, 1]) are decimal strings with exactly six digits after the point,
@@ -85,6 +96,10 @@ def check_p(text: object, what: str = "p_value") -> str:
         raise MessageError(f"{what}: not a p-value string (d.ddde+-xx in [0, 1]): {text!r:.40}")
     return text
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
+
+MAX_DISPLAY_NAME = 200  # characters (code points)
+# Bidi embeddings, overrides and isolates: already refused as non-printable (category Cf); named for the message.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 # Large enough for a bundle of 4096 x 4096 terms over many layers; the caller passes its own otherwise.
 BUNDLE_LIMITS = Limits(max_bytes=8 * 1024**3)
@@ -197,6 +212,29 @@ def _parse(what: str, fn: Callable[..., _T], *args: Any) -> _T:
 def _check_key_id(what: str, value: str) -> None:
     if not isinstance(value, str) or _KEY_ID.fullmatch(value) is None:
         raise MessageError(f"{what}: not a key id (64 lowercase hex characters)")
+
+
+def check_display_name(value: object, what: str = "display_name") -> str:
+    """``value`` if it is an acceptable display name for a model (see the module docstring); ``MessageError``
+    naming what is wrong otherwise. The owner asserts the name: it is untrusted text, checked only for form."""
+    if not isinstance(value, str):
+        raise MessageError(f"{what}: must be text, got {type(value).__name__}")
+    if not value:
+        raise MessageError(f"{what}: must not be empty")
+    if len(value) > MAX_DISPLAY_NAME:
+        raise MessageError(f"{what}: {len(value)} characters, at most {MAX_DISPLAY_NAME} allowed")
+    bidi = next((c for c in value if c in _BIDI_CONTROLS), None)
+    if bidi is not None:
+        raise MessageError(f"{what}: bidirectional control character U+{ord(bidi):04X} is not allowed")
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is not None:
+        raise MessageError(f"{what}: character U+{ord(bad):04X} (category {unicodedata.category(bad)}) is not "
+                           "printable text")
+    if not unicodedata.is_normalized("NFC", value):
+        raise MessageError(f"{what}: not in Unicode normal form NFC")
+    if value != value.strip(" ") or "  " in value:
+        raise MessageError(f"{what}: spaces only singly, between words (none at either end)")
+    return value
 
 
 def _check_digest(what: str, value: object) -> None:
@@ -504,9 +542,12 @@ class Manifest:
     weight_commitment: WeightCommitment
     keep_invariants: bool = False
     version: int = MESSAGE_VERSION
+    display_name: str | None = None  # the owner's name for the model: asserted, not verified; absent if none
 
     def __post_init__(self) -> None:
         _check_key_id("manifest.owner_key_id", self.owner_key_id)
+        if self.display_name is not None:
+            check_display_name(self.display_name, "manifest.display_name")
         if self.nonce is not None and (not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_SIZE):
             raise MessageError(f"manifest.nonce must be {NONCE_SIZE} bytes or absent")
         _check_count("manifest.created_at", self.created_at)
@@ -563,6 +604,9 @@ class Manifest:
             "tensors": [_digest_map(t) for t in self.tensors],
             "version": self.version,
             "weight_commitment": self.weight_commitment.to_map(),
+            # Absent rather than nil when there is none: one encoding per value, and a manifest without a name
+            # keeps the bytes (so the signature and digest) it had before names existed.
+            **({} if self.display_name is None else {"display_name": self.display_name}),
         }
 
     def encode(self) -> bytes:
@@ -571,9 +615,10 @@ class Manifest:
     @classmethod
     def from_map(cls, value: object) -> Manifest:
         what = "manifest"
+        named = isinstance(value, dict) and "display_name" in value
         f = _Fields(value, what, (
             "agent", "created_at", "groups", "keep_invariants", "model", "nonce", "owner_key_id", "tensors",
-            "version", "weight_commitment"), versioned=True)
+            "version", "weight_commitment", *(("display_name",) if named else ())), versioned=True)
         model = f.value["model"]
         if not isinstance(model, dict):
             raise MessageError(f"{what}.model: expected a map")
@@ -582,7 +627,8 @@ class Manifest:
         return _parse(what, cls,
             f.key_id("owner_key_id"), f.optional_bytes("nonce", NONCE_SIZE), f.integer("created_at"), f.text("agent"),
             model, groups, tensors, WeightCommitment.from_map(f.value["weight_commitment"]),
-            f.flag("keep_invariants"),
+            f.flag("keep_invariants"), MESSAGE_VERSION,
+            f.text("display_name") if named else None,
         )
 
     @classmethod
@@ -923,9 +969,14 @@ class Receipt:
     # rule ``screen_rule``. Absent when every base was compared exactly.
     screened: int | None = None
     screen_rule: str | None = None
+    # The submitted manifest's ``display_name``, copied as the owner signed it: asserted, not verified. Absent
+    # when the manifest had none.
+    model_name: str | None = None
 
     def __post_init__(self) -> None:
         _check_key_id("receipt.verifier_key_id", self.verifier_key_id)
+        if self.model_name is not None:
+            check_display_name(self.model_name, "receipt.model_name")
         if (self.screened is None) != (self.screen_rule is None):
             raise MessageError("receipt.screened and receipt.screen_rule come together")
         if self.screened is not None:
@@ -992,6 +1043,7 @@ class Receipt:
             **({} if self.null_id is None else {"null_id": self.null_id}),
             **({} if self.picture is None else {"picture": self.picture.to_map()}),
             **({} if self.screened is None else {"screened": self.screened, "screen_rule": self.screen_rule}),
+            **({} if self.model_name is None else {"model_name": self.model_name}),
         }
 
     @classmethod
@@ -1001,12 +1053,13 @@ class Receipt:
         calibrated = isinstance(value, dict) and "null_id" in value
         pictured = isinstance(value, dict) and "picture" in value
         screened = isinstance(value, dict) and ("screened" in value or "screen_rule" in value)
+        named = isinstance(value, dict) and "model_name" in value
         f = _Fields(value, what, (
             "compared", "issued_at", "kept_invariants", "matches", "method_ids", "nonce", "owner_key_id", "registry",
             "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment",
             *(("checkpoint",) if logged else ()), *(("null_id",) if calibrated else ()),
-            *(("picture",) if pictured else ()), *(("screen_rule", "screened") if screened else ())),
-            versioned=True)
+            *(("picture",) if pictured else ()), *(("screen_rule", "screened") if screened else ()),
+            *(("model_name",) if named else ())), versioned=True)
         checkpoint = f.text("checkpoint") if logged else None
         matches = tuple(Match.from_map(m, f"{what}.matches[{i}]") for i, m in enumerate(f.items("matches")))
         method_ids = f.items("method_ids")
@@ -1020,6 +1073,7 @@ class Receipt:
             MESSAGE_VERSION, checkpoint, f.text("null_id") if calibrated else None,
             Picture.from_map(f.value["picture"], f"{what}.picture") if pictured else None,
             f.integer("screened") if screened else None, f.text("screen_rule") if screened else None,
+            f.text("model_name") if named else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -1044,4 +1098,5 @@ class Receipt:
             "picture": None if self.picture is None else self.picture.as_dict(),
             "screened": self.screened,
             "screen_rule": self.screen_rule,
+            "model_name": self.model_name,  # named by the owner, not verified
         }

@@ -53,13 +53,17 @@ def redraw(picture: Picture) -> bytes:
 
 def receipt_sheet(receipt: Receipt) -> bytes | None:
     """The receipt's submitted dog beside its best match's (the first match with a picture), labelled with the
-    scores; every picture redrawn and checked first (``PictureMismatch``). ``None`` if the receipt has none."""
+    model's name as its owner gave it (if any), the base's name and the scores, names whole (``render_sheet``
+    wraps them, never cuts them); every picture redrawn and checked first (``PictureMismatch``). ``None`` if the
+    receipt has none."""
     if receipt.picture is None:
         return None
-    items = [(receipt.picture, ["submitted model", f"verdict: {receipt.verdict}"])]
+    mine = (["submitted model"] if receipt.model_name is None
+            else [f"submitted: {receipt.model_name}", "(named by the owner, not verified)"])
+    items = [(receipt.picture, [*mine, f"verdict: {receipt.verdict}"])]
     top = next((m for m in receipt.matches if m.picture is not None), None)
     if top is not None and top.picture is not None:
-        label = [f"vs {top.name[:24]}", f"ICS {top.ics}", f"p {top.p_value}" if top.p_value else "", top.verdict]
+        label = [f"vs {top.name}", f"ICS {top.ics}", f"p {top.p_value}" if top.p_value else "", top.verdict]
         items.append((top.picture, [x for x in label if x]))
     for picture, _ in items:
         redraw(picture)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -600,43 +600,106 @@ def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def sheet_text(text: str) -> str:
+    """``text`` as the sheet writes it: printable ASCII as itself, a backslash doubled, and every other character
+    as its code point (``\\u00e9``, ``\\U0001f600``). The sheet's font draws ASCII only (other characters would
+    all be the same box), and the escape is one-to-one, so two different labels never print the same."""
+    out = []
+    for c in text:
+        if c == "\\":
+            out.append("\\\\")
+        elif " " <= c <= "~":
+            out.append(c)
+        else:
+            out.append(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+    return "".join(out)
+
+
+CONTINUED = "\\"  # ends a line broken inside a word, as in a shell: never the end of a ``sheet_text`` token
+
+
+def wrap_label(text: str, width: float, measure: Callable[[str], float]) -> list[str]:
+    """``text``, spelled by ``sheet_text``, in lines no wider than ``width`` (as ``measure`` says): broken at the
+    last space that fits (if past the middle of the line; the space is dropped), else inside a word, where the
+    line ends with ``CONTINUED``. Nothing is cut off and no escape is split, so two different texts never give
+    the same lines: a line ending in an odd number of backslashes continues the word, any other line a space.
+    A character wider than ``width`` still gets a line.
+    """
+    tokens = [sheet_text(c) for c in text]
+
+    def longest(start: int, mark: str) -> int:
+        """The most tokens from ``start`` that fit with ``mark`` after them (at least one)."""
+        lo, hi = 1, len(tokens) - start
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if measure("".join(tokens[start : start + mid]) + mark) <= width:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    lines: list[str] = []
+    start, at_space = 0, False
+    while len(tokens) - start > 1 and measure("".join(tokens[start:])) > width:
+        fits = longest(start, "")
+        space = next((k for k in range(start + fits, start, -1) if k < len(tokens) and tokens[k] == " "), start)
+        at_space = space - start > fits // 2
+        if at_space:
+            lines.append("".join(tokens[start:space]))
+            start = space + 1
+        else:
+            n = longest(start, CONTINUED)
+            lines.append("".join(tokens[start : start + n]) + CONTINUED)
+            start += n
+    if start < len(tokens) or at_space or not lines:  # after a space, even an empty rest is a line
+        lines.append("".join(tokens[start:]))
+    return lines
+
+
 def sheet_size(n_dogs: int, n_lines: int, size: int = 256, columns: int = 4) -> tuple[int, int]:
-    """Width and height of the sheet ``render_sheet`` draws for ``n_dogs`` dogs with ``n_lines`` label lines."""
+    """Width and height of the sheet ``render_sheet`` draws for ``n_dogs`` dogs with ``n_lines`` label lines
+    under the tallest (lines as drawn: a label too long for the tile takes several)."""
     cols = min(n_dogs, columns)
     rows = -(-n_dogs // columns)
     tile_h = size + n_lines * SHEET_LINE + SHEET_PAD
     return cols * (size + SHEET_PAD) + SHEET_PAD, rows * tile_h + SHEET_PAD
 
 
+def sheet_labels(items: Sequence[tuple[object, Sequence[str]]], size: int = 256) -> list[list[str]]:
+    """The lines ``render_sheet`` writes under each dog: each label as ``sheet_text`` spells it, wrapped to the
+    tile's width (``wrap_label``). Nothing is cut off: a long name takes as many lines as it needs."""
+    font = _font(SHEET_LINE - 4)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def measure(text: str) -> float:
+        return float(draw.textlength(text, font=font))
+
+    return [[line for label in lines for line in wrap_label(str(label), size, measure)] for _, lines in items]
+
+
 def render_sheet(items: Sequence[tuple[object, Sequence[str]]], size: int = 256, columns: int = 4) -> bytes:
     """Dogs side by side, ``columns`` a row, each with its label lines (scores, names) printed under it, in
-    Pillow's default font, as an RGB PNG; lines too long for the tile are cut with an ellipsis."""
+    Pillow's default font, as an RGB PNG. Labels are never cut: one too long for the tile is wrapped onto more
+    lines, and characters the font cannot draw are written as their code points (``sheet_labels``), so two
+    labels that differ anywhere print differently."""
     if not items:
         raise ValueError("the sheet needs at least one dog")
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}")
-    n_lines = max(len(lines) for _, lines in items)
+    labels = sheet_labels(items, size)
+    n_lines = max(len(lines) for lines in labels)
     width, height = sheet_size(len(items), n_lines, size, columns)
     dogs = [_rasterise(_scene_of(vector), size) for vector, _ in items]  # every vector checked before drawing
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = _font(SHEET_LINE - 4)
     tile_h = size + n_lines * SHEET_LINE + SHEET_PAD
-    for i, (dog, (_, lines)) in enumerate(zip(dogs, items, strict=True)):
+    for i, (dog, lines) in enumerate(zip(dogs, labels, strict=True)):
         x = SHEET_PAD + (i % columns) * (size + SHEET_PAD)
         y = SHEET_PAD + (i // columns) * tile_h
         sheet.paste(dog, (x, y))
         for j, line in enumerate(lines):
-            text = str(line)
-            cut = len(text)
-            while cut > 0 and draw.textlength(text if cut == len(text) else text[:cut] + "…", font=font) > size:
-                cut -= 1
-            draw.text(
-                (x, y + size + 3 + j * SHEET_LINE),
-                text if cut == len(text) else text[:cut] + "…",
-                fill=(20, 20, 20),
-                font=font,
-            )
+            draw.text((x, y + size + 3 + j * SHEET_LINE), line, fill=(20, 20, 20), font=font)
     return _png_bytes(sheet)
 
 

@@ -13,7 +13,8 @@ What the page must never do:
   signed digests), the CSS is inline, the one inline script only records whether the page rendered (for the
   browser test), and a Content-Security-Policy forbids everything else, scripts other than that one included;
 - show a receipt's text unescaped: base names, term names and rule strings come from whoever registered a
-  base or ran the verifier;
+  base or ran the verifier, and the model's name (``model_name``) from its owner, who asserts it: it is shown
+  as "named by the owner", never as something the verifier checked;
 - depend on when or where it was made: the same receipts and checks give the same bytes (the only times
   shown are the receipts' own).
 
@@ -368,9 +369,22 @@ def _check_line(what: str, check: Check) -> str:
             f"<b>{_e(what)}:</b> {_e(check.text)}</li>")
 
 
+OWNER_NAMED = "named by the owner, not verified"
+
+
+def _model_name(r: Receipt) -> str:
+    """How the page names the submitted model (HTML): the owner's name for it, marked as theirs, or its digest."""
+    if r.model_name is None:
+        return (f'an unnamed model (submission <span class="mono">{r.submission.hex()[:16]}&hellip;</span>; its '
+                "owner gave it no name)")
+    return f'<span class="name">{_e(r.model_name)}</span> <span class="small owner-named">({OWNER_NAMED})</span>'
+
+
 def _headline(item: ReportItem) -> str:
     r = item.receipt
     best = _best(r.matches)
+    subject = "The submitted model" if r.model_name is None else (
+        f"The submitted model, which its owner calls <b>{_e(r.model_name)}</b>,")
     if r.verdict == "derived":
         derived = sorted((m for m in r.matches if m.verdict == "derived"),
                          key=lambda m: Decimal(m.p_value) if m.p_value is not None else Decimal(2))
@@ -378,13 +392,13 @@ def _headline(item: ReportItem) -> str:
         name = lead.name if lead is not None else "?"
         more = f" and {len(derived) - 1} other base(s)" if len(derived) > 1 else ""
         word = f'Derived from <span class="name">{_e(name)}</span>{more}'
-        meaning = (f"The submitted model descends from the registered base model <b>{_e(name)}</b>: it was made "
+        meaning = (f"{subject} descends from the registered base model <b>{_e(name)}</b>: it was made "
                    "from that model's weights (by fine-tuning, merging, pruning, compressing or similar), not "
                    "trained independently.")
     elif r.verdict == "independent":
         lead = best
         word = "Independent of every registered base"
-        meaning = (f"The submitted model resembles none of the {r.compared} registered base model(s) it was "
+        meaning = (f"{subject} resembles none of the {r.compared} registered base model(s) it was "
                    "compared with more than unrelated models resemble each other. This says nothing about models "
                    "that are not in the registry.")
     else:
@@ -408,7 +422,8 @@ def _headline(item: ReportItem) -> str:
                 "anything else in this section.</p>")
     elif item.verdict_check.state == FAILED:
         warn = '<p class="alarm">This verdict does not follow from the receipt\'s own numbers (see the checks).</p>'
-    return (f'<div class="verdict {_e(r.verdict)}"><div class="verdict-word">{word}</div>'
+    return (f'<div class="verdict {_e(r.verdict)}"><div class="verdict-subject">Model: {_model_name(r)}</div>'
+            f'<div class="verdict-word">{word}</div>'
             f'<p class="meaning">{meaning}</p><p class="chance">{chance}</p>{warn}</div>')
 
 
@@ -446,8 +461,12 @@ def _pictures(r: Receipt, best: Match | None, mine: _Drawn | None, theirs: _Draw
         base_who = "no base to compare with"
     else:
         base_who = f'the base: <span class="name">{_e(best.name)}</span>'
-    left = _figure("the submitted model", "the dog drawn from the submitted model's fingerprint", r.picture, mine,
-                   "the receipt carries no picture of the submitted model")
+    who = "the submitted model" if r.model_name is None else (
+        f'the submitted model: <span class="name">{_e(r.model_name)}</span> '
+        f'<span class="small owner-named">({OWNER_NAMED})</span>')
+    alt = "the dog drawn from the submitted model's fingerprint" + (
+        "" if r.model_name is None else f" ({r.model_name}, {OWNER_NAMED})")
+    left = _figure(who, alt, r.picture, mine, "the receipt carries no picture of the submitted model")
     right = _figure(base_who, "the dog drawn from the fingerprint of " + (best.name if best else "no base"),
                     None if best is None else best.picture, theirs,
                     "the registry entry has no picture" if best is not None else "")
@@ -627,6 +646,9 @@ def _reverify(item: ReportItem) -> str:
         ("Verdict rule", f"<code>{_e(r.verdict_rule)}</code>"),
         ("Null (unrelated-model scores)", f'<code>{_e(r.null_id or "none: not calibrated")}</code>'),
         ("Fingerprint method(s)", "<br>".join(f"<code>{_e(x)}</code>" for x in r.method_ids) or "&ndash;"),
+        ("Model name (named by the owner)", "none given" if r.model_name is None else
+         f'<span class="name">{_e(r.model_name)}</span> (signed by the owner in the submission, copied into the '
+         "receipt; nobody checked it)"),
         ("Submission (manifest SHA-256)", f'<span class="mono">{r.submission.hex()}</span>'),
         ("Weight commitment", f'<span class="mono">{r.weight_commitment.hex()}</span>'),
         ("Challenge nonce", f'<span class="mono">{r.nonce.hex()}</span>'),
@@ -656,15 +678,18 @@ def _summary(items: Sequence[ReportItem]) -> str:
         r = item.receipt
         best = _best(r.matches)
         chance = "&ndash;" if best is None or best.p_value is None else chance_words(best.p_value)
+        model = ("<i>unnamed</i>" if r.model_name is None else f'<span class="name">{_e(r.model_name)}</span>')
         rows.append(
             f'<tr><td><a href="#receipt-{i}">{i}. <span class="mono">{_e(item.label)}</span></a></td>'
+            f"<td>{model}</td>"
             f'<td><span class="pill {_e(r.verdict)}">{_e(r.verdict)}</span></td>'
             f'<td class="name">{_e(best.name) if best else "&ndash;"}</td><td>{chance}</td>'
             f'<td><span class="check {item.signature.state}">{_MARK[item.signature.state]} '
             f"{_e({OK: 'valid', FAILED: 'INVALID', UNCHECKED: 'not checked'}[item.signature.state])}</span></td></tr>"
         )
     return (
-        '<table class="summary"><thead><tr><th>Receipt</th><th>Verdict</th><th>Closest base</th>'
+        '<table class="summary"><thead><tr><th>Receipt</th><th>Model (named by the owner)</th><th>Verdict</th>'
+        "<th>Closest base</th>"
         "<th>Chance of a match this strong</th><th>Signature</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
@@ -732,6 +757,8 @@ code,.mono{font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace;fo
 .verdict.independent{background:#e8f5e9;border-color:#1b7a2e}
 .verdict.inconclusive{background:#fff6dd;border-color:#b98900}
 .verdict-word{font-size:34px;font-weight:800;line-height:1.15}
+.verdict-subject{font-size:16px;margin:0 0 4px;overflow-wrap:anywhere}
+.owner-named{font-style:italic}
 .verdict.derived .verdict-word{color:#8c1d18}.verdict.independent .verdict-word{color:#14602a}
 .verdict.inconclusive .verdict-word{color:#7a5b00}
 .meaning{font-size:18px;margin:8px 0 4px}.chance{margin:4px 0}

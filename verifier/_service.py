@@ -284,6 +284,7 @@ class VerifierService:
             verdict_rule=self.config.thresholds.rule, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
             issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=self.null.null_id,
             picture=self._picture(suspect[0]) if suspect else None, screened=screened, screen_rule=screen_rule,
+            model_name=manifest.display_name,  # as the owner signed it: named by the owner, not verified
         )
         signed = sign_message(receipt, self.key)
         self.registry.record_submission(manifest, signed, receipt, terms if keep else None)
