@@ -71,19 +71,20 @@ class SubmitResult:
     challenge: Challenge
 
 
-def _rpc_error(what: str, e: grpc.RpcError) -> SubmissionError:
-    failure = failure_of(e, what, "the verifier")
+def _rpc_error(what: str, e: grpc.RpcError, target: str | None = None) -> SubmissionError:
+    failure = failure_of(e, what, "the verifier", target=target)
     return SubmissionError(str(failure), failure.code)
 
 
 def request_challenge(
-    stub: pawprint_pb2_grpc.VerifierStub, verifier_key: PublicKey, owner_key_id: str, timeout_s: float
+    stub: pawprint_pb2_grpc.VerifierStub, verifier_key: PublicKey, owner_key_id: str, timeout_s: float,
+    target: str | None = None,
 ) -> Challenge:
     """A challenge from the verifier, checked to be signed by ``verifier_key``."""
     try:
         reply = stub.GetChallenge(pawprint_pb2.ChallengeRequest(owner_key_id=owner_key_id), timeout=timeout_s)
     except grpc.RpcError as e:
-        raise _rpc_error("challenge", e) from e
+        raise _rpc_error("challenge", e, target) from e
     try:
         signed = SignedMessage(bytes(reply.payload), bytes(reply.signature), PublicKey(bytes(reply.public_key)))
         return open_challenge(signed, verifier_key)
@@ -157,15 +158,16 @@ def submit(
     retry_wait_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
     display_name: str | None = None,
+    target: str | None = None,
 ) -> SubmitResult:
     """Run one whole exchange over ``channel`` and return the checked receipt. A submission cut off by the
     network or a verifier restart (UNAVAILABLE), racing another copy of itself (ABORTED) or refused because
     the verifier is busy or the key over its rate (RESOURCE_EXHAUSTED saying so) is sent again as it was, up
     to ``retries`` times with doubling waits (or the wait the verifier names); it is answered at most once.
     ``display_name`` names the model in the signed manifest (``fingerprint``); the receipt carries it back as
-    ``model_name``."""
+    ``model_name``. ``target`` (the channel's HOST:PORT) is named when the verifier cannot be reached."""
     stub = pawprint_pb2_grpc.VerifierStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
-    challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s)
+    challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s, target)
     fp = fingerprint(
         model, key.key_id, now=int(clock()), probe_sets=challenge.probe_sets or None, layers=challenge.layers,
         method=method, nonce=challenge.nonce, keep_invariants=keep_invariants, workers=workers, progress=progress,
@@ -192,7 +194,7 @@ def submit(
             code = e.code() if callable(getattr(e, "code", None)) else None
             wait = retry_wait(e, attempt, retry_wait_s)
             if wait is None or attempt == retries:
-                failure = failure_of(e, "submission", "the verifier")
+                failure = failure_of(e, "submission", "the verifier", target=target)
                 raise SubmissionError(str(failure), failure.code) from e
             log.warning("submission: the verifier answered %s; sending the same signed submission again in "
                         "%.1f s (attempt %d of %d)", code.name if code else "?", wait, attempt + 2, retries + 1)

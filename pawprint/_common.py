@@ -1,8 +1,9 @@
-"""What the ``pawprint`` role modules share: the CLI's own error, exit statuses, reading files and keys named on
-the command line, JSON and progress output, and the option groups several roles add.
+"""What the ``pawprint`` role modules share: the CLI's own errors, the exit statuses and which error means which,
+reading files and keys named on the command line, JSON and progress output, and the option groups several roles
+add.
 
 Imports only ``protocol`` (the core install): whatever needs the owner's agent, the verifier or the zoo is
-imported by the command that needs it.
+imported by the command that needs it; their error classes are looked up only once their modules are loaded.
 """
 
 from __future__ import annotations
@@ -14,17 +15,27 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from protocol import Bundle, PrivateKey
+    from protocol import Bundle, PrivateKey, PublicKey
     from verifier import NullModel, Thresholds
 
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1  # the command ran and what it checked does not hold (``registry audit``)
-EXIT_BAD_INPUT = 2
+# The exit statuses, one meaning each (the README's command-line section shows this table; a test checks it):
+EXIT_OK = 0  # the command did what it was asked, and what it checked holds
+EXIT_CHECK_FAILED = 1  # the input was well formed but does not verify: a signature, a proof, an audit, a verdict
+EXIT_BAD_INPUT = 2  # bad input or usage: an unreadable or malformed file, a bad option (argparse's usage errors)
+EXIT_UNAVAILABLE = 3  # a server could not be reached, or did not answer in time
+EXIT_CODES = {
+    EXIT_OK: "ok",
+    EXIT_CHECK_FAILED: "a verification failed (signature, proof, audit, tampered file, verdict, invalid receipt)",
+    EXIT_BAD_INPUT: "bad input or usage (unreadable or malformed file, bad option)",
+    EXIT_UNAVAILABLE: "unavailable (a server that cannot be reached, UNAVAILABLE, deadline exceeded)",
+}
+# gRPC statuses that mean the peer could not be reached or did not answer in time (exit 3)
+UNAVAILABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 Progress = Callable[[str, int, int], None]
 
@@ -32,10 +43,168 @@ Progress = Callable[[str, int, int], None]
 VERIFIER_EXTRA_MODULES = frozenset({"scipy", "PIL", "grpc_health"})
 VERIFIER_EXTRA_HINT = "needs the verifier extra (pip install 'pawprint[verifier]')"
 
+# The project's error hierarchies, by the module that defines each: an error of a class can only be raised
+# once its module is loaded, so they are looked up there instead of importing owner, verifier or the zoo.
+_ERROR_CLASSES = (
+    ("owner.errors", "OwnerError"),
+    ("verifier.errors", "VerifierError"),
+    ("zoo.attacks", "AttackError"),
+    ("zoo.attacks", "AttackNotApplicable"),
+)
+# Classes whose every instance means "does not verify" (exit 1), by module (looked up as above).
+_CHECK_FAILED_CLASSES = (
+    ("protocol", "SignatureError"),
+    ("protocol", "UntrustedKeyError"),
+    ("protocol", "ProofError"),
+    ("protocol", "LogCheckFailed"),
+    ("protocol", "LogUnreadable"),  # the log itself is corrupt (a registry's DATA_LOSS)
+    ("protocol", "ProofUnavailable"),  # the log has no proof for a checkpoint it once signed
+    ("verifier.errors", "Unauthenticated"),  # a local registry: the signature does not verify, the key is unknown
+    ("verifier.errors", "PermissionDenied"),  # ... the key is not trusted for what it signed
+    ("verifier._pictures", "PictureMismatch"),
+)
+# A peer's refusals, carrying its gRPC status name as ``code``.
+_REFUSALS = (("protocol.wire", "RemoteFailure"), ("owner._client", "SubmissionError"))
+# (``verifier.RegistryCorrupt`` is not among them: a data directory the verifier cannot read, its database or a
+# blob, is exit 2 whichever it is; an audit of a local log reports its corruption itself, exit 1.)
+# Errors that say where a check could not run (a channel, a peer, a file of keys), never that it failed.
+_NOT_A_CHECK = (
+    ("protocol.wire", "ChannelError"),
+    ("protocol.wire", "RemoteFailure"),
+    ("protocol", "KeyFileError"),
+    ("protocol", "TrustStoreError"),
+)
+
 
 class CommandError(Exception):
     """A file named on the command line cannot be read or written, an option combination is invalid, or a
-    library refused the input with a plain ``ValueError``: ``main`` prints it as one line, exit status 2."""
+    library refused the input: ``main`` prints it as one line and exits with ``code`` (2 unless said).
+    ``kind`` names the error for ``--json`` (the library's class when this wraps one)."""
+
+    default_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, code: int | None = None, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.code = self.default_code if code is None else code
+        self.kind = kind or type(self).__name__
+
+
+class CheckFailed(CommandError):
+    """What the command checked does not hold (exit 1): a verdict that does not follow, an invalid receipt."""
+
+    default_code = EXIT_CHECK_FAILED
+
+
+class UsageError(SystemExit):
+    """argparse's usage error (exit 2), after argparse's own two lines on stderr: ``main`` adds the JSON."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_BAD_INPUT)
+        self.message = message
+
+
+def _loaded(pairs: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module, name in pairs:
+        loaded = sys.modules.get(module)
+        cls = getattr(loaded, name, None) if loaded is not None else None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input, a failed check or an unreachable peer (one line, exit 1-3) rather
+    than a bug: the CLI's own, the protocol's, and those of the owner's agent, the verifier and the zoo that
+    are loaded."""
+    from protocol import ProtocolError
+
+    found: list[type[Exception]] = [CommandError, ProtocolError]
+    found.extend(c for c in _loaded(_ERROR_CLASSES) if issubclass(c, Exception))
+    return tuple(found)
+
+
+def _status_code(e: BaseException) -> str | None:
+    """The gRPC status name a peer's refusal carries (``RemoteFailure`` and the owner's ``SubmissionError``)."""
+    code = getattr(e, "code", None)
+    return code if isinstance(code, str) else None
+
+
+def exit_code(e: BaseException, *, verifying: bool = False) -> int:
+    """The exit status of a user error (``EXIT_CODES``). ``verifying``: ``e`` was raised while checking input
+    already read and parsed (a bundle's terms, a receipt's contents), so any protocol error means the input
+    does not verify, except one that says the check could not run (a channel, a peer, a key file)."""
+    from protocol import ProtocolError
+
+    if isinstance(e, CommandError):
+        return e.code
+    if isinstance(e, _loaded((("verifier.errors", "Unavailable"),))):
+        return EXIT_UNAVAILABLE
+    if _status_code(e) in UNAVAILABLE_CODES and isinstance(e, _loaded(_REFUSALS)):
+        return EXIT_UNAVAILABLE
+    checks = _loaded(_CHECK_FAILED_CLASSES)
+    if isinstance(e, checks):
+        return EXIT_CHECK_FAILED
+    if isinstance(e, _loaded(_REFUSALS)) and isinstance(e.__cause__, checks):
+        return EXIT_CHECK_FAILED  # the owner's agent: the verifier's challenge or receipt does not verify
+    if verifying and isinstance(e, ProtocolError) and not isinstance(e, _loaded(_NOT_A_CHECK)):
+        return EXIT_CHECK_FAILED
+    return EXIT_BAD_INPUT
+
+
+def error_kind(e: BaseException) -> str:
+    return e.kind if isinstance(e, CommandError) else type(e).__name__
+
+
+@contextmanager
+def about(prefix: str, *, verifying: bool = False) -> Iterator[None]:
+    """Name what a user error was about: ``PREFIX: message`` (unless the message already names it), with the
+    exit status of the original error (``exit_code``; ``verifying`` as there) and its class as ``kind``."""
+    try:
+        yield
+    except Exception as e:
+        if not isinstance(e, user_errors()):
+            raise
+        message = str(e)
+        code = exit_code(e, verifying=verifying)
+        if prefix and prefix not in message:
+            message = f"{prefix}: {message}"
+        elif isinstance(e, CommandError) and code == e.code:
+            raise
+        raise CommandError(message, code=code, kind=error_kind(e)) from e
+
+
+@contextmanager
+def reaching(address: str) -> Iterator[None]:
+    """Name the address when a channel cannot be opened or a peer refuses or cannot be reached (exit 3 for
+    UNAVAILABLE and DEADLINE_EXCEEDED); other errors pass unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if not isinstance(e, _loaded((*_REFUSALS, ("protocol.wire", "ChannelError")))):
+            raise
+        message = str(e)
+        raise CommandError(message if address in message else f"{address}: {message}", code=exit_code(e),
+                           kind=type(e).__name__) from e
+
+
+def error_document(e: BaseException, code: int) -> dict[str, Any]:
+    """The ``--json`` form of a failure, printed on stdout: ``{"ok": false, "error": {code, kind, message}}``."""
+    message = e.message if isinstance(e, UsageError) else str(e)
+    return {"ok": False, "error": {"code": code, "kind": error_kind(e), "message": message}}
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's own ``__version__`` (a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("pawprint")
+    except PackageNotFoundError:
+        from pawprint import __version__
+
+        return __version__
 
 
 def verifier_extra_missing(e: ImportError) -> bool:
@@ -73,7 +242,16 @@ def passphrase(env: str | None) -> str | None:
 def private_key(path: str, env: str | None) -> PrivateKey:
     from protocol import PrivateKey
 
-    return PrivateKey.load(path, passphrase(env))
+    with about(path):
+        return PrivateKey.load(path, passphrase(env))
+
+
+def public_key(path: str | Path, option: str = "") -> PublicKey:
+    """A public key file; errors name the file (and the option that named it)."""
+    from protocol import PublicKey
+
+    with about(f"{option} {path}".strip()):
+        return PublicKey.load(path)
 
 
 def load_bundle(path: str | Path) -> Bundle:

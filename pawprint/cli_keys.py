@@ -9,7 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pawprint._common import EXIT_OK, KEY_ROLES, CommandError, passphrase, passphrase_option
+from pawprint._common import (
+    EXIT_OK,
+    KEY_ROLES,
+    CommandError,
+    about,
+    passphrase,
+    passphrase_option,
+    public_key,
+    write_json,
+)
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -22,19 +31,36 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CommandError(f"cannot create {out}: {e.strerror or e}") from e
     key = PrivateKey.generate()
-    key.save(out / f"{args.name}.key", passphrase(args.passphrase_env), overwrite=args.force)
-    key.public_key.save(out / f"{args.name}.pub")
-    print(f"wrote {out / (args.name + '.key')} and {out / (args.name + '.pub')}: {role.value} key {key.key_id}")
+    private, public = out / f"{args.name}.key", out / f"{args.name}.pub"
+    with about(str(private)):
+        key.save(private, passphrase(args.passphrase_env), overwrite=args.force)
+    try:
+        key.public_key.save(public)
+    except OSError as e:
+        raise CommandError(f"cannot write {public}: {e.strerror or e}") from e
+    if args.json:
+        write_json({"key_id": key.key_id, "role": role.value, "private_key": str(private), "public_key": str(public)})
+        return EXIT_OK
+    print(f"wrote {private} and {public}: {role.value} key {key.key_id}")
     return EXIT_OK
 
 
 def cmd_trust_add(args: argparse.Namespace) -> int:
-    from protocol import PublicKey, TrustStore
+    from protocol import TrustStore
 
     path = Path(args.trust)
-    store = TrustStore.load(path) if path.exists() else TrustStore()
-    entry = store.add(PublicKey.load(args.pub), args.role, name=args.name)
-    store.save(path)
+    key = public_key(args.pub)
+    with about(str(path)):
+        store = TrustStore.load(path) if path.exists() else TrustStore()
+    with about(f"{path}: key {key.key_id} ({args.pub})"):
+        entry = store.add(key, args.role, name=args.name)
+    try:
+        store.save(path)
+    except OSError as e:
+        raise CommandError(f"cannot write {path}: {e.strerror or e}") from e
+    if args.json:
+        write_json({"trust": str(path), "key_id": entry.key_id, "roles": sorted(entry.roles), "name": entry.name})
+        return EXIT_OK
     print(f"{path}: {entry.key_id} trusted as {', '.join(sorted(entry.roles))}")
     return EXIT_OK
 
@@ -47,6 +73,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     gen.add_argument("--name", required=True)
     gen.add_argument("--role", required=True, choices=KEY_ROLES, help="what the key will be trusted for")
     gen.add_argument("--force", action="store_true", help="replace an existing key file")
+    gen.add_argument("--json", action="store_true")
     passphrase_option(gen)
     gen.set_defaults(func=cmd_keys_generate)
 
@@ -56,4 +83,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tadd.add_argument("pub", metavar="PUB")
     tadd.add_argument("--role", required=True, choices=KEY_ROLES)
     tadd.add_argument("--name", default=None, help="a label for the key")
+    tadd.add_argument("--json", action="store_true")
     tadd.set_defaults(func=cmd_trust_add)

@@ -17,12 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from pawprint._common import (
     EXIT_OK,
+    CheckFailed,
     CommandError,
+    about,
     line_progress,
     null_model,
     passphrase_option,
     private_key,
     progress_bar,
+    public_key,
+    reaching,
     thresholds,
     user_input,
     verdict_options,
@@ -47,11 +51,35 @@ def _load_probe(path: str | None) -> ProbeSpec | None:
 
 
 # ------------------------------------------------------------------------------------------------ owner
+def model_path(args: argparse.Namespace) -> Path:
+    """MODEL as given (a directory, a weights or .onnx file), or a Hugging Face repo id or cache folder resolved
+    in the local cache at ``--revision`` (nothing is downloaded)."""
+    from owner import resolve_model
+
+    return resolve_model(args.model, revision=args.revision, cache_dir=args.cache_dir)
+
+
+def model_options(p: argparse.ArgumentParser) -> None:
+    """MODEL and where to find it."""
+    p.add_argument("model", metavar="MODEL",
+                   help="model directory, weights file (.safetensors, .bin) or .onnx file, or a Hugging Face repo "
+                        "id or cache folder found in the local cache (never downloaded)")
+    p.add_argument("--revision", default=None, help="branch, tag or commit of a Hugging Face repo id (default main)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="the Hugging Face hub cache (default: HF_HUB_CACHE / HF_HOME as huggingface_hub finds it)")
+
+
+def name_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help="a display name for the model, signed in the manifest and shown in receipts and reports "
+                        "(owner-asserted: readers are told it is not verified)")
+
+
 def cmd_owner_inspect(args: argparse.Namespace) -> int:
     from owner import inspect_model
 
     with user_input():  # a layer spec out of range is a ValueError of the agent's
-        report = inspect_model(Path(args.model), layers=args.layers)
+        report = inspect_model(model_path(args), layers=args.layers)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return EXIT_OK
@@ -77,12 +105,17 @@ def cmd_owner_invariants(args: argparse.Namespace) -> int:
     from owner import write_invariants
 
     # Each term goes to the file as it is computed: the command holds at most one term (benchmarks/perf).
-    with progress_bar("invariants", not args.quiet) as progress, user_input():
+    with progress_bar("invariants", not args.quiet and not args.json) as progress, user_input():
         inv = write_invariants(
-            Path(args.model), Path(args.output), probes=_load_probe(args.probe), layers=args.layers,
+            model_path(args), Path(args.output), probes=_load_probe(args.probe), layers=args.layers,
             method=args.method, progress=progress,
         )
     n = sum(inv.present)
+    if args.json:
+        write_json({"output": args.output, "layers": list(inv.layers), "terms": 3 * len(inv.layers), "rows": n,
+                    "probe_set": inv.probes.name, "probe_set_id": inv.probes.id, "present": n,
+                    "tokens": len(inv.tokens), "method": inv.method})
+        return EXIT_OK
     print(f"wrote {args.output}: {len(inv.layers)} layers x 3 terms of {n} x {n} "
           f"(probe set {inv.probes.name}, {n}/{len(inv.tokens)} tokens present, method {inv.method})")
     return EXIT_OK
@@ -95,17 +128,31 @@ def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
     key = private_key(args.k, args.passphrase_env)
     with user_input():
         bundle = build_bundle(
-            Path(args.model), key, now=int(time.time()), layers=args.layers, workers=args.workers,
-            progress=line_progress(not args.quiet),
+            model_path(args), key, now=int(time.time()), layers=args.layers, workers=args.workers,
+            progress=line_progress(not args.quiet and not args.json), display_name=args.name,
         )
     manifest = bundle.open()
     try:
         atomic_write(args.output, bundle.to_bytes())
     except OSError as e:
         raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
+    if args.json:
+        wc = manifest.weight_commitment
+        write_json({
+            "output": args.output, "manifest_sha256": bundle.manifest_digest.hex(), "key_id": manifest.owner_key_id,
+            "display_name": manifest.display_name,
+            "weight_commitment": {"root": wc.root.hex(), "id": wc.id, "tensors": wc.tensors,
+                                  "total_bytes": wc.total_bytes},
+            "groups": [{"probe_set": g.probe_set.name, "probe_set_id": g.probe_set.id, "tokens": len(g.present),
+                        "present": g.rows, "layers": list(g.layers), "method_id": g.method_id}
+                       for g in manifest.groups],
+            "tensors": len(manifest.tensors),
+        })
+        return EXIT_OK
     groups = ", ".join(f"{g.probe_set.name} ({g.rows}/{len(g.present)} tokens, layers {list(g.layers)})"
                        for g in manifest.groups)
-    print(f"wrote {args.output}: {len(manifest.tensors)} terms on {groups}; "
+    named = f" named {manifest.display_name!r}" if manifest.display_name else ""
+    print(f"wrote {args.output}{named}: {len(manifest.tensors)} terms on {groups}; "
           f"weight commitment {manifest.weight_commitment.root.hex()} over {manifest.weight_commitment.tensors} "
           f"tensors; manifest {bundle.manifest_digest.hex()}")
     return EXIT_OK
@@ -114,21 +161,18 @@ def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
 def cmd_owner_submit(args: argparse.Namespace) -> int:
     from owner import submit
     from pawprint.cli_receipt import print_receipt
-    from protocol import RECEIPT_FORMAT, PublicKey, atomic_write
-    from protocol.wire import open_channel, read_pem
+    from pawprint.cli_registry import open_remote
+    from protocol import RECEIPT_FORMAT, atomic_write
 
     key = private_key(args.k, args.passphrase_env)
-    verifier_key = PublicKey.load(args.verifier_pub)
-    channel = open_channel(
-        args.verifier, ca=read_pem(args.ca, "CA certificate"), cert=read_pem(args.cert, "client certificate"),
-        key=read_pem(args.tls_key, "client key"), insecure_loopback=args.insecure_loopback,
-        server_name=args.server_name,
-    )
-    with channel, user_input():
+    verifier_key = public_key(args.verifier_pub, "--verifier-pub")
+    channel = open_remote(args, args.verifier)
+    # A refusal or an unreachable verifier names its address (exit 3 when it cannot be reached).
+    with channel, user_input(), reaching(args.verifier):
         result = submit(
-            Path(args.model), key, channel, verifier_key, keep_invariants=args.keep_invariants,
+            model_path(args), key, channel, verifier_key, keep_invariants=args.keep_invariants,
             timeout_s=args.timeout, workers=args.workers, progress=line_progress(not args.quiet and not args.json),
-            retries=args.retries,
+            retries=args.retries, display_name=args.name, target=args.verifier,
         )
     receipt = result.receipt
     out = Path(args.output)
@@ -161,7 +205,7 @@ def _save_pictures(receipt: Receipt, stem: Path) -> list[Path]:
         png = redraw(receipt.picture)
         sheet = receipt_sheet(receipt)
     except PictureMismatch as e:
-        raise CommandError(f"the receipt's pictures do not check: {e}") from None
+        raise CheckFailed(f"the receipt's pictures do not check: {e}") from None
     written = [stem.parent / f"{stem.name}.png"]
     atomic_write(written[0], png)
     if sheet is not None and any(m.picture is not None for m in receipt.matches):
@@ -240,7 +284,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     src, out = Path(args.input), Path(args.output)
     if src.suffix == ".pawprint-receipt":
-        return _render_receipt(src, out)
+        return _render_receipt(src, out, args.json)
     if src.suffix == ".npy":
         try:
             v = np.load(src, allow_pickle=False)
@@ -259,11 +303,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         atomic_write(out, render_svg(vector).encode())
     else:
         atomic_write(out, render_png(vector))
+    if args.json:
+        write_json({"output": str(out), "input": str(src), "drawn": what, "renderer": RENDERER_ID})
+        return EXIT_OK
     print(f"wrote {out}: {what}, drawn by {RENDERER_ID}")
     return EXIT_OK
 
 
-def _render_receipt(src: Path, out: Path) -> int:
+def _render_receipt(src: Path, out: Path, as_json: bool = False) -> int:
     """A receipt's dogs (the submission and its best match), each redrawn from its signed vector and checked
     against its digest. The signature itself is ``receipt verify``'s job."""
     from protocol import RECEIPT_FORMAT, Receipt, SignedMessage, atomic_write, decode_map
@@ -273,15 +320,19 @@ def _render_receipt(src: Path, out: Path) -> int:
         signed = SignedMessage.from_bytes(src.read_bytes(), RECEIPT_FORMAT)
     except OSError as e:
         raise CommandError(f"{src}: cannot read ({e.strerror or e})") from None
-    receipt = Receipt.from_map(decode_map(signed.payload))
+    with about(f"{src}: not a receipt file"):
+        receipt = Receipt.from_map(decode_map(signed.payload))
     try:
         sheet = receipt_sheet(receipt)
     except PictureMismatch as e:
-        raise CommandError(f"{src}: {e}") from None
+        raise CheckFailed(f"{src}: {e}") from None
     if sheet is None:
         raise CommandError(f"{src}: the receipt carries no picture")
     atomic_write(out, sheet)
     dogs = 1 + any(m.picture is not None for m in receipt.matches)
+    if as_json:
+        write_json({"output": str(out), "input": str(src), "dogs": dogs})
+        return EXIT_OK
     print(f"wrote {out}: {dogs} dog(s) redrawn from the receipt's vectors, digests checked")
     return EXIT_OK
 
@@ -293,32 +344,36 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         dest="owner_command", required=True
     )
     ins = owner.add_parser("inspect", help="family, shapes, tokenizer and the tensors the terms need")
-    ins.add_argument("model", help="model directory or .onnx file")
+    model_options(ins)
     ins.add_argument("--layers", default=None, help="'last2' (default), 'all', or e.g. '0,5,-1'")
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(func=cmd_owner_inspect)
 
     inv = owner.add_parser("invariants", help="compute the invariant terms and write them to a file")
-    inv.add_argument("model")
+    model_options(inv)
     inv.add_argument("-o", "--output", required=True)
     inv.add_argument("--layers", default=None)
     inv.add_argument("--probe", default=None, help="probe set file (default: built from the model's vocabulary)")
     inv.add_argument("--method", choices=METHODS, default="pawprint")
+    inv.add_argument("--json", action="store_true", help="print what was written as JSON (no progress bar)")
     inv.add_argument("-q", "--quiet", action="store_true")
     inv.set_defaults(func=cmd_owner_invariants)
 
     fp = owner.add_parser("fingerprint", help="write a signed bundle (terms + manifest) for offline use")
-    fp.add_argument("model")
+    model_options(fp)
+    name_option(fp)
     fp.add_argument("-k", required=True, metavar="KEY", help="the signing key (owner or vendor)")
     fp.add_argument("-o", "--output", required=True, metavar="BUNDLE")
     fp.add_argument("--layers", default=None, help="'last2' (default), 'all', or e.g. '0,5,-1'")
     fp.add_argument("--workers", type=int, default=None, help="threads hashing checkpoint files")
+    fp.add_argument("--json", action="store_true", help="print what was written as JSON (no progress)")
     fp.add_argument("-q", "--quiet", action="store_true")
     passphrase_option(fp)
     fp.set_defaults(func=cmd_owner_fingerprint)
 
     sm = owner.add_parser("submit", help="submit a model's terms to a verifier and keep the signed receipt")
-    sm.add_argument("model")
+    model_options(sm)
+    name_option(sm)
     sm.add_argument("--verifier", required=True, metavar="HOST:PORT")
     sm.add_argument("-k", required=True, metavar="KEY", help="the owner's signing key")
     sm.add_argument("--verifier-pub", required=True, metavar="PUB", help="the verifier's public key")
@@ -354,4 +409,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rnd = sub.add_parser("render", help="draw the dog of a bundle, invariants file or 512-float .npy vector")
     rnd.add_argument("input", metavar="INPUT")
     rnd.add_argument("-o", "--output", required=True, metavar="PNG|SVG", help="a .svg name writes SVG")
+    rnd.add_argument("--json", action="store_true")
     rnd.set_defaults(func=cmd_render)

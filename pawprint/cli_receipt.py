@@ -4,31 +4,41 @@
 key and terms; a receipt's signature, its registry checkpoint and each matched entry's inclusion (from a
 registry server, a verifier's data directory or a log copy). Re-deriving a receipt's verdict from its scores
 needs the measured null (scipy: the verifier extra); without it the verdict is reported as not re-derived.
-``report`` draws the HTML dispute report (the verifier extra).
+``report`` draws the HTML dispute report (the verifier extra); it refuses (exit 1) when a receipt's signature,
+checkpoint, inclusion or verdict is invalid, unless ``--allow-invalid`` (the page then shows what failed).
+
+Exit statuses: 1 when what is checked does not verify (a signature, a key the trust store refuses, a term that
+does not match its digest, a proof, a verdict that does not follow), 2 when a file cannot be read or parsed, 3
+when a registry cannot be reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pawprint._common import (
     EXIT_OK,
     VERIFIER_EXTRA_HINT,
+    CheckFailed,
     CommandError,
+    about,
     load_bundle,
     null_model,
+    public_key,
     read_file,
     thresholds,
     verdict_options,
     verifier_extra_missing,
     write_json,
 )
-from pawprint.cli_registry import connection_options, leaf_hex, log_key, log_reader
+from pawprint.cli_registry import connection_options, leaf_hex, log_key, log_reader, open_checkpoint, where
 
 if TYPE_CHECKING:
     from protocol import Receipt
+    from verifier import ReportItem
 
 NOT_REDERIVED = f"verdict not re-derived: {VERIFIER_EXTRA_HINT}"
 
@@ -38,9 +48,11 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     from protocol import Role, TrustStore, verify_bundle
 
     bundle = load_bundle(args.bundle)
-    trust = TrustStore.load(args.trust)
+    trust = TrustStore.load(args.trust)  # its errors name the file
     roles = (Role(args.role),) if args.role else (Role.OWNER, Role.VENDOR)
-    manifest = verify_bundle(bundle, trust, roles)
+    signer = bundle.signed.public_key.key_id
+    with about(f"{args.bundle}: bundle signed by key {signer}, checked against {args.trust}", verifying=True):
+        manifest = verify_bundle(bundle, trust, roles)
     entry = trust.get(manifest.owner_key_id)
     key_roles = sorted(entry.roles) if entry else []
     report: dict[str, Any] = {
@@ -52,6 +64,7 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
         "created_at": manifest.created_at,
         "agent": manifest.agent,
         "model": dict(manifest.model),
+        "display_name": manifest.display_name,
         "weight_commitment": {"root": manifest.weight_commitment.root.hex(), "id": manifest.weight_commitment.id,
                               "tensors": manifest.weight_commitment.tensors,
                               "total_bytes": manifest.weight_commitment.total_bytes},
@@ -66,6 +79,8 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
         write_json(report)
         return EXIT_OK
     print(f"{args.bundle}: valid bundle signed by {manifest.owner_key_id} ({', '.join(key_roles)})")
+    if manifest.display_name:
+        print(f"  named {manifest.display_name!r} by its owner (not verified)")
     print(f"  model {manifest.model.get('family')} ({manifest.model.get('n_layers')} layers), "
           f"{len(manifest.tensors)} terms, weight commitment {manifest.weight_commitment.root.hex()}")
     return EXIT_OK
@@ -73,6 +88,8 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- receipt
 def print_receipt(receipt: Receipt) -> None:
+    if receipt.model_name:
+        print(f"model      {receipt.model_name!r}  (named by the owner, not verified)")
     print(f"verdict    {receipt.verdict}   ({receipt.compared} base(s) compared; null {receipt.null_id})")
     for m in receipt.matches:
         layers = " ".join(f"{a}-{b}" for a, b in dict.fromkeys((t.layer, t.base_layer) for t in m.terms))
@@ -99,13 +116,18 @@ def _recheck(args: argparse.Namespace, receipt: Receipt) -> tuple[bool, bool | N
 
 
 def cmd_receipt_verify(args: argparse.Namespace) -> int:
-    from protocol import RECEIPT_FORMAT, PublicKey, SignedMessage, open_receipt
+    from protocol import RECEIPT_FORMAT, SignedMessage, open_receipt
 
-    signed = SignedMessage.from_bytes(read_file(args.receipt, "receipt"), RECEIPT_FORMAT)
-    receipt = open_receipt(signed, PublicKey.load(args.verifier_pub))
+    data = read_file(args.receipt, "receipt")
+    with about(f"{args.receipt}: not a receipt file"):
+        signed = SignedMessage.from_bytes(data, RECEIPT_FORMAT)
+    key = public_key(args.verifier_pub, "--verifier-pub")
+    with about(f"{args.receipt}: receipt signed by key {signed.public_key.key_id}, checked against verifier key "
+               f"{key.key_id} ({args.verifier_pub})", verifying=True):
+        receipt = open_receipt(signed, key)
     derived, consistent = _recheck(args, receipt)
     if consistent is False:
-        raise CommandError(f"{args.receipt}: the verdict does not follow from the scores under its rule")
+        raise CheckFailed(f"{args.receipt}: the verdict does not follow from the scores under its rule")
     log = _receipt_log_checks(args, receipt)
     if args.json:
         write_json({"valid": True, "verdict_rechecked": consistent, **receipt.as_dict(), "log": log})
@@ -122,22 +144,24 @@ def _receipt_log_checks(args: argparse.Namespace, receipt: Receipt) -> dict[str,
     """What the receipt says about the registry log, checked as far as the options allow: the checkpoint's
     signature with ``--log-pub``, each matched entry's inclusion with ``--registry``, ``--data`` or
     ``--log-copy``."""
-    from protocol import PublicKey, check_receipt_entries, open_note
+    from protocol import check_receipt_entries
 
     wants_proofs = bool(args.registry or args.data or args.log_copy)
     if receipt.checkpoint is None:
         if wants_proofs or args.log_pub:
             raise CommandError(f"{args.receipt}: the receipt names no registry checkpoint to check against")
         return {"checkpoint_signature": "absent", "inclusion": "not checked", "entries": []}
-    key = PublicKey.load(args.log_pub) if args.log_pub else None
+    key = public_key(args.log_pub, "--log-pub") if args.log_pub else None
+    what = f"{args.receipt}: the receipt's registry checkpoint"
     if not wants_proofs:
-        open_note(receipt.checkpoint, key)
+        open_checkpoint(args, receipt.checkpoint, key, what=what)
         return {"checkpoint_signature": "verified" if key else "not checked (pass --log-pub)",
                 "inclusion": "not checked (pass --registry, --data or --log-copy)", "entries": []}
     with log_reader(args) as (source, own_key):
         key = key or log_key(args, own_key, required=False)
-        open_note(receipt.checkpoint, key)
-        proven = check_receipt_entries(source, receipt)
+        open_checkpoint(args, receipt.checkpoint, key, what=what)
+        with about(f"{args.receipt}: the receipt's matches in the log at {where(args)}", verifying=True):
+            proven = check_receipt_entries(source, receipt)
     return {"checkpoint_signature": "verified" if key else "not checked (pass --log-pub)",
             "inclusion": "verified",
             "entries": [{"index": p.index, "leaf_hash": leaf_hex(p.data)} for p in proven]}
@@ -145,7 +169,10 @@ def _receipt_log_checks(args: argparse.Namespace, receipt: Receipt) -> dict[str,
 
 # ----------------------------------------------------------------------------------------------- report
 def cmd_report(args: argparse.Namespace) -> int:
-    from verifier import write_report
+    """The report, once every receipt's checks are known: with one invalid (a FAILED signature, checkpoint,
+    inclusion or verdict check, as the page marks it) no page is written and the exit status is 1, unless
+    ``--allow-invalid``. The checks run once; the page shows those same results."""
+    from verifier import check_receipts, write_report_page
 
     pub = Path(args.verifier_pub) if args.verifier_pub else None
     log_pub = Path(args.log_pub) if args.log_pub else None
@@ -154,13 +181,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     # A ReportError is a VerifierError: main reports it.
     if args.registry or args.data:
         with log_reader(args) as (source, _):
-            write_report(receipts, Path(args.output), verifier_pub=pub, log_pub=log_pub, log_source=source,
-                         null_file=null, title=args.title)
+            items = check_receipts(receipts, verifier_pub=pub, log_pub=log_pub, log_source=source, null_file=null)
     else:
-        write_report(receipts, Path(args.output), verifier_pub=pub, log_pub=log_pub, null_file=null,
-                     title=args.title)
-    print(f"wrote {args.output}")
+        items = check_receipts(receipts, verifier_pub=pub, log_pub=log_pub, null_file=null)
+    results = [_checks_of(path, item) for path, item in zip(receipts, items, strict=True)]
+    _refuse_invalid(args, results)
+    write_report_page(items, Path(args.output), title=args.title)
+    invalid = [r for r in results if r["failed"]]
+    if args.json:
+        write_json({"output": args.output, "valid": not invalid, "receipts": results})
+    else:
+        print(f"wrote {args.output}" + (f" ({len(invalid)} invalid receipt(s) marked on the page)" if invalid else ""))
     return EXIT_OK
+
+
+def _checks_of(path: Path, item: ReportItem) -> dict[str, Any]:
+    """One receipt's checks as the report made them: ``{"file", "signer_key_id", CHECK: {"state", "text"}, ...,
+    "failed": [CHECK, ...]}``."""
+    checks = {name: getattr(item, name) for name in item.CHECKS}
+    return {"file": str(path), "signer_key_id": item.signer_key_id,
+            **{name: {"state": c.state, "text": c.text} for name, c in checks.items()},
+            "failed": list(item.failed)}
+
+
+def _refuse_invalid(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    invalid = [r for r in results if r["failed"]]
+    if not invalid:
+        return
+    words = "; ".join(f"{r['file']} (signed by key {r['signer_key_id']}): "
+                      + ", ".join(f"{c} {r[c]['text']}" for c in r["failed"]) for r in invalid)
+    if not args.allow_invalid:
+        raise CheckFailed(f"{len(invalid)} of {len(results)} receipt(s) invalid, no report written "
+                          f"(--allow-invalid writes it anyway): {words}")
+    print(f"pawprint: warning: writing the report with {len(invalid)} invalid receipt(s): {words}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------- parser
@@ -190,13 +243,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``pawprint report`` (its place in ``--help`` is after ``render``, as it always was)."""
-    rep = sub.add_parser("report", help="one self-contained HTML dispute report from signed receipts")
+    rep = sub.add_parser("report", help="one self-contained HTML dispute report from signed receipts (exit 1, "
+                                        "no page, if one is invalid)")
     rep.add_argument("receipts", nargs="+", metavar="RECEIPT")
     rep.add_argument("-o", "--output", required=True, metavar="HTML")
     rep.add_argument("--verifier-pub", default=None, metavar="PUB", help="check each receipt's signature")
     rep.add_argument("--log-pub", default=None, metavar="PUB", help="check the registry checkpoint's signature")
     rep.add_argument("--null", default=None, metavar="FILE", help="re-derive verdicts against this null")
     rep.add_argument("--title", default=None)
+    rep.add_argument("--allow-invalid", action="store_true",
+                     help="write the page even when a receipt is invalid (exit 0, with a warning; the page marks it)")
+    rep.add_argument("--json", action="store_true")
     where = rep.add_mutually_exclusive_group()
     where.add_argument("--registry", metavar="HOST:PORT", default=None, help="check inclusion against this registry")
     where.add_argument("--data", metavar="DIR", default=None, help="... or against a local registry data directory")

@@ -9,7 +9,7 @@ inclusion and consistency proofs. A log copy is untrusted input like a server.
 
 Reading a log needs only the core install: ``protocol`` and ``protocol.wire``; the verifier is imported only
 for ``--data`` and for the administrator's ``add``. ``audit`` exits 1 when the log fails a check (its findings
-printed), so that 2 still means the audit could not run.
+printed), so that 2 still means the audit could not run (3: the registry could not be reached).
 """
 
 from __future__ import annotations
@@ -27,15 +27,20 @@ from pawprint._common import (
     EXIT_OK,
     VERIFIER_EXTRA_HINT,
     CommandError,
+    about,
     load_bundle,
     passphrase_option,
     private_key,
+    public_key,
+    reaching,
     read_file,
     verifier_extra_missing,
     write_json,
 )
 
 if TYPE_CHECKING:
+    import grpc
+
     from protocol import (
         Bundle,
         Checkpoint,
@@ -96,23 +101,42 @@ def registry_source(args: argparse.Namespace, *, trust: TrustStore | None = None
     source: LogSource
     own_key: PublicKey | None = None
     if getattr(args, "registry", None):
-        from protocol.wire import RemoteRegistry, open_channel, read_pem
+        from protocol.wire import RemoteRegistry
 
-        channel = open_channel(
-            args.registry, ca=read_pem(args.ca, "CA certificate"), cert=read_pem(args.cert, "client certificate"),
-            key=read_pem(args.tls_key, "client key"), insecure_loopback=args.insecure_loopback,
-            server_name=args.server_name,
-        )
-        source = RemoteRegistry(channel, timeout_s=args.timeout)
-    else:
+        source = RemoteRegistry(open_remote(args, args.registry), timeout_s=args.timeout)
+        try:
+            with reaching(args.registry):  # a refusal or an unreachable registry names its address
+                yield source, own_key
+        finally:
+            source.close()
+        return
+    with about(args.data):
         registry = _open_registry(args, create=create, checked=checked)
-        from verifier import LocalRegistry
+    from verifier import LocalRegistry
 
-        source, own_key = LocalRegistry(registry, trust), registry.log_public_key
+    source, own_key = LocalRegistry(registry, trust), registry.log_public_key
     try:
         yield source, own_key
     finally:
         source.close()
+
+
+def open_remote(args: argparse.Namespace, address: str) -> grpc.Channel:
+    """A channel to ``address`` with the command's TLS options (``--ca``, ``--cert``, ``--key``,
+    ``--server-name``, ``--insecure-loopback``); errors name the address."""
+    from protocol.wire import open_channel, read_pem
+
+    with reaching(address):
+        return open_channel(
+            address, ca=read_pem(args.ca, "CA certificate"), cert=read_pem(args.cert, "client certificate"),
+            key=read_pem(args.tls_key, "client key"), insecure_loopback=args.insecure_loopback,
+            server_name=args.server_name,
+        )
+
+
+def where(args: argparse.Namespace) -> str:
+    """The log a command reads, as the user named it: ``HOST:PORT``, a data directory or a log copy file."""
+    return str(getattr(args, "registry", None) or getattr(args, "log_copy", None) or getattr(args, "data", None))
 
 
 @contextlib.contextmanager
@@ -128,10 +152,8 @@ def log_reader(args: argparse.Namespace, *, checked: bool = True) -> Iterator[tu
 def log_key(args: argparse.Namespace, own_key: PublicKey | None, *, required: bool) -> PublicKey | None:
     """The log's public key: ``--log-pub``, else (a local registry) the data directory's own; a remote log's
     (or a log copy's) key must come from the command line, never from the log being checked."""
-    from protocol import PublicKey
-
     if args.log_pub is not None:
-        return PublicKey.load(args.log_pub)
+        return public_key(args.log_pub, "--log-pub")
     if own_key is not None:
         return own_key
     if required:
@@ -169,6 +191,28 @@ def connection_options(p: argparse.ArgumentParser, *, required: bool = True, log
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.add_argument("--log-pub", default=None, metavar="PUB",
                    help="the log's public key, to check its checkpoints (a local registry's own by default)")
+
+
+def open_checkpoint(args: argparse.Namespace, note: str | bytes, key: PublicKey | None,
+                    what: str = "") -> Checkpoint:
+    """``protocol.open_note``, its failure naming the log (or the file ``what``) and the log key."""
+    from protocol import open_note
+
+    signer = f" (checked against log key {key.key_id})" if key is not None else ""
+    with about(f"{what or where(args) + ': the checkpoint'}{signer}"):
+        return open_note(note, key)
+
+
+def saved_checkpoint(path: str) -> bytes:
+    """A checkpoint saved by ``registry checkpoint``: a file that is not one is bad input (2), named."""
+    from protocol import ProtocolError, parse_checkpoint
+
+    note = read_file(path, "checkpoint")
+    try:
+        parse_checkpoint(note)
+    except ProtocolError as e:
+        raise CommandError(f"{path}: not a checkpoint ({e})") from e
+    return note
 
 
 def leaf_hex(data: bytes) -> str:
@@ -234,13 +278,23 @@ def cmd_registry_add(args: argparse.Namespace) -> int:
     from protocol import TrustStore
 
     bundle = load_bundle(args.bundle)
-    registry = _open_registry(args, create=True, log_key=args.log_key, max_probe_sets=args.max_probe_sets)
+    trust = TrustStore.load(args.trust)
+    with about(args.data):
+        registry = _open_registry(args, create=True, log_key=args.log_key, max_probe_sets=args.max_probe_sets)
+    signed_by = f"{args.bundle} (signed by key {bundle.signed.public_key.key_id}; trust store {args.trust})"
     try:
-        entry = registry.add_base(args.name, bundle, TrustStore.load(args.trust), licence=args.licence,
-                                  release_date=args.release_date, description=args.description)
+        with about(signed_by, verifying=True):  # a tampered bundle does not verify (1), before the store says so
+            bundle.open()
+        with about(signed_by):
+            entry = registry.add_base(args.name, bundle, trust, licence=args.licence,
+                                      release_date=args.release_date, description=args.description)
         state = registry.state()
     finally:
         registry.close()
+    if args.json:
+        write_json({"name": entry.name, "index": entry.index, "vendor_key_id": entry.vendor_key_id,
+                    "manifest_sha256": entry.manifest_sha256.hex(), "size": state.size, "root": state.root.hex()})
+        return EXIT_OK
     print(f"registered {entry.name} as entry {entry.index} (vendor {entry.vendor_key_id}, manifest "
           f"{entry.manifest_sha256.hex()}); registry now {state.size} entries, root {state.root.hex()}")
     return EXIT_OK
@@ -250,10 +304,12 @@ def cmd_registry_publish(args: argparse.Namespace) -> int:
     from protocol import REGISTER, RegistryStatement
 
     bundle = load_bundle(args.bundle)
-    manifest = bundle.open()
+    with about(f"{args.bundle} (signed by key {bundle.signed.public_key.key_id})", verifying=True):
+        manifest = bundle.open()
     key = private_key(args.k, args.passphrase_env)
     if manifest.owner_key_id != key.key_id:
-        raise CommandError(f"{args.bundle} is signed by key {manifest.owner_key_id}, not by the key given with -k")
+        raise CommandError(f"{args.bundle} is signed by key {manifest.owner_key_id}, not by the key given with -k "
+                           f"({args.k}: key {key.key_id})")
     statement = RegistryStatement(REGISTER, args.name, key.key_id, bundle.manifest_digest, int(time.time()),
                                   args.licence, args.release_date, args.description).sign(key)
     with registry_source(args, trust=_trust_for(args), create=True) as (source, own_key):
@@ -294,12 +350,12 @@ def cmd_registry_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_list(args: argparse.Namespace) -> int:
-    from protocol import REVOKE, open_note
+    from protocol import REVOKE
 
     with registry_source(args) as (source, own_key):
         key = log_key(args, own_key, required=False)
         note = source.checkpoint()
-        cp = open_note(note, key)
+        cp = open_checkpoint(args, note, key)
         rows = [_describe(i, d, key) for i, d in enumerate(source.entries(0, cp.size))]
     revoked = {r["manifest_sha256"]: r["index"] for r in rows if r["action"] == REVOKE}
     for r in rows:
@@ -320,11 +376,11 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_show(args: argparse.Namespace) -> int:
-    from protocol import REVOKE, open_note, statement_of
+    from protocol import REVOKE, statement_of
 
     with registry_source(args) as (source, own_key):
         key = log_key(args, own_key, required=False)
-        cp = open_note(source.checkpoint(), key)
+        cp = open_checkpoint(args, source.checkpoint(), key)
         index, data = source.get(args.entry)
         view = _describe(index, data, key)
         if view["action"] != REVOKE:
@@ -342,13 +398,13 @@ def cmd_registry_show(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_checkpoint(args: argparse.Namespace) -> int:
-    from protocol import atomic_write, open_note
+    from protocol import atomic_write
 
     previous = _saved_checkpoint(Path(args.output))
     with registry_source(args) as (source, own_key):
         key = log_key(args, own_key, required=False)
         note = source.checkpoint()
-        cp = open_note(note, key)
+        cp = open_checkpoint(args, note, key)
         if previous is not None:
             _check_extends(source, previous, cp, args.output)
     try:
@@ -396,15 +452,15 @@ def _check_extends(source: LogReader, previous: Checkpoint, cp: Checkpoint, wher
 def cmd_registry_export(args: argparse.Namespace) -> int:
     """A copy of the log for offline audits: its latest checkpoint note and every entry, checked to rehash to
     that checkpoint's root (and its signature with ``--log-pub`` or a local registry's own key)."""
-    from protocol import LogCheckFailed, LogCopy, atomic_write, leaf_hash, merkle_root, open_note
+    from protocol import LogCheckFailed, LogCopy, atomic_write, leaf_hash, merkle_root
 
     with registry_source(args) as (source, own_key):
         key = log_key(args, own_key, required=False)
         note = source.checkpoint()
-        cp = open_note(note, key)
+        cp = open_checkpoint(args, note, key)
         entries = source.entries(0, cp.size)
     if len(entries) != cp.size or merkle_root([leaf_hash(e) for e in entries]) != cp.root:
-        raise LogCheckFailed(f"the log's {len(entries)} entries do not hash to its checkpoint's root "
+        raise LogCheckFailed(f"{where(args)}: the log's {len(entries)} entries do not hash to its checkpoint's root "
                              f"({cp.size} entries, root {cp.root.hex()})")
     try:
         atomic_write(args.output, LogCopy(note, entries).to_json())
@@ -420,14 +476,16 @@ def cmd_registry_export(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_prove(args: argparse.Namespace) -> int:
-    from protocol import LogEntry, open_note, prove
+    from protocol import LogEntry, prove
 
-    note = read_file(args.checkpoint, "checkpoint")
+    note = saved_checkpoint(args.checkpoint)
     with log_reader(args) as (source, own_key):
         key = log_key(args, own_key, required=True)
-        cp = open_note(note, key)
-        proven = prove(source, args.entry, cp)
-    entry = LogEntry.from_bytes(proven.data).open(key)
+        cp = open_checkpoint(args, note, key, what=args.checkpoint)
+        with about(f"{where(args)}: entry {args.entry}"):
+            proven = prove(source, args.entry, cp)
+    with about(f"{where(args)}: entry {proven.index}", verifying=True):
+        entry = LogEntry.from_bytes(proven.data).open(key)
     report = {"index": proven.index, "name": entry.name, "action": entry.action,
               "manifest_sha256": entry.manifest_sha256.hex(), "leaf_hash": leaf_hex(proven.data),
               "proof": [p.hex() for p in proven.proof], "checkpoint": checkpoint_dict(cp), "verified": True}
@@ -442,7 +500,7 @@ def cmd_registry_prove(args: argparse.Namespace) -> int:
 def cmd_registry_audit(args: argparse.Namespace) -> int:
     from protocol import TrustStore, audit
 
-    saved = read_file(args.from_, "saved checkpoint")
+    saved = saved_checkpoint(args.from_)
     trust = TrustStore.load(args.trust) if args.trust else None
     # A local registry is opened unchecked: the audit, not the start-up check, says what is wrong.
     with log_reader(args, checked=False) as (source, own_key):
@@ -486,6 +544,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     radd.add_argument("--log-key", default=None, metavar="KEY", help="the log's key (default DIR/log.key)")
     max_probe_sets_option(radd)
     _metadata_options(radd)
+    radd.add_argument("--json", action="store_true")
     radd.set_defaults(func=cmd_registry_add)
     rpub = reg.add_parser("publish", help="publish a base: the vendor signs name and metadata, the bundle is sent")
     rpub.add_argument("bundle", metavar="BUNDLE")

@@ -1,8 +1,12 @@
-"""The verifier's commands: ``pawprint verifier serve`` and ``pawprint verifier test-certs`` (the verifier extra).
+"""The verifier's commands: ``pawprint verifier serve | health | test-certs`` (the verifier extra).
 
 ``serve`` parses its options into a ``verifier.ServerConfig``, starts the server, says where it listens
-(``listening on HOST:PORT``, the first line on stdout) and hands the process to
-``verifier``'s ``run_until_signalled`` (drain on SIGTERM/SIGINT, stop, exit).
+(``listening on HOST:PORT``, the first line on stdout; with ``--json`` that line is a JSON object) and hands the
+process to ``verifier``'s ``run_until_signalled`` (drain on SIGTERM/SIGINT, stop, exit).
+
+``health`` asks a running verifier the standard ``grpc.health.v1.Health/Check`` for the server ("") and both
+services: exit 0 when all are SERVING, 1 when one is not, 3 when nothing answers. It needs ``grpc_health`` (the
+verifier extra) but not the verifier itself, so it runs wherever a monitor runs.
 """
 
 from __future__ import annotations
@@ -13,8 +17,26 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from pawprint._common import EXIT_OK, passphrase_option, private_key, thresholds, verdict_options
-from pawprint.cli_registry import max_probe_sets_option
+from pawprint._common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    UNAVAILABLE_CODES,
+    VERIFIER_EXTRA_HINT,
+    CommandError,
+    passphrase_option,
+    private_key,
+    reaching,
+    thresholds,
+    verdict_options,
+    verifier_extra_missing,
+    write_json,
+)
+from pawprint.cli_registry import max_probe_sets_option, open_remote
+
+# verifier.SERVICE_NAME and REGISTRY_SERVICE_NAME, repeated so that ``health`` needs no verifier (a test checks
+# they agree); "" is the server as a whole.
+HEALTH_SERVICES = ("", "pawprint.v1.Verifier", "pawprint.v1.Registry")
 
 if TYPE_CHECKING:
     from verifier import RateLimits
@@ -78,14 +100,68 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
     logger.info(
         "registry log %s: %d entries, signed by key %s (auditors need its public key, %s/log.pub)", registry.origin,
         registry.size(), registry.log_public_key.key_id, args.data)
-    print(f"listening on {host}:{running.port}", flush=True)
+    if args.json:
+        write_json_line({"listening": f"{host}:{running.port}", "port": running.port,
+                         "log_key_id": registry.log_public_key.key_id})
+    else:
+        print(f"listening on {host}:{running.port}", flush=True)
     run_until_signalled(running, registry, drain_grace_s=config.drain_grace_s, logger=logger)
+
+
+def write_json_line(value: object) -> None:
+    import json
+
+    print(json.dumps(value, sort_keys=True), flush=True)
+
+
+def cmd_verifier_health(args: argparse.Namespace) -> int:
+    import grpc
+
+    try:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+    except ImportError as e:
+        if verifier_extra_missing(e):
+            raise CommandError(f"verifier health {VERIFIER_EXTRA_HINT}") from e
+        raise
+    services = tuple(args.service) if args.service else HEALTH_SERVICES
+    status: dict[str, str] = {}
+    with open_remote(args, args.address) as channel, reaching(args.address):
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in services:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=args.timeout)
+            except grpc.RpcError as e:
+                code = e.code() if callable(getattr(e, "code", None)) else None
+                if code is not None and code.name in UNAVAILABLE_CODES:
+                    raise CommandError(f"{args.address}: no answer to a health check ({code.name}: "
+                                       f"{e.details() if callable(getattr(e, 'details', None)) else ''})",
+                                       code=EXIT_UNAVAILABLE, kind="Unavailable") from None
+                if code is not None and code.name == "NOT_FOUND":
+                    status[name] = "SERVICE_UNKNOWN"  # the server does not know this service
+                    continue
+                raise CommandError(f"{args.address}: the health check of {name or 'the server'!s} failed "
+                                   f"({code.name if code else 'UNKNOWN'})", code=EXIT_UNAVAILABLE,
+                                   kind="RemoteFailure") from None
+            status[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    serving = all(v == "SERVING" for v in status.values())
+    if args.json:
+        write_json({"address": args.address, "serving": serving, "status": "SERVING" if serving else "NOT_SERVING",
+                    "services": status})
+    else:
+        print(f"{args.address}: {'SERVING' if serving else 'NOT_SERVING'}")
+        for name, state in status.items():
+            print(f"  {name or '(server)':24s} {state}")
+    return EXIT_OK if serving else EXIT_CHECK_FAILED
 
 
 def cmd_verifier_test_certs(args: argparse.Namespace) -> int:
     from verifier import write_test_pki
 
     pki = write_test_pki(args.output, now=dt.datetime.now(dt.UTC), hosts=args.host or ("localhost", "127.0.0.1", "::1"))
+    if args.json:
+        write_json({"ca": str(pki.ca), "server_cert": str(pki.server_cert), "server_key": str(pki.server_key),
+                    "client_cert": str(pki.client_cert), "client_key": str(pki.client_key)})
+        return EXIT_OK
     print(f"wrote {pki.ca}, {pki.server_cert}, {pki.server_key}, {pki.client_cert}, {pki.client_key} "
           "(loopback tests and demos only)")
     return EXIT_OK
@@ -135,10 +211,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--screen-floor", type=float, default=0.05, metavar="ICS",
                      help="a base whose screen estimate reaches this is always compared exactly")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    srv.add_argument("--json", action="store_true",
+                     help='the first line on stdout is {"listening": "HOST:PORT", "port": N, "log_key_id": ...}')
     passphrase_option(srv)
     verdict_options(srv)
     srv.set_defaults(func=cmd_verifier_serve)
     tc = ver.add_parser("test-certs", help="write a throwaway CA, server and client certificate (loopback only)")
     tc.add_argument("-o", "--output", required=True, metavar="DIR")
     tc.add_argument("--host", action="append", default=None, help="a name or address for the server certificate")
+    tc.add_argument("--json", action="store_true")
     tc.set_defaults(func=cmd_verifier_test_certs)
+
+    hc = ver.add_parser("health", help="ask a running verifier whether it is serving (exit 0 serving, 1 not "
+                                       "serving, 3 unreachable)")
+    hc.add_argument("address", metavar="HOST:PORT")
+    hc.add_argument("--service", action="append", default=None, metavar="NAME",
+                    help="check only this service (repeat; '' is the server); default: the server and both services")
+    hc.add_argument("--ca", default=None, help="CA certificate to trust for the verifier's TLS certificate")
+    hc.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
+    hc.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key")
+    hc.add_argument("--server-name", default=None, help="expected name in the verifier's certificate")
+    hc.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    hc.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds per check (default 5)")
+    hc.add_argument("--json", action="store_true")
+    hc.set_defaults(func=cmd_verifier_health)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pawprint._common import EXIT_OK, progress_bar
+from pawprint._common import EXIT_OK, progress_bar, write_json
 
 # zoo.attacks.ATTACKS, repeated so that building the parser imports no zoo (torch; a test checks they agree)
 ATTACKS = (
@@ -21,6 +21,9 @@ def cmd_zoo_attack(args: argparse.Namespace) -> int:
     from zoo.attacks import attack
 
     res = attack(Path(args.src), Path(args.dst), args.kind, seed=args.seed)
+    if args.json:
+        write_json({"output": args.dst, "kind": res.kind, "seed": res.seed, "family": res.family})
+        return EXIT_OK
     print(f"wrote {args.dst}: {res.kind} (seed {res.seed}) applied to a {res.family} model")
     return EXIT_OK
 
@@ -29,8 +32,12 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     from zoo.build import DEFAULT_FAMILIES, build_zoo
 
     families = tuple(args.families.split(",")) if args.families else DEFAULT_FAMILIES
-    with progress_bar("zoo", not args.quiet) as progress:
+    with progress_bar("zoo", not args.quiet and not args.json) as progress:
         lineage = build_zoo(Path(args.dir), families, quick=args.quick, progress=progress, heldout=args.heldout)
+    if args.json:
+        write_json({"dir": args.dir, "lineage": str(lineage), "families": list(families), "quick": args.quick,
+                    "heldout": args.heldout})
+        return EXIT_OK
     print(f"zoo ready: {lineage}")
     return EXIT_OK
 
@@ -51,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     atk.add_argument("dst")
     atk.add_argument("--kind", required=True, choices=ATTACKS)
     atk.add_argument("--seed", type=int, default=0)
+    atk.add_argument("--json", action="store_true")
     atk.set_defaults(func=cmd_zoo_attack)
 
     bld = zoo.add_parser("build", help="build (or reuse) the lineage zoo")
@@ -60,12 +68,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bld.add_argument("--heldout", action="store_true",
                      help="the held-out population (new base seeds, derivatives of llama-base-s2) for evaluation")
     bld.add_argument("-q", "--quiet", action="store_true")
+    bld.add_argument("--json", action="store_true", help="print where the lineage is as JSON (no progress bar)")
     bld.set_defaults(func=cmd_zoo_build)
 
 
 def add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``pawprint demo``."""
-    demo = sub.add_parser("demo", help="the end-to-end demonstration on built-in data")
+    demo = sub.add_parser("demo", help="the end-to-end demonstration on built-in data (no --json: it narrates "
+                                       "the other commands, each of which has one)")
     demo.add_argument("--workdir", default="out/demo")
     demo.add_argument("--quick", action="store_true")
     demo.set_defaults(func=cmd_demo)

@@ -132,7 +132,9 @@ def test_a_tampered_copy_fails_the_audit(flow: Flow, tmp_path: Path, tamper: str
     assert "FAILED:" in r.stdout and r.stderr.startswith("pawprint: error: audit failed:")
     if tamper == "entry":  # the receipt is checked against its own checkpoint: only a changed entry shows
         r = run("receipt", "verify", str(flow.receipt), "--verifier-pub", str(flow.verifier_pub), *where)
-        assert r.returncode == 2 and r.stderr.startswith("pawprint: error:"), r.stderr
+        # exit 1: the receipt is well formed but the log does not back it (was 2 before exit codes had meanings)
+        assert r.returncode == 1 and r.stderr.startswith(f"pawprint: error: {flow.receipt}:"), r.stderr
+        assert str(copy) in r.stderr, r.stderr
 
 
 def test_a_log_copy_needs_the_log_key_and_a_well_formed_file(flow: Flow, tmp_path: Path) -> None:

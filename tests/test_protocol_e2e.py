@@ -206,7 +206,8 @@ def test_command_line_end_to_end(tmp_path: Path, models: Models) -> None:
     _cli("owner", "fingerprint", str(models.base), "-k", str(k / "owner.key"), "-o", str(owner_bundle), "-q")
     r = _cli("registry", "add", str(owner_bundle), "--data", str(data), "--name", "x", "--trust", str(trust),
              check=False)
-    assert r.returncode == 2 and r.stderr.startswith("pawprint: error:")
+    # exit 1: the bundle is well formed but its key is not trusted as a vendor (2 before exit statuses had meanings)
+    assert r.returncode == 1 and r.stderr.startswith("pawprint: error:")
     _cli("registry", "add", str(bundle), "--data", str(data), "--name", "llama-base", "--trust", str(trust))
 
     certs = tmp_path / "certs"
@@ -248,10 +249,10 @@ def test_command_line_end_to_end(tmp_path: Path, models: Models) -> None:
                               "--json").stdout)
     assert checked["valid"] and checked["verdict"] == "derived" and checked["verdict_rechecked"] is True
     r = _cli("receipt", "verify", str(receipt), "--verifier-pub", str(k / "owner.pub"), check=False)
-    assert r.returncode == 2 and "signature verification failed" in r.stderr
+    assert r.returncode == 1 and "signature verification failed" in r.stderr  # does not verify (was 2)
     tampered = tmp_path / "tampered.receipt"
     data_bytes = bytearray(receipt.read_bytes())
     data_bytes[len(data_bytes) // 3] ^= 1
     tampered.write_bytes(bytes(data_bytes))
     assert _cli("receipt", "verify", str(tampered), "--verifier-pub", str(k / "verifier.pub"),
-                check=False).returncode == 2
+                check=False).returncode == 1  # a changed byte: the signature does not verify (was 2)

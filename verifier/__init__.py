@@ -62,7 +62,7 @@ from verifier._pictures import PictureMismatch, receipt_sheet, redraw
 from verifier._registry import BaseEntry, LogSnapshot, Registry
 from verifier._registry_client import LocalRegistry, LogSource
 from verifier._render import RENDERER_ID, dog_attributes, image_distance, render_png, render_sheet, render_svg
-from verifier._report import ReportError, write_report
+from verifier._report import ReportError, ReportItem, check_receipts, write_report, write_report_page
 from verifier._server import REGISTRY_SERVICE_NAME, SERVICE_NAME, RunningServer, create_server, serve, start
 from verifier._service import Chunk, Lifecycle, RegistryService, VerifierService
 from verifier._store import BlobStore
@@ -132,6 +132,7 @@ __all__ = [
     "RegistryError",
     "RegistryService",
     "ReportError",
+    "ReportItem",
     "RunningServer",
     "ServerConfig",
     "StorageFull",
@@ -148,6 +149,7 @@ __all__ = [
     "cert_fingerprint",
     "check_bundle",
     "check_header",
+    "check_receipts",
     "compare",
     "compare_with_bases",
     "create_server",
@@ -178,5 +180,6 @@ __all__ = [
     "vector_digest",
     "verdict_of",
     "write_report",
+    "write_report_page",
     "write_test_pki",
 ]

@@ -102,6 +102,13 @@ class ReportItem:
     inclusion: Check
     verdict_check: Check
 
+    CHECKS = ("signature", "checkpoint", "inclusion", "verdict_check")
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """The checks that FAILED (not those left unchecked), by name."""
+        return tuple(name for name in self.CHECKS if getattr(self, name).state == FAILED)
+
 
 # ------------------------------------------------------------------------------------------------ checking
 def check_receipt(
@@ -185,11 +192,11 @@ def _verdict_check(receipt: Receipt, null: NullModel | None) -> Check:
                      f"(null {null.null_id}).")
 
 
-def write_report(
-    receipts: Sequence[Path], out: Path, *, verifier_pub: Path | None = None, log_pub: Path | None = None,
-    log_source: LogReader | None = None, null_file: Path | None = None, title: str | None = None,
-) -> None:
-    """Check each receipt file and write the report to ``out`` atomically.
+def check_receipts(
+    receipts: Sequence[Path], *, verifier_pub: Path | None = None, log_pub: Path | None = None,
+    log_source: LogReader | None = None, null_file: Path | None = None,
+) -> list[ReportItem]:
+    """Check each receipt file as the report shows it (``check_receipt``).
 
     ``verifier_pub``: the verifier public key to check the signatures against; ``log_pub``: the registry
     log's public key, for the checkpoints; ``log_source``: a registry to fetch inclusion proofs from (the CLI's
@@ -207,13 +214,32 @@ def write_report(
             data = Path(path).read_bytes()
         except OSError as e:
             raise ReportError(f"{path}: cannot read the receipt ({e.strerror or e})") from None
-        items.append(check_receipt(data, Path(path).name, verifier_key=verifier_key, log_key=log_key,
-                                   log_source=log_source, null=null))
-    page = render_report(items, title=title).encode("utf-8")
+        try:
+            items.append(check_receipt(data, Path(path).name, verifier_key=verifier_key, log_key=log_key,
+                                       log_source=log_source, null=null))
+        except ReportError as e:  # the page calls a receipt by its file name; an error names the whole path
+            raise ReportError(f"{path}: {str(e).split(': ', 1)[-1]}") from e
+    return items
+
+
+def write_report_page(items: Sequence[ReportItem], out: Path, *, title: str | None = None) -> None:
+    """Write the report of checked receipts (``check_receipts``) to ``out`` atomically."""
+    page = render_report(list(items), title=title).encode("utf-8")
     try:
         atomic_write(out, page)
     except OSError as e:
         raise ReportError(f"{out}: cannot write the report ({e.strerror or e})") from None
+
+
+def write_report(
+    receipts: Sequence[Path], out: Path, *, verifier_pub: Path | None = None, log_pub: Path | None = None,
+    log_source: LogReader | None = None, null_file: Path | None = None, title: str | None = None,
+) -> list[ReportItem]:
+    """``check_receipts`` then ``write_report_page``; the checked items are returned."""
+    items = check_receipts(receipts, verifier_pub=verifier_pub, log_pub=log_pub, log_source=log_source,
+                           null_file=null_file)
+    write_report_page(items, out, title=title)
+    return items
 
 
 def _null(path: Path | None) -> NullModel | None:

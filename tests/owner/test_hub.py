@@ -57,7 +57,7 @@ def test_a_cache_folder_resolves_to_its_snapshot(cache: Path) -> None:
 def test_nothing_is_downloaded(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="never downloads"):
         resolve_model("acme/absent", cache_dir=cache)
-    with pytest.raises(CheckpointError, match="revision v3.*never downloads"):
+    with pytest.raises(CheckpointError, match=r"revision v3.*never downloads"):
         resolve_model("acme/tiny", revision="v3", cache_dir=cache)
     # A local path that does not exist says so too (it could have been a typo, not a repo id).
     with pytest.raises(CheckpointError, match="no such file or directory"):
