@@ -59,6 +59,7 @@ def test_the_cap_is_a_command_line_option(tmp_path: Path, keys: Keys, base_bundl
     capsys.readouterr()
     assert cli(["registry", "add", str(other), "--name", "other", *common]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("pawprint: error: the registry holds 1 probe sets and takes at most 1") and "\n" not in \
-        err.rstrip("\n")
+    # one line, naming the bundle, then the registry's refusal
+    assert err.startswith(f"pawprint: error: {other} ") and "\n" not in err.rstrip("\n")
+    assert "the registry holds 1 probe sets and takes at most 1" in err
     assert cli(["registry", "add", str(other), "--name", "other", *common[:-1], "2"]) == 0
