@@ -1,4 +1,4 @@
-"""The owner's commands: ``pawprint owner inspect|invariants|fingerprint|submit``, and the local tools beside
+"""The owner's commands: ``pawprint owner inspect|invariants|digest|fingerprint|submit``, and the local tools beside
 them, ``pawprint compare`` (two models on this machine) and ``pawprint render`` (a dog).
 
 ``owner ...`` needs the owner extra (torch: the agent runs next to the weights); ``compare`` and ``render`` also
@@ -73,6 +73,85 @@ def name_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, metavar="NAME",
                    help="a display name for the model, signed in the manifest and shown in receipts and reports "
                         "(owner-asserted: readers are told it is not verified)")
+
+
+def signature_options(p: argparse.ArgumentParser, model: str = "MODEL") -> None:
+    """An OpenSSF model_signing signature of MODEL's files, checked against the weight commitment."""
+    p.add_argument("--model-signature", default=None, metavar="SIG",
+                   help=f"an OpenSSF model_signing signature of {model}'s files (the Sigstore bundle `model_signing "
+                        f"sign key` writes): verified over {model} with model_signing, then every file the weight "
+                        "commitment reads must be one of the signed files, so the committed tensors come from "
+                        "exactly the files the publisher signed (needs pawprint[signing])")
+    p.add_argument("--signature-key", default=None, metavar="PEM",
+                   help="the publisher's elliptic-curve public key (PEM) for --model-signature. Keyless Sigstore "
+                        "signatures (--signature-identity/--signature-issuer in model_signing) are not supported: "
+                        "their trusted root is fetched from Sigstore's TUF repository, online")
+
+
+def weights_check(args: argparse.Namespace, model_option: str = "MODEL") -> dict[str, Any]:
+    """MODEL's weight commitment (no term computed; the commitment cache is used) and, with ``--model-signature``,
+    the model signature checked against it: ``{"model", "format", "weight_commitment", "files", "model_signature",
+    "seconds"}`` (seconds: opening MODEL, hashing and checking, imports aside). A signature that does not verify,
+    or files that are not the signed ones: ``CheckFailed``."""
+    if args.signature_key and not args.model_signature:
+        raise CommandError("--signature-key: give the signature too (--model-signature SIG)")
+    if args.model_signature and not args.signature_key:
+        raise CommandError("--model-signature: give the publisher's public key (--signature-key PEM); keyless "
+                           "Sigstore signatures are not supported here (their trusted root is fetched online)")
+    try:
+        from owner import open_model
+        from owner._fingerprint import commit_checkpoint
+    except ImportError as e:
+        raise CommandError(f"{model_option}: computing a weight commitment needs the owner extra "
+                           f"(pip install 'pawprint[owner]'): {e}") from e
+    start = time.perf_counter()  # the work, not the imports (torch)
+
+    with user_input():
+        path = model_path(args)
+        model = open_model(path)
+    signed: dict[str, Any] | None = None
+    if args.model_signature:
+        from owner._model_signing import ModelSignatureError, ModelSignatureMismatch, check_model_signature
+
+        try:
+            check = check_model_signature(model, args.model_signature, args.signature_key, workers=args.workers)
+        except ModelSignatureMismatch as e:
+            raise CheckFailed(str(e), kind=type(e).__name__) from e
+        except ModelSignatureError as e:
+            raise CommandError(str(e), kind=type(e).__name__) from e
+        wc, signed = check.commitment, check.as_dict()
+    else:
+        wc = commit_checkpoint(model, args.workers)
+    return {
+        "model": str(path), "format": model.format,
+        "weight_commitment": {"root": wc.root.hex(), "id": wc.id, "tensors": wc.tensors, "total_bytes": wc.total_bytes},
+        "files": [str(f) for f in dict.fromkeys(model.source.files())],
+        "model_signature": signed,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def print_signature(signed: dict[str, Any]) -> None:
+    """What a verified model signature says about the weight commitment, in words."""
+    files = ", ".join(f"{f['name']} ({f['algorithm']} {f['digest'][:16]}...)" for f in signed["weight_files"])
+    print(f"  model signature {signed['signature']} verified over {signed['model']} (key sha256 "
+          f"{signed['key_sha256'][:16]}..., {signed['signed_files']} signed files): the committed tensors come "
+          f"from exactly the files the publisher signed: {files}")
+
+
+def cmd_owner_digest(args: argparse.Namespace) -> int:
+    """The weight commitment of MODEL without computing any term."""
+    report = weights_check(args)
+    if args.json:
+        write_json(report)
+        return EXIT_OK
+    wc = report["weight_commitment"]
+    print(f"{report['model']} ({report['format']}): weight commitment {wc['root']} over {wc['tensors']} tensors, "
+          f"{wc['total_bytes']} bytes ({report['seconds']:.2f} s)")
+    print(f"  {wc['id']}")
+    if report["model_signature"]:
+        print_signature(report["model_signature"])
+    return EXIT_OK
 
 
 def cmd_owner_inspect(args: argparse.Namespace) -> int:
@@ -358,6 +437,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     inv.add_argument("--json", action="store_true", help="print what was written as JSON (no progress bar)")
     inv.add_argument("-q", "--quiet", action="store_true")
     inv.set_defaults(func=cmd_owner_invariants)
+
+    dg = owner.add_parser("digest", help="the weight commitment of MODEL (no term computed), and optionally its "
+                                         "OpenSSF model_signing signature checked against it")
+    model_options(dg)
+    signature_options(dg)
+    dg.add_argument("--workers", type=int, default=None, help="threads hashing checkpoint files")
+    dg.add_argument("--json", action="store_true")
+    dg.set_defaults(func=cmd_owner_digest)
 
     fp = owner.add_parser("fingerprint", help="write a signed bundle (terms + manifest) for offline use")
     model_options(fp)

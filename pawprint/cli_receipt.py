@@ -2,8 +2,12 @@
 
 ``bundle verify`` and ``receipt verify`` run on the core install (``protocol`` alone): a bundle's signature,
 key and terms; a receipt's signature, its registry checkpoint and each matched entry's inclusion (from a
-registry server, a verifier's data directory or a log copy). Re-deriving a receipt's verdict from its scores
-needs the measured null (scipy: the verifier extra); without it the verdict is reported as not re-derived.
+registry server, a verifier's data directory or a log copy). ``bundle verify --model MODEL`` also recomputes
+MODEL's weight commitment (the owner extra) and checks it is the bundle's: the bundle commits to these files'
+tensors, which is not proof that its terms were computed from them (``owner fingerprint`` and a comparison are);
+``--model-signature`` relates it to a publisher's OpenSSF model_signing signature (the signing extra).
+Re-deriving a receipt's verdict from its scores needs the measured null (scipy: the verifier extra); without it
+the verdict is reported as not re-derived.
 ``report`` draws the HTML dispute report (the verifier extra); it refuses (exit 1) when a receipt's signature,
 checkpoint, inclusion or verdict is invalid, unless ``--allow-invalid`` (the page then shows what failed).
 
@@ -34,6 +38,7 @@ from pawprint._common import (
     verifier_extra_missing,
     write_json,
 )
+from pawprint.cli_owner import signature_options
 from pawprint.cli_registry import connection_options, leaf_hex, log_key, log_reader, open_checkpoint, where
 
 if TYPE_CHECKING:
@@ -75,6 +80,10 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
         ],
         "tensors": len(manifest.tensors),
     }
+    if args.model is not None:
+        report["weights"] = _check_model(args, manifest.weight_commitment.root.hex())
+    elif args.model_signature or args.signature_key:
+        raise CommandError("--model-signature and --signature-key need --model MODEL (the files they sign)")
     if args.json:
         write_json(report)
         return EXIT_OK
@@ -83,7 +92,29 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
         print(f"  named {manifest.display_name!r} by its owner (not verified)")
     print(f"  model {manifest.model.get('family')} ({manifest.model.get('n_layers')} layers), "
           f"{len(manifest.tensors)} terms, weight commitment {manifest.weight_commitment.root.hex()}")
+    if args.model is not None:
+        from pawprint.cli_owner import print_signature
+
+        weights = report["weights"]
+        tensors = weights["weight_commitment"]["tensors"]
+        print(f"  {weights['model']}: its tensors have this weight commitment ({tensors} tensors): the bundle "
+              f"commits to these files' tensors (not proof that its terms were computed from them: recompute them "
+              f"with `pawprint owner fingerprint` and compare)")
+        if weights["model_signature"]:
+            print_signature(weights["model_signature"])
     return EXIT_OK
+
+
+def _check_model(args: argparse.Namespace, expected: str) -> dict[str, Any]:
+    """``--model``: MODEL's weight commitment recomputed (``pawprint owner digest``) must equal the manifest's."""
+    from pawprint.cli_owner import weights_check
+
+    weights = weights_check(args, "--model")
+    actual = weights["weight_commitment"]["root"]
+    if actual != expected:
+        raise CheckFailed(f"{weights['model']}: weight commitment {actual} does not match the bundle's {expected} "
+                          f"({args.bundle}): the bundle does not commit to these files' tensors")
+    return {**weights, "matches_bundle": True}
 
 
 # ---------------------------------------------------------------------------------------------- receipt
@@ -225,6 +256,15 @@ def add_bundle_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bv.add_argument("--trust", required=True, metavar="TRUST")
     bv.add_argument("--role", default=None, choices=("owner", "vendor"),
                     help="the role the key must have (default: owner or vendor)")
+    bv.add_argument("--model", default=None, metavar="MODEL",
+                    help="also recompute MODEL's weight commitment (as `pawprint owner digest`; needs the owner extra) "
+                         "and check it equals the bundle's (exit 1 if not). This proves the bundle commits to these "
+                         "files' tensors, not that its terms were computed from them (recomputing the terms is "
+                         "`pawprint owner fingerprint` and a comparison)")
+    bv.add_argument("--revision", default=None, help="with --model: branch, tag or commit of a Hugging Face repo id")
+    bv.add_argument("--cache-dir", default=None, metavar="DIR", help="with --model: the Hugging Face hub cache")
+    bv.add_argument("--workers", type=int, default=None, help="with --model: threads hashing checkpoint files")
+    signature_options(bv, "--model")
     bv.add_argument("--json", action="store_true")
     bv.set_defaults(func=cmd_bundle_verify)
 

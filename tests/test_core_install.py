@@ -30,9 +30,10 @@ GOLDEN = ROOT / "tests" / "golden_core"
 # What a wheel is built from (pyproject.toml's [tool.setuptools.packages.find] and its readme).
 PACKAGES = ("protocol", "owner", "verifier", "zoo", "pawprint")
 PROJECT_FILES = ("pyproject.toml", "README.md")
-# Packages of the extras that the core install must not bring (pyproject.toml: [owner], [verifier], [zoo]).
+# Packages of the extras that the core install must not bring (pyproject.toml: [owner], [verifier], [zoo],
+# [signing]).
 EXTRA_PACKAGES = ("torch", "safetensors", "onnx", "tqdm", "huggingface_hub", "scipy", "PIL", "grpc_health",
-                  "grpc_reflection", "transformers", "tokenizers", "onnxruntime", "onnxscript")
+                  "grpc_reflection", "transformers", "tokenizers", "onnxruntime", "onnxscript", "model_signing")
 
 
 @dataclass(frozen=True)
