@@ -12,14 +12,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
     from protocol import Bundle, PrivateKey, PublicKey
     from verifier import NullModel, Thresholds
 
@@ -273,42 +272,133 @@ def write_json(value: object) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
-def line_progress(enabled: bool) -> Progress | None:
-    """``label (done/total)`` on one stderr line, or ``None``."""
+# ---------------------------------------------------------------------------------------------- progress
+# One progress style for every long step (owner commands, ``zoo build``, ``demo``), written by hand rather than
+# with tqdm: it is a few lines, needs no extra (``zoo build`` and the core commands have no tqdm), and tqdm has
+# no form for logs (without a terminal it still redraws with carriage returns).
+ProgressMode = Literal["tty", "lines", "quiet"]
+_REDRAW_S = 0.1  # a terminal's line is redrawn at most this often, unless ``done`` changed
+
+# Environment settings that keep third-party libraries from drawing progress bars or logging on their own;
+# set (unless the user set them) by a command before it imports the zoo, transformers or huggingface_hub.
+QUIET_LIBRARIES_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub, and transformers' bars, which follow it
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def quiet_libraries_env() -> None:
+    """Set ``QUIET_LIBRARIES_ENV`` where the environment does not say otherwise (before those imports)."""
+    for name, value in QUIET_LIBRARIES_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def elapsed_text(seconds: float) -> str:
+    """``4.2s``, ``3m07s``, ``1h02m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def progress_mode(enabled: bool, stream: TextIO) -> ProgressMode:
+    """``quiet`` unless ``enabled`` (``-q``, ``--json``), else ``tty`` on a terminal and ``lines`` otherwise."""
     if not enabled:
-        return None
+        return "quiet"
+    try:
+        return "tty" if stream.isatty() else "lines"
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return "lines"
 
-    def report(label: str, done: int, total: int) -> None:
-        print(f"\r{label} ({done}/{total})", end="", file=sys.stderr, flush=True)
-        if done == total:
-            print(file=sys.stderr)
 
-    return report
+class ProgressReporter:
+    """The CLI's progress, a ``Progress`` callback ``(label, done, total)``: ``done`` of ``total`` steps are
+    finished and ``label`` is being worked on now (as ``owner.compute_invariants`` and ``zoo.build_zoo`` call
+    it). Written on ``stream`` (stderr), one of three ways (``mode``, by default from ``progress_mode``):
+
+    - ``tty`` (a terminal): one line redrawn in place, ``DESC: LABEL  DONE/TOTAL  ELAPSED``, cut to the
+      terminal's width, at most ten times a second unless ``done`` changed; it is ended with a newline when
+      ``done`` reaches ``total`` or the reporter is closed;
+    - ``lines`` (a log, CI): the same text as plain lines, one when a step starts (the first call, and each
+      call that changes ``done``: the one with ``done == total`` ends the work), no carriage returns; calls
+      that only change the running step's label (a training loss) print nothing;
+    - ``quiet`` (``-q``, ``--json``): nothing.
+    """
+
+    def __init__(self, desc: str = "", *, enabled: bool = True, mode: ProgressMode | None = None,
+                 stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.mode: ProgressMode = mode or progress_mode(enabled, self.stream)
+        self.prefix = f"{desc}: " if desc else ""
+        self._clock = clock
+        self._start = clock()
+        self._last_done: int | None = None
+        self._last_draw = float("-inf")
+        self._open = False  # a terminal line is drawn and not yet ended
+
+    def text(self, label: str, done: int, total: int, width: int | None = None) -> str:
+        """``DESC: LABEL  DONE/TOTAL  ELAPSED``; within ``width`` characters, the label is shortened first."""
+        tail = f"  {done}/{total}  {elapsed_text(self._clock() - self._start)}"
+        if width is not None:
+            room = width - len(self.prefix) - len(tail)
+            if len(label) > room:
+                label = label[: max(0, room - 3)] + "..."
+        line = f"{self.prefix}{label}{tail}"
+        return line if width is None else line[:width]
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self.mode == "quiet":
+            return
+        new_step = done != self._last_done
+        self._last_done = done
+        if self.mode == "lines":
+            if new_step:
+                self._write(self.text(label, done, total) + "\n")
+            return
+        now = self._clock()
+        if not new_step and done != total and now - self._last_draw < _REDRAW_S:
+            return
+        self._last_draw = now
+        line = self.text(label, done, total, self._width())
+        self._write(f"\r{line}\x1b[K" + ("\n" if done >= total else ""))
+        self._open = done < total
+
+    def close(self) -> None:
+        """End a terminal line left open (the work stopped before ``done`` reached ``total``)."""
+        if self._open:
+            self._write("\n")
+            self._open = False
+
+    def _width(self) -> int:
+        """The terminal's width less one (a full line would wrap on some terminals); 79 if unknown."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        return columns - 1 if columns > 0 else 79
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def line_progress(enabled: bool) -> Progress | None:
+    """The CLI's progress reporter on stderr (``ProgressReporter``), or ``None`` when not ``enabled``."""
+    return ProgressReporter() if enabled else None
 
 
 @contextmanager
 def progress_bar(desc: str, enabled: bool = True) -> Iterator[Progress]:
-    """A tqdm bar on stderr driven by ``(label, done, total)`` callbacks (tqdm: the owner extra)."""
-    bar: tqdm[None] | None = None
-
-    def update(label: str, done: int, total: int) -> None:
-        nonlocal bar
-        if not enabled:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, leave=False)
-        bar.total = total
-        bar.set_postfix_str(label, refresh=False)
-        bar.n = done
-        bar.refresh()
-
+    """The CLI's progress reporter on stderr named ``desc`` (``ProgressReporter``; silent when not
+    ``enabled``), for the duration of the block; a line left open on a terminal is ended on leaving it."""
+    reporter = ProgressReporter(desc, enabled=enabled)
     try:
-        yield update
+        yield reporter
     finally:
-        if bar is not None:
-            bar.close()
+        reporter.close()
 
 
 # ---------------------------------------------------------------------------------------------- options

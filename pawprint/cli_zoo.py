@@ -1,6 +1,10 @@
 """The zoo's commands: ``pawprint zoo attack|build`` and ``pawprint demo`` (the zoo extra).
 
 The demo drives the other commands as a user would, each as its own ``python -m pawprint`` process.
+``zoo build`` and the demo's zoo report progress model by model with the CLI's one reporter
+(``pawprint._common.ProgressReporter``: an updating line on a terminal, a line per model in a log, nothing
+under ``-q`` or ``--json``); transformers and huggingface_hub draw no bars of their own (``quiet_libraries_env``
+before the zoo is imported, and ``zoo.progress.quiet_libraries`` around its model loads).
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pawprint._common import EXIT_OK, progress_bar, write_json
+from pawprint._common import EXIT_OK, progress_bar, quiet_libraries_env, write_json
 
 # zoo.attacks.ATTACKS, repeated so that building the parser imports no zoo (torch; a test checks they agree)
 ATTACKS = (
@@ -18,6 +22,7 @@ ATTACKS = (
 
 
 def cmd_zoo_attack(args: argparse.Namespace) -> int:
+    quiet_libraries_env()
     from zoo.attacks import attack
 
     res = attack(Path(args.src), Path(args.dst), args.kind, seed=args.seed)
@@ -29,6 +34,7 @@ def cmd_zoo_attack(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> int:
+    quiet_libraries_env()
     from zoo.build import DEFAULT_FAMILIES, build_zoo
 
     families = tuple(args.families.split(",")) if args.families else DEFAULT_FAMILIES
@@ -43,9 +49,11 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    quiet_libraries_env()
     from zoo.demo import run_demo
 
-    return run_demo(Path(args.workdir), quick=args.quick)
+    with progress_bar("zoo") as progress:  # the zoo's build, model by model, under the demo's step [1/4]
+        return run_demo(Path(args.workdir), quick=args.quick, progress=progress)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bld.add_argument("--heldout", action="store_true",
                      help="the held-out population (new base seeds, derivatives of llama-base-s2) for evaluation")
     bld.add_argument("-q", "--quiet", action="store_true")
-    bld.add_argument("--json", action="store_true", help="print where the lineage is as JSON (no progress bar)")
+    bld.add_argument("--json", action="store_true", help="print where the lineage is as JSON (no progress)")
     bld.set_defaults(func=cmd_zoo_build)
 
 

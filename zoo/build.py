@@ -18,14 +18,13 @@ This module only writes under ``out_dir`` and never touches the network.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import importlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +35,7 @@ from torch import nn
 
 from zoo import train as T
 from zoo.corpora import QAPair, qa_corpus, split, text_corpus
+from zoo.progress import Progress, quiet_libraries
 from zoo.tiny import FAMILIES, TinySpec, build_config, tokenizer_style
 from zoo.tokenizers_ import TokenizerStyle, train_style_tokenizer
 
@@ -69,7 +69,7 @@ _STYLE_TOKENS: dict[TokenizerStyle, tuple[str, str | None, str | None]] = {
 _BOS: dict[TokenizerStyle, str] = {"bytelevel": "<|endoftext|>", "metaspace": "<s>", "wordpiece": "[CLS]"}
 _LORA_TARGETS = ("q_proj", "v_proj", "o_proj", "up_proj")
 
-ProgressFn = Callable[[str, int, int], None]
+ProgressFn = Progress  # the zoo's progress callback (``zoo.progress``), under its former name
 # A transformers ``PreTrainedModel`` (an ``nn.Module`` with ``config``, ``save_pretrained``...); typed loosely
 # because transformers is imported lazily and ships no complete stubs.
 HFModel = Any
@@ -193,10 +193,15 @@ def build_zoo(
 ) -> Path:
     """Build (or reuse) the zoo under ``out_dir`` and return the path of its ``lineage.json``.
 
-    ``quick`` builds the same population, smaller and shorter, for CI. ``progress(label, done, total)`` is
-    called as work advances (units: training steps, one per untrained model). ``threads`` is the torch
-    thread count used while building (restored afterwards); bytes are reproducible for a fixed count.
-    ``heldout`` builds the held-out population (see ``plan_zoo``) instead, in its own directory.
+    ``quick`` builds the same population, smaller and shorter, for CI. ``progress(label, done, total)``
+    (``zoo.progress.Progress``) is called as work advances; the units are steps, one per tokenizer and one per
+    model, and ``done`` counts the steps finished. Each step is announced as it starts, with the model's name
+    as ``label`` (``NAME: cached`` for a model reused as it is, ``tokenizer STYLE`` for a tokenizer); while a
+    model trains, calls with the same ``done`` say ``NAME: step S/N, loss L``; the last call is
+    ``("done", total, total)``. ``threads`` is the torch thread count used while building (restored
+    afterwards); bytes are reproducible for a fixed count. ``heldout`` builds the held-out population (see
+    ``plan_zoo``) instead, in its own directory. transformers and huggingface_hub print nothing of their own
+    meanwhile (``zoo.progress.quiet_libraries``).
     """
     out_dir = Path(out_dir)
     scale = QUICK_SCALE if quick else DEFAULT_SCALE
@@ -204,28 +209,11 @@ def build_zoo(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with torch.random.fork_rng(devices=[]), _quiet_transformers():
+        with torch.random.fork_rng(devices=[]), quiet_libraries():
             builder = _Builder(out_dir, scale, progress, recipes)
             return builder.run()
     finally:
         torch.set_num_threads(previous_threads)
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' logging and progress bars for the duration of a build, then restore them."""
-    import transformers
-
-    level = transformers.logging.get_verbosity()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        transformers.logging.set_verbosity(level)
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
 
 
 def _sha256(data: str) -> str:
@@ -315,7 +303,7 @@ class _Builder:
 
         self.out_dir, self.scale, self.recipes = out_dir, scale, recipes
         self._progress = progress
-        self.total = len({tokenizer_style(r.family) for r in recipes}) + sum(max(1, r.steps) for r in recipes)
+        self.total = len({tokenizer_style(r.family) for r in recipes}) + len(recipes)
         self.done = 0
         self.toolchain = {"torch": torch.__version__, "transformers": transformers.__version__,
                           "tokenizers": tokenizers.__version__}
@@ -329,10 +317,16 @@ class _Builder:
         self.skipped: list[dict[str, str]] = []
 
     # -- progress -------------------------------------------------------------------------------------------
-    def _tick(self, label: str, units: int = 1) -> None:
-        self.done += units
+    def _report(self, label: str) -> None:
         if self._progress is not None:
             self._progress(label, self.done, self.total)
+
+    def _step(self, label: str) -> None:
+        """Announce the step that starts now (``done`` counts those finished); ``_finished`` ends it."""
+        self._report(label)
+
+    def _finished(self) -> None:
+        self.done += 1
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def _corpus(self, name: str) -> tuple[list[str], list[str]]:
@@ -354,8 +348,9 @@ class _Builder:
 
     def _tokenizer(self, style: TokenizerStyle) -> str:
         if style not in self.tokenizers:
+            self._step(f"tokenizer {style}")
             self.tokenizers[style] = train_style_tokenizer(self._corpus(BASE_CORPUS)[0], style, self.scale.vocab)
-            self._tick(f"tokenizer {style}")
+            self._finished()
         return self.tokenizers[style]
 
     def _tokenizer_for(self, recipe: Recipe) -> str:
@@ -426,16 +421,17 @@ class _Builder:
         }
         path = self.out_dir / LINEAGE
         _atomic_write(path, json.dumps(lineage, indent=1, sort_keys=False) + "\n")
+        self._report("done")
         return path
 
     def _build(self, recipe: Recipe) -> None:
-        units = max(1, recipe.steps)
         if recipe.kind.startswith("onnx"):
             export = _onnx_exporter()
             if export is None:
                 self.skipped.append({"name": recipe.name, "kind": recipe.kind,
                                      "reason": "zoo.onnx_export is not importable"})
-                self._tick(f"{recipe.name}: skipped (zoo.onnx_export not importable)", units)
+                self._step(f"{recipe.name}: skipped (zoo.onnx_export not importable)")
+                self._finished()
                 return
         digest = self._digest(recipe)
         self.digests[recipe.name] = digest
@@ -448,19 +444,19 @@ class _Builder:
                 saved = {}
             if saved.get("recipe_digest") == digest and isinstance(saved.get("record"), dict):
                 self.records[recipe.name] = saved["record"]
-                self._tick(f"{recipe.name}: cached", units)
+                self._step(f"{recipe.name}: cached")
+                self._finished()
                 return
         for stale in self.out_dir.glob(f".tmp-{recipe.name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = self.out_dir / f".tmp-{recipe.name}-{os.getpid()}"
         tmp.mkdir()
-        start = self.done
+        self._step(recipe.name)
         try:
             extra = self._make(recipe, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.done = start
         record: dict[str, Any] = {
             "name": recipe.name, "family": recipe.family, "parent": recipe.parent, "kind": recipe.kind,
             "seed": recipe.seed, "steps": recipe.steps,
@@ -476,7 +472,7 @@ class _Builder:
         os.replace(tmp, final)
         _atomic_write(marker, json.dumps({"recipe_digest": digest, "record": record}, indent=1) + "\n")
         self.records[recipe.name] = record
-        self._tick(f"{recipe.name}: built", units)
+        self._finished()
 
     # -- per-kind makers: each writes the model into ``out`` and returns the extra lineage fields -------------
     def _make(self, recipe: Recipe, out: Path) -> dict[str, Any]:
@@ -515,12 +511,10 @@ class _Builder:
         (out / "tokenizer.json").write_text(tok_json, encoding="utf-8")
 
     def _trainer(self, recipe: Recipe) -> Callable[[int, float], None]:
-        start = self.done
+        """``train``'s ``on_step``: the model's training steps, reported within its build step (same ``done``)."""
 
         def on_step(step: int, loss: float) -> None:
-            self.done = start + step
-            if self._progress is not None:
-                self._progress(f"{recipe.name}: train loss {loss:.2f}", self.done, self.total)
+            self._report(f"{recipe.name}: step {step}/{recipe.steps}, loss {loss:.2f}")
 
         return on_step
 

@@ -23,6 +23,7 @@ from zoo.attack_eval import raw_parameter_cosine
 from zoo.attacks import attack
 from zoo.build import build_zoo
 from zoo.function import same_function
+from zoo.progress import Progress
 
 LAUNDER_CHAIN: tuple[str, ...] = (
     "fold-rotate", "ffn-permute", "ffn-scale", "head-permute", "qk-linear", "vo-linear", "residual-scale",
@@ -49,13 +50,15 @@ def _launder(src: Path, dst: Path, seed: int = 11) -> float:
     return worst
 
 
-def run_demo(workdir: Path, quick: bool = False, zoo_dir: Path | None = None) -> int:
-    """The main job; ``zoo_dir`` reuses a zoo built elsewhere (it must have been built with the same ``quick``)."""
+def run_demo(workdir: Path, quick: bool = False, zoo_dir: Path | None = None,
+             progress: Progress | None = None) -> int:
+    """The main job; ``zoo_dir`` reuses a zoo built elsewhere (it must have been built with the same ``quick``).
+    ``progress`` reports the zoo's build, model by model (``build_zoo``); the CLI passes its reporter."""
     t0 = time.time()
     workdir.mkdir(parents=True, exist_ok=True)
     zoo_dir = zoo_dir or workdir / ("zoo-quick" if quick else "zoo")
     print(f"[1/4] lineage zoo in {zoo_dir} (built once, then reused)", flush=True)
-    lineage = json.loads(build_zoo(zoo_dir, quick=quick).read_text())
+    lineage = json.loads(build_zoo(zoo_dir, quick=quick, progress=progress).read_text())
     models = {m["name"]: m for m in lineage["models"]}
     bases = [m["name"] for m in lineage["models"] if m["family"] == "llama" and m["kind"] == "base"]
     base, independent = bases[0], bases[1]

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from zoo.attacks import AttackResult
+from zoo.progress import quiet_libraries
 
 # Families whose model is an encoder without a head: run_model returns the last hidden state.
 ENCODER_FAMILIES: frozenset[str] = frozenset({"bert"})
@@ -29,7 +30,8 @@ def run_model(model_dir: Path, input_ids: torch.Tensor) -> torch.Tensor:
 
     encoder = _family(model_dir) in ENCODER_FAMILIES
     cls = transformers.AutoModel if encoder else transformers.AutoModelForCausalLM
-    model = cls.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    with quiet_libraries():  # no "Loading weights" bar of transformers' own
+        model = cls.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     with torch.no_grad():
         out = model(input_ids=input_ids)
     return (out.last_hidden_state if encoder else out.logits).detach()

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import torch
 
+from zoo.progress import quiet_libraries
+
 Exporter = Literal["torchscript", "dynamo"]
 EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
 
@@ -41,10 +43,11 @@ def _load_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     # Eager attention keeps the exported graphs to plain ops every exporter and opset supports.
     kw: dict[str, Any] = dict(dtype=torch.float32, attn_implementation="eager")
     model: Any
-    if config.get("model_type") == "bert":
-        model = transformers.BertModel.from_pretrained(model_dir, **kw)
-    else:
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kw)
+    with quiet_libraries():  # no "Loading weights" bar of transformers' own
+        if config.get("model_type") == "bert":
+            model = transformers.BertModel.from_pretrained(model_dir, **kw)
+        else:
+            model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kw)
     model.config.use_cache = False
     return model.eval(), config
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from zoo.corpus import docstring_corpus
+from zoo.progress import quiet_libraries
 from zoo.tokenizers_ import TokenizerStyle, train_style_tokenizer
 
 # family -> (transformers config class name, model class name, tokenizer style, config overrides)
@@ -126,6 +127,7 @@ def make_tiny(
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.to(dtype).save_pretrained(out_dir, safe_serialization=True)
+    with quiet_libraries():  # no "Writing model shards" bar of transformers' own
+        model.to(dtype).save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "tokenizer.json").write_text(tok_json, encoding="utf-8")
     return out_dir

@@ -138,8 +138,28 @@ def test_derivative_corpora_differ_from_pretraining(zoo: Zoo) -> None:
 def test_progress_reaches_the_total(zoo: Zoo) -> None:
     dones = [d for _, d, _ in zoo.calls]
     assert dones == sorted(dones)
-    assert zoo.calls[-1][1] == zoo.calls[-1][2]
+    assert zoo.calls[-1] == ("done", zoo.calls[-1][2], zoo.calls[-1][2])
     assert len({t for _, _, t in zoo.calls}) == 1
+
+
+def test_progress_announces_each_model_by_name(zoo: Zoo) -> None:
+    """One step per tokenizer and per model, announced by name as it starts (``done`` = steps finished);
+    training steps are reported within their model's step, with the same ``done``."""
+    recipes = plan_zoo(DEFAULT_FAMILIES, QUICK_SCALE)
+    styles = list(dict.fromkeys(tokenizer_style(r.family) for r in recipes))
+    total = len(styles) + len(recipes)
+    assert {t for _, _, t in zoo.calls} == {total}
+    starts: dict[int, str] = {}
+    for label, done, _ in zoo.calls:
+        starts.setdefault(done, label)  # the first call of each ``done`` starts that step
+    expected = [f"tokenizer {s}" for s in styles] + [r.name for r in recipes]
+    skipped = {s["name"] for s in zoo.lineage["skipped"]}
+    assert [starts[i].split(":")[0] for i in range(total)] == expected
+    assert all(starts[len(styles) + i] == r.name for i, r in enumerate(recipes) if r.name not in skipped)
+    assert starts[total] == "done"
+    steps = [(label, done) for label, done, _ in zoo.calls if label.startswith("llama-sft: step ")]
+    assert len(steps) == QUICK_SCALE.steps // 2
+    assert {done for _, done in steps} == {len(styles) + [r.name for r in recipes].index("llama-sft")}
 
 
 # -- genuinely trained --------------------------------------------------------------------------------------
@@ -286,7 +306,8 @@ def test_second_build_is_cached(zoo: Zoo) -> None:
     build_zoo(zoo.root, quick=True, progress=lambda label, done, total: labels.append(label), threads=1)
     assert {p: p.stat().st_mtime_ns for p in files} == before
     assert (zoo.root / "lineage.json").read_bytes() == lineage_bytes
-    assert not [label for label in labels if "train" in label or "built" in label]
+    models = [label for label in labels if not label.startswith("tokenizer ") and label != "done"]
+    assert models and all(label.endswith((": cached", "not importable)")) for label in models), models
 
 
 def test_a_changed_recipe_is_rebuilt(zoo: Zoo) -> None:
@@ -302,8 +323,8 @@ def test_a_changed_recipe_is_rebuilt(zoo: Zoo) -> None:
     assert json.loads(marker.read_text())["recipe_digest"] == saved["recipe_digest"]
     assert (zoo.root / "llama-bf16" / "model.safetensors").stat().st_mtime_ns > old_ns - 10**9
     assert untouched.stat().st_mtime_ns == mtime
-    assert "llama-bf16: built" in labels
-    assert [label for label in labels if label.endswith(": built")] == ["llama-bf16: built"]
+    names = {r.name for r in plan_zoo(DEFAULT_FAMILIES, QUICK_SCALE)}
+    assert [label for label in labels if label in names] == ["llama-bf16"]  # the one model built again
 
 
 def test_build_is_deterministic(zoo: Zoo, tmp_path: Path) -> None:

@@ -10,9 +10,15 @@ from zoo.demo import run_demo
 
 
 def test_demo_runs_end_to_end(quick_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_demo(tmp_path, quick=True, zoo_dir=quick_zoo) == 0
-    out = capsys.readouterr().out
+    calls: list[tuple[str, int, int]] = []
+    assert run_demo(tmp_path, quick=True, zoo_dir=quick_zoo,
+                    progress=lambda label, done, total: calls.append((label, done, total))) == 0
+    out, err = capsys.readouterr()
     assert "every step keeps the model's function" in out
+    # the zoo step reports model by model (here every model is reused), and no library draws its own bars
+    assert calls[-1] == ("done", calls[-1][2], calls[-1][2])
+    assert "llama-base-s0: cached" in [label for label, _, _ in calls]
+    assert "Loading weights" not in err and "it/s]" not in err
     receipts = sorted((tmp_path / "flow" / "receipts").glob("*/*.pawprint-receipt"))
     assert {r.parent.name for r in receipts} == {
         "llama-base-s0-laundered", "llama-sft", "llama-pruned", "llama-cpt-heavy", "llama-base-s1"
