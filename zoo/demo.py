@@ -150,7 +150,8 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
             out = receipts / path.name
             _cli("owner", "submit", str(path), "--verifier", address, "-k", str(keys / "owner.key"),
                  "--verifier-pub", str(keys / "verifier.pub"), "--ca", str(pki / "ca.pem"),
-                 "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "-o", str(out), "-q")
+                 "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "-o", str(out), "-q",
+                 "--name", path.name)  # what the owner calls its model: signed, shown as the owner's claim
             for receipt in sorted(out.glob("*.pawprint-receipt")):
                 _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"), quiet=True)
                 # and each matched base's inclusion in the registry log at the receipt's checkpoint
