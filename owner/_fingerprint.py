@@ -54,7 +54,7 @@ from protocol import (
     tensor_name,
     weight_commitment,
 )
-from protocol.terms import TERMS, InvariantSet, group_terms, term_tensor
+from protocol.terms import TERMS, InvariantSet, group_terms
 
 AGENT_VERSION = "pawprint-agent/0.1.0"
 HASH_BLOCK = 8 << 20
@@ -389,16 +389,15 @@ def fingerprint(
         raise FingerprintError(f"{m.root}: no probe set of the challenge is usable with this model ({reasons})")
     groups = tuple(inv.group for inv in invariants)
     terms: dict[str, Tensor] = {}
+    table: list[TensorDigest] = []
     for i, inv in enumerate(invariants):
         for layer in inv.layers:
             for name in TERMS:
-                # Each array is dropped once it is bytes (these invariant sets are this function's own), so the
-                # terms are held once, not twice.
-                terms[tensor_name(i, layer, name)] = term_tensor(inv.terms.pop((layer, name)))
-    table = tuple(
-        TensorDigest(name, t.dtype, t.shape, hashlib.sha256(t.data).digest())
-        for name, t in terms.items()
-    )
+                # Each term is moved out of its invariant set (these are this function's own) into a tensor that
+                # views the same buffer, then hashed: the terms are held once, never as arrays and bytes both.
+                key = tensor_name(i, layer, name)
+                t = terms[key] = _term_tensor(inv.terms.pop((layer, name)))
+                table.append(TensorDigest(key, t.dtype, t.shape, hashlib.sha256(t.data).digest()))
     commitment = commit_checkpoint(m, workers)
     model_facts: dict[str, str | int | bool] = {
         k: v for k, v in invariants[0].model.items() if isinstance(v, str | int)
@@ -406,13 +405,25 @@ def fingerprint(
     try:
         manifest = Manifest(
             owner_key_id=owner_key_id, nonce=nonce, created_at=int(now), agent=AGENT_VERSION, model=model_facts,
-            groups=groups, tensors=table, weight_commitment=commitment, keep_invariants=keep_invariants,
+            groups=groups, tensors=tuple(table), weight_commitment=commitment, keep_invariants=keep_invariants,
             display_name=display_name,
         )
         manifest.check_terms()
     except ProtocolError as e:
         raise FingerprintError(f"{m.root}: cannot describe the fingerprint ({e})") from e
     return Fingerprint(manifest, terms)
+
+
+def _term_tensor(array: np.ndarray) -> Tensor:
+    """A term as it travels (little-endian F32), without a copy of the array where there need be none.
+
+    The agent's terms are C-contiguous float32 already, so on a little-endian machine ``ascontiguousarray``
+    returns the array itself and the tensor's data is a read-only byte view of its buffer; any other array is
+    converted once. (``protocol.terms.term_tensor`` copies into ``bytes``: one more copy of every term.)
+    """
+    a = np.ascontiguousarray(array, dtype="<f4").view()
+    a.flags.writeable = False  # a view's flag: the memoryview below is read-only, as Tensor requires
+    return Tensor("F32", tuple(int(d) for d in a.shape), a.reshape(-1).view(np.uint8).data)
 
 
 def build_bundle(

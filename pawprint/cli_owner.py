@@ -202,7 +202,7 @@ def cmd_owner_invariants(args: argparse.Namespace) -> int:
 
 def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
     from owner import build_bundle
-    from protocol import atomic_write
+    from protocol import write_bundle
 
     key = private_key(args.k, args.passphrase_env)
     with user_input():
@@ -212,7 +212,7 @@ def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
         )
     manifest = bundle.open()
     try:
-        atomic_write(args.output, bundle.to_bytes())
+        write_bundle(args.output, bundle)  # streamed: the terms are written from their buffers, never copied whole
     except OSError as e:
         raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
     if args.json:

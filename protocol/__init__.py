@@ -25,7 +25,8 @@ The pieces, in the order a signed message goes through them:
   (name, dtype, shape, SHA-256), pinning a checkpoint without revealing it.
 - **Messages** (``Challenge``, ``Manifest``, ``Bundle``, ``Receipt``): the signed structures of the
   owner-verifier exchange and the offline bundle and receipt files; no floats (scores are decimal strings,
-  ``format_score``). The gRPC stubs that carry them live apart, in ``protocol._pb``, and are imported only by
+  ``format_score``). ``write_bundle`` writes a bundle file streamed (the bytes of ``Bundle.to_bytes``, never
+  all in memory at once). The gRPC stubs that carry them live apart, in ``protocol._pb``, and are imported only by
   the gRPC adapters.
 
 Every error is a ``ProtocolError``.
@@ -50,6 +51,7 @@ from protocol._audit import (
     statement_of,
     verify_bundle,
 )
+from protocol._bundle_io import stream_bundle, write_bundle
 from protocol._canonical import (
     DEFAULT_LIMITS,
     DTYPE_ITEMSIZE,
@@ -303,6 +305,7 @@ __all__ = [
     "sign_message",
     "sorted_entries",
     "statement_of",
+    "stream_bundle",
     "tensor_map",
     "tensor_name",
     "to_hex",
@@ -311,4 +314,5 @@ __all__ = [
     "verify_consistency",
     "verify_inclusion",
     "weight_commitment",
+    "write_bundle",
 ]

@@ -13,7 +13,8 @@ Each message is a frozen dataclass with ``to_map``/``from_map``; its signed form
   order they are streamed, the weight commitment over every checkpoint tensor, the model's shape facts, the
   agent version, the time and, if the owner named the model, its ``display_name`` (below).
 - ``Bundle``: a signed manifest with its key and the term tensors; ``to_bytes`` is the offline file format,
-  the canonical msgpack of ``{"format", "manifest", "public_key", "signature", "terms"}``.
+  the canonical msgpack of ``{"format", "manifest", "public_key", "signature", "terms"}`` (``protocol._bundle_io``
+  writes the same bytes to a file streamed).
 - ``Receipt`` (kind ``receipt``, signed by the verifier): the submission digest, nonce, weight commitment,
   registry state, every match with its scores, the verdict and the rule that produced it, method ids, time.
   A receipt binds to the registry's transparency log: ``checkpoint`` is the log's signed checkpoint note the
@@ -739,6 +740,8 @@ class Bundle:
         return manifest
 
     def to_bytes(self) -> bytes:
+        """The bundle file's bytes, all in memory; ``protocol.write_bundle`` writes the same bytes to a file
+        streamed (each term written from its own buffer), which is what to use for a bundle of real size."""
         return encode({
             "format": BUNDLE_FORMAT,
             "manifest": self.signed.payload,
