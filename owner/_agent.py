@@ -4,8 +4,10 @@ Each layer's tensors are read in their stored dtype, used (converted to fp32 a m
 and dropped before the next layer, so peak memory is about one stored layer plus the probe rows and the terms,
 whatever the checkpoint's size. While a layer is computed, the kernel is asked to read the next one ahead
 (``prefetch``); what does not depend on the layer (the whitened probe rows) is computed once. ``compute_invariants``
-keeps the terms (as the fp32 arrays they were computed in, never copied); ``write_invariants`` writes each to the
-invariants file as soon as it exists and keeps none, which is what a command line that only writes the file needs.
+keeps the terms (as the fp32 arrays they were computed in, never copied); ``stream_invariants`` hands them out one
+at a time, as they are computed, to a consumer that keeps none (``owner._fingerprint`` spools each to a file);
+``write_invariants`` writes each to the invariants file as soon as it exists and keeps none, which is what a command
+line that only writes the file needs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from owner._invfile import InvariantsWriter, invariants_metadata
 from owner._model import OpenedModel, open_model
 from owner._probes import build_probe_set, load_vocabulary, map_probes
 from owner._source import prefetch
-from protocol import ProbeSpec
+from protocol import TERMS, ProbeSpec, TermGroup
 from protocol.terms import InvariantSet
 
 Progress = Callable[[str, int, int], None]
@@ -103,6 +105,41 @@ def _terms(plan: _Plan, progress: Progress | None) -> Iterator[tuple[int, str, t
             progress("done", len(chosen), len(chosen))
 
 
+@dataclass(frozen=True)
+class InvariantStream:
+    """An ``InvariantSet`` whose terms come one at a time: the group that describes them and the model's shape
+    facts (both known before any weight is read), and an iterator of ``(layer, term name, array)``, each array
+    ``m x m`` float32, yielded as soon as it is computed, in the group's order (layers, then ``TERMS``). A consumer
+    that drops each array before asking for the next holds one term at a time."""
+
+    group: TermGroup
+    model: dict[str, Any]
+    terms: Iterator[tuple[int, str, np.ndarray]]
+
+
+def stream_invariants(
+    model: OpenedModel | Path | str,
+    probes: ProbeSpec | None = None,
+    layers: str | Sequence[int] | None = None,
+    method: Method = "pawprint",
+    progress: Progress | None = None,
+) -> InvariantStream:
+    """``compute_invariants`` one term at a time. Everything that can be checked before a weight is read (the
+    method, the probe tokens the model has, the layers) is checked here, so a ``TokenizerError`` for a probe set
+    the model cannot use is raised by this call, not by the iterator."""
+    plan = _plan(model, probes, layers, method)
+    group = TermGroup(probe_set=plan.probes, present=tuple(bool(p) for p in plan.present),
+                      layers=tuple(int(x) for x in plan.layers), method=method, method_id=METHOD_IDS[method],
+                      terms=TERMS)
+
+    def arrays() -> Iterator[tuple[int, str, np.ndarray]]:
+        for layer, name, t in _terms(plan, progress):
+            yield layer, name, np.asarray(t.numpy(), dtype=np.float32)  # no copy: t is fp32 already
+            del t
+
+    return InvariantStream(group, plan.shape_facts, arrays())
+
+
 def compute_invariants(
     model: OpenedModel | Path | str,
     probes: ProbeSpec | None = None,
@@ -111,19 +148,9 @@ def compute_invariants(
     progress: Progress | None = None,
 ) -> InvariantSet:
     """Invariant terms of ``model`` on ``probes`` (default: built from its vocabulary) for ``layers``."""
-    plan = _plan(model, probes, layers, method)
-    terms: dict[tuple[int, str], np.ndarray] = {}
-    for layer, name, t in _terms(plan, progress):
-        terms[(layer, name)] = np.asarray(t.numpy(), dtype=np.float32)  # no copy: t is fp32 already
-    return InvariantSet.create(
-        method=method,
-        method_id=METHOD_IDS[method],
-        probes=plan.probes,
-        present=plan.present,
-        layers=plan.layers,
-        model=plan.shape_facts,
-        terms=terms,
-    )
+    stream = stream_invariants(model, probes, layers, method, progress)
+    terms = {(layer, name): a for layer, name, a in stream.terms}
+    return InvariantSet(stream.group, stream.model, terms)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from protocol import (
     PrivateKey,
     ProtocolError,
     PublicKey,
+    PublisherSignature,
     Receipt,
     SignedMessage,
     Tensor,
@@ -108,7 +109,7 @@ def submission_requests(
 def check_receipt(signed: SignedMessage, verifier_key: PublicKey, signed_manifest: SignedMessage,
                   manifest: Manifest, challenge: Challenge) -> Receipt:
     """The receipt, checked: the verifier's signature, this nonce, this manifest, this weight commitment, this
-    display name (or none, as the manifest had)."""
+    display name and publisher signature (or none, as the manifest had)."""
     try:
         receipt = open_receipt(signed, verifier_key)
     except ProtocolError as e:
@@ -119,6 +120,8 @@ def check_receipt(signed: SignedMessage, verifier_key: PublicKey, signed_manifes
         raise SubmissionError("the receipt names another owner key or weight commitment")
     if receipt.model_name != manifest.display_name:
         raise SubmissionError("the receipt names the model otherwise than the signed manifest did")
+    if receipt.publisher_signature != manifest.publisher_signature:
+        raise SubmissionError("the receipt states another publisher signature than the signed manifest did")
     return receipt
 
 
@@ -159,19 +162,22 @@ def submit(
     sleep: Callable[[float], None] = time.sleep,
     display_name: str | None = None,
     target: str | None = None,
+    publisher_signature: PublisherSignature | None = None,
 ) -> SubmitResult:
     """Run one whole exchange over ``channel`` and return the checked receipt. A submission cut off by the
     network or a verifier restart (UNAVAILABLE), racing another copy of itself (ABORTED) or refused because
     the verifier is busy or the key over its rate (RESOURCE_EXHAUSTED saying so) is sent again as it was, up
     to ``retries`` times with doubling waits (or the wait the verifier names); it is answered at most once.
     ``display_name`` names the model in the signed manifest (``fingerprint``); the receipt carries it back as
-    ``model_name``. ``target`` (the channel's HOST:PORT) is named when the verifier cannot be reached."""
+    ``model_name``. ``publisher_signature`` (``owner._model_signing.verify_publisher_signature``, run first)
+    states in the manifest that a publisher's model_signing signature of the model's files was verified; the
+    receipt carries it back. ``target`` (the channel's HOST:PORT) is named when the verifier cannot be reached."""
     stub = pawprint_pb2_grpc.VerifierStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
     challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s, target)
     fp = fingerprint(
         model, key.key_id, now=int(clock()), probe_sets=challenge.probe_sets or None, layers=challenge.layers,
         method=method, nonce=challenge.nonce, keep_invariants=keep_invariants, workers=workers, progress=progress,
-        display_name=display_name,
+        display_name=display_name, publisher_signature=publisher_signature,
     )
     manifest = fp.manifest
     limits = challenge.limits

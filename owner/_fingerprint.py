@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import math
+import mmap
 import os
 import tempfile
 import threading
@@ -33,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from owner._adapters import Method
-from owner._agent import compute_invariants
+from owner._agent import (
+    stream_invariants,
+)
 from owner._model import OpenedModel, open_model
 from owner._source import SafetensorsEntry, safetensors_layout
 from owner.errors import CheckpointError, OwnerError, TokenizerError
@@ -45,8 +48,10 @@ from protocol import (
     PrivateKey,
     ProbeSpec,
     ProtocolError,
+    PublisherSignature,
     Tensor,
     TensorDigest,
+    TermGroup,
     WeightCommitment,
     check_display_name,
     loads_strict,
@@ -54,7 +59,7 @@ from protocol import (
     tensor_name,
     weight_commitment,
 )
-from protocol.terms import TERMS, InvariantSet, group_terms
+from protocol.terms import InvariantSet, group_terms
 
 AGENT_VERSION = "pawprint-agent/0.1.0"
 HASH_BLOCK = 8 << 20
@@ -358,6 +363,8 @@ def fingerprint(
     workers: int | None = None,
     progress: Progress | None = None,
     display_name: str | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    publisher_signature: PublisherSignature | None = None,  # a verified publisher signature, stated as given
 ) -> Fingerprint:
     """Terms and unsigned manifest of ``model``.
 
@@ -375,55 +382,115 @@ def fingerprint(
             raise FingerprintError(str(e)) from e
     m = model if isinstance(model, OpenedModel) else open_model(Path(model))
     wanted: list[ProbeSpec | None] = list(probe_sets) if probe_sets else [None]
-    invariants: list[InvariantSet] = []
-    skipped: list[str] = []
-    for probes in wanted:
-        try:
-            invariants.append(compute_invariants(m, probes=probes, layers=layers, method=method, progress=progress))
-        except TokenizerError as e:
-            if len(wanted) == 1:
-                raise
-            skipped.append(f"{probes.name if probes else 'default'}: {e}")
-    if not invariants:
-        reasons = "; ".join(skipped)
-        raise FingerprintError(f"{m.root}: no probe set of the challenge is usable with this model ({reasons})")
-    groups = tuple(inv.group for inv in invariants)
-    terms: dict[str, Tensor] = {}
+    groups: list[TermGroup] = []
+    model_facts: dict[str, str | int | bool] = {}
     table: list[TensorDigest] = []
-    for i, inv in enumerate(invariants):
-        for layer in inv.layers:
-            for name in TERMS:
-                # Each term is moved out of its invariant set (these are this function's own) into a tensor that
-                # views the same buffer, then hashed: the terms are held once, never as arrays and bytes both.
-                key = tensor_name(i, layer, name)
-                t = terms[key] = _term_tensor(inv.terms.pop((layer, name)))
-                table.append(TensorDigest(key, t.dtype, t.shape, hashlib.sha256(t.data).digest()))
-    commitment = commit_checkpoint(m, workers)
-    model_facts: dict[str, str | int | bool] = {
-        k: v for k, v in invariants[0].model.items() if isinstance(v, str | int)
-    }
-    try:
-        manifest = Manifest(
-            owner_key_id=owner_key_id, nonce=nonce, created_at=int(now), agent=AGENT_VERSION, model=model_facts,
-            groups=groups, tensors=tuple(table), weight_commitment=commitment, keep_invariants=keep_invariants,
-            display_name=display_name,
-        )
-        manifest.check_terms()
-    except ProtocolError as e:
-        raise FingerprintError(f"{m.root}: cannot describe the fingerprint ({e})") from e
+    skipped: list[str] = []
+    with _TermSpool(spool_dir) as spool:
+        for probes in wanted:
+            i, mark = len(groups), spool.mark()
+            try:
+                stream = stream_invariants(m, probes=probes, layers=layers, method=method, progress=progress)
+                digests: dict[str, TensorDigest] = {}
+                for layer, name, array in stream.terms:
+                    key = tensor_name(i, layer, name)
+                    digests[key] = spool.add(key, array)
+                    del array  # before the next term is computed: one term is held at a time
+            except TokenizerError as e:
+                if len(wanted) == 1:
+                    raise
+                spool.rollback(mark)  # a probe set given up after some terms: its terms leave the spool
+                skipped.append(f"{probes.name if probes else 'default'}: {e}")
+                continue
+            if not groups:
+                model_facts = {k: v for k, v in stream.model.items() if isinstance(v, str | int)}
+            groups.append(stream.group)
+            table += [digests[key] for key in stream.group.tensor_names(i)]  # the table's order, as before
+        if not groups:
+            reasons = "; ".join(skipped)
+            raise FingerprintError(f"{m.root}: no probe set of the challenge is usable with this model ({reasons})")
+        commitment = commit_checkpoint(m, workers)
+        try:
+            manifest = Manifest(
+                owner_key_id=owner_key_id, nonce=nonce, created_at=int(now), agent=AGENT_VERSION, model=model_facts,
+                groups=tuple(groups), tensors=tuple(table), weight_commitment=commitment,
+                keep_invariants=keep_invariants, display_name=display_name,
+                publisher_signature=publisher_signature,
+            )
+            manifest.check_terms()
+        except ProtocolError as e:
+            raise FingerprintError(f"{m.root}: cannot describe the fingerprint ({e})") from e
+        terms = spool.tensors()
     return Fingerprint(manifest, terms)
 
 
-def _term_tensor(array: np.ndarray) -> Tensor:
-    """A term as it travels (little-endian F32), without a copy of the array where there need be none.
+def _term_bytes(array: np.ndarray) -> memoryview:
+    """A term's bytes as it travels (little-endian F32), without a copy of the array where there need be none.
 
     The agent's terms are C-contiguous float32 already, so on a little-endian machine ``ascontiguousarray``
-    returns the array itself and the tensor's data is a read-only byte view of its buffer; any other array is
-    converted once. (``protocol.terms.term_tensor`` copies into ``bytes``: one more copy of every term.)
+    returns the array itself and this is a byte view of its buffer; any other array is converted once.
     """
-    a = np.ascontiguousarray(array, dtype="<f4").view()
-    a.flags.writeable = False  # a view's flag: the memoryview below is read-only, as Tensor requires
-    return Tensor("F32", tuple(int(d) for d in a.shape), a.reshape(-1).view(np.uint8).data)
+    return np.ascontiguousarray(array, dtype="<f4").reshape(-1).view(np.uint8).data
+
+
+class _TermSpool:
+    """A fingerprint's terms, written to an anonymous temporary file as they are computed and handed out at the
+    end as read-only memory-mapped views of it, so that the process holds one term at a time (six 4096 x 4096
+    float32 terms are 384 MiB whatever the model's size) and the kernel pages the rest in and out as it is read.
+
+    Privacy: the spool holds the terms and nothing else, the same bytes the manifest describes and the bundle or
+    submission carries; no weight, nor any piece of one, is ever written to it. It is a local file in ``directory``
+    (default: the system's temporary directory), created unlinked (``tempfile.TemporaryFile``), so no name ever
+    points at it and nothing of it outlives the process: the kernel frees it when the file is closed and the last
+    view of the mapping is released.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
+        self._slices: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (offset, shape)
+        self._size = 0
+
+    def __enter__(self) -> _TermSpool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def add(self, name: str, array: np.ndarray) -> TensorDigest:
+        """Append a term's little-endian F32 bytes to the spool; its table entry (with the SHA-256 of the bytes)."""
+        data = _term_bytes(array)
+        entry = TensorDigest(name, "F32", tuple(int(d) for d in array.shape), hashlib.sha256(data).digest())
+        self._file.write(data)  # a buffered file's write takes every byte (or raises)
+        self._slices[name] = (self._size, entry.shape)
+        self._size += len(data)
+        return entry
+
+    def mark(self) -> int:
+        """The spool's size now, for ``rollback``."""
+        return self._size
+
+    def rollback(self, mark: int) -> None:
+        """Drop every term added since ``mark``."""
+        self._file.flush()
+        self._file.truncate(mark)
+        self._file.seek(mark)
+        self._slices = {k: v for k, v in self._slices.items() if v[0] < mark}
+        self._size = mark
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Every term as a ``Tensor`` whose data is a read-only view of its slice of the memory-mapped spool (the
+        mapping keeps the unlinked file alive until its last view is released); the spool is closed."""
+        self._file.flush()
+        whole = memoryview(mmap.mmap(self._file.fileno(), self._size, access=mmap.ACCESS_READ)) if self._size \
+            else memoryview(b"")
+        self.close()
+        out: dict[str, Tensor] = {}
+        for name, (offset, shape) in self._slices.items():
+            out[name] = Tensor("F32", shape, whole[offset : offset + math.prod(shape) * 4])
+        return out
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def build_bundle(
@@ -437,12 +504,13 @@ def build_bundle(
     workers: int | None = None,
     progress: Progress | None = None,
     display_name: str | None = None,
+    publisher_signature: PublisherSignature | None = None,
 ) -> Bundle:
     """The signed offline bundle of ``model`` (kind ``bundle``: it answers no challenge), its manifest naming
     the model ``display_name`` if given."""
     fp = fingerprint(
         model, key.key_id, now=now, probe_sets=probe_sets, layers=layers, method=method, workers=workers,
-        progress=progress, display_name=display_name,
+        progress=progress, display_name=display_name, publisher_signature=publisher_signature,
     )
     return Bundle.create(fp.manifest, fp.terms, key)
 

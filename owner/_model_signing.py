@@ -14,7 +14,10 @@ relates the two:
 3. every file the commitment read is one of the signed files (not an ignored one), and no file changed (size,
    times, inode) between the first step and the last.
 
-Together: the committed tensors come from exactly the files the publisher signed. The signature covers the
+Together: the committed tensors come from exactly the files the publisher signed. ``verify_publisher_signature``
+(or ``SignedCommitment.publisher_signature``) turns the result into the ``protocol.PublisherSignature`` an owner
+states in its signed manifest (``owner fingerprint``/``owner submit --model-signature``), which the verifier
+copies into the receipt. The signature covers the
 files, the commitment covers their tensors; neither says the bundle's terms were computed from them (that is
 recomputing the terms: ``pawprint owner fingerprint`` and a comparison).
 
@@ -44,9 +47,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from owner._fingerprint import CommitmentCache, commit_checkpoint
-from owner._model import OpenedModel
+from owner._model import OpenedModel, open_model
 from owner.errors import OwnerError
-from protocol import WeightCommitment
+from protocol import PUBLISHER_SIGNATURE_FORMAT, PublisherSignature, WeightCommitment
 
 SIGNING_EXTRA_HINT = "needs the signing extra (pip install 'pawprint[signing]')"
 KEYLESS_UNSUPPORTED = (
@@ -91,6 +94,16 @@ class SignedCommitment:
     signed_files: int  # how many files (or shards) the statement lists
     weight_files: tuple[SignedFile, ...]  # the checkpoint files the commitment read, as the statement signs them
     commitment: WeightCommitment
+    signer: str = ""  # the key's id: SHA-256 of the public key (DER SubjectPublicKeyInfo), hex
+    signature_sha256: bytes = b""  # SHA-256 of the signature file's bytes
+    statement_sha256: bytes = b""  # SHA-256 of the signed in-toto statement (the DSSE payload)
+    files: int = 0  # how many files the statement signs (shards of one file count once)
+
+    @property
+    def publisher_signature(self) -> PublisherSignature:
+        """The statement an owner signs in its manifest: this signature was verified over the committed files."""
+        return PublisherSignature(format=PUBLISHER_SIGNATURE_FORMAT, bundle_sha256=self.signature_sha256,
+                                  signer=self.signer, files=self.files, statement_sha256=self.statement_sha256)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +112,7 @@ class SignedCommitment:
             "serialization": self.serialization, "signed_files": self.signed_files,
             "weight_files": [f.as_dict() for f in self.weight_files],
             "weight_commitment": self.commitment.root.hex(),
+            "publisher_signature": self.publisher_signature.as_dict(),  # as a manifest would state it
         }
 
 
@@ -112,7 +126,7 @@ def check_model_signature(
     meanwhile. ``ModelSignatureMismatch`` when something does not verify; ``ModelSignatureError`` for bad input."""
     signature, public_key = Path(signature), Path(public_key)
     raw, doc = _read_signature(signature)
-    key_sha256 = _key_hint(public_key)
+    key_sha256, signer = _key_ids(public_key)
     statement_params = _statement(doc, signature, verified=False)["predicate"].get("serialization")
     files = list(dict.fromkeys(model.source.files()))
     before = {f: CommitmentCache.identity(f) for f in files}
@@ -136,11 +150,26 @@ def check_model_signature(
                 + ("the file lies outside it)" if name is None else "it is among the paths the signature ignores)"))
         weight_files.extend(found)
     serialization = statement["predicate"].get("serialization")
+    payload = base64.b64decode(doc["dsseEnvelope"]["payload"], validate=True)  # parsed above: well formed
     return SignedCommitment(
         model=model.path, signature=signature, key_sha256=key_sha256,
         serialization=dict(serialization) if isinstance(serialization, dict) else {},
         signed_files=sum(len(v) for v in signed.values()), weight_files=tuple(weight_files), commitment=commitment,
+        signer=signer, signature_sha256=hashlib.sha256(raw).digest(),
+        statement_sha256=hashlib.sha256(payload).digest(), files=len(signed),
     )
+
+
+def verify_publisher_signature(
+    model: OpenedModel | Path | str, signature: Path | str, public_key: Path | str, *, workers: int | None = None,
+    cache: CommitmentCache | None = None,
+) -> PublisherSignature:
+    """``check_model_signature`` over ``model`` (an opened model or its directory), as the statement a manifest
+    carries (``fingerprint(..., publisher_signature=...)``): the signature verified and every file the weight
+    commitment reads among the signed files. ``ModelSignatureMismatch`` when it does not verify,
+    ``ModelSignatureError`` for bad input."""
+    opened = model if isinstance(model, OpenedModel) else open_model(Path(model))
+    return check_model_signature(opened, signature, public_key, workers=workers, cache=cache).publisher_signature
 
 
 def _verify(model_path: Path, signature: Path, raw: bytes, public_key: Path, params: Any) -> None:
@@ -257,8 +286,9 @@ def _signed_files(statement: dict[str, Any], path: Path) -> dict[str, list[Signe
     return out
 
 
-def _key_hint(path: Path) -> str:
-    """SHA-256 of the public key's PEM SubjectPublicKeyInfo (model_signing's key hint); errors name the file."""
+def _key_ids(path: Path) -> tuple[str, str]:
+    """SHA-256 of the public key's PEM SubjectPublicKeyInfo (model_signing's key hint) and of its DER (the key id
+    a ``PublisherSignature`` names), hex; errors name the file."""
     from cryptography.hazmat.primitives import serialization
 
     try:
@@ -267,8 +297,9 @@ def _key_hint(path: Path) -> str:
         raise ModelSignatureError(f"--signature-key {path}: cannot read ({e.strerror or e})") from e
     except (ValueError, TypeError) as e:
         raise ModelSignatureError(f"--signature-key {path}: not a PEM public key ({e})") from e
-    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(pem).hexdigest()
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    pem, der = key.public_bytes(serialization.Encoding.PEM, spki), key.public_bytes(serialization.Encoding.DER, spki)
+    return hashlib.sha256(pem).hexdigest(), hashlib.sha256(der).hexdigest()
 
 
 def _name_in_model(path: Path, model: Path) -> str | None:

@@ -34,7 +34,9 @@ from pawprint._common import (
 )
 
 if TYPE_CHECKING:
-    from protocol import ProbeSpec, Receipt
+    from owner import OpenedModel
+    from owner._model_signing import SignedCommitment
+    from protocol import ProbeSpec, PublisherSignature, Receipt, WeightCommitment
     from protocol.terms import InvariantSet
     from verifier import Comparison
 
@@ -75,17 +77,90 @@ def name_option(p: argparse.ArgumentParser) -> None:
                         "(owner-asserted: readers are told it is not verified)")
 
 
-def signature_options(p: argparse.ArgumentParser, model: str = "MODEL") -> None:
-    """An OpenSSF model_signing signature of MODEL's files, checked against the weight commitment."""
+def signature_options(p: argparse.ArgumentParser, model: str = "MODEL", *, statement: bool = False) -> None:
+    """An OpenSSF model_signing signature of MODEL's files, checked against the weight commitment (and, with
+    ``statement``, stated in the signed manifest)."""
+    stated = (" Verified before any term is computed (exit 1 if it does not verify) and stated in the signed "
+              "manifest, which the verifier copies into the receipt" if statement else "")
     p.add_argument("--model-signature", default=None, metavar="SIG",
                    help=f"an OpenSSF model_signing signature of {model}'s files (the Sigstore bundle `model_signing "
                         f"sign key` writes): verified over {model} with model_signing, then every file the weight "
                         "commitment reads must be one of the signed files, so the committed tensors come from "
-                        "exactly the files the publisher signed (needs pawprint[signing])")
+                        f"exactly the files the publisher signed (needs pawprint[signing]).{stated}")
     p.add_argument("--signature-key", default=None, metavar="PEM",
                    help="the publisher's elliptic-curve public key (PEM) for --model-signature. Keyless Sigstore "
                         "signatures (--signature-identity/--signature-issuer in model_signing) are not supported: "
                         "their trusted root is fetched from Sigstore's TUF repository, online")
+
+
+def signature_pair(args: argparse.Namespace) -> bool:
+    """Whether ``--model-signature`` was given (with its ``--signature-key``: one without the other is bad usage)."""
+    if args.signature_key and not args.model_signature:
+        raise CommandError("--signature-key: give the signature too (--model-signature SIG)")
+    if args.model_signature and not args.signature_key:
+        raise CommandError("--model-signature: give the publisher's public key (--signature-key PEM); keyless "
+                           "Sigstore signatures are not supported here (their trusted root is fetched online)")
+    return bool(args.model_signature)
+
+
+def checked_signature(args: argparse.Namespace, model: OpenedModel) -> SignedCommitment:
+    """``--model-signature`` verified over ``model`` with ``--signature-key`` and related to its weight commitment
+    (``owner._model_signing.check_model_signature``): ``CheckFailed`` (exit 1) if it does not verify or the
+    committed files are not signed ones, ``CommandError`` (exit 2) for bad input."""
+    from owner._model_signing import ModelSignatureError, ModelSignatureMismatch, check_model_signature
+
+    try:
+        return check_model_signature(model, args.model_signature, args.signature_key, workers=args.workers)
+    except ModelSignatureMismatch as e:
+        raise CheckFailed(str(e), kind=type(e).__name__) from e
+    except ModelSignatureError as e:
+        raise CommandError(str(e), kind=type(e).__name__) from e
+
+
+def publisher_statement(args: argparse.Namespace) -> tuple[Path | OpenedModel, SignedCommitment | None]:
+    """MODEL for ``owner fingerprint``/``owner submit`` and, with ``--model-signature``, the publisher's signature
+    verified over it before any term is computed (the model is then opened here, once). A display name is
+    checked first, so that bad input is refused before any file is hashed."""
+    signing = signature_pair(args)
+    if args.name is not None:
+        from protocol import ProtocolError, check_display_name
+
+        try:
+            check_display_name(args.name, "--name")
+        except ProtocolError as e:
+            raise CommandError(str(e)) from e
+    with user_input():
+        path = model_path(args)
+        if not signing:
+            return path, None
+        from owner import open_model
+
+        model = open_model(path)
+    return model, checked_signature(args, model)
+
+
+def same_weights(check: SignedCommitment | None, committed: WeightCommitment) -> PublisherSignature | None:
+    """The publisher statement, after checking that the manifest commits to the tensors the signature was
+    related to (no file changed between the check and the terms): ``CheckFailed`` otherwise."""
+    if check is None:
+        return None
+    if committed != check.commitment:
+        raise CheckFailed(f"{check.model}: the weight commitment changed ({check.commitment.root.hex()} when the "
+                          f"model signature {check.signature} was checked, {committed.root.hex()} in the manifest): "
+                          "a file changed meanwhile; nothing was kept, run the command again")
+    return check.publisher_signature
+
+
+def print_publisher(statement: PublisherSignature, recheck: str, indent: str = "") -> None:
+    """A manifest's or receipt's publisher signature statement, in words."""
+    print(f"{indent}publisher signature: verified by the owner's agent over {statement.files} files, signer "
+          f"{statement.signer} (signature sha256 {statement.bundle_sha256.hex()[:16]}...; the verifier sees no file: "
+          f"re-check with `{recheck}`)")
+
+
+RECHECK_BUNDLE = "pawprint bundle verify BUNDLE --model MODEL --model-signature SIG --signature-key PEM"
+RECHECK_RECEIPT = ("pawprint owner digest MODEL --model-signature SIG --signature-key PEM: the same weight "
+                   "commitment and signature")
 
 
 def weights_check(args: argparse.Namespace, model_option: str = "MODEL") -> dict[str, Any]:
@@ -93,11 +168,7 @@ def weights_check(args: argparse.Namespace, model_option: str = "MODEL") -> dict
     the model signature checked against it: ``{"model", "format", "weight_commitment", "files", "model_signature",
     "seconds"}`` (seconds: opening MODEL, hashing and checking, imports aside). A signature that does not verify,
     or files that are not the signed ones: ``CheckFailed``."""
-    if args.signature_key and not args.model_signature:
-        raise CommandError("--signature-key: give the signature too (--model-signature SIG)")
-    if args.model_signature and not args.signature_key:
-        raise CommandError("--model-signature: give the publisher's public key (--signature-key PEM); keyless "
-                           "Sigstore signatures are not supported here (their trusted root is fetched online)")
+    signature_pair(args)
     try:
         from owner import open_model
         from owner._fingerprint import commit_checkpoint
@@ -111,14 +182,7 @@ def weights_check(args: argparse.Namespace, model_option: str = "MODEL") -> dict
         model = open_model(path)
     signed: dict[str, Any] | None = None
     if args.model_signature:
-        from owner._model_signing import ModelSignatureError, ModelSignatureMismatch, check_model_signature
-
-        try:
-            check = check_model_signature(model, args.model_signature, args.signature_key, workers=args.workers)
-        except ModelSignatureMismatch as e:
-            raise CheckFailed(str(e), kind=type(e).__name__) from e
-        except ModelSignatureError as e:
-            raise CommandError(str(e), kind=type(e).__name__) from e
+        check = checked_signature(args, model)
         wc, signed = check.commitment, check.as_dict()
     else:
         wc = commit_checkpoint(model, args.workers)
@@ -137,6 +201,9 @@ def print_signature(signed: dict[str, Any]) -> None:
     print(f"  model signature {signed['signature']} verified over {signed['model']} (key sha256 "
           f"{signed['key_sha256'][:16]}..., {signed['signed_files']} signed files): the committed tensors come "
           f"from exactly the files the publisher signed: {files}")
+    stated = signed["publisher_signature"]
+    print(f"  as a manifest states it: {stated['files']} signed files, signer {stated['signer']}, signature sha256 "
+          f"{stated['bundle_sha256']}, statement sha256 {stated['statement_sha256']}")
 
 
 def cmd_owner_digest(args: argparse.Namespace) -> int:
@@ -205,12 +272,15 @@ def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
     from protocol import write_bundle
 
     key = private_key(args.k, args.passphrase_env)
+    model, check = publisher_statement(args)  # the publisher's signature verified before any term is computed
     with user_input():
         bundle = build_bundle(
-            model_path(args), key, now=int(time.time()), layers=args.layers, workers=args.workers,
+            model, key, now=int(time.time()), layers=args.layers, workers=args.workers,
             progress=line_progress(not args.quiet and not args.json), display_name=args.name,
+            publisher_signature=None if check is None else check.publisher_signature,
         )
     manifest = bundle.open()
+    same_weights(check, manifest.weight_commitment)
     try:
         write_bundle(args.output, bundle)  # streamed: the terms are written from their buffers, never copied whole
     except OSError as e:
@@ -220,6 +290,8 @@ def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
         write_json({
             "output": args.output, "manifest_sha256": bundle.manifest_digest.hex(), "key_id": manifest.owner_key_id,
             "display_name": manifest.display_name,
+            "publisher_signature": None if manifest.publisher_signature is None
+            else manifest.publisher_signature.as_dict(),
             "weight_commitment": {"root": wc.root.hex(), "id": wc.id, "tensors": wc.tensors,
                                   "total_bytes": wc.total_bytes},
             "groups": [{"probe_set": g.probe_set.name, "probe_set_id": g.probe_set.id, "tokens": len(g.present),
@@ -234,6 +306,8 @@ def cmd_owner_fingerprint(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}{named}: {len(manifest.tensors)} terms on {groups}; "
           f"weight commitment {manifest.weight_commitment.root.hex()} over {manifest.weight_commitment.tensors} "
           f"tensors; manifest {bundle.manifest_digest.hex()}")
+    if manifest.publisher_signature is not None:
+        print_publisher(manifest.publisher_signature, RECHECK_BUNDLE, "  ")
     return EXIT_OK
 
 
@@ -245,14 +319,17 @@ def cmd_owner_submit(args: argparse.Namespace) -> int:
 
     key = private_key(args.k, args.passphrase_env)
     verifier_key = public_key(args.verifier_pub, "--verifier-pub")
+    model, check = publisher_statement(args)  # the publisher's signature verified before any term is computed
     channel = open_remote(args, args.verifier)
     # A refusal or an unreachable verifier names its address (exit 3 when it cannot be reached).
     with channel, user_input(), reaching(args.verifier):
         result = submit(
-            model_path(args), key, channel, verifier_key, keep_invariants=args.keep_invariants,
+            model, key, channel, verifier_key, keep_invariants=args.keep_invariants,
             timeout_s=args.timeout, workers=args.workers, progress=line_progress(not args.quiet and not args.json),
             retries=args.retries, display_name=args.name, target=args.verifier,
+            publisher_signature=None if check is None else check.publisher_signature,
         )
+    same_weights(check, result.manifest.weight_commitment)
     receipt = result.receipt
     out = Path(args.output)
     path = out / f"receipt-{receipt.submission.hex()[:16]}.pawprint-receipt"
@@ -449,6 +526,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     fp = owner.add_parser("fingerprint", help="write a signed bundle (terms + manifest) for offline use")
     model_options(fp)
     name_option(fp)
+    signature_options(fp, statement=True)
     fp.add_argument("-k", required=True, metavar="KEY", help="the signing key (owner or vendor)")
     fp.add_argument("-o", "--output", required=True, metavar="BUNDLE")
     fp.add_argument("--layers", default=None, help="'last2' (default), 'all', or e.g. '0,5,-1'")
@@ -461,6 +539,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sm = owner.add_parser("submit", help="submit a model's terms to a verifier and keep the signed receipt")
     model_options(sm)
     name_option(sm)
+    signature_options(sm, statement=True)
     sm.add_argument("--verifier", required=True, metavar="HOST:PORT")
     sm.add_argument("-k", required=True, metavar="KEY", help="the owner's signing key")
     sm.add_argument("--verifier-pub", required=True, metavar="PUB", help="the verifier's public key")

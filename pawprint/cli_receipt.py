@@ -42,7 +42,7 @@ from pawprint.cli_owner import signature_options
 from pawprint.cli_registry import connection_options, leaf_hex, log_key, log_reader, open_checkpoint, where
 
 if TYPE_CHECKING:
-    from protocol import Receipt
+    from protocol import PublisherSignature, Receipt
     from verifier import ReportItem
 
 NOT_REDERIVED = f"verdict not re-derived: {VERIFIER_EXTRA_HINT}"
@@ -70,6 +70,9 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
         "agent": manifest.agent,
         "model": dict(manifest.model),
         "display_name": manifest.display_name,
+        # the owner's agent's word (the bundle's verifier sees no file); --model --model-signature checks it again
+        "publisher_signature": None if manifest.publisher_signature is None
+        else manifest.publisher_signature.as_dict(),
         "weight_commitment": {"root": manifest.weight_commitment.root.hex(), "id": manifest.weight_commitment.id,
                               "tensors": manifest.weight_commitment.tensors,
                               "total_bytes": manifest.weight_commitment.total_bytes},
@@ -82,6 +85,7 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     }
     if args.model is not None:
         report["weights"] = _check_model(args, manifest.weight_commitment.root.hex())
+        _check_statement(args, manifest.publisher_signature, report["weights"]["model_signature"])
     elif args.model_signature or args.signature_key:
         raise CommandError("--model-signature and --signature-key need --model MODEL (the files they sign)")
     if args.json:
@@ -90,6 +94,10 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     print(f"{args.bundle}: valid bundle signed by {manifest.owner_key_id} ({', '.join(key_roles)})")
     if manifest.display_name:
         print(f"  named {manifest.display_name!r} by its owner (not verified)")
+    if manifest.publisher_signature is not None:
+        from pawprint.cli_owner import RECHECK_BUNDLE, print_publisher
+
+        print_publisher(manifest.publisher_signature, RECHECK_BUNDLE.replace("BUNDLE", args.bundle, 1), "  ")
     print(f"  model {manifest.model.get('family')} ({manifest.model.get('n_layers')} layers), "
           f"{len(manifest.tensors)} terms, weight commitment {manifest.weight_commitment.root.hex()}")
     if args.model is not None:
@@ -117,10 +125,28 @@ def _check_model(args: argparse.Namespace, expected: str) -> dict[str, Any]:
     return {**weights, "matches_bundle": True}
 
 
+def _check_statement(args: argparse.Namespace, stated: PublisherSignature | None,
+                     signed: dict[str, Any] | None) -> None:
+    """With ``--model-signature``, a bundle that states a publisher signature must state this one: the same
+    signature file, key, statement and number of files (``CheckFailed`` otherwise)."""
+    if stated is None or signed is None:
+        return
+    again = signed["publisher_signature"]
+    if again != stated.as_dict():
+        differ = sorted(k for k, v in stated.as_dict().items() if again.get(k) != v)
+        raise CheckFailed(f"{args.bundle}: the bundle states another publisher signature than {args.model_signature} "
+                          f"verified with {args.signature_key} ({', '.join(differ)} differ: the bundle's signer "
+                          f"{stated.signer}, signature sha256 {stated.bundle_sha256.hex()})")
+
+
 # ---------------------------------------------------------------------------------------------- receipt
 def print_receipt(receipt: Receipt) -> None:
     if receipt.model_name:
         print(f"model      {receipt.model_name!r}  (named by the owner, not verified)")
+    if receipt.publisher_signature is not None:
+        from pawprint.cli_owner import RECHECK_RECEIPT, print_publisher
+
+        print_publisher(receipt.publisher_signature, RECHECK_RECEIPT)
     print(f"verdict    {receipt.verdict}   ({receipt.compared} base(s) compared; null {receipt.null_id})")
     for m in receipt.matches:
         layers = " ".join(f"{a}-{b}" for a, b in dict.fromkeys((t.layer, t.base_layer) for t in m.terms))

@@ -23,7 +23,8 @@ The pieces, in the order a signed message goes through them:
   checkpoint saved earlier and the current one; all pure.
 - **Weight commitment** (``weight_commitment``): the Merkle root over every tensor's
   (name, dtype, shape, SHA-256), pinning a checkpoint without revealing it.
-- **Messages** (``Challenge``, ``Manifest``, ``Bundle``, ``Receipt``): the signed structures of the
+- **Messages** (``Challenge``, ``Manifest``, ``Bundle``, ``Receipt``; ``PublisherSignature``, the owner's
+  statement that its agent verified a publisher's model_signing signature): the signed structures of the
   owner-verifier exchange and the offline bundle and receipt files; no floats (scores are decimal strings,
   ``format_score``). ``write_bundle`` writes a bundle file streamed (the bytes of ``Bundle.to_bytes``, never
   all in memory at once). The gRPC stubs that carry them live apart, in ``protocol._pb``, and are imported only by
@@ -146,6 +147,7 @@ from protocol._messages import (
     OFFLINE_MANIFEST_KIND,
     ONLINE_MANIFEST_KIND,
     PICTURE_DIM,
+    PUBLISHER_SIGNATURE_FORMAT,
     RECEIPT_FORMAT,
     SCORE_PLACES,
     TERMS,
@@ -157,6 +159,7 @@ from protocol._messages import (
     MessageError,
     Picture,
     ProbeSpec,
+    PublisherSignature,
     Receipt,
     RegistryState,
     SignedMessage,
@@ -196,6 +199,7 @@ __all__ = [
     "ONLINE_MANIFEST_KIND",
     "PICTURE_DIM",
     "PUBLIC_KEY_SIZE",
+    "PUBLISHER_SIGNATURE_FORMAT",
     "RECEIPT_FORMAT",
     "REGISTER",
     "REVOKE",
@@ -239,6 +243,7 @@ __all__ = [
     "Proven",
     "PublicKey",
     "Published",
+    "PublisherSignature",
     "Receipt",
     "RegistryEntry",
     "RegistryState",

@@ -33,6 +33,17 @@ isolate, no zero-width character, no line break), with single spaces between wor
 "Unassigned" is as the running Python's Unicode database says: a character newer than it is refused, never
 let through.
 
+**Publisher signatures.** An owner whose model a publisher signed with OpenSSF ``model_signing`` may say so:
+``Manifest.publisher_signature`` (a ``PublisherSignature``), signed with the rest of the manifest, which the
+verifier copies into the receipt as ``Receipt.publisher_signature``. It states that the owner's agent verified
+that signature (the SHA-256 of the signature file, the id of the publisher's key, the in-toto statement it
+signs) over the model's files and checked that every file whose tensors the weight commitment covers is one of
+the signed files. The verifier cannot check it (it never sees a file): it is the owner's agent's word, and
+anyone holding the model files and the signature file can check both again (``pawprint bundle verify BUNDLE
+--model MODEL --model-signature SIG --signature-key PEM``; for a receipt, ``pawprint owner digest MODEL
+--model-signature SIG --signature-key PEM`` gives the same weight commitment and signature digests). Absent
+(not nil) when there is none, as display names.
+
 **The number rule.** Signed structures hold no floats. Times are integer Unix seconds; sizes are integer
 bytes; scores (cosines and ICS, all in [-1, 1]) are decimal strings with exactly six digits after the point,
 the exact binary value rounded half-to-even (``format_score``): ``"0.912345"``, ``"-0.031250"``, never
@@ -99,6 +110,9 @@ def check_p(text: object, what: str = "p_value") -> str:
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
 MAX_DISPLAY_NAME = 200  # characters (code points)
+# The kinds of publisher signature a manifest may state (``PublisherSignature.format``).
+PUBLISHER_SIGNATURE_FORMAT = "model_signing/v1"
+PUBLISHER_SIGNATURE_FORMATS: tuple[str, ...] = (PUBLISHER_SIGNATURE_FORMAT,)
 # Bidi embeddings, overrides and isolates: already refused as non-printable (category Cf); named for the message.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -526,6 +540,60 @@ def _digest_from_map(value: object, what: str) -> TensorDigest:
 
 
 @dataclass(frozen=True)
+class PublisherSignature:
+    """A publisher's OpenSSF ``model_signing`` signature of the model's files, as the owner's agent verified it.
+
+    What it claims: the owner's agent verified this signature (``model_signing``'s own verification, under the
+    publisher's key ``signer``) over the model's files, and every file whose tensors the manifest's weight
+    commitment covers is one of the ``files`` it signs. The verifier cannot check that (it never sees a file):
+    it copies the statement into the receipt as the owner signed it. Anyone holding the model files and the
+    signature file can check both again (``pawprint bundle verify BUNDLE --model MODEL --model-signature SIG
+    --signature-key PEM``).
+
+    - ``format``: ``"model_signing/v1"`` (a key-based ``model_signing`` signature, a Sigstore bundle holding a
+      DSSE envelope over an in-toto statement);
+    - ``bundle_sha256``: SHA-256 of the signature file's bytes;
+    - ``signer``: the verifying key's id, the hex SHA-256 of its public key (DER SubjectPublicKeyInfo);
+    - ``files``: how many files the signature signs (at least one);
+    - ``statement_sha256``: SHA-256 of the in-toto statement (the DSSE payload) the signature signs.
+    """
+
+    format: str
+    bundle_sha256: bytes
+    signer: str
+    files: int
+    statement_sha256: bytes
+
+    def __post_init__(self) -> None:
+        what = "publisher_signature"
+        if not isinstance(self.format, str) or self.format not in PUBLISHER_SIGNATURE_FORMATS:
+            raise MessageError(f"{what}.format: {self.format!r:.40} is not a known signature format "
+                               f"({', '.join(PUBLISHER_SIGNATURE_FORMATS)})")
+        _check_digest(f"{what}.bundle_sha256", self.bundle_sha256)
+        _check_key_id(f"{what}.signer", self.signer)
+        _check_count(f"{what}.files", self.files)
+        if self.files < 1:
+            raise MessageError(f"{what}.files: a signature signs at least one file")
+        _check_digest(f"{what}.statement_sha256", self.statement_sha256)
+
+    def to_map(self) -> dict[str, object]:
+        return {"bundle_sha256": self.bundle_sha256, "files": self.files, "format": self.format,
+                "signer": self.signer, "statement_sha256": self.statement_sha256}
+
+    @classmethod
+    def from_map(cls, value: object, what: str = "publisher_signature") -> PublisherSignature:
+        f = _Fields(value, what, ("bundle_sha256", "files", "format", "signer", "statement_sha256"))
+        return _parse(what, cls, f.text("format"), f.raw("bundle_sha256", DIGEST_SIZE), f.key_id("signer"),
+                      f.integer("files", minimum=1), f.raw("statement_sha256", DIGEST_SIZE))
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {"format": self.format, "bundle_sha256": self.bundle_sha256.hex(), "signer": self.signer,
+                "files": self.files, "statement_sha256": self.statement_sha256.hex(),
+                "verified_by": "the owner's agent (the verifier sees no file)"}
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What the owner's agent computed, without a single weight: see the module docstring.
 
@@ -544,11 +612,15 @@ class Manifest:
     keep_invariants: bool = False
     version: int = MESSAGE_VERSION
     display_name: str | None = None  # the owner's name for the model: asserted, not verified; absent if none
+    # A publisher's model_signing signature of the committed files, verified by the owner's agent; absent if none
+    publisher_signature: PublisherSignature | None = None
 
     def __post_init__(self) -> None:
         _check_key_id("manifest.owner_key_id", self.owner_key_id)
         if self.display_name is not None:
             check_display_name(self.display_name, "manifest.display_name")
+        if self.publisher_signature is not None and not isinstance(self.publisher_signature, PublisherSignature):
+            raise MessageError("manifest.publisher_signature must be a PublisherSignature or absent")
         if self.nonce is not None and (not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_SIZE):
             raise MessageError(f"manifest.nonce must be {NONCE_SIZE} bytes or absent")
         _check_count("manifest.created_at", self.created_at)
@@ -608,6 +680,7 @@ class Manifest:
             # Absent rather than nil when there is none: one encoding per value, and a manifest without a name
             # keeps the bytes (so the signature and digest) it had before names existed.
             **({} if self.display_name is None else {"display_name": self.display_name}),
+            **({} if self.publisher_signature is None else {"publisher_signature": self.publisher_signature.to_map()}),
         }
 
     def encode(self) -> bytes:
@@ -617,9 +690,11 @@ class Manifest:
     def from_map(cls, value: object) -> Manifest:
         what = "manifest"
         named = isinstance(value, dict) and "display_name" in value
+        published = isinstance(value, dict) and "publisher_signature" in value
         f = _Fields(value, what, (
             "agent", "created_at", "groups", "keep_invariants", "model", "nonce", "owner_key_id", "tensors",
-            "version", "weight_commitment", *(("display_name",) if named else ())), versioned=True)
+            "version", "weight_commitment", *(("display_name",) if named else ()),
+            *(("publisher_signature",) if published else ())), versioned=True)
         model = f.value["model"]
         if not isinstance(model, dict):
             raise MessageError(f"{what}.model: expected a map")
@@ -630,6 +705,8 @@ class Manifest:
             model, groups, tensors, WeightCommitment.from_map(f.value["weight_commitment"]),
             f.flag("keep_invariants"), MESSAGE_VERSION,
             f.text("display_name") if named else None,
+            PublisherSignature.from_map(f.value["publisher_signature"], f"{what}.publisher_signature")
+            if published else None,
         )
 
     @classmethod
@@ -975,11 +1052,16 @@ class Receipt:
     # The submitted manifest's ``display_name``, copied as the owner signed it: asserted, not verified. Absent
     # when the manifest had none.
     model_name: str | None = None
+    # The submitted manifest's ``publisher_signature``, copied as the owner signed it: the owner's agent verified
+    # it over the model's files; the verifier, which sees no file, did not. Absent when the manifest had none.
+    publisher_signature: PublisherSignature | None = None
 
     def __post_init__(self) -> None:
         _check_key_id("receipt.verifier_key_id", self.verifier_key_id)
         if self.model_name is not None:
             check_display_name(self.model_name, "receipt.model_name")
+        if self.publisher_signature is not None and not isinstance(self.publisher_signature, PublisherSignature):
+            raise MessageError("receipt.publisher_signature must be a PublisherSignature or absent")
         if (self.screened is None) != (self.screen_rule is None):
             raise MessageError("receipt.screened and receipt.screen_rule come together")
         if self.screened is not None:
@@ -1047,6 +1129,7 @@ class Receipt:
             **({} if self.picture is None else {"picture": self.picture.to_map()}),
             **({} if self.screened is None else {"screened": self.screened, "screen_rule": self.screen_rule}),
             **({} if self.model_name is None else {"model_name": self.model_name}),
+            **({} if self.publisher_signature is None else {"publisher_signature": self.publisher_signature.to_map()}),
         }
 
     @classmethod
@@ -1057,12 +1140,13 @@ class Receipt:
         pictured = isinstance(value, dict) and "picture" in value
         screened = isinstance(value, dict) and ("screened" in value or "screen_rule" in value)
         named = isinstance(value, dict) and "model_name" in value
+        published = isinstance(value, dict) and "publisher_signature" in value
         f = _Fields(value, what, (
             "compared", "issued_at", "kept_invariants", "matches", "method_ids", "nonce", "owner_key_id", "registry",
             "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment",
             *(("checkpoint",) if logged else ()), *(("null_id",) if calibrated else ()),
             *(("picture",) if pictured else ()), *(("screen_rule", "screened") if screened else ()),
-            *(("model_name",) if named else ())), versioned=True)
+            *(("model_name",) if named else ()), *(("publisher_signature",) if published else ())), versioned=True)
         checkpoint = f.text("checkpoint") if logged else None
         matches = tuple(Match.from_map(m, f"{what}.matches[{i}]") for i, m in enumerate(f.items("matches")))
         method_ids = f.items("method_ids")
@@ -1077,6 +1161,8 @@ class Receipt:
             Picture.from_map(f.value["picture"], f"{what}.picture") if pictured else None,
             f.integer("screened") if screened else None, f.text("screen_rule") if screened else None,
             f.text("model_name") if named else None,
+            PublisherSignature.from_map(f.value["publisher_signature"], f"{what}.publisher_signature")
+            if published else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -1102,4 +1188,6 @@ class Receipt:
             "screened": self.screened,
             "screen_rule": self.screen_rule,
             "model_name": self.model_name,  # named by the owner, not verified
+            # verified by the owner's agent over the model's files, not by the verifier
+            "publisher_signature": None if self.publisher_signature is None else self.publisher_signature.as_dict(),
         }

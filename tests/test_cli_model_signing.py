@@ -61,12 +61,13 @@ def setup(tiny_model: Callable[..., Path], tmp_path: Path, capsys: pytest.Captur
 
 def test_owner_digest_computes_no_term(setup: dict[str, Any], capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import owner._fingerprint
+    import owner._agent
 
     def no_terms(*_: object, **__: object) -> None:
         raise AssertionError("owner digest computed a term")
 
-    monkeypatch.setattr(owner._fingerprint, "compute_invariants", no_terms)
+    # every term the agent computes goes through iter_layer_terms (owner._agent._terms)
+    monkeypatch.setattr(owner._agent, "iter_layer_terms", no_terms)
     code, out, err = run(capsys, "owner", "digest", setup["model"], "--json")
     assert code == 0, err
     doc = json.loads(out)

@@ -681,6 +681,13 @@ def _reverify(item: ReportItem) -> str:
         ("Bases compared", str(r.compared)),
         ("Submitted terms kept by the verifier", "yes" if r.kept_invariants else "no"),
     ]
+    if r.publisher_signature is not None:
+        ps = r.publisher_signature
+        rows.append(("Publisher signature (verified by the owner's agent)",
+                     f"{_e(ps.format)} over {ps.files} files, signer <span class=\"mono\">{_e(ps.signer)}</span>, "
+                     f"signature SHA-256 <span class=\"mono\">{ps.bundle_sha256.hex()}</span> (the verifier sees no "
+                     "file: re-check with <code>pawprint owner digest MODEL --model-signature SIG --signature-key "
+                     "PEM</code>, which must give this weight commitment)"))
     if r.picture is not None:
         rows.append(("Encoder / renderer", f"<code>{_e(r.picture.encoder_id)}</code> / "
                                            f"<code>{_e(r.picture.renderer_id)}</code>"))

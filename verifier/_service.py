@@ -285,6 +285,8 @@ class VerifierService:
             issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=self.null.null_id,
             picture=self._picture(suspect[0]) if suspect else None, screened=screened, screen_rule=screen_rule,
             model_name=manifest.display_name,  # as the owner signed it: named by the owner, not verified
+            # as the owner signed it: verified by the owner's agent over the files, which the verifier never sees
+            publisher_signature=manifest.publisher_signature,
         )
         signed = sign_message(receipt, self.key)
         self.registry.record_submission(manifest, signed, receipt, terms if keep else None)
