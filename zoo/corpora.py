@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,6 +37,13 @@ SOURCE_MODULES_B: tuple[str, ...] = (
 
 T = TypeVar("T")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _interpreter_paths() -> tuple[str, ...]:
+    """The running interpreter's paths, as a default value would print them (``platform.architecture``'s
+    ``executable=sys.executable``): the corpus must not depend on where the virtual environment lives."""
+    paths = {sys.executable, getattr(sys, "_base_executable", sys.executable)}
+    return tuple(sorted((repr(p) for p in paths if p), key=len, reverse=True))
 
 CORPORA: tuple[str, ...] = (
     "stdlib-docstrings", "stdlib-qa", "python-reference", "stdlib-source-a", "stdlib-source-b",
@@ -89,6 +97,8 @@ def qa_corpus(modules: Sequence[str] = DOC_MODULES) -> list[QAPair]:
             try:
                 # default values print with their address ("<object object at 0x7f...>"): drop it
                 sig = _ADDRESS.sub("", _squash(str(inspect.signature(obj))))  # type: ignore[arg-type]
+                for path in _interpreter_paths():  # a default bound to this machine's interpreter path
+                    sig = sig.replace(path, "sys.executable")
             except (TypeError, ValueError):
                 continue
             sig = sig if len(sig) <= 120 else sig[:117] + "..."
