@@ -18,19 +18,16 @@ tensor's data, whose three forms are msgpack's (``bin 8/16/32``: the shortest th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import BinaryIO
 
 import msgpack
 
-from protocol._canonical import Tensor, encode
+from protocol._canonical import Tensor, encode, sorted_items
 from protocol._errors import CanonicalError
-from protocol._files import _fsync_directory
+from protocol._files import atomic_file
 from protocol._messages import BUNDLE_FORMAT, Bundle
 
 _MAP_HEADER = msgpack.Packer(use_bin_type=True)
@@ -52,20 +49,13 @@ def _map_header(n: int) -> bytes:
     return header
 
 
-def _sorted_terms(terms: Mapping[str, Tensor]) -> list[tuple[bytes, str, Tensor]]:
-    keyed: list[tuple[bytes, str, Tensor]] = []
-    for name, t in terms.items():
-        if not isinstance(name, str):
-            raise CanonicalError(f"map key {name!r:.80} is not a string")
-        try:
-            raw = name.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise CanonicalError(f"map key {name!r:.80} is not valid UTF-8") from e
+def _sorted_terms(terms: Mapping[str, Tensor]) -> list[tuple[str, Tensor]]:
+    """The terms in canonical order (``sorted_items``), each checked to be a ``Tensor``."""
+    items = sorted_items(terms)
+    for name, t in items:
         if not isinstance(t, Tensor):
             raise CanonicalError(f"term {name!r:.80} is not a Tensor ({type(t).__name__})")
-        keyed.append((raw, name, t))
-    keyed.sort(key=lambda entry: entry[0])
-    return keyed
+    return items
 
 
 def bundle_pieces(bundle: Bundle) -> Iterator[bytes | memoryview]:
@@ -87,7 +77,7 @@ def bundle_pieces(bundle: Bundle) -> Iterator[bytes | memoryview]:
     tensors = [
         (encode(name) + b"\x83" + encode("data") + _bin_header(len(t.data)), t.data,
          encode("dtype") + encode(t.dtype) + encode("shape") + encode(list(t.shape)))
-        for _, name, t in _sorted_terms(bundle.terms)
+        for name, t in _sorted_terms(bundle.terms)
     ]
     yield b"".join(head)
     for before, data, after in tensors:
@@ -116,18 +106,6 @@ def write_bundle(path: str | os.PathLike[str], bundle: Bundle, *, mode: int = 0o
     The bytes are exactly ``bundle.to_bytes()``; a reader (or a crash) sees the old file or the new one, never
     half of either; a failure leaves no temporary file behind.
     """
-    target = Path(path)
-    directory = target.parent
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            size = stream_bundle(f, bundle)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-    _fsync_directory(directory)
+    with atomic_file(path, mode=mode) as f:
+        size = stream_bundle(f, bundle)
     return size

@@ -20,11 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 from protocol._errors import CanonicalError
+
+_V = TypeVar("_V")
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
@@ -167,8 +169,10 @@ def _normalise(value: object, depth: int, max_depth: int) -> object:
     raise CanonicalError(f"type {type(value).__name__} has no canonical msgpack encoding")
 
 
-def _normalise_map(value: dict[object, object], depth: int, max_depth: int) -> dict[str, object]:
-    keyed: list[tuple[bytes, str, object]] = []
+def sorted_items(value: Mapping[Any, _V]) -> list[tuple[str, _V]]:
+    """A map's items in canonical order: keys are strings of valid UTF-8 (``CanonicalError`` otherwise), sorted
+    by their UTF-8 bytes. ``encode`` orders every map this way, and so does the streamed bundle writer."""
+    keyed: list[tuple[bytes, str, _V]] = []
     for key, item in value.items():
         if not isinstance(key, str):
             raise CanonicalError(f"map key {key!r:.80} is not a string")
@@ -179,7 +183,11 @@ def _normalise_map(value: dict[object, object], depth: int, max_depth: int) -> d
         keyed.append((raw, str(key), item))
     # Byte order of UTF-8 equals code point order, but sorting the bytes says what the spec says.
     keyed.sort(key=lambda entry: entry[0])
-    return {key: _normalise(item, depth, max_depth) for _, key, item in keyed}
+    return [(key, item) for _, key, item in keyed]
+
+
+def _normalise_map(value: dict[object, object], depth: int, max_depth: int) -> dict[str, object]:
+    return {key: _normalise(item, depth, max_depth) for key, item in sorted_items(value)}
 
 
 @dataclass(frozen=True)

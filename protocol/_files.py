@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically with permission bits ``mode``.
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], *, mode: int = 0o644, overwrite: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write that appears at ``path`` atomically, with permission bits ``mode``, once the block
+    ends without an error (an error leaves the old file, or none, and no temporary file).
 
     With ``overwrite=False`` an existing file is never replaced (``FileExistsError``): the check and the
     write are one step (a hard link), so two writers cannot both believe they created the file.
@@ -25,7 +29,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
@@ -45,6 +49,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
     _fsync_directory(directory)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically with permission bits ``mode`` (``atomic_file``)."""
+    with atomic_file(path, mode=mode, overwrite=overwrite) as f:
+        f.write(data)
 
 
 def _fsync_directory(directory: Path) -> None:
