@@ -55,6 +55,7 @@ from protocol import (
     WeightCommitment,
     check_display_name,
     loads_strict,
+    read_bundle,
     sorted_entries,
     tensor_name,
     weight_commitment,
@@ -529,15 +530,11 @@ def bundle_invariants(bundle: Bundle) -> list[InvariantSet]:
 
 
 def load_bundle(path: Path | str) -> Bundle:
-    """Read a bundle file (``Bundle.from_bytes``); errors name the file."""
+    """Read a bundle file (``protocol.read_bundle``); errors name the file."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise FingerprintError(f"{path}: cannot read bundle ({e.strerror or e})") from e
-    try:
-        return Bundle.from_bytes(data)
+        return read_bundle(path)
     except ProtocolError as e:
-        raise FingerprintError(f"{path}: not a valid bundle file ({e})") from e
+        raise FingerprintError(str(e)) from e
 
 
 def is_bundle_file(path: Path | str) -> bool:

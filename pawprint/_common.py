@@ -255,16 +255,12 @@ def public_key(path: str | Path, option: str = "") -> PublicKey:
 
 def load_bundle(path: str | Path) -> Bundle:
     """A bundle file, parsed (not checked: ``protocol.verify_bundle`` does that); errors name the file."""
-    from protocol import Bundle, ProtocolError
+    from protocol import ProtocolError, read_bundle
 
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise CommandError(f"{path}: cannot read bundle ({e.strerror or e})") from e
-    try:
-        return Bundle.from_bytes(data)
+        return read_bundle(path)
     except ProtocolError as e:
-        raise CommandError(f"{path}: not a valid bundle file ({e})") from e
+        raise CommandError(str(e)) from e
 
 
 # ----------------------------------------------------------------------------------------------- output

@@ -52,7 +52,7 @@ from protocol._audit import (
     statement_of,
     verify_bundle,
 )
-from protocol._bundle_io import stream_bundle, write_bundle
+from protocol._bundle_io import read_bundle, stream_bundle, write_bundle
 from protocol._canonical import (
     DEFAULT_LIMITS,
     DTYPE_ITEMSIZE,
@@ -303,6 +303,7 @@ __all__ = [
     "parse_digest_hex",
     "parse_score",
     "prove",
+    "read_bundle",
     "root_from_inclusion_proof",
     "sha256",
     "sha256_hex",

@@ -21,12 +21,13 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import BinaryIO
 
 import msgpack
 
 from protocol._canonical import Tensor, encode, sorted_items
-from protocol._errors import CanonicalError
+from protocol._errors import CanonicalError, FormatError, ProtocolError
 from protocol._files import atomic_file
 from protocol._messages import BUNDLE_FORMAT, Bundle
 
@@ -109,3 +110,16 @@ def write_bundle(path: str | os.PathLike[str], bundle: Bundle, *, mode: int = 0o
     with atomic_file(path, mode=mode) as f:
         size = stream_bundle(f, bundle)
     return size
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """A bundle file, parsed (``Bundle.from_bytes``) but not checked (``verify_bundle`` does that); every error
+    is a ``FormatError`` that names the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read bundle ({e.strerror or e})") from e
+    try:
+        return Bundle.from_bytes(data)
+    except ProtocolError as e:
+        raise FormatError(f"{path}: not a valid bundle file ({e})") from e
