@@ -221,6 +221,16 @@ def user_input(what: str = "") -> Iterator[None]:
         raise CommandError(f"{what}{e}") from e
 
 
+def tls_client_options(p: argparse.ArgumentParser, peer: str) -> None:
+    """How a command reaches a server over TLS (``protocol.wire.open_channel``'s options); ``peer`` names the
+    server in the help ("verifier", "registry", "server")."""
+    p.add_argument("--ca", default=None, help=f"CA certificate to trust for the {peer}'s TLS certificate")
+    p.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
+    p.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key (mutual TLS)")
+    p.add_argument("--server-name", default=None, help=f"expected name in the {peer}'s certificate")
+    p.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+
+
 # ------------------------------------------------------------------------------------------------ files
 def read_file(path: str, what: str) -> bytes:
     try:

@@ -28,6 +28,7 @@ from pawprint._common import (
     public_key,
     reaching,
     thresholds,
+    tls_client_options,
     user_input,
     verdict_options,
     write_json,
@@ -543,11 +544,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sm.add_argument("--verifier", required=True, metavar="HOST:PORT")
     sm.add_argument("-k", required=True, metavar="KEY", help="the owner's signing key")
     sm.add_argument("--verifier-pub", required=True, metavar="PUB", help="the verifier's public key")
-    sm.add_argument("--ca", default=None, help="CA certificate to trust for the verifier's TLS certificate")
-    sm.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
-    sm.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key (mutual TLS)")
-    sm.add_argument("--server-name", default=None, help="expected name in the verifier's certificate")
-    sm.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    tls_client_options(sm, "verifier")
     sm.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     sm.add_argument("--keep-invariants", action="store_true", help="ask the verifier to keep the terms")
     sm.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole exchange")

@@ -34,6 +34,7 @@ from pawprint._common import (
     public_key,
     read_file,
     thresholds,
+    tls_client_options,
     verdict_options,
     verifier_extra_missing,
     write_json,
@@ -323,10 +324,6 @@ def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     where = rep.add_mutually_exclusive_group()
     where.add_argument("--registry", metavar="HOST:PORT", default=None, help="check inclusion against this registry")
     where.add_argument("--data", metavar="DIR", default=None, help="... or against a local registry data directory")
-    rep.add_argument("--ca", default=None, help="CA certificate to trust for the registry's TLS certificate")
-    rep.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
-    rep.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key")
-    rep.add_argument("--server-name", default=None)
-    rep.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    tls_client_options(rep, "registry")
     rep.add_argument("--timeout", type=float, default=60.0)
     rep.set_defaults(func=cmd_report)

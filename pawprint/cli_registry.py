@@ -34,6 +34,7 @@ from pawprint._common import (
     public_key,
     reaching,
     read_file,
+    tls_client_options,
     verifier_extra_missing,
     write_json,
 )
@@ -183,11 +184,7 @@ def connection_options(p: argparse.ArgumentParser, *, required: bool = True, log
     if log_copy:
         where.add_argument("--log-copy", metavar="FILE", default=None,
                            help="a copy of the log written by `registry export` (checked like a server)")
-    p.add_argument("--ca", default=None, help="CA certificate to trust for the server's TLS certificate")
-    p.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
-    p.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key")
-    p.add_argument("--server-name", default=None, help="expected name in the server's certificate")
-    p.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    tls_client_options(p, "server")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.add_argument("--log-pub", default=None, metavar="PUB",
                    help="the log's public key, to check its checkpoints (a local registry's own by default)")

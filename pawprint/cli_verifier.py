@@ -28,6 +28,7 @@ from pawprint._common import (
     private_key,
     reaching,
     thresholds,
+    tls_client_options,
     verdict_options,
     verifier_extra_missing,
     write_json,
@@ -227,11 +228,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     hc.add_argument("address", metavar="HOST:PORT")
     hc.add_argument("--service", action="append", default=None, metavar="NAME",
                     help="check only this service (repeat; '' is the server); default: the server and both services")
-    hc.add_argument("--ca", default=None, help="CA certificate to trust for the verifier's TLS certificate")
-    hc.add_argument("--cert", default=None, help="client certificate (mutual TLS)")
-    hc.add_argument("--key", dest="tls_key", default=None, metavar="K", help="client certificate's key")
-    hc.add_argument("--server-name", default=None, help="expected name in the verifier's certificate")
-    hc.add_argument("--insecure-loopback", action="store_true", help="plaintext, only to 127.0.0.1 or ::1")
+    tls_client_options(hc, "verifier")
     hc.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds per check (default 5)")
     hc.add_argument("--json", action="store_true")
     hc.set_defaults(func=cmd_verifier_health)
