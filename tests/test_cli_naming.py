@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from pawprint.cli import main
-from protocol import PrivateKey, Role, TrustStore
-from verifier import Registry, ServerConfig, VerifierService, start
+from tests.verifier.fixtures import serving_owner
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -32,18 +31,8 @@ def owner_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, A
 
 @pytest.fixture()
 def verifier(tmp_path: Path, owner_key: dict[str, Any]) -> Iterator[tuple[str, Path]]:
-    key = PrivateKey.from_seed(b"\x09" * 32)
-    trust = TrustStore()
-    trust.add(PrivateKey.load(owner_key["private_key"]).public_key, Role.OWNER, name="o")
-    pub = tmp_path / "verifier.pub"
-    key.public_key.save(pub)
-    registry = Registry(tmp_path / "data")
-    running = start(VerifierService(key, trust, registry, ServerConfig(insecure_loopback=True)))
-    try:
-        yield f"127.0.0.1:{running.port}", pub
-    finally:
-        running.server.stop(None)
-        registry.close()
+    with serving_owner(tmp_path / "data", owner_key["private_key"]) as served:
+        yield served
 
 
 def test_a_named_bundle_says_so_and_bundle_verify_shows_it(

@@ -25,8 +25,6 @@ from protocol import (
     PrivateKey,
     PublisherSignature,
     Receipt,
-    Role,
-    TrustStore,
     decode_map,
     encode,
 )
@@ -222,21 +220,10 @@ def test_a_signature_that_does_not_verify_stops_before_any_term(
 
 @pytest.fixture()
 def verifier(signed: dict[str, Any]) -> Iterator[tuple[str, Path]]:
-    from verifier import Registry, ServerConfig, VerifierService, start
+    from tests.verifier.fixtures import serving_owner
 
-    tmp = signed["tmp"]
-    key = PrivateKey.from_seed(b"\x09" * 32)
-    trust = TrustStore()
-    trust.add(PrivateKey.load(signed["keys"]["private_key"]).public_key, Role.OWNER, name="o")
-    pub = tmp / "verifier.pub"
-    key.public_key.save(pub)
-    registry = Registry(tmp / "data")
-    running = start(VerifierService(key, trust, registry, ServerConfig(insecure_loopback=True)))
-    try:
-        yield f"127.0.0.1:{running.port}", pub
-    finally:
-        running.server.stop(None)
-        registry.close()
+    with serving_owner(signed["tmp"] / "data", signed["keys"]["private_key"]) as served:
+        yield served
 
 
 def test_a_submission_with_the_statement_gets_a_receipt_carrying_it(

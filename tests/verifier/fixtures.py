@@ -7,6 +7,7 @@ with ``pytest_plugins = ["tests.verifier.fixtures"]``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 from owner._fingerprint import Fingerprint, build_bundle, fingerprint
 from protocol import Bundle, PrivateKey, Role, TrustStore
 from protocol._pb import pawprint_pb2_grpc
-from verifier import Registry, ServerConfig, VerifierService, create_server
+from verifier import Registry, ServerConfig, VerifierService, create_server, start
 
 TinyModel = Callable[..., Path]
 NOW = 1_700_000_000
@@ -146,3 +147,21 @@ def env(tmp_path_factory: pytest.TempPathFactory, keys: Keys, base_bundle: Bundl
     e = start_env(tmp_path_factory.mktemp("verifier"), keys, bundle=base_bundle)
     yield e
     stop_env(e)
+
+
+@contextlib.contextmanager
+def serving_owner(data: Path, owner_key: Path) -> Iterator[tuple[str, Path]]:
+    """A verifier on 127.0.0.1 (plaintext loopback) that trusts the owner key in the PEM file ``owner_key``, with an
+    empty registry in ``data``: yields its ``HOST:PORT`` and the path of its public key (written beside ``data``)."""
+    key = PrivateKey.from_seed(b"\x09" * 32)
+    trust = TrustStore()
+    trust.add(PrivateKey.load(owner_key).public_key, Role.OWNER, name="o")
+    pub = data.parent / "verifier.pub"
+    key.public_key.save(pub)
+    registry = Registry(data)
+    running = start(VerifierService(key, trust, registry, ServerConfig(insecure_loopback=True)))
+    try:
+        yield f"127.0.0.1:{running.port}", pub
+    finally:
+        running.server.stop(None)
+        registry.close()
