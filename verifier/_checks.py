@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from protocol import (
     OFFLINE_MANIFEST_KIND,
     ONLINE_MANIFEST_KIND,
+    TERMS,
     Bundle,
     Challenge,
     Manifest,
+    MessageError,
     ProtocolError,
     PublicKey,
     Role,
@@ -38,11 +38,12 @@ from protocol import (
     TrustStore,
     dtype_itemsize,
 )
+from protocol import check_finite as protocol_check_finite
 from verifier._challenges import ChallengeStore
 from verifier.errors import InvalidSubmission, LimitExceeded, PermissionDenied, Unauthenticated, VerifierError
 
 # The only term layout the comparison understands; a group naming other terms is refused.
-EXPECTED_TERMS: tuple[str, ...] = ("attn_qk", "attn_vo", "ffn")
+EXPECTED_TERMS: tuple[str, ...] = TERMS
 MIN_PROBE_ROWS = 1
 
 
@@ -132,10 +133,11 @@ def tensor_bytes(dtype: str, shape: tuple[int, ...]) -> int:
 
 
 def check_finite(name: str, dtype: str, data: bytes | memoryview) -> None:
-    if dtype != "F32":
-        raise InvalidSubmission(f"tensor {name}: dtype {dtype}, expected F32")
-    if not np.isfinite(np.frombuffer(data, dtype="<f4")).all():
-        raise InvalidSubmission(f"tensor {name}: contains NaN or infinity")
+    """``protocol.check_finite`` (F32, no NaN or infinity), refused as INVALID_ARGUMENT."""
+    try:
+        protocol_check_finite(name, dtype, data)
+    except MessageError as e:
+        raise InvalidSubmission(str(e)) from e
 
 
 class TensorReceiver:
