@@ -20,6 +20,7 @@ import torch
 
 from zoo.attack_eval import AttackRow, evaluate_attack, evaluate_pair
 from zoo.attacks import ATTACKS
+from zoo.layouts import LAYOUT_FAMILIES, layout_attack_rows
 from zoo.tiny import FAMILIES, TinySpec, make_tiny
 
 
@@ -40,7 +41,11 @@ def render(rows: list[AttackRow], seconds: float) -> str:
         "states for bert) after the attack; `raw cos` the cosine of the raw weight matrices shared by name and "
         "shape (norm weights and biases left out); `pawprint min` / `huref min` the smallest cosine over all six "
         "terms (2 layers x 3) and `huref ffn` the smallest of HuRef's FFN terms. `independent` compares "
-        "two different seeds of the same architecture (no attack).",
+        "two different seeds of the same architecture (no attack). "
+        f"{', '.join(LAYOUT_FAMILIES)} have no transformers class: each attack is applied to the equivalent "
+        "llama / qwen2 model, both models are mapped exactly into the family's published layout "
+        "(`zoo.layouts`), `fn diff` is measured on the mapped pair with `zoo.layouts.reference_logits` "
+        "(each family's own forward arithmetic) and the terms on the mapped checkpoints.",
         "",
         "| family | attack | fn diff | raw cos | pawprint min | pawprint ICS | huref min | huref ICS | huref ffn |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -72,6 +77,10 @@ def render(rows: list[AttackRow], seconds: float) -> str:
 def run(families: tuple[str, ...], attacks: tuple[str, ...], workdir: Path) -> list[AttackRow]:
     rows: list[AttackRow] = []
     for fam in families:
+        if fam in LAYOUT_FAMILIES:
+            rows += layout_attack_rows(fam, attacks, workdir)
+            print(f"{fam:9s} (layout) done", flush=True)
+            continue
         src = make_tiny(fam, workdir / f"{fam}-s0", seed=0, spec=TinySpec())
         other = make_tiny(fam, workdir / f"{fam}-s1", seed=1, spec=TinySpec())
         for kind in attacks:
@@ -84,7 +93,7 @@ def run(families: tuple[str, ...], attacks: tuple[str, ...], workdir: Path) -> l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--out", default="docs/results/attack_table.md")
-    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--families", default=",".join(FAMILIES + LAYOUT_FAMILIES))
     ap.add_argument("--attacks", default=",".join(ATTACKS))
     args = ap.parse_args()
     t0 = time.time()

@@ -35,6 +35,7 @@ from owner._invfile import is_invariants_file, load_invariants, save_invariants
 from owner._model import OpenedModel, open_model
 from owner._probes import (
     DEFAULT_RULE,
+    build_pair_probe_set,
     build_probe_set,
     load_probe_set,
     load_vocabulary,
@@ -50,11 +51,14 @@ from owner.errors import (
 )
 
 
-def inspect_model(path: Path, layers: str | Sequence[int] | None = None) -> dict[str, Any]:
-    """What the agent would read from ``path`` and what it knows of the model, without reading weights."""
+def inspect_model(
+    path: Path, layers: str | Sequence[int] | None = None, lm_prefix: str | None = None
+) -> dict[str, Any]:
+    """What the agent would read from ``path`` and what it knows of the model, without reading weights
+    (``lm_prefix``: where the language model of a multimodal checkpoint is, as ``open_model`` takes it)."""
     from owner._invariants import resolve_layers
 
-    m = open_model(path)
+    m = open_model(path, lm_prefix=lm_prefix)
     vocab = load_vocabulary(m.root)
     probes = build_probe_set(vocab)
     mapping = map_probes(probes, vocab)
@@ -107,6 +111,7 @@ __all__ = [
     "UnsupportedModelError",
     "WrittenInvariants",
     "build_bundle",
+    "build_pair_probe_set",
     "build_probe_set",
     "bundle_invariants",
     "compute_invariants",

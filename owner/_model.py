@@ -16,6 +16,7 @@ from typing import Any
 
 from owner._adapters import Adapter, select_adapter
 from owner._hub import resolve_model
+from owner._multimodal import open_language_model
 from owner._source import SafetensorsSource, TensorSource, TorchBinSource
 from owner.errors import CheckpointError
 
@@ -26,7 +27,7 @@ class OpenedModel:
 
     path: Path
     root: Path  # the directory holding config.json and the tokenizer files
-    format: str  # "safetensors" | "pytorch-bin" | "onnx"
+    format: str  # "safetensors" | "pytorch-bin" | "onnx" | "gguf" (then ``root`` is the .gguf file itself)
     config: dict[str, Any]
     source: TensorSource
     adapter: Adapter
@@ -84,12 +85,24 @@ def _has_hf_weights(root: Path) -> bool:
     ))
 
 
-def open_model(path: Path | str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> OpenedModel:
+def open_model(
+    path: Path | str, *, revision: str | None = None, cache_dir: str | Path | None = None,
+    lm_prefix: str | None = None,
+) -> OpenedModel:
     """Open ``path`` lazily: only the config, file headers and the tokenizer are read here. ``path`` may also be
-    a Hugging Face repo id or cache folder in the local cache (``revision``, ``cache_dir``: ``resolve_model``)."""
+    a Hugging Face repo id or cache folder in the local cache (``revision``, ``cache_dir``: ``resolve_model``).
+    The language model of a multimodal checkpoint is found by its config and structure (``owner._multimodal``);
+    ``lm_prefix`` names its module path (e.g. ``language_model.``) where that is ambiguous."""
     path = resolve_model(path, revision=revision, cache_dir=cache_dir)
+    if path.is_file() and path.suffix.lower() == ".gguf":  # config, tokenizer and tensors all in the one file
+        from owner._gguf import GgufSource, metadata_errors
+
+        gg = GgufSource(path)
+        with metadata_errors(path):  # the adapters' "config.json" is the file's GGUF metadata here
+            adapter = select_adapter(gg.config, gg, str(path))
+        return OpenedModel(path=path, root=path, format="gguf", config=gg.config, source=gg, adapter=adapter)
     root = path.parent if path.is_file() else path
     config = read_config(root)
     root, fmt, source = _open_source(path, config)
-    adapter = select_adapter(config, source, str(root / "config.json"))
+    adapter = open_language_model(config, source, str(root / "config.json"), fmt=fmt, lm_prefix=lm_prefix)
     return OpenedModel(path=path, root=root, format=fmt, config=config, source=source, adapter=adapter)

@@ -65,6 +65,7 @@ __all__ = [
     "ProbeMapping",
     "VocabStyle",
     "Vocabulary",
+    "build_pair_probe_set",
     "build_probe_set",
     "canonical_token",
     "load_probe_set",
@@ -159,6 +160,37 @@ def build_probe_set(
     except KeyError:
         raise ValueError(f"unknown probe rule {rule!r}; expected one of {', '.join(PROBE_RULES)}") from None
     return ProbeSpec(name or f"{rule}-n{n}", version, rule, tuple(select(vocab, n)))
+
+
+def _rank_of(vocab: Vocabulary, tokens: list[str]) -> dict[str, int]:
+    """Each of ``tokens``' rank in ``vocab`` by descending id (0 = the highest id: the latest, rarest merge)."""
+    return {t: r for r, t in enumerate(sorted(tokens, key=lambda t: (-vocab.token_ids[t], t)))}
+
+
+def build_pair_probe_set(
+    a: Vocabulary, b: Vocabulary, n: int = 4096, rule: str = DEFAULT_RULE, version: int = 1
+) -> ProbeSpec:
+    """The probe set for comparing two models, the same whichever comes first (``compare A B`` == ``compare B A``).
+
+    Only tokens both vocabularies have, under the canonical spelling, are candidates, so neither side is computed
+    on rows the other lacks (a model's terms depend on every probe row it is computed on: a vocabulary-pruned copy
+    scored on the other side's probe set would be compared on different rows). Among them ``rule`` selects as
+    :func:`build_probe_set` does, made symmetric: the hash rules depend only on the strings; ``rare-ids-v1``
+    orders the common plain words by the sum of their ranks by descending id in the two vocabularies (rare in
+    both first, ties by string). The rule is recorded as ``<rule>+pair`` and the name as ``<rule>-pair-n<n>``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, not {n!r}")
+    if rule not in _RULES:
+        raise ValueError(f"unknown probe rule {rule!r}; expected one of {', '.join(PROBE_RULES)}")
+    common = [t for t in a.token_ids if t in b.token_ids]
+    if rule == "rare-ids-v1":
+        words = [t for t in common if _is_plain_word(t)]
+        ra, rb = _rank_of(a, words), _rank_of(b, words)
+        tokens = sorted(words, key=lambda t: (ra[t] + rb[t], _hash_key(t)))[:n]
+    else:
+        tokens = _RULES[rule](Vocabulary(a.source, a.style, a.size, {t: a.token_ids[t] for t in common}), n)
+    return ProbeSpec(f"{rule}-pair-n{n}", version, f"{rule}+pair", tuple(tokens))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ marker, a space anywhere is ``▁``, and the text is in Unicode NFC. From each t
   ``bytes_to_unicode`` table and decoded as UTF-8; a piece that is not valid UTF-8 on its own (part of a
   multi-byte character) has no canonical spelling and is left out;
 - SentencePiece / Metaspace (``▁``): kept as is; byte-fallback pieces (``<0x41>``) are left out;
-- WordPiece (``##`` continuation): ``##ing`` -> ``ing``, ``the`` -> ``▁the``.
+- WordPiece (``##`` continuation): ``##ing`` -> ``ing``, ``the`` -> ``▁the``;
+- tiktoken rank files (the first Qwen's ``qwen.tiktoken``: base64 token bytes and rank per line): the bytes are
+  byte-level tokens and are read as byte-level BPE is.
 
 Special and control tokens (``added_tokens`` marked special, SentencePiece CONTROL/UNKNOWN/UNUSED pieces,
 and anything spelled like ``<s>``, ``<|endoftext|>`` or ``[CLS]``) never enter a vocabulary: they say
@@ -35,7 +37,7 @@ WORD_START = "▁"
 
 # Tokenizer files in order of preference: tokenizer.json describes the whole pipeline, so it decides
 # the spelling convention from the tokenizer itself rather than from file names.
-TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model")
+TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "qwen.tiktoken")
 
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 # Spellings of control tokens across families (<s>, </s>, <unk>, <|endoftext|>, <|im_start|>,
@@ -161,12 +163,15 @@ def load_vocabulary(model_dir: Path) -> Vocabulary:
     ``model_dir`` may also be a file of the model (``model.onnx``), meaning its directory; a directory that
     holds only ``.onnx`` files (the ``onnx/`` folder of an exported repository) falls back to its parent.
     """
+    if Path(model_dir).suffix.lower() == ".gguf" and Path(model_dir).is_file():  # the tokenizer is in the file
+        return read_gguf_vocabulary(Path(model_dir))
     found = _find_tokenizer_file(Path(model_dir))
     reader = {
         "tokenizer.json": _read_tokenizer_json,
         "vocab.json": _read_vocab_json,
         "vocab.txt": _read_vocab_txt,
         "tokenizer.model": _read_sentencepiece,
+        "qwen.tiktoken": _read_tiktoken,
     }[found.name]
     return reader(found)
 
@@ -461,4 +466,93 @@ def _read_sentencepiece(f: Path) -> Vocabulary:
     return Vocabulary.from_pieces(
         [(p, i) for i, (p, _) in enumerate(pieces)], style, source=f, size=len(pieces),
         special_ids=special_ids, special_tokens=special_tokens,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GGUF (llama.cpp): the tokenizer stored in the file's metadata
+
+# tokenizer.ggml.model -> spelling of tokenizer.ggml.tokens. "llama" is SentencePiece (▁ pieces, <0xNN> byte
+# pieces); "gpt2" is byte-level BPE (Ġ); llama.cpp's converter respells BERT's WordPiece in "phantom space" form
+# (``##ing`` -> ``ing``, ``the`` -> ``▁the``), which is the canonical spelling already; "t5" is Unigram.
+_GGUF_STYLES: dict[str, VocabStyle] = {"llama": "metaspace", "gpt2": "bytelevel", "bert": "metaspace",
+                                       "t5": "unigram"}
+# tokenizer.ggml.token_type values that are not ordinary text: UNKNOWN, CONTROL, USER_DEFINED (added tokens,
+# stored as raw text rather than in the model's spelling), UNUSED, BYTE
+_GGUF_NOT_TEXT = frozenset({2, 3, 4, 5, 6})
+
+
+def read_gguf_vocabulary(f: Path) -> Vocabulary:
+    """The vocabulary of a ``.gguf`` file, from ``tokenizer.ggml.model``, ``tokenizer.ggml.tokens`` and
+    ``tokenizer.ggml.token_type`` (token ids are positions in the token list), read by ``owner._gguf``."""
+    from owner._gguf import read_header  # the GGUF reader (needs the gguf package: the owner extra)
+    from owner.errors import CheckpointError
+
+    try:
+        meta = read_header(f).metadata
+    except CheckpointError as e:
+        raise TokenizerError(str(e)) from e
+    model = meta.get("tokenizer.ggml.model")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    types = meta.get("tokenizer.ggml.token_type")
+    if not isinstance(model, str):
+        raise TokenizerError(f"{f}: GGUF metadata 'tokenizer.ggml.model' is missing (no tokenizer in the file)")
+    style = _GGUF_STYLES.get(model)
+    if style is None:
+        raise TokenizerError(
+            f"{f}: GGUF tokenizer model {model!r} is not supported; expected one of {', '.join(_GGUF_STYLES)}"
+        )
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise TokenizerError(f"{f}: GGUF metadata 'tokenizer.ggml.tokens' is missing or not a list of strings")
+    if types is not None and (not isinstance(types, list) or len(types) != len(tokens)):
+        raise TokenizerError(f"{f}: GGUF metadata 'tokenizer.ggml.token_type' does not match the token list")
+    special_ids = {i for i, t in enumerate(types or []) if int(t) in _GGUF_NOT_TEXT}
+    return Vocabulary.from_pieces(
+        [(t, i) for i, t in enumerate(tokens)], style, source=f, size=len(tokens), special_ids=special_ids,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tiktoken BPE ranks (the first Qwen's qwen.tiktoken)
+
+
+def _read_tiktoken(f: Path) -> Vocabulary:
+    """A tiktoken rank file: one ``<base64 of the token's bytes> <rank>`` per line, the rank being the token id.
+
+    The ranks are byte-level BPE tokens, so each is spelt through GPT-2's byte alphabet and canonicalised as
+    any byte-level vocabulary is (a token that is not valid UTF-8 on its own is left out). The family's special
+    tokens (``<|endoftext|>``, ``<|im_start|>`` ...) are not in the file: its tokenizer code numbers them after
+    the last rank, and they never enter a vocabulary anyway.
+    """
+    import base64
+    import binascii
+
+    try:
+        text = f.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{f}: not a readable tiktoken rank file ({e})") from e
+    table = _bytes_to_unicode()
+    pieces: list[tuple[str, int]] = []
+    seen: set[int] = set()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise TokenizerError(f"{f}: line {n}: expected '<base64 token> <rank>'")
+        try:
+            raw = base64.b64decode(parts[0], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise TokenizerError(f"{f}: line {n}: the token is not valid base64") from e
+        rank = int(parts[1])
+        if rank in seen or not raw:
+            raise TokenizerError(f"{f}: line {n}: rank {rank} is repeated or its token is empty")
+        seen.add(rank)
+        pieces.append(("".join(table[b] for b in raw), rank))
+    if not pieces:
+        raise TokenizerError(f"{f}: tiktoken rank file is empty")
+    special_ids, special_tokens = _config_specials(f.parent)
+    return Vocabulary.from_pieces(
+        pieces, "bytelevel", source=f, size=len(seen | special_ids), special_ids=special_ids,
+        special_tokens=special_tokens,
     )

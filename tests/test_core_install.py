@@ -33,7 +33,8 @@ PROJECT_FILES = ("pyproject.toml", "README.md")
 # Packages of the extras that the core install must not bring (pyproject.toml: [owner], [verifier], [zoo],
 # [signing]).
 EXTRA_PACKAGES = ("torch", "safetensors", "onnx", "tqdm", "huggingface_hub", "scipy", "PIL", "grpc_health",
-                  "grpc_reflection", "transformers", "tokenizers", "onnxruntime", "onnxscript", "model_signing")
+                  "grpc_reflection", "transformers", "tokenizers", "onnxruntime", "onnxscript", "model_signing",
+                  "gguf")
 
 
 @dataclass(frozen=True)

@@ -473,11 +473,32 @@ def _bert(family: str, cfg: Any, names: set[str]) -> Arch:
                 ignored=("embeddings.position_ids", "embeddings.token_type_ids"))
 
 
+def _mpt(family: str, cfg: Any, names: set[str]) -> Arch:
+    """MPT: LayerNorm pre-norm (no biases with ``no_bias``), ALiBi, a packed ``Wqkv`` split
+    ``[q (d), k, v]`` by rows (transformers' ``chunk(3)``: every head has its own key and value), GELU FFN of
+    4d units (``MptMLP``), tied head."""
+    n = _Names(names, "transformer.", "wte.weight")
+    d, nh = cfg.hidden_size, cfg.num_attention_heads
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"blocks.{i}."
+        qr, kr, vr = _split_rows([d, d, d])
+        q, k, v = (_rows(n, p + "attn.Wqkv", r) for r in (qr, kr, vr))
+        attn = Attention(q, k, v, _lin(n, p + "attn.out_proj"), nh, nh, d // nh, None, alibi=True)
+        mlp = Mlp(_rows(n, p + "ffn.up_proj", range(4 * d)), None, _lin(n, p + "ffn.down_proj"), "gelu")
+        layers.append(Layer(_norm(n, p + "norm_1", "layer"), _norm(n, p + "norm_2", "layer"), (), attn, mlp))
+    tied = _tied(cfg)
+    head = _lm_head(n, "lm_head", tied)
+    embed = n.req("wte.weight")
+    return Arch(family, embed, (embed,), None, tuple(layers), _norm(n, "norm_f", "layer"), (head,), head, tied,
+                eps_key="layer_norm_epsilon", eps_default=float(cfg.layer_norm_epsilon))
+
+
 _Adapter = Callable[[str, Any, set[str]], Arch]
 ADAPTERS: dict[str, _Adapter] = {
     "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like, "gemma": _llama_like,
     "phi3": _llama_like, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "gptj": _gptj, "opt": _opt,
-    "falcon": _falcon, "bloom": _bloom, "bert": _bert,
+    "falcon": _falcon, "bloom": _bloom, "bert": _bert, "mpt": _mpt,
 }
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
 

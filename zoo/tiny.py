@@ -39,6 +39,8 @@ _FAMILIES: dict[str, tuple[str, str, TokenizerStyle, dict[str, Any]]] = {
                     bias=False)),
     "bloom": ("BloomConfig", "BloomForCausalLM", "bytelevel", dict()),
     "bert": ("BertConfig", "BertModel", "wordpiece", dict()),
+    # MPT: packed Wqkv, ALiBi, LayerNorm without biases; transformers' MptMLP is always 4 x d wide
+    "mpt": ("MptConfig", "MptForCausalLM", "bytelevel", dict(no_bias=True)),
 }
 FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
 
@@ -64,10 +66,14 @@ def tokenizer_style(family: str) -> TokenizerStyle:
     return _FAMILIES[family][2]
 
 
-def build_config(family: str, vocab_size: int, spec: TinySpec) -> Any:
+def build_config(
+    family: str, vocab_size: int, spec: TinySpec, extra_overrides: dict[str, Any] | None = None
+) -> Any:
+    """The transformers config of a tiny ``family`` model; ``extra_overrides`` replace the table's fields."""
     import transformers
 
     cfg_name, _, _, overrides = _FAMILIES[family]
+    overrides = {**overrides, **(extra_overrides or {})}
     common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=spec.hidden,
@@ -88,6 +94,8 @@ def build_config(family: str, vocab_size: int, spec: TinySpec) -> Any:
         common.update(ffn_dim=spec.ffn, word_embed_proj_dim=spec.hidden)
     elif family == "falcon":
         common.update(ffn_hidden_size=spec.ffn)
+    elif family == "mpt":
+        common.update(d_model=spec.hidden, n_layers=spec.layers, n_heads=spec.heads, max_seq_len=spec.max_positions)
     common.update(overrides)
     cfg = getattr(transformers, cfg_name)(**common)
     cfg.architectures = [_FAMILIES[family][1]]
@@ -100,8 +108,10 @@ def make_tiny(
     seed: int = 0,
     spec: TinySpec | None = None,
     dtype: torch.dtype = torch.float32,
+    config_overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Build a tiny random ``family`` model from ``seed`` and save it in HF layout under ``out_dir``."""
+    """Build a tiny random ``family`` model from ``seed`` and save it in HF layout under ``out_dir``
+    (``config_overrides``: config fields to change, e.g. ``num_key_value_heads`` for a model without GQA)."""
     import transformers
 
     if family not in _FAMILIES:
@@ -110,7 +120,7 @@ def make_tiny(
     _, model_name, style, _ = _FAMILIES[family]
     tok_json = _tokenizer_json(style, spec.vocab_size)
     vocab_size = len(json.loads(tok_json)["model"]["vocab"])
-    config = build_config(family, vocab_size, spec)
+    config = build_config(family, vocab_size, spec, config_overrides)
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config).eval()
     gen = torch.Generator().manual_seed(seed + 7919)

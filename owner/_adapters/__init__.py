@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from owner._adapters._base import METHODS, Adapter, ArchInfo, LayerWeights, Method, NormKind
+from owner._adapters.baichuan import BaichuanAdapter
 from owner._adapters.bert import BertAdapter
 from owner._adapters.bloom import BloomAdapter
 from owner._adapters.falcon import FalconAdapter
@@ -13,15 +14,19 @@ from owner._adapters.gemma import GemmaAdapter
 from owner._adapters.gpt2 import Gpt2Adapter
 from owner._adapters.gpt_neox import GptNeoXAdapter
 from owner._adapters.gptj import GptJAdapter
+from owner._adapters.internlm import InternLM2Adapter, InternLMAdapter
 from owner._adapters.llama import LlamaAdapter
+from owner._adapters.mpt import MptAdapter
 from owner._adapters.opt import OptAdapter
 from owner._adapters.phi3 import Phi3Adapter
+from owner._adapters.qwen1 import Qwen1Adapter
 from owner._source import TensorSource
 from owner.errors import UnsupportedModelError
 
 ADAPTERS: tuple[type[Adapter], ...] = (
     LlamaAdapter, GemmaAdapter, Phi3Adapter, Gpt2Adapter, GptNeoXAdapter, GptJAdapter, OptAdapter,
     FalconAdapter, BloomAdapter, BertAdapter,
+    MptAdapter, BaichuanAdapter, InternLMAdapter, InternLM2Adapter, Qwen1Adapter,
 )
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(t for a in ADAPTERS for t in a.model_types if t.islower())
 

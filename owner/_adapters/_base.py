@@ -99,11 +99,13 @@ class Adapter:
     prefixes: ClassVar[tuple[str, ...]] = ("",)
     embedding_suffix: ClassVar[str] = ""
 
-    def __init__(self, config: dict[str, Any], source: TensorSource) -> None:
+    def __init__(self, config: dict[str, Any], source: TensorSource, *, prefix: str | None = None) -> None:
+        """``prefix``: the exact prefix of the base-model tensor names, for a model stored inside a larger
+        checkpoint (``owner._multimodal``); by default it is found among ``prefixes``."""
         self.config = config
         self.source = source
         self._names = set(source.names())
-        self.prefix = self._find_prefix()
+        self.prefix = self._find_prefix() if prefix is None else self._find_prefix((prefix,))
         self.info = self._read_info()
         self._check_shapes()
 
@@ -129,13 +131,14 @@ class Adapter:
     def family(self) -> str:
         return self.model_types[0]
 
-    def _find_prefix(self) -> str:
-        for p in self.prefixes:
+    def _find_prefix(self, candidates: Sequence[str] | None = None) -> str:
+        candidates = self.prefixes if candidates is None else candidates
+        for p in candidates:
             if p + self.embedding_suffix in self._names:
                 return p
         raise CheckpointError(
             f"checkpoint has no token embedding {self.embedding_suffix!r} (tried prefixes "
-            f"{', '.join(repr(p) for p in self.prefixes)}) for a {self.model_types[0]} model"
+            f"{', '.join(repr(p) for p in candidates)}) for a {self.model_types[0]} model"
         )
 
     def name(self, suffix: str) -> str:

@@ -24,6 +24,7 @@ NOT_APPLICABLE = {
     ("gpt2", "ffn-scale"), ("gpt_neox", "ffn-scale"), ("gptj", "ffn-scale"), ("falcon", "ffn-scale"),
     ("bloom", "ffn-scale"), ("bert", "ffn-scale"), ("bloom", "head-permute"), ("bloom", "fold-rotate"),
     ("bert", "fold-rotate"), ("opt", "residual-scale"),
+    ("mpt", "ffn-scale"), ("mpt", "head-permute"),  # GELU is not homogeneous; ALiBi slopes are per head index
 }
 
 

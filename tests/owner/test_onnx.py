@@ -87,6 +87,10 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         "encoder.layer.{i}.attention.self.value.weight", "encoder.layer.{i}.attention.output.dense.weight",
         "encoder.layer.{i}.attention.output.LayerNorm.weight", "encoder.layer.{i}.intermediate.dense.weight",
         "encoder.layer.{i}.output.dense.weight", "encoder.layer.{i}.output.LayerNorm.weight")),
+    "mpt": (("transformer.wte.weight", "transformer.norm_f.weight"), (  # lm_head tied
+        "transformer.blocks.{i}.attn.Wqkv.weight", "transformer.blocks.{i}.attn.out_proj.weight",
+        "transformer.blocks.{i}.ffn.up_proj.weight", "transformer.blocks.{i}.ffn.down_proj.weight",
+        "transformer.blocks.{i}.norm_1.weight", "transformer.blocks.{i}.norm_2.weight")),
 }
 
 FP32_CASES = [(f, "torchscript") for f in FAMILIES] + [(f, "dynamo") for f in DYNAMO_FAMILIES]

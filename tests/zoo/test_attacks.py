@@ -29,8 +29,9 @@ TEXT = "Return the value of the attribute named key, or raise an error when it i
 # the stream with a non-unit diagonal weight; bert fold-rotate: post-norm, the LayerNorm output is the stream;
 # opt residual-scale: OPT's LayerNorm eps is fixed in code, so it cannot follow the stream's scale.
 EXPECTED_NOT_APPLICABLE: dict[tuple[str, str], str] = {
-    **{(f, "ffn-scale"): "homogeneous" for f in ("gpt2", "gpt_neox", "gptj", "falcon", "bloom", "bert")},
+    **{(f, "ffn-scale"): "homogeneous" for f in ("gpt2", "gpt_neox", "gptj", "falcon", "bloom", "bert", "mpt")},
     ("bloom", "head-permute"): "ALiBi",
+    ("mpt", "head-permute"): "ALiBi",
     ("bloom", "fold-rotate"): "word_embeddings_layernorm",
     ("bert", "fold-rotate"): "post-norm",
     ("opt", "residual-scale"): "epsilon",

@@ -1,0 +1,511 @@
+"""GGUF files (llama.cpp): a lazy ``TensorSource`` in Hugging Face names, the config, and the weight commitment.
+
+A ``.gguf`` file holds its own config (``<arch>.block_count``, ``<arch>.attention.head_count_kv``, ...), its
+tokenizer (``tokenizer.ggml.*``, read by ``owner._vocab.read_gguf_vocabulary``) and its tensors under llama.cpp's
+names (``token_embd``, ``blk.N.attn_q``, ``ffn_gate``, ...), each in one of ggml's types. This module presents
+such a file in the view the adapters already read (``owner/_adapters``): a config dict with ``model_type`` and the
+Hugging Face field names, and tensors under Hugging Face state-dict names in HF ``Linear`` layout, converted to
+fp32 by the ``gguf`` package's own dequantisers (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K ... Q6_K and
+the other types it implements).
+
+Two conventions of llama.cpp's ``convert_hf_to_gguf.py`` are undone here:
+
+- for ``general.architecture == "llama"`` the rows of ``attn_q`` and ``attn_k`` are permuted within each head,
+  from Hugging Face's rotate-half order to GGML's interleaved rotary pairs:
+  ``w.reshape(n_head, 2, dh // 2, d).swapaxes(1, 2)`` (``LlamaModel.permute``; ``n_head`` is the KV head count
+  for ``attn_k``); the inverse ``w.reshape(n_head, dh // 2, 2, d).swapaxes(1, 2)`` restores HF's order. Qwen2
+  and GPT-2 conversions are not permuted;
+- GPT-2's ``Conv1D`` weights are transposed to ``(out, in)`` by the converter; they are presented transposed back
+  (the GPT-2 adapter reads ``Conv1D`` layout).
+
+The header (metadata and tensor table) is parsed here in one buffered pass (``read_header``; the ``gguf``
+package's ``GGUFReader`` builds a numpy view per metadata item, about 4 s for a 32000-token vocabulary against
+0.2 s here); the ``gguf`` package supplies the type table and the dequantisers. Tensors are read with ``pread`` at
+the offsets the header gives, one tensor (or one run of embedding rows) at a time: the file is never mapped, and
+no fp32 copy of the model exists, only of the tensor being read. Nothing here sends anything anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from owner._source import ROW_GAP, TensorMeta
+from owner.errors import CheckpointError, UnsupportedModelError
+from protocol import TensorDigest
+
+GGUF_MAGIC = b"GGUF"
+HASH_BLOCK = 8 << 20
+
+# general.architecture -> (config.json model_type, tensor-name map). Only families whose GGUF conversion is
+# reproduced and tested (zoo/gguf_export.py, tests/owner/test_gguf.py) are listed.
+_LLAMA_LAYER = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight", "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_LLAMA_GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                 "output.weight": "lm_head.weight"}
+_GPT2_LAYER = {
+    "attn_norm.weight": "ln_1.weight", "attn_norm.bias": "ln_1.bias",
+    "attn_qkv.weight": "attn.c_attn.weight", "attn_qkv.bias": "attn.c_attn.bias",
+    "attn_output.weight": "attn.c_proj.weight", "attn_output.bias": "attn.c_proj.bias",
+    "ffn_norm.weight": "ln_2.weight", "ffn_norm.bias": "ln_2.bias",
+    "ffn_up.weight": "mlp.c_fc.weight", "ffn_up.bias": "mlp.c_fc.bias",
+    "ffn_down.weight": "mlp.c_proj.weight", "ffn_down.bias": "mlp.c_proj.bias",
+}
+_GPT2_GLOBAL = {"token_embd.weight": "transformer.wte.weight", "position_embd.weight": "transformer.wpe.weight",
+                "output_norm.weight": "transformer.ln_f.weight", "output_norm.bias": "transformer.ln_f.bias",
+                "output.weight": "lm_head.weight"}
+_GPT2_CONV1D = frozenset({"attn_qkv.weight", "attn_output.weight", "ffn_up.weight", "ffn_down.weight"})
+
+
+@dataclass(frozen=True)
+class _Family:
+    model_type: str
+    layer_prefix: str
+    layer_names: dict[str, str]
+    global_names: dict[str, str]
+    permute_qk: bool = False
+    conv1d: frozenset[str] = frozenset()
+
+
+_FAMILIES: dict[str, _Family] = {
+    "llama": _Family("llama", "model.layers.{i}.", _LLAMA_LAYER, _LLAMA_GLOBAL, permute_qk=True),
+    "qwen2": _Family("qwen2", "model.layers.{i}.", _LLAMA_LAYER, _LLAMA_GLOBAL),
+    "gpt2": _Family("gpt2", "transformer.h.{i}.", _GPT2_LAYER, _GPT2_GLOBAL, conv1d=_GPT2_CONV1D),
+}
+GGUF_ARCHITECTURES: tuple[str, ...] = tuple(_FAMILIES)
+_BLK = re.compile(r"blk\.(\d+)\.(.+)")
+
+
+@dataclass(frozen=True)
+class GgufTensorInfo:
+    """One entry of a GGUF tensor table: name, GGML type, ``ne`` (ggml order) and absolute byte range."""
+
+    name: str
+    qtype: Any  # gguf.GGMLQuantizationType
+    ne: tuple[int, ...]
+    offset: int
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class GgufHeader:
+    """A GGUF file's metadata (key -> plain Python value) and tensor table."""
+
+    path: Path
+    version: int
+    metadata: dict[str, Any]
+    tensors: list[GgufTensorInfo]
+    data_offset: int
+
+
+class _Cursor:
+    """Sequential little-endian reads of a GGUF header, bounded by the file's size."""
+
+    def __init__(self, f: Any, path: Path, size: int) -> None:
+        self.f, self.path, self.size, self.pos = f, path, size, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > self.size:
+            raise CheckpointError(f"{self.path}: GGUF header truncated or malformed (the {what} runs past the end "
+                                  "of the file)")
+        b: bytes = self.f.read(n)
+        if len(b) != n:
+            raise CheckpointError(f"{self.path}: file ends inside the GGUF header ({what})")
+        self.pos += n
+        return b
+
+    def u32(self, what: str) -> int:
+        return int(struct.unpack("<I", self.take(4, what))[0])
+
+    def u64(self, what: str) -> int:
+        return int(struct.unpack("<Q", self.take(8, what))[0])
+
+    def string(self, what: str) -> str:
+        raw = self.take(self.u64(what), what)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{self.path}: GGUF {what} is not valid UTF-8") from None
+
+
+# GGUFValueType -> struct format of a scalar (STRING = 8 and ARRAY = 9 are read apart)
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def _value(c: _Cursor, vtype: int, key: str, depth: int = 0) -> Any:
+    if vtype in _SCALAR:
+        fmt = "<" + _SCALAR[vtype]
+        return struct.unpack(fmt, c.take(struct.calcsize(fmt), f"value of {key!r}"))[0]
+    if vtype == 8:
+        return c.string(f"value of {key!r}")
+    if vtype == 9 and depth == 0:
+        item, count = c.u32(f"array type of {key!r}"), c.u64(f"array length of {key!r}")
+        if item in _SCALAR:
+            fmt = _SCALAR[item]
+            width = struct.calcsize("<" + fmt)
+            raw = c.take(count * width, f"array {key!r}")
+            return np.frombuffer(raw, dtype=np.dtype("<" + fmt if fmt != "?" else "?")).tolist()
+        if count > c.size - c.pos:
+            raise CheckpointError(f"{c.path}: GGUF header truncated or malformed (array {key!r} claims {count} "
+                                  "items, more than the file holds)")
+        return [_value(c, item, key, depth + 1) for _ in range(count)]
+    raise CheckpointError(f"{c.path}: GGUF metadata {key!r} has an unknown value type {vtype}")
+
+
+def read_header(path: Path) -> GgufHeader:
+    """The metadata and tensor table of the GGUF file ``path`` (versions 2 and 3, little-endian), read in one
+    pass without mapping the file; every tensor's byte range is checked to lie inside the file."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: GGUF file is missing")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb", buffering=1 << 20) as f:
+            c = _Cursor(f, path, size)
+            if size < 4 or c.take(4, "magic") != GGUF_MAGIC:
+                raise CheckpointError(f"{path}: not a GGUF file (no GGUF magic at the start)")
+            version = c.u32("version")
+            if version not in (2, 3):
+                what = "a big-endian file" if version & 0xFFFF == 0 else f"version {version}"
+                raise CheckpointError(f"{path}: GGUF {what} is not supported (expected little-endian version 2 or 3)")
+            n_tensors, n_kv = c.u64("tensor count"), c.u64("metadata count")
+            if n_tensors > size or n_kv > size:
+                raise CheckpointError(f"{path}: GGUF header truncated or malformed (counts {n_tensors}, {n_kv})")
+            meta: dict[str, Any] = {}
+            for _ in range(n_kv):
+                key = c.string("metadata key")
+                meta[key] = _value(c, c.u32(f"type of {key!r}"), key)
+            table = []
+            for _ in range(n_tensors):
+                name = c.string("tensor name")
+                n_dims = c.u32(f"rank of tensor {name!r}")
+                if n_dims > 8:
+                    raise CheckpointError(f"{path}: GGUF tensor {name!r} has rank {n_dims}")
+                ne = tuple(c.u64(f"shape of tensor {name!r}") for _ in range(n_dims))
+                raw_type = c.u32(f"type of tensor {name!r}")
+                rel = c.u64(f"offset of tensor {name!r}")
+                try:
+                    qtype = GGMLQuantizationType(raw_type)
+                except ValueError:
+                    raise CheckpointError(f"{path}: GGUF tensor {name!r} has unknown GGML type {raw_type}") from None
+                block, type_size = GGML_QUANT_SIZES[qtype]
+                n = math.prod(ne)
+                if ne and ne[0] % block:
+                    raise CheckpointError(f"{path}: GGUF tensor {name!r} rows of {ne[0]} are not whole "
+                                          f"{block}-element blocks of {qtype.name}")
+                table.append((name, qtype, ne, rel, n // block * type_size))
+            align = meta.get("general.alignment", 32)
+            if not isinstance(align, int) or align <= 0 or align & (align - 1):
+                raise CheckpointError(f"{path}: GGUF general.alignment {align!r} is not a power of two")
+            data = -(-c.pos // align) * align
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
+    tensors = []
+    seen: set[str] = set()
+    for name, qtype, ne, rel, n_bytes in table:
+        if name in seen:
+            raise CheckpointError(f"{path}: GGUF tensor {name!r} appears twice")
+        seen.add(name)
+        if data + rel + n_bytes > size:
+            raise CheckpointError(f"{path}: tensor {name!r} lies past the end of the file (truncated GGUF)")
+        tensors.append(GgufTensorInfo(name, qtype, ne, data + rel, n_bytes))
+    return GgufHeader(path, version, meta, tensors, data)
+
+
+def field_value(header: GgufHeader, key: str) -> Any:
+    """A metadata value (str, int, float, bool or a list of them), or None if absent."""
+    return header.metadata.get(key)
+
+
+def _int_field(reader: GgufHeader, path: Path, key: str, default: int | None = None) -> int:
+    v = field_value(reader, key)
+    if isinstance(v, list) and v and all(x == v[0] for x in v):  # per-layer arrays with one value
+        v = v[0]
+    if v is None:
+        if default is not None:
+            return default
+        raise CheckpointError(f"{path}: GGUF metadata {key!r} is missing (needed to know the architecture)")
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CheckpointError(f"{path}: GGUF metadata {key!r} should be an integer, got {v!r:.60}")
+    return v
+
+
+def _family(reader: GgufHeader, path: Path) -> tuple[str, _Family]:
+    arch = field_value(reader, "general.architecture")
+    if not isinstance(arch, str):
+        raise CheckpointError(f"{path}: GGUF metadata 'general.architecture' is missing")
+    fam = _FAMILIES.get(arch)
+    if fam is None:
+        raise CheckpointError(
+            f"{path}: GGUF architecture {arch!r} is not supported; supported: {', '.join(GGUF_ARCHITECTURES)}"
+        )
+    return arch, fam
+
+
+def gguf_config(reader: GgufHeader, path: Path) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` fields the adapters read, from the GGUF metadata."""
+    arch, fam = _family(reader, path)
+    embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if embd is None:
+        raise CheckpointError(f"{path}: GGUF file has no tensor 'token_embd.weight' (the token embedding)")
+    vocab = embd.ne[-1] if len(embd.ne) == 2 else 0
+    d = _int_field(reader, path, f"{arch}.embedding_length")
+    layers = _int_field(reader, path, f"{arch}.block_count")
+    heads = _int_field(reader, path, f"{arch}.attention.head_count")
+    ffn = _int_field(reader, path, f"{arch}.feed_forward_length")
+    if fam.model_type == "gpt2":
+        return {"model_type": "gpt2", "n_embd": d, "n_layer": layers, "n_head": heads, "n_inner": ffn,
+                "vocab_size": vocab, "gguf_architecture": arch}
+    kv = _int_field(reader, path, f"{arch}.attention.head_count_kv", default=heads)
+    cfg: dict[str, Any] = {
+        "model_type": fam.model_type, "hidden_size": d, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "intermediate_size": ffn, "vocab_size": vocab,
+        "gguf_architecture": arch,
+    }
+    key_len = field_value(reader, f"{arch}.attention.key_length")
+    if isinstance(key_len, int) and not isinstance(key_len, bool):
+        cfg["head_dim"] = key_len
+    return cfg
+
+
+@contextlib.contextmanager
+def metadata_errors(path: Path) -> Iterator[None]:
+    """The adapters' errors (``owner/_adapters``) about the config, which for a GGUF file is its metadata
+    (``gguf_config``), naming that metadata instead of a ``config.json`` the model does not have."""
+    try:
+        yield
+    except (CheckpointError, UnsupportedModelError) as e:
+        text = str(e)
+        if "config.json" not in text:
+            raise
+        if text.startswith("config.json:"):
+            text = f"{path}: GGUF metadata:{text[len('config.json:'):]}"
+        raise type(e)(text.replace("config.json", f"the GGUF metadata of {path.name}")) from e
+
+
+@dataclass(frozen=True)
+class _Entry:
+    gguf_name: str
+    qtype: Any  # gguf.GGMLQuantizationType
+    ne: tuple[int, ...]  # ggml order: ne[0] is the contiguous (row) length
+    offset: int
+    n_bytes: int
+    permute_heads: int = 0  # undo llama.cpp's rotary row permutation with this many heads
+    transpose: bool = False  # present transposed (GPT-2 Conv1D layout)
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """Shape in row-major (numpy / torch) order, as the tensor is stored."""
+        return tuple(reversed(self.ne))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        s = self.stored_shape
+        return s[::-1] if self.transpose else s
+
+    @property
+    def type_name(self) -> str:
+        return str(self.qtype.name)
+
+
+def unpermute_rotary(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Inverse of ``convert_hf_to_gguf.py``'s ``LlamaModel.permute`` (rows of q or k, per head)."""
+    rows = w.shape[0]
+    if n_head <= 0 or rows % n_head or (rows // n_head) % 2:
+        raise CheckpointError(f"cannot undo the rotary permutation: {rows} rows over {n_head} heads")
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+class GgufSource:
+    """A ``.gguf`` file as a ``TensorSource`` under Hugging Face names (see the module docstring)."""
+
+    def __init__(self, path: Path, header: GgufHeader | None = None) -> None:
+        from gguf import GGML_QUANT_SIZES
+
+        self._fd: int | None = None
+        self.path = Path(path)
+        header = header or read_header(self.path)
+        self.config = gguf_config(header, self.path)
+        arch, fam = _family(header, self.path)
+        heads = int(self.config.get("num_attention_heads") or self.config.get("n_head") or 0)
+        kv = int(self.config.get("num_key_value_heads") or heads)
+        self._where: dict[str, _Entry] = {}
+        self._block: dict[str, tuple[int, int]] = {}
+        for t in header.tensors:
+            hf, permute, transpose = self._hf_name(t.name, fam, heads, kv)
+            if hf in self._where:
+                raise CheckpointError(f"{self.path}: two GGUF tensors map to {hf!r}")
+            self._where[hf] = _Entry(t.name, t.qtype, t.ne, t.offset, t.n_bytes, permute, transpose)
+            self._block[hf] = GGML_QUANT_SIZES[t.qtype]
+        self.architecture = arch
+
+    @staticmethod
+    def _hf_name(name: str, fam: _Family, heads: int, kv: int) -> tuple[str, int, bool]:
+        if name in fam.global_names:
+            return fam.global_names[name], 0, False
+        m = _BLK.fullmatch(name)
+        if m is not None and m.group(2) in fam.layer_names:
+            rest = m.group(2)
+            permute = 0
+            if fam.permute_qk and rest == "attn_q.weight":
+                permute = heads
+            elif fam.permute_qk and rest == "attn_k.weight":
+                permute = kv
+            return fam.layer_prefix.format(i=int(m.group(1))) + fam.layer_names[rest], permute, rest in fam.conv1d
+        return name, 0, False  # kept under its GGUF name (rope_freqs, ...): never read by an adapter
+
+    # -- TensorSource ------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self._where)
+
+    def _locate(self, name: str) -> _Entry:
+        try:
+            return self._where[name]
+        except KeyError:
+            raise CheckpointError(f"{self.path}: GGUF file has no tensor for {name!r}") from None
+
+    def meta(self, name: str) -> TensorMeta:
+        e = self._locate(name)
+        return TensorMeta(name, e.type_name, e.shape, self.path)
+
+    def _read(self, offset: int, n: int) -> np.ndarray:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError as e:
+                raise CheckpointError(f"{self.path}: cannot open ({e.strerror or e})") from e
+        buf = np.empty(n, dtype=np.uint8)
+        view = buf.data
+        done = 0
+        try:
+            while done < n:
+                got = os.preadv(self._fd, [view[done:]], offset + done)
+                if got <= 0:
+                    raise CheckpointError(f"{self.path}: file ends inside a tensor (truncated GGUF)")
+                done += got
+        except OSError as e:
+            raise CheckpointError(f"{self.path}: cannot read ({e.strerror or e})") from e
+        return buf
+
+    def _dequantize(self, name: str, e: _Entry, raw: np.ndarray, rows: int) -> torch.Tensor:
+        """``rows`` stored rows of ``e`` from their raw bytes (uint8), as fp32 ``(rows, ne[0])``. F16 and BF16 are
+        widened by torch (numpy's float16 conversion is several times slower); quantised types by the ``gguf``
+        package's dequantisers (llama.cpp's reference algorithms in numpy)."""
+        from gguf import GGMLQuantizationType as Q
+        from gguf import dequantize
+
+        width = e.ne[0]
+        half = {Q.F32: torch.float32, Q.F16: torch.float16, Q.BF16: torch.bfloat16}.get(e.qtype)
+        if half is not None:
+            return torch.from_numpy(raw).view(half).reshape(rows, width).to(torch.float32)
+        block, type_size = self._block[name]
+        if width % block:
+            raise CheckpointError(f"{self.path}: tensor {e.gguf_name!r} rows of {width} are not whole {block}-blocks")
+        try:
+            out = dequantize(raw.reshape(rows, width // block * type_size), e.qtype)
+        except NotImplementedError:
+            raise CheckpointError(
+                f"{self.path}: tensor {e.gguf_name!r} has GGML type {e.type_name}, which the gguf package cannot "
+                "dequantise"
+            ) from None
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32).reshape(rows, width))
+
+    def _float_check(self, e: _Entry) -> None:
+        from gguf import GGMLQuantizationType as Q
+
+        if e.qtype in (Q.I8, Q.I16, Q.I32, Q.I64, Q.F64):
+            raise CheckpointError(f"{self.path}: tensor {e.gguf_name!r} has GGML type {e.type_name}, "
+                                  "expected a floating-point or quantised weight")
+
+    def tensor(self, name: str) -> torch.Tensor:
+        e = self._locate(name)
+        self._float_check(e)
+        rows = int(np.prod(e.stored_shape[:-1])) if len(e.ne) > 1 else 1
+        t = self._dequantize(name, e, self._read(e.offset, e.n_bytes), rows).reshape(e.stored_shape)
+        if e.permute_heads:
+            t = unpermute_rotary(t, e.permute_heads)
+        if e.transpose:
+            t = t.T.contiguous()
+        return t
+
+    def rows(self, name: str, index: Sequence[int]) -> torch.Tensor:
+        e = self._locate(name)
+        if len(e.ne) != 2:
+            raise CheckpointError(f"{self.path}: tensor {name!r} has shape {e.shape}, expected a matrix")
+        if e.permute_heads or e.transpose:  # never the embedding; read whole
+            return self.tensor(name)[torch.as_tensor(list(index), dtype=torch.long)]
+        self._float_check(e)
+        n_rows, width = e.stored_shape
+        idx = [int(i) for i in index]
+        out = torch.empty((len(idx), width), dtype=torch.float32)
+        if not idx:
+            return out
+        if min(idx) < 0 or max(idx) >= n_rows:
+            raise CheckpointError(f"{self.path}: row index out of range for {name!r} with {n_rows} rows")
+        row_bytes = e.n_bytes // n_rows
+        order = sorted(range(len(idx)), key=idx.__getitem__)
+        start = 0
+        while start < len(order):  # runs of nearby rows, each read in one request; only the wanted rows converted
+            end = start + 1
+            while end < len(order) and idx[order[end]] - idx[order[end - 1]] <= ROW_GAP:
+                end += 1
+            lo, hi = idx[order[start]], idx[order[end - 1]] + 1
+            run = self._read(e.offset + lo * row_bytes, (hi - lo) * row_bytes).reshape(hi - lo, row_bytes)
+            ks = order[start:end]
+            wanted = np.ascontiguousarray(run[[idx[k] - lo for k in ks]])
+            out[torch.as_tensor(ks, dtype=torch.long)] = self._dequantize(name, e, wanted.reshape(-1), len(ks))
+            start = end
+        return out
+
+    def files(self) -> list[Path]:
+        return [self.path]
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def hash_gguf(path: Path) -> list[TensorDigest]:
+    """The weight commitment entries of a GGUF file: each tensor under its GGUF name, its GGML type name, its
+    shape in row-major order (ne reversed) and the SHA-256 of its stored bytes (quantised blocks as stored)."""
+    header = read_header(path)
+    out = []
+    with open(path, "rb") as f:
+        for t in header.tensors:
+            h = hashlib.sha256()
+            f.seek(t.offset)
+            left = t.n_bytes
+            while left:
+                chunk = f.read(min(HASH_BLOCK, left))
+                if not chunk:
+                    raise CheckpointError(f"{path}: file ends inside tensor {t.name!r} (truncated GGUF)")
+                h.update(chunk)
+                left -= len(chunk)
+            out.append(TensorDigest(t.name, str(t.qtype.name), tuple(reversed(t.ne)), h.digest()))
+    return out

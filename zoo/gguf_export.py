@@ -1,0 +1,247 @@
+"""Write a zoo model (Hugging Face layout, safetensors) as a GGUF file the way llama.cpp's converter does.
+
+``convert_hf_to_gguf.py`` is not shipped by the ``gguf`` package, so its behaviour for the families the owner
+reads from GGUF is reproduced here with ``gguf.GGUFWriter`` and ``gguf.quants``:
+
+- metadata: ``general.architecture``, ``general.name``, ``general.file_type``, ``<arch>.context_length``,
+  ``embedding_length``, ``block_count``, ``feed_forward_length``, ``attention.head_count``,
+  ``attention.head_count_kv``, ``rope.dimension_count``, the norm epsilon;
+- tensor names ``token_embd``, ``blk.N.attn_q`` ... ``ffn_down``, ``output_norm``, ``output``;
+- llama: q and k rows permuted per head for GGML's rotary layout (``LlamaModel.permute``: ``w.reshape(n_head, 2,
+  dh // 2, d).swapaxes(1, 2)``, with the KV head count for k); qwen2 is not permuted; gpt2's ``Conv1D`` weights
+  are transposed to ``(out, in)``;
+- tokenizer: llama as ``tokenizer.ggml.model = "llama"`` with the pieces of ``tokenizer.json`` (the converter's
+  ``LlamaHfVocab`` path for a tokenizer without ``tokenizer.model``), qwen2 / gpt2 as ``"gpt2"`` with byte-level
+  tokens and merges; special added tokens are CONTROL, ``<0xNN>`` pieces BYTE;
+- types: 1-D tensors (norms, biases) stay F32, as the converter keeps them; 2-D weights take ``qtype`` (F32, F16,
+  BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: the types ``gguf.quants`` can quantise; Q4_K by ``quantize_q4_k``, as
+  ``llama-quantize`` would write it), falling back where a row is not a whole number of blocks as llama-quantize
+  does (Q4_K to Q5_0; others to F16).
+
+``python -m zoo.gguf_export MODEL_DIR OUT.gguf --type q8_0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# our --type -> (GGMLQuantizationType name, LlamaFileType name)
+QTYPES: dict[str, tuple[str, str]] = {
+    "f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
+    "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q4_0": ("Q4_0", "MOSTLY_Q4_0"), "q4_1": ("Q4_1", "MOSTLY_Q4_1"),
+    "q5_0": ("Q5_0", "MOSTLY_Q5_0"), "q5_1": ("Q5_1", "MOSTLY_Q5_1"), "q4_k": ("Q4_K", "MOSTLY_Q4_K_S"),
+}
+# llama-quantize's type for a tensor whose rows are not whole 256-element super-blocks of a k-quant
+_K_FALLBACK = {"Q4_K": "Q5_0"}
+_LLAMA_LAYER = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+_LLAMA_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                 "lm_head.weight": "output.weight"}
+_GPT2_LAYER = {
+    "ln_1.weight": "attn_norm.weight", "ln_1.bias": "attn_norm.bias",
+    "attn.c_attn.weight": "attn_qkv.weight", "attn.c_attn.bias": "attn_qkv.bias",
+    "attn.c_proj.weight": "attn_output.weight", "attn.c_proj.bias": "attn_output.bias",
+    "ln_2.weight": "ffn_norm.weight", "ln_2.bias": "ffn_norm.bias",
+    "mlp.c_fc.weight": "ffn_up.weight", "mlp.c_fc.bias": "ffn_up.bias",
+    "mlp.c_proj.weight": "ffn_down.weight", "mlp.c_proj.bias": "ffn_down.bias",
+}
+_GPT2_GLOBAL = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
+                "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
+_GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+FAMILIES: tuple[str, ...] = ("llama", "qwen2", "gpt2")
+
+
+class GgufExportError(Exception):
+    """The model cannot be written as GGUF by this converter."""
+
+
+def permute_rotary(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """``convert_hf_to_gguf.py``'s ``LlamaModel.permute``: HF's rotate-half row order to GGML's interleaved one."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _gguf_name(hf: str, family: str) -> str | None:
+    layer_map, global_map = (_GPT2_LAYER, _GPT2_GLOBAL) if family == "gpt2" else (_LLAMA_LAYER, _LLAMA_GLOBAL)
+    if hf in global_map:
+        return global_map[hf]
+    parts = hf.split(".")
+    for i, p in enumerate(parts[:-1]):
+        if p in ("layers", "h") and parts[i + 1].isdigit():
+            rest = ".".join(parts[i + 2:])
+            return f"blk.{parts[i + 1]}.{layer_map[rest]}" if rest in layer_map else None
+    return None
+
+
+def _vocab(model_dir: Path, family: str) -> dict[str, Any]:
+    """tokens, token types, scores, merges and the tokenizer model name, as the converter writes them."""
+    from gguf import TokenType
+
+    tok = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    model = tok["model"]
+    vocab: dict[str, int] = model["vocab"] if isinstance(model["vocab"], dict) else {
+        p[0]: i for i, p in enumerate(model["vocab"])}
+    added = {int(a["id"]): a for a in tok.get("added_tokens") or []}
+    size = max([*vocab.values(), *added]) + 1
+    by_id = {i: t for t, i in vocab.items()}
+    tokens, types = [], []
+    for i in range(size):
+        if i in added:
+            tokens.append(added[i]["content"])
+            types.append(TokenType.CONTROL if added[i].get("special") else TokenType.USER_DEFINED)
+        elif i in by_id:
+            t = by_id[i]
+            tokens.append(t)
+            is_byte = family != "gpt2" and family != "qwen2" and t.startswith("<0x") and t.endswith(">")
+            types.append(TokenType.BYTE if is_byte else TokenType.NORMAL)
+        else:
+            tokens.append(f"[PAD{i}]")
+            types.append(TokenType.UNUSED)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    return {"model": "llama" if family == "llama" else "gpt2", "tokens": tokens, "types": types, "merges": merges}
+
+
+def quantize_q4_k(data: np.ndarray) -> np.ndarray:
+    """``data`` (rows of whole 256-element super-blocks) in ggml's Q4_K block layout: per super-block an fp16 ``d``
+    and ``dmin``, eight 6-bit sub-block scales and mins packed in 12 bytes, and 256 4-bit values, two per byte
+    (``x = d * sc_j * q - dmin * m_j``). The ``gguf`` package can only dequantise Q4_K; the scales here are chosen
+    by each 32-element sub-block's min and max (llama.cpp's ``quantize_row_q4_K_ref`` searches them further), so
+    the copy is at least as far from the original as llama.cpp's; the layout is checked against ``gguf``'s
+    reference dequantiser in the tests."""
+    rows, width = data.shape
+    x = data.astype(np.float32).reshape(-1, 8, 32)
+    lo = np.minimum(x.min(-1), 0.0)
+    scale, mins = (x.max(-1) - lo) / 15.0, -lo
+    d = (scale.max(-1) / 63.0).astype(np.float16)
+    dmin = (mins.max(-1) / 63.0).astype(np.float16)
+
+    def steps(v: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        u = unit.astype(np.float32)[:, None]
+        q = np.divide(v, u, out=np.zeros_like(v), where=u > 0)
+        return np.clip(np.rint(q), 0, 63).astype(np.uint8)
+
+    sc, m = steps(scale, d), steps(mins, dmin)
+    step = d.astype(np.float32)[:, None] * sc  # (n, 8)
+    offset = dmin.astype(np.float32)[:, None] * m
+    q = np.divide(x + offset[..., None], step[..., None], out=np.zeros_like(x), where=step[..., None] > 0)
+    q = np.clip(np.rint(q), 0, 15).astype(np.uint8)  # (n, 8, 32)
+    packed = np.zeros((x.shape[0], 12), dtype=np.uint8)
+    packed[:, 0:4] = (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6)
+    packed[:, 4:8] = (m[:, :4] & 63) | ((m[:, 4:] >> 4) << 6)
+    packed[:, 8:12] = (sc[:, 4:] & 15) | ((m[:, 4:] & 15) << 4)
+    qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(-1, 128)  # chunk c: sub-block 2c low nibbles, 2c + 1 high
+    blocks = np.concatenate([d.reshape(-1, 1).view(np.uint8), dmin.reshape(-1, 1).view(np.uint8), packed, qs], axis=1)
+    return np.ascontiguousarray(blocks).reshape(rows, width // 256 * 144)
+
+
+def _quantize(data: np.ndarray, qtype_name: str) -> tuple[np.ndarray, Any]:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
+
+    qtype = GGMLQuantizationType[qtype_name]
+    if data.ndim < 2 or qtype == GGMLQuantizationType.F32:
+        return data.astype(np.float32), GGMLQuantizationType.F32
+    if qtype == GGMLQuantizationType.F16:
+        return data.astype(np.float16), GGMLQuantizationType.F16
+    if data.shape[-1] % GGML_QUANT_SIZES[qtype][0]:
+        fallback = _K_FALLBACK.get(qtype_name)
+        if fallback is not None:
+            return _quantize(data, fallback)
+        return data.astype(np.float16), GGMLQuantizationType.F16
+    if qtype == GGMLQuantizationType.Q4_K:
+        return quantize_q4_k(data), qtype
+    return quants.quantize(data.astype(np.float32), qtype), qtype
+
+
+def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None = None) -> Path:
+    """Write the safetensors model in ``model_dir`` to ``out`` as GGUF with 2-D weights in ``qtype``."""
+    from gguf import GGUFWriter, LlamaFileType
+    from safetensors import safe_open
+
+    model_dir, out = Path(model_dir), Path(out)
+    if qtype not in QTYPES:
+        raise GgufExportError(f"unknown type {qtype!r}; expected one of {', '.join(QTYPES)}")
+    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    family = cfg.get("model_type")
+    if family not in FAMILIES:
+        raise GgufExportError(f"{model_dir}: model_type {family!r} is not exported; expected one of {FAMILIES}")
+    qname, ftype = QTYPES[qtype]
+    w = GGUFWriter(out, family)
+    w.add_name(name or model_dir.name)
+    w.add_file_type(int(LlamaFileType[ftype]))
+    if family == "gpt2":
+        d, layers, heads = cfg["n_embd"], cfg["n_layer"], cfg["n_head"]
+        kv, ffn = heads, cfg.get("n_inner") or 4 * d
+        w.add_context_length(cfg["n_positions"])
+        w.add_layer_norm_eps(cfg["layer_norm_epsilon"])
+    else:
+        d, layers, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+        kv, ffn = cfg.get("num_key_value_heads") or heads, cfg["intermediate_size"]
+        w.add_context_length(cfg["max_position_embeddings"])
+        w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+        w.add_rope_dimension_count(cfg.get("head_dim") or d // heads)
+        w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+        w.add_head_count_kv(kv)
+    w.add_embedding_length(d)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    v = _vocab(model_dir, family)
+    w.add_tokenizer_model(v["model"])
+    w.add_token_list(v["tokens"])
+    w.add_token_types(v["types"])
+    if v["model"] == "llama":
+        w.add_token_scores([0.0] * len(v["tokens"]))
+    elif v["merges"]:
+        w.add_token_merges(v["merges"])
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise GgufExportError(f"{model_dir}: no .safetensors file")
+    for f in files:
+        with safe_open(str(f), framework="pt") as h:
+            for hf in h.keys():  # noqa: SIM118 - safe_open handles have keys(), not iteration
+                g = _gguf_name(hf, family)
+                if g is None:
+                    continue
+                data = h.get_tensor(hf).to(torch.float32).numpy()
+                if family == "llama" and g.endswith("attn_q.weight"):
+                    data = permute_rotary(data, heads, heads)
+                elif family == "llama" and g.endswith("attn_k.weight"):
+                    data = permute_rotary(data, heads, kv)
+                elif family == "gpt2" and hf.endswith(_GPT2_CONV1D):
+                    data = data.T
+                stored, t = _quantize(np.ascontiguousarray(data), qname)
+                w.add_tensor(g, stored, raw_dtype=t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.gguf_export", description=__doc__.split("\n\n")[0])
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--type", default="f32", choices=tuple(QTYPES))
+    a = p.parse_args(argv)
+    print(export_gguf(a.model_dir, a.out, a.type))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
