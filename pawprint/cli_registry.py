@@ -346,8 +346,46 @@ def cmd_registry_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_registry_claim(args: argparse.Namespace) -> int:
+    """A vendor's claim of a namespace: from then on only its key publishes names ``NAMESPACE/...``. Like a
+    revocation it is a signed statement without a bundle (sent as one: the registry reads its action)."""
+    from protocol import CLAIM, NO_MANIFEST, ProtocolError, RegistryStatement
+
+    key = private_key(args.k, args.passphrase_env)
+    namespace = args.namespace[:-1] if args.namespace.endswith("/") else args.namespace
+    try:
+        statement = RegistryStatement(CLAIM, namespace, key.key_id, NO_MANIFEST, int(time.time()),
+                                      description=args.description).sign(key)
+    except ProtocolError as e:
+        raise CommandError(f"cannot claim {args.namespace!r}: {e}") from e
+    with registry_source(args, trust=_trust_for(args), create=True) as (source, own_key):
+        published = source.revoke(statement)
+        report = _published_report(published, statement, log_key(args, own_key, required=False), action=CLAIM)
+    report["namespace"] = f"{namespace}/"
+    report["vendor_key_id"] = key.key_id
+    if args.json:
+        write_json(report)
+        return EXIT_OK
+    state = "already in the log" if published.existing else "appended"
+    print(f"{namespace}/: claimed by key {key.key_id} in entry {published.index} ({state}); only that key "
+          "publishes under it from now on; inclusion proof verified")
+    return EXIT_OK
+
+
+# What the vendor says, shown as such: nothing checks a release date, a licence or a description.
+CLAIMED = "(the vendor's claim, not verified)"
+
+
+def _status(r: dict[str, Any]) -> str:
+    from protocol import CLAIM, REVOKE
+
+    if r["action"] in (REVOKE, CLAIM):
+        return str(r["action"])
+    return "revoked" if r.get("revoked_by") is not None else "active"
+
+
 def cmd_registry_list(args: argparse.Namespace) -> int:
-    from protocol import REVOKE
+    from protocol import CLAIM, REVOKE
 
     with registry_source(args) as (source, own_key):
         key = log_key(args, own_key, required=False)
@@ -356,31 +394,35 @@ def cmd_registry_list(args: argparse.Namespace) -> int:
         rows = [_describe(i, d, key) for i, d in enumerate(source.entries(0, cp.size))]
     revoked = {r["manifest_sha256"]: r["index"] for r in rows if r["action"] == REVOKE}
     for r in rows:
-        if r["action"] != REVOKE:
+        if r["action"] not in (REVOKE, CLAIM):
             r["revoked_by"] = revoked.get(r["manifest_sha256"])
     if args.json:
         write_json({**checkpoint_dict(cp), "checkpoint": note,
                     "checkpoint_signature": "verified" if key else "unchecked", "entries": rows})
         return EXIT_OK
     for r in rows:
-        status = r["action"] if r["action"] == REVOKE else ("revoked" if r["revoked_by"] is not None else "active")
         family = r.get("model", {}).get("family", "")
-        print(f"{r['index']:5d}  {r['name']:30s} {status:8s} {family!s:10s} {r['manifest_sha256'][:16]}  "
-              f"vendor {r['vendor_key_id'][:16]}" + ("" if r["signatures"] == "verified" else f"  {r['signatures']}"))
+        name = f"{r['name']}/" if r["action"] == CLAIM else r["name"]
+        extra = f"  released {r['release_date']} (claimed)" if r.get("release_date") else ""
+        if r.get("linked_to") is not None:
+            extra += f"  linked to #{r['linked_to']} (same weights or terms, registered earlier)"
+        print(f"{r['index']:5d}  {name:30s} {_status(r):8s} {family!s:10s} {r['manifest_sha256'][:16]}  "
+              f"vendor {r['vendor_key_id'][:16]}{extra}"
+              + ("" if r["signatures"] == "verified" else f"  {r['signatures']}"))
     print(f"{cp.size} entries, root {cp.root.hex()} (checkpoint signature "
           f"{'verified' if key else 'unchecked: pass --log-pub'})")
     return EXIT_OK
 
 
 def cmd_registry_show(args: argparse.Namespace) -> int:
-    from protocol import REVOKE, statement_of
+    from protocol import REGISTER, REVOKE, statement_of
 
     with registry_source(args) as (source, own_key):
         key = log_key(args, own_key, required=False)
         cp = open_checkpoint(args, source.checkpoint(), key)
         index, data = source.get(args.entry)
         view = _describe(index, data, key)
-        if view["action"] != REVOKE:
+        if view["action"] == REGISTER:
             later = source.entries(index + 1, cp.size)
             view["revoked_by"] = next(
                 (i for i, d in enumerate(later, index + 1)
@@ -390,6 +432,12 @@ def cmd_registry_show(args: argparse.Namespace) -> int:
         write_json(view)
         return EXIT_OK
     for k, v in view.items():
+        if k == "vendor_claims":
+            continue
+        if k in ("release_date", "licence", "description") and v and view.get("action") == REGISTER:
+            v = f"{v} {CLAIMED}"
+        if k == "linked_to" and v is not None:
+            v = f"{v} (an earlier registration with the same weight commitment or terms: it takes precedence)"
         print(f"{k:18s} {v}")
     return EXIT_OK
 
@@ -562,6 +610,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rrev.add_argument("--json", action="store_true")
     passphrase_option(rrev)
     rrev.set_defaults(func=cmd_registry_revoke)
+    rcl = reg.add_parser("claim", help="claim a namespace (NAMESPACE/...): only your key publishes under it then")
+    rcl.add_argument("namespace", metavar="NAMESPACE", help="the organisation part of names, e.g. acme (or acme/)")
+    rcl.add_argument("-k", required=True, metavar="VENDOR_KEY", help="the vendor's key, bound to the namespace")
+    rcl.add_argument("--description", default="", help="who claims it (free text, shown as the vendor's claim)")
+    rcl.add_argument("--trust", default=None, metavar="TRUST", help="with --data: the registry's trust store")
+    connection_options(rcl)
+    rcl.add_argument("--json", action="store_true")
+    passphrase_option(rcl)
+    rcl.set_defaults(func=cmd_registry_claim)
     rls = reg.add_parser("list", help="every entry of the log and the latest checkpoint")
     connection_options(rls)
     rls.add_argument("--json", action="store_true")

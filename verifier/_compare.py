@@ -17,11 +17,12 @@ Pure logic: values in, values out. Nothing here reads files or keeps the submiss
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from protocol import Match, TermScoreRecord, format_score, parse_score
+from protocol import INSUFFICIENT_EVIDENCE, Match, TermScoreRecord, format_score, parse_score
 from protocol.terms import InvariantSet
 from verifier._calibration import (
     DEFAULT_THRESHOLDS,
@@ -108,14 +109,26 @@ def decide(matches: Sequence[Match], thresholds: Thresholds = DEFAULT_THRESHOLDS
 def compare_with_bases(
     suspect: Sequence[InvariantSet], bases: Sequence[BaseModel], null: NullModel | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS, screened: int | None = None,
+    log_indices: Mapping[bytes, int] | None = None,
 ) -> list[Match]:
-    """One decided match per comparable base, strongest evidence first (then best ICS, then name).
-    ``screened``: how many bases a screen chose ``bases`` from (the Bonferroni count)."""
+    """One decided match per comparable base, strongest evidence first, then best ICS, then the earliest entry
+    in the log, then name (deterministic). ``screened``: how many bases a screen chose ``bases`` from (the
+    Bonferroni count). ``log_indices``: each base's entry in the log by manifest digest, set as each match's
+    ``log_index``; so a later registration of the same weights (a squatter's copy, whatever its name) never
+    comes before the earliest, as in the report's headline (verifier._report)."""
     cache: dict[Any, Any] = {}  # the suspect's standardised terms, made once for every base
     matches = [m for m in (compare_with_base(suspect, b, null, cache) for b in bases) if m is not None]
+    if log_indices is not None:
+        matches = [dataclasses.replace(m, log_index=log_indices[m.entry]) for m in matches]
     matches = decide(matches, thresholds, screened)
-    matches.sort(key=lambda m: (float(m.p_value) if m.p_value is not None else 2.0, -parse_score(m.ics), m.name))
+    matches.sort(key=_receipt_order)
     return matches
+
+
+def _receipt_order(m: Match) -> tuple[float, Decimal, int, str]:
+    """Lowest p-value, then highest ICS, then earliest log entry (a match naming none last), then name."""
+    return (float(m.p_value) if m.p_value is not None else 2.0, -parse_score(m.ics),
+            m.log_index if m.log_index is not None else 1 << 64, m.name)
 
 
 def verdict_of(matches: Sequence[Match]) -> str:
@@ -124,9 +137,10 @@ def verdict_of(matches: Sequence[Match]) -> str:
 
 def recheck_verdict(
     matches: Sequence[Match], verdict: str, rule: str, null: NullModel | None = None, null_id: str | None = None,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS, screened: int | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS, screened: int | None = None, evidence: Sequence[str] = (),
 ) -> bool | None:
-    """Whether every z, p and verdict follows from the receipt's scores under ``rule`` and ``null``.
+    """Whether every z, p and verdict follows from the receipt's scores under ``rule`` and ``null``; with
+    ``evidence`` (the receipt's failed evidence checks) the overall verdict must be ``insufficient-evidence``.
 
     ``None`` when it cannot be re-derived here: another rule, or the receipt names a null (``null_id``)
     other than the one given.
@@ -142,4 +156,4 @@ def recheck_verdict(
             return False
     if list(matches) != decide(matches, thresholds, screened):
         return False
-    return verdict == verdict_of(matches)
+    return verdict == (INSUFFICIENT_EVIDENCE if evidence else verdict_of(matches))

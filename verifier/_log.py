@@ -15,7 +15,11 @@ insert it, commit. An entry and its checkpoint therefore exist together or not a
 and the size never goes backwards; a process killed at any point leaves the old state or the new one.
 
 **Opening** replays the whole log: every entry parsed and its signatures checked, the rules applied in
-order, the tree rebuilt, and every stored checkpoint checked against the tree (root and signature). Anything
+order (``protocol.LogRules``: names, namespaces, links, time never going backwards), the tree rebuilt, and
+every stored checkpoint checked against the tree (root and signature) and against the entries' times (an
+entry is dated no later than the first checkpoint that includes it and no earlier than the last that does
+not). Entries are appended in the current format (``pawprint-log-entry/2``, with the link the rules derive);
+a log holding entries of the first format opens as before. Anything
 that does not hold is ``RegistryCorrupt``: a verifier must not serve a log it cannot vouch for.
 
 This module never updates or deletes a row of these tables: there is no code path that could.
@@ -290,9 +294,15 @@ class TransparencyLog:
         index = len(self._tree)
         if last_size != index:
             raise RegistryCorrupt(f"the latest checkpoint covers {last_size} entries, but {index} exist")
-        logged_at = max(int(now), parse_checkpoint(last_note).checkpoint.time)
-        record = LogEntry(statement, manifest, logged_at)
+        # The log's time never goes backwards: a clock set back dates the entry at the latest checkpoint.
+        logged_at = max(int(now), parse_checkpoint(last_note).checkpoint.time, self._rules.last_time)
+        record = LogEntry(statement, manifest, logged_at, format=2)
         entry = record.open(self.meta.public_key)
+        if entry.manifest is not None:  # the earliest registration sharing its weights or terms
+            link = self._rules.link_for(entry.manifest)
+            if link is not None:
+                record = LogEntry(statement, manifest, logged_at, link, format=2)
+                entry = record.open(self.meta.public_key)
         self._rules.check(entry)
         data = record.to_bytes()
         self._db.execute(
@@ -345,12 +355,18 @@ class TransparencyLog:
             raise RegistryCorrupt(f"entry {index} breaks the registry's rules: {e}") from e
         self._rules.apply(index, entry)
 
+    def _entry_times(self) -> list[int]:
+        rows = self._db.execute("SELECT logged_at FROM entries WHERE idx < ? ORDER BY idx",
+                                (len(self._tree),)).fetchall()
+        return [int(r[0]) for r in rows]
+
     def _check_checkpoints(self) -> None:
         """Every stored checkpoint is signed by the log and commits to exactly the entries stored."""
         rows = self._db.execute("SELECT size, root, time, note FROM checkpoints ORDER BY size").fetchall()
         if not rows:
             raise RegistryCorrupt("the log has no checkpoint at all")
         last_time = 0
+        times = self._entry_times()
         for size, root, time, note in rows:
             try:
                 cp = parse_checkpoint(str(note)).verify(self.meta.public_key, origin=self.meta.origin)
@@ -368,6 +384,12 @@ class TransparencyLog:
                                       "an entry was altered, removed or reordered")
             if cp.time < last_time:
                 raise RegistryCorrupt(f"the checkpoint of size {size} is older than the one before it")
+            if size > 0 and times[size - 1] > cp.time:
+                raise RegistryCorrupt(f"entry {size - 1} is dated after the checkpoint of size {size}, which "
+                                      "includes it")
+            if size < len(times) and times[size] < cp.time:
+                raise RegistryCorrupt(f"entry {size} is backdated: it is dated before the checkpoint of size "
+                                      f"{size}, which does not include it")
             last_time = cp.time
         if int(rows[-1][0]) != len(self._tree):
             raise RegistryCorrupt(f"{len(self._tree) - int(rows[-1][0])} entries were appended without a checkpoint")

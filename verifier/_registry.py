@@ -3,9 +3,15 @@
 A base is published by its vendor (``publish``): the vendor's signed statement (name, licence, release
 date, description; kind ``registry-entry``) and its signed bundle. Only keys trusted as vendors may publish;
 publishing the same manifest again with the same name and metadata is answered with the existing entry; a
-name belongs to the vendor that first registered it; entries are never edited or deleted, and a vendor
-withdraws one by appending a signed revocation (``revoke``). ``add_base`` is the administrator's local path:
-the statement is signed by the log's own key, the bundle is still the vendor's. Anyone reads the log
+name belongs to the vendor that first registered it; a new name confusable with another (one
+``protocol.normalise_name`` skeleton: case, ``0/o``, ``1/l/I``, ``rn/m``, separators, trailing punctuation)
+is refused; a vendor claims a namespace (``claim``: ``acme`` for ``acme/...``, first come) and from then on
+only its key publishes under it; a registration sharing the weight commitment or a term digest of an earlier
+one is linked to the earliest (recorded in its entry: ``BaseEntry.linked_to``); entries are never edited or
+deleted, and a vendor withdraws one by appending a signed revocation (``revoke``). Each rule is
+``protocol.LogRules``', which the log applies again at append and any auditor replays from the log alone.
+``add_base`` is the administrator's local path: the statement is signed by the log's own key, the bundle is
+still the vendor's. Anyone reads the log
 (``entries``, ``find``, ``latest_checkpoint``) and asks for inclusion and consistency proofs.
 
 The log records statements and manifests; the terms are kept as blobs and never published. The comparison
@@ -37,6 +43,7 @@ from pathlib import Path
 
 from protocol import (
     BUNDLE_LIMITS,
+    CLAIM,
     REGISTER,
     REVOKE,
     Bundle,
@@ -44,6 +51,8 @@ from protocol import (
     KeyFileError,
     LogEntry,
     Manifest,
+    NameConflict,
+    NamespaceDenied,
     PrivateKey,
     ProbeSpec,
     ProtocolError,
@@ -59,7 +68,7 @@ from protocol import (
     TrustStore,
     check_tensors,
     decode_map,
-    name_skeleton,
+    normalise_name,
     open_statement,
     parse_checkpoint,
     parse_digest_hex,
@@ -114,6 +123,7 @@ class BaseEntry:
     terms_blob: str
     registered_at: int
     revoked_by: int | None = None  # the index of the revocation entry, if revoked
+    linked_to: int | None = None  # the earliest registration sharing its weight commitment or a term digest
 
 
 @dataclass(frozen=True)
@@ -172,8 +182,6 @@ class Registry:
         self.screen = ScreenIndex(SKETCH_SPEC)
         self._indexed: set[int] = set()
         self._probe_sets: tuple[int, tuple[ProbeSpec, ...]] | None = None
-        self._skeletons: dict[str, str] = {}  # name skeleton -> the registered name that has it
-        self._skeleton_names: list[str] = []  # the names folded into _skeletons, in log order
         self._entries: dict[int, BaseEntry] = {}
         self.store = Store(self.data_dir, create=create)
         self.blobs = self.store.blobs
@@ -238,8 +246,10 @@ class Registry:
         return self.log.meta.origin
 
     # -- publishing --------------------------------------------------------------------------------------
-    def check_statement(self, signed: SignedMessage, trust: TrustStore, action: str) -> RegistryStatement:
-        """A vendor's statement: signature, shape, signed by the vendor it names, that key trusted as a vendor."""
+    def check_statement(self, signed: SignedMessage, trust: TrustStore,
+                        action: str | tuple[str, ...]) -> RegistryStatement:
+        """A vendor's statement: signature, shape, one of the ``action``s, signed by the vendor it names, that key
+        trusted as a vendor. (A statement sent without a bundle is a revocation or a claim: ``(REVOKE, CLAIM)``.)"""
         if len(signed.payload) > MAX_STATEMENT_BYTES:
             raise InvalidSubmission(f"the statement is larger than {MAX_STATEMENT_BYTES} bytes")
         try:
@@ -248,8 +258,10 @@ class Registry:
             raise Unauthenticated("signature verification failed") from e
         except ProtocolError as e:
             raise InvalidSubmission(f"malformed statement: {e}") from e
-        if statement.action != action:
-            raise InvalidSubmission(f"expected a {action!r} statement, got {statement.action!r}")
+        actions = (action,) if isinstance(action, str) else action
+        if statement.action not in actions:
+            raise InvalidSubmission(f"expected a {' or '.join(map(repr, actions))} statement, got "
+                                    f"{statement.action!r}")
         if signed.public_key.key_id != statement.vendor_key_id:
             raise InvalidSubmission("the statement names another vendor key than the one that signed it")
         require_trusted(trust, statement.vendor_key_id, Role.VENDOR)
@@ -331,25 +343,43 @@ class Registry:
         holder = rules.names.get(statement.name)
         if holder is not None and holder != statement.vendor_key_id:
             raise AlreadyExists(f"the name {statement.name!r} is held by another vendor")
-        names = list(rules.names)  # in first-registration order: new names only ever come at the end
-        done = len(self._skeleton_names)
-        if done > len(names) or (done and names[done - 1] != self._skeleton_names[-1]):  # rules read again
-            self._skeletons, self._skeleton_names, done = {}, [], 0
-        for other in names[done:]:
-            self._skeletons.setdefault(name_skeleton(other), other)
-            self._skeleton_names.append(other)
-        twin = self._skeletons.get(name_skeleton(statement.name))
-        if twin is not None and twin != statement.name:
-            raise AlreadyExists(f"the name {statement.name!r} is confusable with the registered name {twin!r}")
+        try:  # the rules the log applies again at append, and the audit replays (protocol.LogRules)
+            rules.check_name(statement.name, statement.vendor_key_id)
+        except NamespaceDenied as e:
+            raise PermissionDenied(str(e)) from e
+        except NameConflict as e:
+            raise AlreadyExists(str(e)) from e
         active = rules.active.get(statement.name)
         if active is not None:
             raise AlreadyExists(f"a base named {statement.name!r} is already registered (entry {active}); revoke "
                                 "it before registering another manifest under that name")
         return None
 
+    def claim(self, signed_statement: SignedMessage, trust: TrustStore) -> Published:
+        """Append the vendor's claim of a namespace (``acme`` for the names ``acme/...``): first come, and not
+        over names another vendor already holds in it; from then on only the claiming key publishes under it.
+        Idempotent: claiming again with the same key answers with the claim already in the log."""
+        statement = self.check_statement(signed_statement, trust, CLAIM)
+        with self._lock:
+            with self.log.writing():
+                rules = self.log.rules
+                held = rules.namespaces.get(normalise_name(statement.name))
+                if held is not None and held[0] == statement.vendor_key_id:
+                    index, existing = held[1], True
+                else:
+                    try:
+                        rules.check_claim(statement)
+                    except NameConflict as e:
+                        raise AlreadyExists(str(e)) from e
+                    index, existing = self._append(signed_statement, None, None).index, False
+            return self._published(index, existing=existing)
+
     def revoke(self, signed_statement: SignedMessage, trust: TrustStore) -> Published:
         """Append the vendor's revocation of one of its entries (idempotent: revoking again answers with the
-        revocation already in the log)."""
+        revocation already in the log). A namespace claim, the other statement sent without a bundle, is
+        passed to ``claim``."""
+        if _action_of(signed_statement) == CLAIM:
+            return self.claim(signed_statement, trust)
         statement = self.check_statement(signed_statement, trust, REVOKE)
         with self._lock:
             with self.log.writing():
@@ -445,7 +475,8 @@ class Registry:
                 entry = self._entries.get(int(index))
                 if entry is None:  # entries never change: each is parsed once
                     entry = self._entries[int(index)] = _base_entry(int(index), str(blob), self.log.leaf(int(index)))
-                entries.append(dataclasses.replace(entry, revoked_by=revoked.get(entry.index)))
+                entries.append(dataclasses.replace(entry, revoked_by=revoked.get(entry.index),
+                                                   linked_to=self.log.rules.links.get(entry.index)))
         return [e for e in entries if include_revoked or e.revoked_by is None]
 
     def base(self, name: str) -> BaseEntry | None:
@@ -462,7 +493,8 @@ class Registry:
             entry = self._entries.get(index)
             if entry is None:
                 entry = self._entries[index] = _base_entry(index, str(row[0]), self.log.leaf(index))
-            return dataclasses.replace(entry, revoked_by=self.log.rules.revoked.get(index))
+            return dataclasses.replace(entry, revoked_by=self.log.rules.revoked.get(index),
+                                       linked_to=self.log.rules.links.get(index))
 
     def state(self) -> RegistryState:
         """The size and root of the latest checkpoint."""
@@ -613,6 +645,16 @@ class Registry:
         """The recorded challenge of ``nonce`` if ``verifier_key_id`` issued it (in this process or another
         serving the same data directory), with whether a submission used its nonce."""
         return self.store.challenge(nonce, verifier_key_id)
+
+
+def _action_of(signed: SignedMessage) -> str | None:
+    """The action a statement names, read before its checks (which ``check_statement`` makes)."""
+    try:
+        value = decode_map(signed.payload)
+    except ProtocolError:
+        return None
+    action = value.get("action")
+    return action if isinstance(action, str) else None
 
 
 def _base_entry(index: int, blob: str, leaf: bytes) -> BaseEntry:

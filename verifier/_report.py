@@ -41,6 +41,8 @@ import numpy as np
 
 from protocol import (
     DOMAIN_PREFIX,
+    INSUFFICIENT_EVIDENCE,
+    OWNER_ATTESTED,
     RECEIPT_FORMAT,
     LogCheckFailed,
     LogReader,
@@ -181,7 +183,7 @@ def _verdict_check(receipt: Receipt, null: NullModel | None) -> Check:
     if null is None:
         return Check(UNCHECKED, "Not re-derived: no null model was at hand.")
     consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null, receipt.null_id,
-                                 screened=receipt.screened)
+                                 screened=receipt.screened, evidence=receipt.evidence)
     if consistent is None:
         return Check(UNCHECKED, f"Not re-derived here: the receipt's rule or null ({receipt.null_id or 'none'}) is "
                                 f"not the one at hand ({null.null_id}).")
@@ -291,7 +293,12 @@ def _best(matches: Sequence[Match]) -> Match | None:
     if not matches:
         return None
     return min(matches, key=lambda m: (Decimal(m.p_value) if m.p_value is not None else Decimal(2),
-                                       -parse_score(m.ics)))
+                                       -parse_score(m.ics), _log_order(m)))
+
+
+def _log_order(m: Match) -> int:
+    """A match's place in the log (earliest first; a match naming no entry last)."""
+    return m.log_index if m.log_index is not None else 1 << 64
 
 
 _SCALES = ((1e12, "trillion"), (1e9, "billion"), (1e6, "million"), (1e3, "thousand"))
@@ -412,8 +419,10 @@ def _headline(item: ReportItem) -> str:
     subject = "The submitted model" if r.model_name is None else (
         f"The submitted model, which its owner calls <b>{_e(r.model_name)}</b>,")
     if r.verdict == "derived":
+        # Equal p-values are broken by log index: the earliest registration leads, so that a later one of the
+        # same weights (a squatter's copy, linked to it in the log) never takes its place in the headline.
         derived = sorted((m for m in r.matches if m.verdict == "derived"),
-                         key=lambda m: Decimal(m.p_value) if m.p_value is not None else Decimal(2))
+                         key=lambda m: (Decimal(m.p_value) if m.p_value is not None else Decimal(2), _log_order(m)))
         lead = derived[0] if derived else best
         name = lead.name if lead is not None else "?"
         more = f" and {len(derived) - 1} other base(s)" if len(derived) > 1 else ""
@@ -427,6 +436,11 @@ def _headline(item: ReportItem) -> str:
         meaning = (f"{subject} resembles none of the {r.compared} registered base model(s) it was "
                    "compared with more than unrelated models resemble each other. This says nothing about models "
                    "that are not in the registry.")
+    elif r.verdict == INSUFFICIENT_EVIDENCE:
+        lead = best
+        word = "Insufficient evidence"
+        meaning = ("The verifier's evidence checks found the submitted terms too few or not plausible as the output "
+                   "of the stated model, so no verdict is given: " + "; ".join(_e(f) for f in r.evidence) + ".")
     else:
         lead = best
         word = "Inconclusive"
@@ -449,8 +463,22 @@ def _headline(item: ReportItem) -> str:
     elif item.verdict_check.state == FAILED:
         warn = '<p class="alarm">This verdict does not follow from the receipt\'s own numbers (see the checks).</p>'
     return (f'<div class="verdict {_e(r.verdict)}"><div class="verdict-subject">Model: {_model_name(r)}</div>'
-            f'<div class="verdict-word">{word}</div>'
+            f'<div class="verdict-word">{word}</div>{_assurance(r)}'
             f'<p class="meaning">{meaning}</p><p class="chance">{chance}</p>{warn}</div>')
+
+
+def _assurance(r: Receipt) -> str:
+    """What stands behind the receipt, in the headline (docs/threat-model.md)."""
+    legacy = "" if r.assurance is not None else " (issued before assurance levels were stated)"
+    if r.assurance_level == OWNER_ATTESTED:
+        text = ("the terms and the weight commitment are what the model's owner sent; nobody has recomputed them "
+                "from the weights. A dishonest owner can obtain this receipt for terms that are not its model's "
+                "own; an audit from the weights (<code>pawprint audit recompute</code>) settles it.")
+    else:
+        text = "a neutral party recomputed the terms and the weight commitment from the weights."
+    return (f'<p class="assurance"><b>Assurance: {_e(r.assurance_level)}</b>{_e(legacy)}: {text} '
+            f'Weight commitment <span class="mono">{r.weight_commitment.hex()[:16]}…</span>: '
+            f"{_e(r.commitment_claim)}.</p>")
 
 
 def _signature_banner(check: Check) -> str:
@@ -789,6 +817,8 @@ code,.mono{font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace;fo
 .verdict.derived{background:#fdecea;border-color:#b3261e}
 .verdict.independent{background:#e8f5e9;border-color:#1b7a2e}
 .verdict.inconclusive{background:#fff6dd;border-color:#b98900}
+.verdict.insufficient-evidence{background:#f1f1f1;border-color:#555}
+.assurance{font-size:14px;margin:6px 0;padding:6px 8px;background:#fff;border:1px dashed #888;border-radius:6px}
 .verdict-word{font-size:34px;font-weight:800;line-height:1.15}
 .verdict-subject{font-size:16px;margin:0 0 4px;overflow-wrap:anywhere}
 .owner-named{font-style:italic}

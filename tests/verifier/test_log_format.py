@@ -222,8 +222,10 @@ def _log(n: int) -> list[bytes]:
     return out
 
 
-def _checkpoint(entries: list[bytes], size: int, time: int = NOW + 100) -> str:
-    return note(size, MerkleTree(leaf_hash(e) for e in entries).root(size), time)
+def _checkpoint(entries: list[bytes], size: int, time: int | None = None) -> str:
+    # Entry i is logged at NOW + i: the checkpoint of ``size`` entries is signed when the last one was
+    # appended, before the next one (an entry dated before a checkpoint that excludes it is backdated).
+    return note(size, MerkleTree(leaf_hash(e) for e in entries).root(size), NOW + size if time is None else time)
 
 
 def test_audit_passes_on_an_honest_log() -> None:
