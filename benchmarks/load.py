@@ -34,6 +34,10 @@ Phases:
   RESOURCE_EXHAUSTED; accepted submissions complete and audit as above; the resident set is reported.
 - **stall**: a server with a short stream timeout and fewer workers than stalled streams (manifest sent, then
   silence, or chunks trickled): the server cuts them off, and submissions queued behind them succeed.
+- **hostile** (not run by default): a hostile crowd (silent and trickling streams, challenge floods, oversized
+  declared sizes, reconnect storms, 1,000 connections) while honest owners submit; ``benchmarks.hostile``
+  describes it. Writes ``--hostile-out`` (and its ``.md``); ``--server-repo`` serves from another checkout,
+  ``--hostile-before`` puts an earlier run (of the server before a change) beside this one in the table.
 
 Writes ``--out`` (JSON) and the same name with ``.md``. Nothing here is asserted about time;
 ``tests/verifier/test_load.py`` runs a bounded version as tests.
@@ -593,12 +597,14 @@ class Sample:
 class ServerProcess:
     """A verifier server subprocess: its address, and its RSS, thread count and CPU time sampled from /proc."""
 
-    def __init__(self, argv: Sequence[str], log_path: Path, *, interval_s: float = 0.2) -> None:
+    def __init__(self, argv: Sequence[str], log_path: Path, *, interval_s: float = 0.2,
+                 repo: Path = REPO) -> None:
+        """``repo``: the checkout whose code serves (another one measures the server before a change)."""
         self.argv = list(argv)
         self.log_path = log_path
         self._log = log_path.open("w")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True,
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+        self.proc = subprocess.Popen(self.argv, cwd=repo, stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -1242,7 +1248,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overload-workers", type=int, default=4)
     p.add_argument("--overload-max-rpcs", type=int, default=8)
     p.add_argument("--stall-timeout", type=float, default=5.0)
-    p.add_argument("--phases", default="load,overload,stall")
+    p.add_argument("--phases", default="load,overload,stall", help="any of load, overload, stall, hostile")
+    p.add_argument("--hostile-duration", type=float, default=20.0, help="seconds of honest load per hostile phase")
+    p.add_argument("--hostile-owners", type=int, default=4, help="honest owners during the hostile phases")
+    p.add_argument("--hostile-connections", type=int, default=1000,
+                   help="the silent and trickling crowd's connections")
+    p.add_argument("--hostile-phases", default=None, metavar="P[,P...]",
+                   help="only these hostile phases (default: baseline, every attack, target)")
+    p.add_argument("--server-repo", type=Path, default=None,
+                   help="serve the hostile phases from this checkout (e.g. a git worktree of the old code)")
+    p.add_argument("--hostile-before", type=Path, default=None,
+                   help="a --hostile-out JSON of the server before, shown beside this run")
+    p.add_argument("--hostile-out", type=Path, default=REPO / "docs" / "results" / "load_hostile.json")
     p.add_argument("--workdir", type=Path, default=OUT)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "load.json")
     args = p.parse_args(argv)
@@ -1260,6 +1277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
     }
     t = time.monotonic()
+    if "hostile" in phases:
+        from benchmarks.hostile import raise_nofile
+
+        raise_nofile()  # before the server starts: it inherits the limit (1,000 connections)
     ws = prepare(args.workdir, owners=max(args.owners, args.overload_clients), vendors=1 + args.publishers)
     result["prepare_s"] = round(time.monotonic() - t, 1)
     print(f"prepared in {result['prepare_s']} s: {len(ws.models)} owner models, 3 bases", file=sys.stderr)
@@ -1285,14 +1306,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["stall"] = run_stall(ws, max_workers=4, stream_timeout_s=args.stall_timeout, stalled=3, silent=3,
                                     slow=2, normal=4)
         print(f"stall: normal {result['stall']['normal']}, stalled {result['stall']['stalled_end']}", file=sys.stderr)
+    hostile_ok = True
+    if "hostile" in phases:
+        from benchmarks import hostile
+
+        chosen = tuple(args.hostile_phases.split(",")) if args.hostile_phases else hostile.PHASES
+        run = hostile.run_hostile(ws, duration_s=args.hostile_duration, owners=args.hostile_owners,
+                                  connections=args.hostile_connections, server_repo=args.server_repo,
+                                  phases=chosen)
+        before = json.loads(args.hostile_before.read_text())["hostile"] if args.hostile_before else None
+        doc = {"command": result["command"], "date": result["date"], "machine": result["machine"], "hostile": run,
+               "before": before}
+        args.hostile_out.parent.mkdir(parents=True, exist_ok=True)
+        args.hostile_out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        args.hostile_out.with_suffix(".md").write_text(hostile.markdown(before, run, doc) + "\n")
+        print(f"hostile: audit ok {run['audit']['ok']}; wrote {args.hostile_out}", file=sys.stderr)
+        hostile_ok = bool(run["audit"]["ok"])
     result["machine"]["loadavg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
+    if phases & {"load", "overload", "stall"}:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(result) + "\n")
+        print(f"wrote {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
     ok = all(result[k]["audit"]["ok"] for k in ("load", "overload", "stall") if k in result) and all(
         r["audit"]["ok"] for r in result.get("scaling", []))
-    return 0 if ok else 1
+    return 0 if ok and hostile_ok else 1
 
 
 if __name__ == "__main__":

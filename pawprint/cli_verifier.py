@@ -89,6 +89,9 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         rate_limits=rates, drain_grace_s=args.drain_grace, max_concurrent_rpcs=args.max_concurrent_rpcs,
         max_workers=args.max_workers, stream_timeout_s=args.stream_timeout, screen_k=args.screen_k,
         screen_floor=args.screen_floor, stream_idle_timeout_s=args.stream_idle_timeout,
+        first_message_timeout_s=args.first_message_timeout, max_waiting_per_client=args.max_waiting_per_client,
+        max_streams_per_client=args.max_streams_per_client, max_streams_per_key=args.max_streams_per_key,
+        require_possession=args.require_possession,
         **({"max_concurrent_compares": args.max_concurrent_compares} if args.max_concurrent_compares else {}),
     )
     try:
@@ -197,9 +200,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help="offer only this probe set id (repeat); refuse to start if the registry offers others")
     srv.add_argument("--drain-grace", type=float, default=30.0, metavar="S",
                      help="on SIGTERM/SIGINT, let in-flight submissions finish for up to S seconds")
-    srv.add_argument("--max-concurrent-rpcs", type=int, default=64, metavar="N",
-                     help="calls beyond N at once are refused with RESOURCE_EXHAUSTED")
-    srv.add_argument("--max-workers", type=int, default=16, metavar="N", help="worker threads")
+    srv.add_argument("--max-concurrent-rpcs", type=int, default=4096, metavar="N",
+                     help="calls beyond N at once (all clients) are refused with RESOURCE_EXHAUSTED; a call waiting "
+                          "for its client costs memory, not a thread")
+    srv.add_argument("--max-workers", type=int, default=16, metavar="N",
+                     help="threads for the blocking work (checks, comparing, the store), shared fairly by clients")
+    srv.add_argument("--first-message-timeout", type=float, default=10.0, metavar="S",
+                     help="a stream whose first message has not arrived S seconds after it opened is cut off")
+    srv.add_argument("--max-waiting-per-client", type=int, default=1024, metavar="N",
+                     help="streams of one client (certificate, else address) waiting for their first message; "
+                          "beyond N its oldest waiting stream is dropped")
+    srv.add_argument("--max-streams-per-client", type=int, default=64, metavar="N",
+                     help="streams of one client (and of one address) past their first message; beyond N: "
+                          "RESOURCE_EXHAUSTED with a retry hint")
+    srv.add_argument("--max-streams-per-key", type=int, default=8, metavar="N",
+                     help="submissions in progress per owner signing key")
     srv.add_argument("--stream-timeout", type=float, default=900.0, metavar="S",
                      help="a submission or publish stream is cut off after S seconds")
     srv.add_argument("--stream-idle-timeout", type=float, default=60.0, metavar="S",
@@ -211,6 +226,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                           "0 compares every base")
     srv.add_argument("--screen-floor", type=float, default=0.05, metavar="ICS",
                      help="a base whose screen estimate reaches this is always compared exactly")
+    srv.add_argument("--require-possession", action="store_true",
+                     help="refuse (PERMISSION_DENIED) a submission whose owner does not open chunks of the weights "
+                          "it commits to (owner submit --possession-chunk): against owners claiming another's "
+                          "commitment")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     srv.add_argument("--json", action="store_true",
                      help='the first line on stdout is {"listening": "HOST:PORT", "port": N, "log_key_id": ...}')

@@ -52,8 +52,13 @@ class ServerConfig:
     stream_timeout_s: float = 900.0
     stream_idle_timeout_s: float = 60.0  # the longest silence a stream may keep, its first message included
     max_concurrent_compares: int = max(1, os.cpu_count() or 1)  # comparisons and pictures at once (CPU-bound)
-    max_workers: int = 16
-    max_concurrent_rpcs: int = 64
+    max_workers: int = 16  # threads for the blocking work (checks, spooling, comparing, the store)
+    # Calls of all clients at once (a waiting call costs memory, not a thread: verifier._server).
+    max_concurrent_rpcs: int = 4096
+    first_message_timeout_s: float = 10.0  # a stream's first message must arrive this soon after it opens
+    max_waiting_per_client: int = 1024  # streams of one client awaiting their first message; the oldest goes
+    max_streams_per_client: int = 64  # streams of one client (and of one address) past their first message
+    max_streams_per_key: int = 8  # submissions in progress per owner signing key
     layers: str = "last2"
     method: str = "pawprint"
     allow_keep_invariants: bool = True
@@ -69,6 +74,8 @@ class ServerConfig:
     # and every base whose estimated ICS reaches screen_floor, are compared exactly. 0: compare every base.
     screen_k: int = 16
     screen_floor: float = 0.05
+    # Refuse a submission whose owner does not show it holds the committed weights (verifier._possession).
+    require_possession: bool = False
 
     def check(self) -> None:
         host, _ = split_host_port(self.listen)
@@ -85,6 +92,11 @@ class ServerConfig:
             raise ConfigError("the drain grace period cannot be negative")
         if self.stream_idle_timeout_s <= 0 or self.stream_timeout_s <= 0 or self.max_concurrent_compares < 1:
             raise ConfigError("stream timeouts and the compare limit must be positive")
+        if self.first_message_timeout_s <= 0:
+            raise ConfigError("the first-message timeout must be positive")
+        if min(self.max_workers, self.max_concurrent_rpcs, self.max_waiting_per_client, self.max_streams_per_client,
+               self.max_streams_per_key) < 1:
+            raise ConfigError("worker, call and stream limits must be at least 1")
         if self.screen_k < 0 or not -1.0 <= self.screen_floor <= 1.0:
             raise ConfigError("--screen-k must be >= 0 and --screen-floor an ICS in [-1, 1]")
         room = self.max_message_bytes - _MESSAGE_OVERHEAD

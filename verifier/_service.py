@@ -9,8 +9,9 @@ gets entries and asks for the latest checkpoint and for inclusion and consistenc
 the caller (``verifier._access``) and charge its rate limits. The gRPC servicers and the server around them
 are ``verifier._server``; the configuration both read is ``verifier._config``.
 
-Retries are safe: the signed manifest is its own idempotency key. Challenges are recorded before they are
-handed out, so a verifier restarted mid-submission still honours the nonce; a stream whose nonce already has
+Retries are safe: the signed manifest is its own idempotency key. Challenges are stateless (a MAC-protected
+nonce that rebuilds the challenge, ``verifier._challenges``), so a verifier restarted mid-submission, or
+another process on the same data directory, still honours the nonce; a stream whose nonce already has
 a receipt is answered with that receipt (byte for byte) without reading the terms, and a nonce is used only
 when its receipt is recorded, so a submission that failed half-way may be sent again as it was.
 
@@ -36,11 +37,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from protocol import (
+    CLAIM,
+    INSUFFICIENT_EVIDENCE,
+    MAX_EVIDENCE_FINDINGS,
+    MAX_FINDING_CHARS,
     OFFLINE_MANIFEST_KIND,
     ONLINE_MANIFEST_KIND,
+    OWNER_ATTESTED,
     REGISTER,
     REVOKE,
     Bundle,
+    Challenge,
     Manifest,
     Match,
     Picture,
@@ -58,13 +65,15 @@ from protocol.terms import InvariantSet, group_terms
 from protocol.wire import MAX_LIST
 from verifier._access import OWNER, READER, VENDOR, Caller, RateLimiter, authorize
 from verifier._calibration import NullError, NullModel, load_null
-from verifier._challenges import ChallengeStore, Clock, Random
-from verifier._checks import TensorReceiver, check_header, check_terms_table, open_signed_manifest
+from verifier._challenges import ChallengeMac, ChallengeStore, Clock, Random
+from verifier._checks import Header, TensorReceiver, check_header, check_terms_table, open_signed_manifest
 from verifier._compare import BaseModel, compare_with_bases, verdict_of
 from verifier._config import ServerConfig
 from verifier._encoder import load_encoder
+from verifier._evidence import check_matches, evidence_findings
 from verifier._pictures import picture_of
 from verifier._pins import check_data_files, check_file, check_probe_sets
+from verifier._possession import check_possession
 from verifier._registry import SKETCH_SPEC, Registry
 from verifier.errors import (
     ChallengeExpired,
@@ -95,6 +104,16 @@ def _charge(limiter: RateLimiter | None, identity: str, nbytes: int = 0) -> None
     """One request (and ``nbytes``) against ``identity``'s rate limits, if any are configured (both services)."""
     if limiter is not None:
         limiter.charge(identity, nbytes=nbytes)
+
+
+@dataclass
+class OpenSubmission:
+    """A submission whose header passed every check, receiving its terms (``VerifierService.open_submission``)."""
+
+    header: SignedMessage
+    checked: Header
+    receiver: TensorReceiver
+    started: float
 
 
 class Lifecycle:
@@ -148,6 +167,7 @@ class VerifierService:
         self.registry = registry
         self.config = config or ServerConfig()
         self.clock = clock
+        self.rng = rng  # also draws the evidence checks' sketch vectors, after the terms arrived
         self.lifecycle = Lifecycle()
         config = self.config
         # Supply chain: the data files this verifier loads must be the ones it was released with.
@@ -166,9 +186,13 @@ class VerifierService:
             self.encoder = load_encoder(config.encoder)
         except (ValueError, OSError) as e:
             raise ConfigError(f"encoder {config.encoder!r}: {e}") from None
+        # Stateless challenges (verifier._challenges): issuing stores nothing; the receipt row marks a nonce used.
+        # Challenges stored by earlier versions are still looked up and honoured.
         self.challenges = ChallengeStore(ttl_s=config.challenge_ttl_s, clock=clock, rng=rng,
                                          persist=registry.save_challenge,
-                                         lookup=lambda nonce: registry.challenge(nonce, key.key_id))
+                                         lookup=lambda nonce: registry.challenge(nonce, key.key_id),
+                                         mac=ChallengeMac(registry.data_dir, key.key_id),
+                                         answered=lambda nonce: registry.receipt_for(nonce) is not None)
         restored = self.challenges.restore(registry.challenges(key.key_id))
         if restored:
             log.info("start-up: %d challenges issued before the restart are honoured again", restored)
@@ -226,6 +250,24 @@ class VerifierService:
         return replay
 
     def _submit(self, header: SignedMessage, chunks: Iterable[Chunk], caller: Caller | None) -> SignedMessage:
+        opened = self.open_submission(header, caller)
+        if isinstance(opened, SignedMessage):
+            return opened
+        try:
+            for chunk in chunks:
+                self.receive(opened, chunk)
+        except BaseException:
+            opened.receiver.close()
+            raise
+        return self.close_submission(opened, caller)
+
+    # The three steps of a submission, each short, so that the gRPC server can run them on its executor as the
+    # stream arrives instead of holding a thread while a slow client sends (``submit`` runs all three).
+    # The caller holds ``lifecycle.work()`` and has authorized ``caller`` as an owner, as ``submit`` does.
+
+    def open_submission(self, header: SignedMessage, caller: Caller | None) -> SignedMessage | OpenSubmission:
+        """Every check of the header, then a receiver for the terms; for a retry of an answered submission,
+        its receipt instead."""
         started = self.clock()
         try:
             checked = check_header(header, trust=self.trust, challenges=self.challenges, limits=self.config.limits)
@@ -234,12 +276,22 @@ class VerifierService:
         manifest, challenge = checked.manifest, checked.challenge
         authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
         _charge(self.limiter, manifest.owner_key_id, manifest.term_bytes)
+        # Possession of the committed weights (verifier._possession) before a term is read.
+        check_possession(manifest, checked.nonce, required=self.config.require_possession)
         receiver = TensorReceiver(manifest, challenge.limits, spool_dir=self.registry.data_dir / SPOOL_DIR)
+        return OpenSubmission(header, checked, receiver, started)
+
+    def receive(self, opened: OpenSubmission, chunk: Chunk) -> None:
+        """One chunk of an open submission (the caller closes ``opened.receiver`` if this raises)."""
+        if self.clock() - opened.started > self.config.stream_timeout_s:
+            raise ChallengeExpired("the submission stream ran past its deadline")
+        opened.receiver.add(chunk.index, chunk.offset, chunk.data)
+
+    def close_submission(self, opened: OpenSubmission, caller: Caller | None) -> SignedMessage:
+        """After the last chunk: the terms complete, the nonce redeemed, compared, signed and recorded."""
+        header, checked, receiver = opened.header, opened.checked, opened.receiver
+        manifest = checked.manifest
         try:
-            for chunk in chunks:
-                if self.clock() - started > self.config.stream_timeout_s:
-                    raise ChallengeExpired("the submission stream ran past its deadline")
-                receiver.add(chunk.index, chunk.offset, chunk.data)
             terms = receiver.finish()
         except BaseException:
             receiver.close()
@@ -250,7 +302,7 @@ class VerifierService:
             return self._answered(header, caller, e)
         try:
             with self._computing:
-                signed = self._answer(header, checked.nonce, manifest, terms)
+                signed = self._answer(header, checked.nonce, manifest, terms, checked.challenge)
         except NonceUsed as e:  # another process recorded a receipt for the nonce while this one computed
             self.challenges.settle(checked.nonce)
             return self._answered(header, caller, e)
@@ -261,9 +313,12 @@ class VerifierService:
         return signed
 
     def _answer(self, header: SignedMessage, nonce: bytes, manifest: Manifest,
-                terms: dict[str, Tensor]) -> SignedMessage:
-        """Compare, sign and record the receipt of a checked submission."""
+                terms: dict[str, Tensor], challenge: Challenge) -> SignedMessage:
+        """Check the evidence, compare, sign and record the receipt of a checked submission."""
         suspect = group_terms(manifest, terms)
+        # The verifier decides what counts as evidence (verifier._evidence): any finding makes the verdict
+        # insufficient-evidence, never independent. The sketches are drawn now, after the terms arrived.
+        findings = evidence_findings(manifest, challenge, suspect, self.rng(16))
         snap = self.registry.log_snapshot(terms=False)
         entries, screened, screen_rule = snap.entries, None, None
         k = self.config.screen_k
@@ -274,19 +329,29 @@ class VerifierService:
             entries = self.registry.screen_candidates(suspect, entries, k, self.config.screen_floor)
         bases = self.registry.base_models(entries)
         # Each match names its base's entry in the log, so the receipt can be checked against the checkpoint.
-        matches = [dataclasses.replace(m, log_index=snap.indices[m.entry], picture=self._base_picture(bases, m))
-                   for m in compare_with_bases(suspect, bases, self.null, self.config.thresholds, screened)]
+        # (compare_with_bases sets it, and orders equally strong matches by it: the earliest entry first.)
+        matches = [dataclasses.replace(m, picture=self._base_picture(bases, m))
+                   for m in compare_with_bases(suspect, bases, self.null, self.config.thresholds, screened,
+                                               log_indices=snap.indices)]
+        findings += check_matches(matches, {b.entry: (b.name, {g.probes.id: g.group.rows for g in b.invariants})
+                                            for b in bases})
+        evidence = _findings(findings)
         keep = manifest.keep_invariants and self.config.allow_keep_invariants
         receipt = Receipt(
             verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=nonce,
             submission=sha256(header.payload), weight_commitment=manifest.weight_commitment.root,
-            registry=snap.state, compared=len(matches), matches=tuple(matches), verdict=verdict_of(matches),
+            registry=snap.state, compared=len(matches), matches=tuple(matches),
+            verdict=INSUFFICIENT_EVIDENCE if evidence else verdict_of(matches),
             verdict_rule=self.config.thresholds.rule, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
             issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=self.null.null_id,
             picture=self._picture(suspect[0]) if suspect else None, screened=screened, screen_rule=screen_rule,
             model_name=manifest.display_name,  # as the owner signed it: named by the owner, not verified
             # as the owner signed it: verified by the owner's agent over the files, which the verifier never sees
             publisher_signature=manifest.publisher_signature,
+            # checked before the terms were read (open_submission): what the owner opened of its weights
+            possession=check_possession(manifest, nonce),
+            # what the owner's agent sent; the verifier never sees the weights (docs/threat-model.md)
+            assurance=OWNER_ATTESTED, evidence=evidence,
         )
         signed = sign_message(receipt, self.key)
         self.registry.record_submission(manifest, signed, receipt, terms if keep else None)
@@ -321,6 +386,14 @@ class VerifierService:
                 self._base_pictures[key] = picture
                 self._picture_locks.pop(key, None)
             return picture
+
+
+def _findings(findings: list[str]) -> tuple[str, ...]:
+    """The findings as the receipt carries them: each cut to the protocol's length, at most its count."""
+    cut = [f if len(f) <= MAX_FINDING_CHARS else f[:MAX_FINDING_CHARS - 3] + "..." for f in findings]
+    if len(cut) > MAX_EVIDENCE_FINDINGS:
+        cut = [*cut[:MAX_EVIDENCE_FINDINGS - 1], f"... and {len(cut) - MAX_EVIDENCE_FINDINGS + 1} more findings"]
+    return tuple(cut)
 
 
 class RegistryService:
@@ -380,7 +453,7 @@ class RegistryService:
     def revoke(self, statement: SignedMessage, caller: Caller | None = None) -> Published:
         with self.lifecycle.work():
             authorize(caller, self.config.client_roles, VENDOR)
-            checked = self.registry.check_statement(statement, self.trust, REVOKE)
+            checked = self.registry.check_statement(statement, self.trust, (REVOKE, CLAIM))
             authorize(caller, self.config.client_roles, VENDOR, checked.vendor_key_id)
             _charge(self.limiter, checked.vendor_key_id)
             return self.registry.revoke(statement, self.trust)
