@@ -11,11 +11,15 @@ TLS; plaintext only when explicitly asked for and only to 127.0.0.1 or ::1), and
 its ``google.rpc.RetryInfo`` status detail (``protocol.wire.failure_of``).
 
 What leaves this process is the signed manifest (digests and shape facts) and the invariant terms. It must
-never send a weight tensor or any piece of one: the privacy test records every byte sent and checks.
+never send a weight tensor: the privacy test records every byte sent and checks. The one exception is asked for
+explicitly: with ``possession_chunk`` the weight commitment is chunked (``weights-v2``) and the manifest opens
+``DEFAULT_OPENINGS`` chunks of that many bytes (3 x 64 = 192 bytes by default), chosen by the challenge nonce and
+the commitment (``protocol._possession``), to show the verifier the owner holds the weights it commits to.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,8 +29,8 @@ from pathlib import Path
 import grpc
 
 from owner._adapters import Method
-from owner._fingerprint import Progress, fingerprint
-from owner._model import OpenedModel
+from owner._fingerprint import Fingerprint, Progress, fingerprint, read_tensor_bytes
+from owner._model import OpenedModel, open_model
 from owner.errors import OwnerError
 from protocol import (
     ONLINE_MANIFEST_KIND,
@@ -41,6 +45,7 @@ from protocol import (
     Tensor,
     open_challenge,
     open_receipt,
+    prove_possession,
     sha256,
     sign_message,
 )
@@ -70,6 +75,8 @@ class SubmitResult:
     signed_receipt: SignedMessage
     manifest: Manifest
     challenge: Challenge
+    # The owner's signed manifest as sent: what an auditor needs beside the receipt (``pawprint audit``).
+    signed_manifest: SignedMessage | None = None
 
 
 def _rpc_error(what: str, e: grpc.RpcError, target: str | None = None) -> SubmissionError:
@@ -125,6 +132,20 @@ def check_receipt(signed: SignedMessage, verifier_key: PublicKey, signed_manifes
     return receipt
 
 
+def with_possession(fp: Fingerprint, model: OpenedModel, chunk_size: int) -> Fingerprint:
+    """``fp`` with a possession proof in its manifest: the chunks its nonce and chunked commitment select,
+    opened from ``model``'s checkpoint (only the selected tensors are read again)."""
+    manifest = fp.manifest
+    if manifest.nonce is None or not fp.chunked:
+        raise SubmissionError("a possession proof answers a challenge with a chunked (weights-v2) commitment")
+    try:
+        proof = prove_possession(manifest.nonce, fp.chunked, chunk_size,
+                                 lambda entry: read_tensor_bytes(model, entry.name))
+        return dataclasses.replace(fp, manifest=dataclasses.replace(manifest, possession=proof))
+    except ProtocolError as e:
+        raise SubmissionError(f"cannot open the committed weights: {e}") from e
+
+
 def retry_wait(e: grpc.RpcError, attempt: int, base_wait_s: float) -> float | None:
     """How long to wait before sending the same submission again after ``e`` (attempt ``attempt``, from 0), or
     ``None`` if waiting does not help.
@@ -163,6 +184,7 @@ def submit(
     display_name: str | None = None,
     target: str | None = None,
     publisher_signature: PublisherSignature | None = None,
+    possession_chunk: int | None = None,
 ) -> SubmitResult:
     """Run one whole exchange over ``channel`` and return the checked receipt. A submission cut off by the
     network or a verifier restart (UNAVAILABLE), racing another copy of itself (ABORTED) or refused because
@@ -171,14 +193,21 @@ def submit(
     ``display_name`` names the model in the signed manifest (``fingerprint``); the receipt carries it back as
     ``model_name``. ``publisher_signature`` (``owner._model_signing.verify_publisher_signature``, run first)
     states in the manifest that a publisher's model_signing signature of the model's files was verified; the
-    receipt carries it back. ``target`` (the channel's HOST:PORT) is named when the verifier cannot be reached."""
+    receipt carries it back. ``target`` (the channel's HOST:PORT) is named when the verifier cannot be reached.
+    ``possession_chunk`` (bytes, a power of two) commits to the weights with a chunked commitment and opens a few
+    chunks of that size in the manifest (``with_possession``); the receipt then says possession was shown."""
     stub = pawprint_pb2_grpc.VerifierStub(channel)  # type: ignore[no-untyped-call]  # generated, untyped
     challenge = request_challenge(stub, verifier_key, key.key_id, timeout_s, target)
+    if possession_chunk is not None and not isinstance(model, OpenedModel):
+        model = open_model(Path(model))
     fp = fingerprint(
         model, key.key_id, now=int(clock()), probe_sets=challenge.probe_sets or None, layers=challenge.layers,
         method=method, nonce=challenge.nonce, keep_invariants=keep_invariants, workers=workers, progress=progress,
-        display_name=display_name, publisher_signature=publisher_signature,
+        display_name=display_name, publisher_signature=publisher_signature, chunk_size=possession_chunk,
     )
+    if possession_chunk is not None:
+        assert isinstance(model, OpenedModel)
+        fp = with_possession(fp, model, possession_chunk)
     manifest = fp.manifest
     limits = challenge.limits
     if manifest.term_bytes > limits.max_total_bytes or len(manifest.tensors) > limits.max_tensors:
@@ -210,4 +239,6 @@ def submit(
     except ProtocolError as e:
         raise SubmissionError(f"the verifier's reply is malformed ({e})") from e
     receipt = check_receipt(signed_receipt, verifier_key, signed_manifest, manifest, challenge)
-    return SubmitResult(receipt, signed_receipt, manifest, challenge)
+    if manifest.possession is not None and receipt.possession is None:
+        log.warning("submission: the verifier's receipt does not record the possession proof that was sent")
+    return SubmitResult(receipt, signed_receipt, manifest, challenge, signed_manifest)

@@ -11,7 +11,11 @@ from the file), tensors in parallel on a thread pool (``pread`` and ``hashlib`` 
 digests are cached under the file's identity (``CommitmentCache``) so an unchanged checkpoint is hashed once.
 
 This module must never put a weight tensor, or any piece of one, into a manifest or bundle: weights
-contribute a 32-byte digest to the commitment and nothing else; only the ``n x n`` terms leave.
+contribute a 32-byte digest to the commitment and nothing else; only the ``n x n`` terms leave. With
+``chunk_size`` the commitment is the chunked ``weights-v2`` one (``commit_checkpoint_chunked``: each tensor's
+bytes through a chunk Merkle tree, cached per file and chunk size); ``read_tensor_bytes`` serves the one explicit
+exception, a possession proof's few opened chunks, which ``owner._client`` adds only when asked
+(``possession_chunk``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from owner.errors import CheckpointError, OwnerError, TokenizerError
 from protocol import (
     DTYPE_ITEMSIZE,
     Bundle,
+    ChunkedTensorDigest,
+    ChunkHasher,
     JsonError,
     Manifest,
     PrivateKey,
@@ -54,11 +60,14 @@ from protocol import (
     TermGroup,
     WeightCommitment,
     check_display_name,
+    chunked_weight_commitment,
     loads_strict,
     read_bundle,
+    sorted_chunked,
     sorted_entries,
     tensor_name,
     weight_commitment,
+    weight_commitment_id,
 )
 from protocol.terms import InvariantSet, group_terms
 
@@ -79,6 +88,9 @@ class Fingerprint:
 
     manifest: Manifest
     terms: Mapping[str, Tensor]
+    # The v2 (chunked) commitment's entries, in commitment order, when the manifest carries one: what a
+    # possession proof opens (``owner._client``). Empty for a v1 commitment.
+    chunked: tuple[ChunkedTensorDigest, ...] = ()
 
 
 # ------------------------------------------------------------------------------------ weight commitment
@@ -97,6 +109,10 @@ def hash_checkpoint(
     n = max(1, workers or os.cpu_count() or 1)
     if model.format == "onnx":
         per_file = [_hash_onnx(files[0])]  # the graph; its external data files are read through it
+    elif model.format == "gguf":  # each tensor's stored (possibly quantised) bytes, under its GGUF name
+        from owner._gguf import hash_gguf
+
+        per_file = [hash_gguf(files[0])]
     elif model.format in ("safetensors", "pytorch-bin"):
         before = {f: cache.identity(f) for f in files}
         known = {f: cache.get(f, model.format) for f in files}
@@ -127,6 +143,113 @@ def commit_checkpoint(
     digests = hash_checkpoint(model, workers, cache)
     total = sum(math.prod(d.shape) * DTYPE_ITEMSIZE.get(d.dtype, 1) for d in digests)
     return WeightCommitment(root=weight_commitment(digests), tensors=len(digests), total_bytes=total)
+
+
+_Source = tuple[Path, str, str, tuple[int, ...], int, Callable[[], Any]]
+
+
+def _tensor_sources(model: OpenedModel) -> list[_Source]:
+    """``(file, name, dtype, shape, nbytes, blocks)`` for every checkpoint tensor, ``blocks()`` iterating over its
+    bytes (little-endian, as v1 hashes them) in blocks of at most ``HASH_BLOCK``: one tensor read at a time."""
+    files = list(dict.fromkeys(model.source.files()))
+    out: list[_Source] = []
+    if model.format == "safetensors":
+        for f in files:
+            base, entries = safetensors_layout(f)
+            for e in entries:
+                def blocks(f: Path = f, lo: int = base + e.start, hi: int = base + e.end, name: str = e.name) -> Any:
+                    try:
+                        with open(f, "rb") as fh:
+                            fh.seek(lo)
+                            pos = lo
+                            while pos < hi:
+                                data = fh.read(min(HASH_BLOCK, hi - pos))
+                                if not data:
+                                    raise CheckpointError(f"{f}: file ends inside tensor {name!r}")
+                                pos += len(data)
+                                yield data
+                    except OSError as err:
+                        raise CheckpointError(f"{f}: cannot read ({err.strerror or err})") from err
+                out.append((f, e.name, e.dtype, e.shape, e.end - e.start, blocks))
+    elif model.format == "pytorch-bin":
+        import torch
+
+        from owner._source import torch_dtype_name
+
+        for f in files:
+            try:
+                state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # torch raises many types for corrupt or unsafe pickles
+                raise CheckpointError(f"{f}: not a readable PyTorch weights file ({e})") from e
+            for name, t in state.items():
+                if isinstance(t, torch.Tensor):
+                    raw = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+                    def pieces(raw: np.ndarray = raw) -> Any:
+                        return (raw[i : i + HASH_BLOCK].data for i in range(0, raw.size, HASH_BLOCK))
+
+                    out.append((f, str(name), torch_dtype_name(t.dtype), tuple(t.shape), int(raw.size), pieces))
+    else:
+        raise FingerprintError(f"{model.path}: no chunked weight commitment for format {model.format!r}")
+    return out
+
+
+def hash_checkpoint_chunked(model: OpenedModel, chunk_size: int,
+                            cache: CommitmentCache | None = None) -> list[ChunkedTensorDigest]:
+    """The v2 (chunked) entries of every tensor of the checkpoint, in commitment order: each tensor's bytes
+    streamed once through a ``ChunkHasher`` (per-chunk hashing holds the GIL, so one thread does it). Per-file
+    chunk roots are cached as the v1 digests are (``CommitmentCache``, default ``CommitmentCache.default()``),
+    under the file's identity and the chunk size, so an unchanged checkpoint is chunk-hashed once."""
+    cache = CommitmentCache.default() if cache is None else cache
+    by_file: dict[Path, list[_Source]] = {}
+    for source in _tensor_sources(model):
+        by_file.setdefault(source[0], []).append(source)
+    tag, kind = f"#{weight_commitment_id(chunk_size)}", f"{model.format}+chunks"
+    out = []
+    for f, sources in by_file.items():
+        before = cache.identity(f)
+        cached = {d.name: d for d in cache.get(f, kind, tag=tag) or []}
+        fresh: list[TensorDigest] = []
+        for _, name, dtype, shape, nbytes, blocks in sources:
+            known = cached.get(name)
+            if known is not None and known.dtype == dtype and known.shape == tuple(shape):
+                root = known.sha256  # the cache keeps the chunk root in a TensorDigest's digest field
+            else:
+                h = ChunkHasher(chunk_size)
+                for block in blocks():
+                    h.update(block)
+                if h.nbytes != nbytes:
+                    raise CheckpointError(f"{model.path}: tensor {name!r} has {h.nbytes} bytes, expected {nbytes}")
+                root = h.root()
+            try:
+                out.append(ChunkedTensorDigest(name, dtype, tuple(shape), nbytes, root))
+                fresh.append(TensorDigest(name, dtype, tuple(shape), root))
+            except ProtocolError as e:
+                raise CheckpointError(f"{model.path}: {e}") from e
+        if len(cached) != len(sources):
+            cache.put(f, kind, fresh, before, tag=tag)
+    cache.save()
+    try:
+        return sorted_chunked(out)
+    except ProtocolError as e:
+        raise FingerprintError(f"{model.path}: {e}") from e
+
+
+def commit_checkpoint_chunked(model: OpenedModel, chunk_size: int, cache: CommitmentCache | None = None) -> tuple[
+        WeightCommitment, list[ChunkedTensorDigest]]:
+    """The v2 weight commitment of ``model``'s checkpoint and its entries (for possession proofs)."""
+    entries = hash_checkpoint_chunked(model, chunk_size, cache)
+    commitment = WeightCommitment(root=chunked_weight_commitment(entries), tensors=len(entries),
+                                  total_bytes=sum(e.nbytes for e in entries), id=weight_commitment_id(chunk_size))
+    return commitment, entries
+
+
+def read_tensor_bytes(model: OpenedModel, name: str) -> bytes:
+    """One checkpoint tensor's bytes, as the commitments hash them (for a possession proof's opened chunk)."""
+    for _, n, _, _, _, blocks in _tensor_sources(model):
+        if n == name:
+            return b"".join(bytes(b) for b in blocks())
+    raise CheckpointError(f"{model.path}: no tensor {name!r}")
 
 
 def _hash_safetensors_files(files: Sequence[Path], workers: int) -> dict[Path, list[TensorDigest]]:
@@ -243,10 +366,11 @@ class CommitmentCache:
             return {}
         return {k: v for k, v in doc["files"].items() if isinstance(k, str) and isinstance(v, dict)}
 
-    def get(self, path: Path, kind: str) -> list[TensorDigest] | None:
-        """The cached digests of ``path`` if its identity is unchanged since they were stored."""
+    def get(self, path: Path, kind: str, tag: str = "") -> list[TensorDigest] | None:
+        """The cached digests of ``path`` if its identity is unchanged since they were stored. ``tag`` keeps
+        another kind of digest of the same file apart (the chunk roots of a v2 commitment)."""
         ident = self.identity(path)
-        entry = self._load().get(ident[0]) if ident is not None and self.path is not None else None
+        entry = self._load().get(ident[0] + tag) if ident is not None and self.path is not None else None
         if ident is None or entry is None or entry.get("identity") != ident[1] or entry.get("kind") != kind:
             self.misses += 1
             return None
@@ -260,7 +384,7 @@ class CommitmentCache:
         return digests
 
     def put(self, path: Path, kind: str, digests: Sequence[TensorDigest],
-            before: tuple[str, list[int]] | None) -> None:
+            before: tuple[str, list[int]] | None, tag: str = "") -> None:
         """Remember ``digests`` for ``path``, hashed while its identity was ``before`` (taken before hashing): a
         file that changed meanwhile, or whose identity is unknown, is not cached."""
         ident = self.identity(path)
@@ -268,7 +392,7 @@ class CommitmentCache:
             return
         if self._clock() - ident[1][1] / 1e9 < self.RACY_S:
             return  # modified too recently for its times to tell a later write apart
-        self._dirty[ident[0]] = {
+        self._dirty[ident[0] + tag] = {
             "identity": ident[1], "kind": kind, "used": int(self._clock()),
             "digests": [[d.name, d.dtype, list(d.shape), d.sha256.hex()] for d in digests],
         }
@@ -366,6 +490,7 @@ def fingerprint(
     display_name: str | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
     publisher_signature: PublisherSignature | None = None,  # a verified publisher signature, stated as given
+    chunk_size: int | None = None,  # a chunked (weights-v2) commitment with chunks of this many bytes
 ) -> Fingerprint:
     """Terms and unsigned manifest of ``model``.
 
@@ -374,7 +499,8 @@ def fingerprint(
     error. ``now`` (Unix seconds) is passed in so that the result is reproducible. ``display_name`` is the
     owner's name for the model, signed in the manifest and shown in receipts as named by the owner; it is
     checked (``protocol.check_display_name``) before anything is computed, and left out of the manifest when
-    ``None``.
+    ``None``. ``chunk_size`` commits with the chunked (``weights-v2``) commitment instead of v1, and returns its
+    entries in ``Fingerprint.chunked`` for a possession proof.
     """
     if display_name is not None:
         try:
@@ -410,7 +536,14 @@ def fingerprint(
         if not groups:
             reasons = "; ".join(skipped)
             raise FingerprintError(f"{m.root}: no probe set of the challenge is usable with this model ({reasons})")
-        commitment = commit_checkpoint(m, workers)
+        chunked: list[ChunkedTensorDigest] = []
+        if chunk_size is None:
+            commitment = commit_checkpoint(m, workers)
+        else:
+            try:
+                commitment, chunked = commit_checkpoint_chunked(m, chunk_size)
+            except ProtocolError as e:
+                raise FingerprintError(f"{m.root}: {e}") from e
         try:
             manifest = Manifest(
                 owner_key_id=owner_key_id, nonce=nonce, created_at=int(now), agent=AGENT_VERSION, model=model_facts,
@@ -422,7 +555,7 @@ def fingerprint(
         except ProtocolError as e:
             raise FingerprintError(f"{m.root}: cannot describe the fingerprint ({e})") from e
         terms = spool.tensors()
-    return Fingerprint(manifest, terms)
+    return Fingerprint(manifest, terms, tuple(chunked))
 
 
 def _term_bytes(array: np.ndarray) -> memoryview:

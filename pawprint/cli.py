@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pawprint import cli_keys, cli_owner, cli_receipt, cli_registry, cli_verifier, cli_zoo
+from pawprint import cli_audit, cli_keys, cli_owner, cli_receipt, cli_registry, cli_verifier, cli_zoo
 from pawprint._common import (
     EXIT_CODES,
     UsageError,
@@ -36,6 +36,7 @@ __all__ = ["build_parser", "main", "user_errors"]
 #   cli_verifier  verifier serve | health | test-certs
 #   cli_keys      keys generate, trust add
 #   cli_zoo       zoo attack | build, demo
+#   cli_audit     audit recompute | verify-finding (| endpoint, from cli_audit_endpoint)
 
 EPILOG = "exit status: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
 
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_verifier.add_parser(sub)
     cli_receipt.add_parser(sub)
     cli_zoo.add_demo_parser(sub)
+    cli_audit.add_parser(sub)
     return p
 
 

@@ -65,11 +65,29 @@ def model_path(args: argparse.Namespace) -> Path:
 def model_options(p: argparse.ArgumentParser) -> None:
     """MODEL and where to find it."""
     p.add_argument("model", metavar="MODEL",
-                   help="model directory, weights file (.safetensors, .bin) or .onnx file, or a Hugging Face repo "
-                        "id or cache folder found in the local cache (never downloaded)")
+                   help="model directory, weights file (.safetensors, .bin), .onnx or .gguf file, or a Hugging Face "
+                        "repo id or cache folder found in the local cache (never downloaded)")
     p.add_argument("--revision", default=None, help="branch, tag or commit of a Hugging Face repo id (default main)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="the Hugging Face hub cache (default: HF_HUB_CACHE / HF_HOME as huggingface_hub finds it)")
+    p.add_argument("--lm-prefix", default=None, metavar="PREFIX",
+                   help="the module path of the language model inside a multimodal checkpoint (e.g. "
+                        "'language_model.'), where its config and tensor names do not locate it unambiguously")
+
+
+def lm_prefix(args: argparse.Namespace) -> str | None:
+    """``--lm-prefix``, for commands that have it."""
+    value: str | None = getattr(args, "lm_prefix", None)
+    return value
+
+
+def with_lm_prefix(args: argparse.Namespace, path: Path) -> Path | OpenedModel:
+    """MODEL opened at ``--lm-prefix`` when it is given (the agent's functions take either); else the path."""
+    if lm_prefix(args) is None:
+        return path
+    from owner import open_model
+
+    return open_model(path, lm_prefix=lm_prefix(args))
 
 
 def name_option(p: argparse.ArgumentParser) -> None:
@@ -133,10 +151,10 @@ def publisher_statement(args: argparse.Namespace) -> tuple[Path | OpenedModel, S
     with user_input():
         path = model_path(args)
         if not signing:
-            return path, None
+            return with_lm_prefix(args, path), None
         from owner import open_model
 
-        model = open_model(path)
+        model = open_model(path, lm_prefix=lm_prefix(args))
     return model, checked_signature(args, model)
 
 
@@ -180,7 +198,7 @@ def weights_check(args: argparse.Namespace, model_option: str = "MODEL") -> dict
 
     with user_input():
         path = model_path(args)
-        model = open_model(path)
+        model = open_model(path, lm_prefix=lm_prefix(args))
     signed: dict[str, Any] | None = None
     if args.model_signature:
         check = checked_signature(args, model)
@@ -226,7 +244,7 @@ def cmd_owner_inspect(args: argparse.Namespace) -> int:
     from owner import inspect_model
 
     with user_input():  # a layer spec out of range is a ValueError of the agent's
-        report = inspect_model(model_path(args), layers=args.layers)
+        report = inspect_model(model_path(args), layers=args.layers, lm_prefix=lm_prefix(args))
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return EXIT_OK
@@ -254,7 +272,8 @@ def cmd_owner_invariants(args: argparse.Namespace) -> int:
     # Each term goes to the file as it is computed: the command holds at most one term (benchmarks/perf).
     with progress_bar("invariants", not args.quiet and not args.json) as progress, user_input():
         inv = write_invariants(
-            model_path(args), Path(args.output), probes=_load_probe(args.probe), layers=args.layers,
+            with_lm_prefix(args, model_path(args)), Path(args.output), probes=_load_probe(args.probe),
+            layers=args.layers,
             method=args.method, progress=progress,
         )
     n = sum(inv.present)
@@ -318,6 +337,13 @@ def cmd_owner_submit(args: argparse.Namespace) -> int:
     from pawprint.cli_registry import open_remote
     from protocol import RECEIPT_FORMAT, atomic_write
 
+    if args.possession_chunk is not None:
+        from protocol import weight_commitment_id
+
+        if args.model_signature:
+            raise CommandError("--possession-chunk commits with a chunked commitment, which --model-signature does "
+                               "not relate to the signed files yet: use one or the other")
+        weight_commitment_id(args.possession_chunk)  # a bad chunk size is refused before anything is computed
     key = private_key(args.k, args.passphrase_env)
     verifier_key = public_key(args.verifier_pub, "--verifier-pub")
     model, check = publisher_statement(args)  # the publisher's signature verified before any term is computed
@@ -329,6 +355,7 @@ def cmd_owner_submit(args: argparse.Namespace) -> int:
             timeout_s=args.timeout, workers=args.workers, progress=line_progress(not args.quiet and not args.json),
             retries=args.retries, display_name=args.name, target=args.verifier,
             publisher_signature=None if check is None else check.publisher_signature,
+            possession_chunk=args.possession_chunk,
         )
     same_weights(check, result.manifest.weight_commitment)
     receipt = result.receipt
@@ -337,6 +364,11 @@ def cmd_owner_submit(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(path, result.signed_receipt.to_bytes(RECEIPT_FORMAT))
+        if result.signed_manifest is not None:  # what an auditor needs beside the receipt (pawprint audit recompute)
+            from protocol import SUBMISSION_FORMAT
+
+            atomic_write(out / f"submission-{receipt.submission.hex()[:16]}.pawprint-submission",
+                         result.signed_manifest.to_bytes(SUBMISSION_FORMAT))
         pictures = _save_pictures(receipt, path.with_suffix(""))
     except OSError as e:
         raise CommandError(f"cannot write the receipt to {out}: {e.strerror or e}") from e
@@ -547,6 +579,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tls_client_options(sm, "verifier")
     sm.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     sm.add_argument("--keep-invariants", action="store_true", help="ask the verifier to keep the terms")
+    sm.add_argument("--possession-chunk", type=int, default=None, metavar="BYTES",
+                    help="show the verifier that you hold the committed weights: commit with a chunked (weights-v2) "
+                         "commitment and open 3 chunks of BYTES (a power of two, e.g. 64) that the challenge selects; "
+                         "reveals 3 x BYTES bytes of weights (protocol/_possession.py)")
     sm.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole exchange")
     sm.add_argument("--workers", type=int, default=None)
     sm.add_argument("--retries", type=int, default=3, metavar="N",
@@ -561,7 +597,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cmp_.add_argument("a", help="model directory, .onnx file, invariants file or signed bundle")
     cmp_.add_argument("b")
     cmp_.add_argument("--layers", default=None)
-    cmp_.add_argument("--probe", default=None, help="probe set file (default: built from A's vocabulary)")
+    cmp_.add_argument("--probe", default=None,
+                      help="probe set file (default: the probe set of a side that is an invariants file or bundle, "
+                           "else one built from the tokens both models' vocabularies have, the same whichever "
+                           "comes first)")
     cmp_.add_argument("--method", choices=METHODS, default="pawprint")
     cmp_.add_argument("--json", action="store_true")
     cmp_.add_argument("-q", "--quiet", action="store_true")

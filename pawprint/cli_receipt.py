@@ -141,14 +141,30 @@ def _check_statement(args: argparse.Namespace, stated: PublisherSignature | None
 
 
 # ---------------------------------------------------------------------------------------------- receipt
+def assurance_line(receipt: Receipt) -> str:
+    """The receipt's assurance level and what it means, for the headline (docs/threat-model.md)."""
+    legacy = "" if receipt.assurance is not None else "; issued before levels were stated"
+    if receipt.assurance_level == "owner-attested":
+        return (f"assurance  owner-attested{legacy}: the terms and weight commitment are what the owner's agent "
+                "sent; no one has recomputed them from the weights")
+    return f"assurance  {receipt.assurance_level}{legacy}: the terms were recomputed from the weights by an auditor"
+
+
 def print_receipt(receipt: Receipt) -> None:
+    print(f"verdict    {receipt.verdict}   ({receipt.compared} base(s) compared; null {receipt.null_id})")
+    print(assurance_line(receipt))
+    print(f"weights    commitment {receipt.weight_commitment.hex()}: {receipt.commitment_claim}")
+    if receipt.possession is not None:
+        print("possession the owner opened chunks of the committed weights, checked by the verifier "
+              f"({receipt.possession}): it holds weights with this commitment (not proof the terms came from them)")
+    for finding in receipt.evidence:
+        print(f"evidence   {finding}")
     if receipt.model_name:
         print(f"model      {receipt.model_name!r}  (named by the owner, not verified)")
     if receipt.publisher_signature is not None:
         from pawprint.cli_owner import RECHECK_RECEIPT, print_publisher
 
         print_publisher(receipt.publisher_signature, RECHECK_RECEIPT)
-    print(f"verdict    {receipt.verdict}   ({receipt.compared} base(s) compared; null {receipt.null_id})")
     for m in receipt.matches:
         layers = " ".join(f"{a}-{b}" for a, b in dict.fromkeys((t.layer, t.base_layer) for t in m.terms))
         stats = f"z {m.z:>8s}  p {m.p_value}" if m.z is not None else "no calibrated p-value"
@@ -169,7 +185,8 @@ def _recheck(args: argparse.Namespace, receipt: Receipt) -> tuple[bool, bool | N
             raise CommandError(f"--null: re-deriving the verdict {VERIFIER_EXTRA_HINT}") from e
         return False, None
     consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null_model(args.null),
-                                 receipt.null_id, thresholds(args), screened=receipt.screened)
+                                 receipt.null_id, thresholds(args), screened=receipt.screened,
+                                 evidence=receipt.evidence)
     return True, consistent
 
 

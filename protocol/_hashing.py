@@ -18,6 +18,7 @@ DOMAIN_PREFIX = b"pawprint/v1/"
 # Everything that is ever signed ("report": the verifier's signed comparison of two models in a dispute).
 SIGNATURE_KINDS: frozenset[str] = frozenset(
     {
+        "audit-finding",
         "bundle",
         "challenge",
         "checkpoint",

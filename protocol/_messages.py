@@ -44,6 +44,12 @@ anyone holding the model files and the signature file can check both again (``pa
 --model-signature SIG --signature-key PEM`` gives the same weight commitment and signature digests). Absent
 (not nil) when there is none, as display names.
 
+**Possession.** An owner may show it holds the weights it commits to: ``Manifest.possession`` (a
+``protocol._possession.PossessionProof``), signed with the rest of the manifest, opens a few small chunks of the
+weights, selected by the challenge nonce and the claimed root, against a chunked (``weights-v2``) commitment. The
+verifier checks it before reading a term and states it in ``Receipt.possession`` (the scheme, the number of
+openings, the chunk size). Both are absent (not nil) when there is none, as display names.
+
 **The number rule.** Signed structures hold no floats. Times are integer Unix seconds; sizes are integer
 bytes; scores (cosines and ICS, all in [-1, 1]) are decimal strings with exactly six digits after the point,
 the exact binary value rounded half-to-even (``format_score``): ``"0.912345"``, ``"-0.031250"``, never
@@ -73,6 +79,7 @@ from protocol._commitment import WEIGHT_COMMITMENT_ID, TensorDigest
 from protocol._errors import CanonicalError, CommitmentError, FormatError, SignatureError
 from protocol._hashing import DIGEST_SIZE, sha256, sha256_hex
 from protocol._keys import PrivateKey, PublicKey, verify
+from protocol._possession import PossessionProof
 
 MESSAGE_VERSION = 1
 NONCE_SIZE = 32
@@ -83,7 +90,26 @@ RECEIPT_FORMAT = "pawprint-receipt/1"
 ONLINE_MANIFEST_KIND = "manifest"
 OFFLINE_MANIFEST_KIND = "bundle"
 
-VERDICTS: tuple[str, ...] = ("derived", "independent", "inconclusive")
+# A receipt's verdict: one of a match's, or ``insufficient-evidence`` when the verifier's evidence checks
+# (``verifier._evidence``) found the submission too thin or implausible to say ``independent`` (or anything).
+INSUFFICIENT_EVIDENCE = "insufficient-evidence"
+MATCH_VERDICTS: tuple[str, ...] = ("derived", "independent", "inconclusive")
+VERDICTS: tuple[str, ...] = (*MATCH_VERDICTS, INSUFFICIENT_EVIDENCE)
+
+# What stands behind a receipt (docs/threat-model.md). ``owner-attested``: the terms and the weight commitment are
+# what the owner's agent sent, signed by the owner's key; the verifier checked signatures, the challenge and the
+# evidence checks, never the weights. ``audited``: a neutral party holding the weights recomputed the commitment
+# and the terms and found them equal to what was signed. A receipt without the field was issued before levels
+# were stated: it is ``owner-attested`` (the only level a verifier has ever issued).
+OWNER_ATTESTED = "owner-attested"
+AUDITED = "audited"
+ASSURANCE_LEVELS: tuple[str, ...] = (OWNER_ATTESTED, AUDITED)
+COMMITMENT_CLAIMS: dict[str, str] = {
+    OWNER_ATTESTED: "the owner's claim, not checked against any weights",
+    AUDITED: "recomputed from the weights by an auditor",
+}
+MAX_EVIDENCE_FINDINGS = 32
+MAX_FINDING_CHARS = 300
 
 # The invariant terms of one layer, in the order they are computed, streamed and compared (SCIENCE.md).
 TERMS: tuple[str, ...] = ("attn_qk", "attn_vo", "ffn")
@@ -614,9 +640,13 @@ class Manifest:
     display_name: str | None = None  # the owner's name for the model: asserted, not verified; absent if none
     # A publisher's model_signing signature of the committed files, verified by the owner's agent; absent if none
     publisher_signature: PublisherSignature | None = None
+    # Chunks of the committed weights opened against a weights-v2 commitment (protocol._possession); absent if none
+    possession: PossessionProof | None = None
 
     def __post_init__(self) -> None:
         _check_key_id("manifest.owner_key_id", self.owner_key_id)
+        if self.possession is not None and not isinstance(self.possession, PossessionProof):
+            raise MessageError("manifest.possession must be a PossessionProof or absent")
         if self.display_name is not None:
             check_display_name(self.display_name, "manifest.display_name")
         if self.publisher_signature is not None and not isinstance(self.publisher_signature, PublisherSignature):
@@ -681,6 +711,7 @@ class Manifest:
             # keeps the bytes (so the signature and digest) it had before names existed.
             **({} if self.display_name is None else {"display_name": self.display_name}),
             **({} if self.publisher_signature is None else {"publisher_signature": self.publisher_signature.to_map()}),
+            **({} if self.possession is None else {"possession": self.possession.to_map()}),
         }
 
     def encode(self) -> bytes:
@@ -691,10 +722,12 @@ class Manifest:
         what = "manifest"
         named = isinstance(value, dict) and "display_name" in value
         published = isinstance(value, dict) and "publisher_signature" in value
+        possessed = isinstance(value, dict) and "possession" in value
         f = _Fields(value, what, (
             "agent", "created_at", "groups", "keep_invariants", "model", "nonce", "owner_key_id", "tensors",
             "version", "weight_commitment", *(("display_name",) if named else ()),
-            *(("publisher_signature",) if published else ())), versioned=True)
+            *(("publisher_signature",) if published else ()), *(("possession",) if possessed else ())),
+            versioned=True)
         model = f.value["model"]
         if not isinstance(model, dict):
             raise MessageError(f"{what}.model: expected a map")
@@ -707,6 +740,7 @@ class Manifest:
             f.text("display_name") if named else None,
             PublisherSignature.from_map(f.value["publisher_signature"], f"{what}.publisher_signature")
             if published else None,
+            _parse(f"{what}.possession", PossessionProof.from_map, f.value["possession"]) if possessed else None,
         )
 
     @classmethod
@@ -959,8 +993,8 @@ class Match:
         parse_score(self.ics)
         parse_score(self.min_term)
         _check_count("match.common_probe_tokens", self.common_probe_tokens)
-        if self.verdict not in VERDICTS:
-            raise MessageError(f"match.verdict must be one of {', '.join(VERDICTS)}")
+        if self.verdict not in MATCH_VERDICTS:
+            raise MessageError(f"match.verdict must be one of {', '.join(MATCH_VERDICTS)}")
 
     def to_map(self) -> dict[str, object]:
         return {
@@ -1055,9 +1089,31 @@ class Receipt:
     # The submitted manifest's ``publisher_signature``, copied as the owner signed it: the owner's agent verified
     # it over the model's files; the verifier, which sees no file, did not. Absent when the manifest had none.
     publisher_signature: PublisherSignature | None = None
+    # What stands behind the receipt (``ASSURANCE_LEVELS``). Absent in receipts issued before levels were stated,
+    # which read as ``owner-attested`` (``assurance_level``).
+    assurance: str | None = None
+    # The verifier's evidence checks that failed (one line each); the verdict is ``insufficient-evidence``
+    # exactly when there is one. Absent (empty) when every check passed.
+    evidence: tuple[str, ...] = ()
+    # Set when the owner showed it holds the committed weights (chunks opened against a weights-v2 commitment and
+    # checked by this verifier, protocol._possession): "<possession id>;openings=<k>;chunk=<bytes>". Absent when
+    # not shown.
+    possession: str | None = None
 
     def __post_init__(self) -> None:
         _check_key_id("receipt.verifier_key_id", self.verifier_key_id)
+        if self.possession is not None and (not isinstance(self.possession, str)
+                                            or not 0 < len(self.possession) <= 300):
+            raise MessageError("receipt.possession must be a short string or absent")
+        if self.assurance is not None and self.assurance not in ASSURANCE_LEVELS:
+            raise MessageError(f"receipt.assurance must be one of {', '.join(ASSURANCE_LEVELS)} or absent")
+        if not isinstance(self.evidence, tuple) or len(self.evidence) > MAX_EVIDENCE_FINDINGS or not all(
+            isinstance(e, str) and 0 < len(e) <= MAX_FINDING_CHARS for e in self.evidence
+        ):
+            raise MessageError(f"receipt.evidence must be at most {MAX_EVIDENCE_FINDINGS} short non-empty strings")
+        if bool(self.evidence) != (self.verdict == INSUFFICIENT_EVIDENCE):
+            raise MessageError(f"receipt.verdict is {INSUFFICIENT_EVIDENCE} exactly when receipt.evidence "
+                               "names a failed check")
         if self.model_name is not None:
             check_display_name(self.model_name, "receipt.model_name")
         if self.publisher_signature is not None and not isinstance(self.publisher_signature, PublisherSignature):
@@ -1104,6 +1160,16 @@ class Receipt:
                 raise MessageError(f"match {m.name!r:.40}: no log index inside the receipt's checkpoint")
 
     @property
+    def assurance_level(self) -> str:
+        """The receipt's assurance level; ``owner-attested`` for a receipt issued before levels were stated."""
+        return self.assurance if self.assurance is not None else OWNER_ATTESTED
+
+    @property
+    def commitment_claim(self) -> str:
+        """Whose claim the weight commitment is, in words."""
+        return COMMITMENT_CLAIMS[self.assurance_level]
+
+    @property
     def signed_checkpoint(self) -> SignedCheckpoint | None:
         """The parsed checkpoint note (signatures unchecked), if the receipt carries one."""
         return None if self.checkpoint is None else parse_checkpoint(self.checkpoint)
@@ -1130,6 +1196,9 @@ class Receipt:
             **({} if self.screened is None else {"screened": self.screened, "screen_rule": self.screen_rule}),
             **({} if self.model_name is None else {"model_name": self.model_name}),
             **({} if self.publisher_signature is None else {"publisher_signature": self.publisher_signature.to_map()}),
+            **({} if self.assurance is None else {"assurance": self.assurance}),
+            **({"evidence": list(self.evidence)} if self.evidence else {}),
+            **({} if self.possession is None else {"possession": self.possession}),
         }
 
     @classmethod
@@ -1141,13 +1210,21 @@ class Receipt:
         screened = isinstance(value, dict) and ("screened" in value or "screen_rule" in value)
         named = isinstance(value, dict) and "model_name" in value
         published = isinstance(value, dict) and "publisher_signature" in value
+        assured = isinstance(value, dict) and "assurance" in value
+        flagged = isinstance(value, dict) and "evidence" in value
+        possessed = isinstance(value, dict) and "possession" in value
         f = _Fields(value, what, (
             "compared", "issued_at", "kept_invariants", "matches", "method_ids", "nonce", "owner_key_id", "registry",
             "submission", "verdict", "verdict_rule", "verifier_key_id", "version", "weight_commitment",
             *(("checkpoint",) if logged else ()), *(("null_id",) if calibrated else ()),
             *(("picture",) if pictured else ()), *(("screen_rule", "screened") if screened else ()),
-            *(("model_name",) if named else ()), *(("publisher_signature",) if published else ())), versioned=True)
+            *(("model_name",) if named else ()), *(("publisher_signature",) if published else ()),
+            *(("assurance",) if assured else ()), *(("evidence",) if flagged else ()),
+            *(("possession",) if possessed else ())), versioned=True)
         checkpoint = f.text("checkpoint") if logged else None
+        evidence = tuple(f.items("evidence")) if flagged else ()
+        if flagged and not evidence:
+            raise MessageError(f"{what}.evidence: present but empty (an empty list is left out)")
         matches = tuple(Match.from_map(m, f"{what}.matches[{i}]") for i, m in enumerate(f.items("matches")))
         method_ids = f.items("method_ids")
         if not all(isinstance(m, str) for m in method_ids):
@@ -1163,6 +1240,8 @@ class Receipt:
             f.text("model_name") if named else None,
             PublisherSignature.from_map(f.value["publisher_signature"], f"{what}.publisher_signature")
             if published else None,
+            f.text("assurance") if assured else None, evidence,
+            f.text("possession") if possessed else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -1190,4 +1269,10 @@ class Receipt:
             "model_name": self.model_name,  # named by the owner, not verified
             # verified by the owner's agent over the model's files, not by the verifier
             "publisher_signature": None if self.publisher_signature is None else self.publisher_signature.as_dict(),
+            "assurance": self.assurance_level,
+            "assurance_stated": self.assurance is not None,  # false: issued before levels were stated
+            "weight_commitment_is": self.commitment_claim,
+            "evidence": list(self.evidence),
+            # shown to this verifier by opening chunks of the committed weights (None: not shown)
+            "possession": self.possession,
         }

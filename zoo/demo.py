@@ -91,15 +91,42 @@ def run_demo(workdir: Path, quick: bool = False, zoo_dir: Path | None = None,
     return 0
 
 
-def _cli(*args: str, quiet: bool = False) -> None:
+def _cli(*args: str, quiet: bool = False, expect: int = 0) -> None:
     """``pawprint ARGS`` as its own process, as a user runs it; its output is passed on (stdout only without
-    ``quiet``) and a failure raises. (The CLI runs the demo: the demo never imports the CLI.)"""
+    ``quiet``) and an exit status other than ``expect`` raises. (The CLI runs the demo: the demo never imports
+    the CLI.)"""
     r = subprocess.run([sys.executable, "-m", "pawprint", *args], capture_output=True, text=True, check=False)
     if not quiet:
         print(r.stdout, end="", flush=True)
     print(r.stderr, end="", file=sys.stderr, flush=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"pawprint {' '.join(args)} exited with {r.returncode}")
+    if r.returncode != expect:
+        raise RuntimeError(f"pawprint {' '.join(args)} exited with {r.returncode}, not {expect}")
+
+
+def _dispute(flow: Path, zoo_dir: Path, keys: Path, tls: list[str], address: str) -> None:
+    """A thief holds llama-sft (derived from the registered llama-base-s0) and submits a decoy, llama-base-s1,
+    under the stolen model's name: it gets a valid ``owner-attested`` receipt saying ``independent``. An auditor
+    given the weights the thief actually holds (escrow, a court order) recomputes and finds the receipt is not
+    theirs. (A thief who also hands the auditor the decoy's weights is caught by ``audit endpoint`` against what
+    it serves; docs/threat-model.md.)"""
+    print("\n  the dispute: a thief holds llama-sft (derived from llama-base-s0) and submits a decoy, llama-base-s1,")
+    print("  under the name llama-sft", flush=True)
+    out = flow / "dispute"
+    _cli("owner", "submit", str(zoo_dir / "llama-base-s1"), "--verifier", address, "-k", str(keys / "owner.key"),
+         "--verifier-pub", str(keys / "verifier.pub"), *tls, "-o", str(out), "--name", "llama-sft")
+    receipt = next(out.glob("*.pawprint-receipt"))
+    submission = next(out.glob("*.pawprint-submission"))
+    print("  the receipt is valid, and says what stands behind it: owner-attested, the commitment is the owner's "
+          "claim", flush=True)
+    print("\n  an auditor holding the thief's actual weights (llama-sft) recomputes the receipt:", flush=True)
+    # the auditor's own signing key (no trust-store role: its finding is checked against this public key)
+    _cli("keys", "generate", "-o", str(keys), "--name", "auditor", "--role", "verifier", quiet=True)
+    finding = flow / "audit-finding.pawprint-finding"
+    _cli("audit", "recompute", str(receipt), str(zoo_dir / "llama-sft"), "--verifier-pub", str(keys / "verifier.pub"),
+         "--submission", str(submission), "--key", str(keys / "auditor.key"), "-o", str(finding), expect=1)
+    print(f"  the signed finding (checkable offline with pawprint audit verify-finding): {finding}", flush=True)
+    _cli("audit", "verify-finding", str(finding), "--auditor-pub", str(keys / "auditor.pub"),
+         "--verifier-pub", str(keys / "verifier.pub"), quiet=True)
 
 
 def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], laundered: Path) -> None:
@@ -168,6 +195,8 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
         print(f"\n  dispute report (one HTML file, dogs inline, for a non-expert): {report}")
         print("  dogs: each receipt's folder has receipt-*.png (the suspect) and receipt-*-sheet.png (suspect and "
               "best match); redraw any with: pawprint render RECEIPT -o dogs.png")
+        _dispute(flow, zoo_dir, keys, ["--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+                                       "--key", str(pki / "client.key")], address)
         print("\n  the auditor checks the log against the checkpoint saved after the first registration:", flush=True)
         _cli("registry", "audit", "--from", str(saved), "--registry", address, "--ca", str(pki / "ca.pem"),
              "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))

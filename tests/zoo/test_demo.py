@@ -37,3 +37,9 @@ def test_demo_runs_end_to_end(quick_zoo: Path, tmp_path: Path, capsys: pytest.Ca
     report = (tmp_path / "flow" / "report.html").read_text()
     assert "<h2>Receipt 5 of 5 " in report and "Signature VALID" in report
     assert "dispute report" in out and str(tmp_path / "flow" / "report.html") in out
+    # the dispute: the thief's decoy gets a valid owner-attested receipt; the audit from its real weights does not
+    # reproduce it, and says so in a signed finding
+    dispute = out.split("the dispute: a thief holds llama-sft")[1]
+    assert "verdict    independent" in dispute and "assurance  owner-attested" in dispute
+    assert "inconsistent" in dispute.split("recomputes the receipt")[1]
+    assert (tmp_path / "flow" / "audit-finding.pawprint-finding").exists()
