@@ -21,6 +21,15 @@ Layouts are then put back as HF stores them: ``Linear`` weights ``(out, in)``, G
 per tensor or per channel). Nothing is converted up front: the graph is read without its weights, and each
 tensor is read (memory-mapped where stored as external data) and converted to fp32 only when asked for.
 
+Real exports add wrinkles, each read from the graph: a wrapper around the model (a sentence-transformers
+pipeline puts the layers under ``model.0.model.encoder.layer``; the layer container is the numbered path that
+matches the config's layer count and the family's HF container, the prefix before it is dropped);
+onnxruntime's weight-only ``MatMulNBits`` (2/4/8-bit blocks, unpacked low bits first); int8 weights
+dequantised by plain ``Cast`` [``Sub``] ``Mul`` ops before or after the lookup; an unscoped lookup of
+``input_ids`` (the family's token embedding); onnxruntime's fused BERT ops (``EmbedLayerNormalization``,
+``Attention`` with a packed (in, q + k + v) weight split by columns, ``SkipLayerNormalization``,
+``BiasGelu``); and nodes inside ``If`` branches (Optimum's merged decoder).
+
 A graph that cannot be mapped raises ``CheckpointError`` naming the file and what is missing. This module
 only reads local files; it never sends anything anywhere.
 """
@@ -28,7 +37,6 @@ only reads local files; it never sends anything anywhere.
 from __future__ import annotations
 
 import ast
-import re
 from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +69,11 @@ class _Family:
     norm_offset: float = 0.0
     # The output projection (graph path) that HF omits when tied to the embedding.
     head: str = "lm_head"
+    # HF path of the numbered layer container: finds the layers under a wrapper (a sentence-transformers
+    # ``model.0.model.encoder.layer``) and tells which prefix of the graph's module paths HF does not have.
+    layers: str = ""
+    # HF path of the token embedding: names a lookup of the input ids whose module the graph lost.
+    embed: str = ""
 
 
 _LLAMA_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -70,22 +83,27 @@ _FUSED_LINEARS = ("self_attention.query_key_value", "self_attention.dense", "mlp
 _GPT2_LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 _FAMILIES: dict[str, _Family] = {
-    "llama": _Family(_LLAMA_LINEARS),
-    "mistral": _Family(_LLAMA_LINEARS),
-    "qwen2": _Family(_LLAMA_LINEARS),
-    "gemma": _Family(_LLAMA_LINEARS, norm_offset=1.0),
-    "phi3": _Family(("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")),
-    "gpt2": _Family(_GPT2_LINEARS, conv1d=frozenset(_GPT2_LINEARS)),
+    "llama": _Family(_LLAMA_LINEARS, layers="model.layers", embed="model.embed_tokens"),
+    "mistral": _Family(_LLAMA_LINEARS, layers="model.layers", embed="model.embed_tokens"),
+    "qwen2": _Family(_LLAMA_LINEARS, layers="model.layers", embed="model.embed_tokens"),
+    "gemma": _Family(_LLAMA_LINEARS, norm_offset=1.0, layers="model.layers", embed="model.embed_tokens"),
+    "phi3": _Family(("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"),
+                    layers="model.layers", embed="model.embed_tokens"),
+    "gpt2": _Family(_GPT2_LINEARS, conv1d=frozenset(_GPT2_LINEARS), layers="transformer.h", embed="transformer.wte"),
     "gpt_neox": _Family(("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h",
-                         "mlp.dense_4h_to_h"), renames=(("lm_head", "embed_out"),)),
-    "gptj": _Family(("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "mlp.fc_in", "mlp.fc_out")),
+                         "mlp.dense_4h_to_h"), renames=(("lm_head", "embed_out"),),
+                        layers="gpt_neox.layers", embed="gpt_neox.embed_in"),
+    "gptj": _Family(("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "mlp.fc_in", "mlp.fc_out"),
+                    layers="transformer.h", embed="transformer.wte"),
     "opt": _Family(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
-                    "fc1", "fc2"), renames=(("decoder", "model.decoder"),)),
-    "falcon": _Family(_FUSED_LINEARS),
-    "bloom": _Family(_FUSED_LINEARS),
+                    "fc1", "fc2"), renames=(("decoder", "model.decoder"),),
+                   layers="model.decoder.layers", embed="model.decoder.embed_tokens"),
+    "falcon": _Family(_FUSED_LINEARS, layers="transformer.h", embed="transformer.word_embeddings"),
+    "bloom": _Family(_FUSED_LINEARS, layers="transformer.h", embed="transformer.word_embeddings"),
     "bert": _Family(("attention.self.query", "attention.self.key", "attention.self.value",
                      "attention.output.dense", "intermediate.dense", "output.dense"),
-                    top_linears=("pooler.dense",), head=""),
+                    top_linears=("pooler.dense",), head="", layers="encoder.layer",
+                    embed="embeddings.word_embeddings"),
 }
 
 # --------------------------------------------------------------------------------------------------------
@@ -93,7 +111,8 @@ _FAMILIES: dict[str, _Family] = {
 
 _PASS_THROUGH = {"Transpose", "Cast", "Identity"}
 # op type -> index of the weight input (the matrix B of x @ B)
-_MATMULS = {"MatMul": 1, "Gemm": 1, "MatMulInteger": 1, "DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1}
+_MATMULS = {"MatMul": 1, "Gemm": 1, "MatMulInteger": 1, "DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1,
+            "MatMulNBits": 1}
 # op type -> {input index: leaf name} for fused or plain normalisations
 _NORM_OPS = {
     "LayerNormalization": {1: "weight", 2: "bias"},
@@ -105,8 +124,11 @@ _NORM_OPS = {
 # ops whose presence upstream of a Mul marks the Mul as the scale of a normalisation
 _NORMALISING = {"ReduceMean", "ReduceL2", "ReduceSumSquare", "LayerNormalization",
                 "SimplifiedLayerNormalization", "RMSNormalization"}
-_UNSUPPORTED = {"MatMulNBits": "4-bit MatMulNBits", "MatMulBnb4": "4-bit MatMulBnb4",
+_UNSUPPORTED = {"MatMulBnb4": "4-bit MatMulBnb4",
                 "GatherBlockQuantized": "block-quantised Gather"}
+# EmbedLayerNormalization input -> HF name beside the token embedding
+_EMBED_LN = {2: "word_embeddings.weight", 3: "position_embeddings.weight", 4: "token_type_embeddings.weight",
+             5: "LayerNorm.weight", 6: "LayerNorm.bias"}
 _ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int8": "I8",
               "uint8": "U8", "int16": "I16", "int32": "I32", "int64": "I64"}
 
@@ -119,6 +141,11 @@ class _Quant:
     zero_point: str | None
     axis: int | None  # axis of the stored tensor the scale varies along; None: per tensor
     block: int = 0  # block size along ``axis`` for blocked quantisation (0: one scale per index)
+    # onnxruntime's ``MatMulNBits`` (weight-only int8/int4): B stored (N, blocks, bytes) of ``bits``-bit
+    # values packed low bits first, a scale (and zero point, packed alike; default 2^(bits-1)) per block of
+    # ``block`` values along K; the HF (out, in) = (N, K) matrix is the stored rows unpacked and cut to K.
+    bits: int = 0
+    k: int = 0
 
 
 @dataclass
@@ -131,6 +158,7 @@ class _Entry:
     quant: _Quant | None = None
     add: float = 0.0  # HF value = stored value (dequantised) + add
     shape: tuple[int, ...] = ()
+    part: tuple[int, int] | None = None  # columns [a, b) of the stored tensor (a packed QKV weight or bias)
 
 
 @dataclass
@@ -162,15 +190,17 @@ def is_onnx(path: Path) -> bool:
 
 
 def find_onnx_model(path: Path) -> Path | None:
-    """The ``.onnx`` file for ``path``: the file itself, or in a directory ``model.onnx`` or its only
-    ``*.onnx`` file; ``None`` when there is none or the choice is ambiguous."""
+    """The ``.onnx`` file for ``path``: the file itself, or in a directory ``model.onnx``, Optimum's
+    ``decoder_model_merged.onnx`` (beside the unmerged decoders), or its only ``*.onnx`` file; ``None`` when
+    there is none or the choice is ambiguous."""
     path = Path(path)
     if path.is_file():
         return path if path.suffix == ".onnx" else None
     if not path.is_dir():
         return None
-    if (path / "model.onnx").is_file():
-        return path / "model.onnx"
+    for name in ("model.onnx", "decoder_model_merged.onnx"):
+        if (path / name).is_file():
+            return path / name
     found = sorted(p for p in path.glob("*.onnx") if p.is_file())
     return found[0] if len(found) == 1 else None
 
@@ -183,13 +213,26 @@ def _layer_count(config: dict[str, Any]) -> int | None:
     return None
 
 
-_LAYER = re.compile(r"^(.*?\.\d+)(?:\.|$)")
+def _layer_prefix(module: str, container: str | None) -> str | None:
+    """``model.layers.3.self_attn.q_proj`` -> ``model.layers.3`` (container ``model.layers``); None outside
+    the numbered layers of ``container``."""
+    if not container or not module.startswith(container + "."):
+        return None
+    index = module[len(container) + 1:].split(".", 1)[0]
+    return f"{container}.{index}" if index.isdigit() else None
 
 
-def _layer_prefix(module: str) -> str | None:
-    """``model.layers.3.self_attn.q_proj`` -> ``model.layers.3``; None outside the numbered layers."""
-    m = _LAYER.match(module)
-    return m.group(1) if m else None
+def _all_nodes(graph: Any) -> list[Any]:
+    """The nodes of ``graph`` and of its subgraphs (``If`` branches, ``Loop``/``Scan`` bodies), in order."""
+    out: list[Any] = []
+    for node in graph.node:
+        out.append(node)
+        for a in node.attribute:
+            if a.HasField("g"):
+                out.extend(_all_nodes(a.g))
+            for g in a.graphs:
+                out.extend(_all_nodes(g))
+    return out
 
 
 class OnnxSource:
@@ -220,7 +263,14 @@ class OnnxSource:
         # checkpoints do not store; they are read only as the small constants of patterns like Add(w, 1).
         self._inits: dict[str, Any] = {t.name: t for t in model.graph.initializer}
         self._consts: dict[str, Any] = {}
-        for node in model.graph.node:
+        # Nodes of subgraphs too: Optimum's merged decoder runs its two decoders as the branches of an ``If``,
+        # reading the weights both share from the outer graph's initializers.
+        self._nodes: list[Any] = _all_nodes(model.graph)
+        for node in self._nodes:  # weights a merge left inside one branch
+            for a in node.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    self._inits.update((t.name, t) for t in g.initializer)
+        for node in self._nodes:
             if node.op_type == "Constant" and node.output:
                 for a in node.attribute:
                     if a.name == "value" and a.HasField("t"):
@@ -228,7 +278,7 @@ class OnnxSource:
         self._producer: dict[str, Any] = {}
         self._consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
         self._position: dict[int, int] = {}
-        for pos, node in enumerate(model.graph.node):
+        for pos, node in enumerate(self._nodes):
             self._position[id(node)] = pos
             for out in node.output:
                 self._producer[out] = node
@@ -242,6 +292,7 @@ class OnnxSource:
                 )
         self._scopes: dict[int, tuple[str | None, str | None]] = {}
         self._entries: dict[str, _Entry] = {}
+        self._container, self._wrapper = self._find_layers()
         self._map()
 
     # -- the mapping -----------------------------------------------------------------------------------
@@ -272,11 +323,55 @@ class OnnxSource:
             return ".".join(name.strip("/").split("/")[:-1]) or None, None
         return None, None
 
-    def _hf(self, module: str) -> str:
+    def _renamed(self, module: str) -> str:
         for old, new in self._family.renames:
             if module == old or module.startswith(old + "."):
                 return new + module[len(old):]
         return module
+
+    def _find_layers(self) -> tuple[str | None, str]:
+        """(graph path of the numbered layer container, wrapper prefix HF does not have).
+
+        Every numbered module path component is a candidate container (``model.0`` of a sentence-transformers
+        wrapper is one, ``experts.3`` another). The container is the one whose indices are the config's
+        layers and whose path ends with the family's HF container, then the one with the most indices.
+        The wrapper is what the graph path has before the family's HF container.
+        """
+        n_layers = _layer_count(self._config)
+        found: dict[str, set[int]] = defaultdict(set)
+        for node in self._nodes:
+            module = self._scope(node)[0]
+            if not module:
+                continue
+            parts = module.split(".")
+            for i in range(1, len(parts)):
+                if parts[i].isdigit():
+                    found[".".join(parts[:i])].add(int(parts[i]))
+        if not found:
+            return None, ""
+
+        def wrapper_of(container: str) -> str | None:
+            target = self._family.layers
+            if not target:
+                return None
+            parts = container.split(".")
+            for i in range(len(parts)):
+                if self._renamed(".".join(parts[i:])) == target:
+                    return ".".join(parts[:i]) + "." if i else ""
+            return None
+
+        def rank(item: tuple[str, set[int]]) -> tuple[bool, bool, int, int]:
+            container, indices = item
+            exact = n_layers is not None and indices == set(range(n_layers))
+            return exact, wrapper_of(container) is not None, len(indices), -container.count(".")
+
+        container = max(found.items(), key=rank)[0]
+        return container, wrapper_of(container) or ""
+
+    def _hf(self, module: str) -> str:
+        if self._wrapper and module.startswith(self._wrapper):
+            module = module[len(self._wrapper):]
+        return self._renamed(module)
 
     def _is_weight_init(self, name: str) -> bool:
         t = self._inits.get(name)
@@ -317,12 +412,42 @@ class OnnxSource:
                     todo.append((node.output[0], t, quant, plus_one))
                 elif op == "DequantizeLinear" and k == 0 and quant is None:
                     todo.append((node.output[0], transposed, self._dequant_params(node, init, transposed), plus_one))
+                elif (op in ("Sub", "Mul") and k == 0 and len(node.input) == 2 and self._integer(init)
+                      and (quant is None or not quant.scale) and node.input[1] in self._inits):
+                    # dequantisation written out as ops: Cast(q) [- zero point] * scale
+                    if op == "Sub" and quant is None:
+                        todo.append((node.output[0], transposed, _Quant("", node.input[1], None), plus_one))
+                    elif op == "Mul":
+                        todo.append((node.output[0], transposed, self._op_quant(init, node.input[1], transposed,
+                                                                                quant), plus_one))
                 elif (op == "Add" and not plus_one and len(node.input) == 2 and len(self._inits[init].dims) == 1
                       and self._scalar(node.input[1 - k]) == 1.0):
                     todo.append((node.output[0], transposed, quant, True))
                 else:
                     out.append(_Use(node, k, transposed, quant, plus_one))
         return out
+
+    def _integer(self, init: str) -> bool:
+        return self._inits[init].data_type in (2, 3)  # uint8, int8
+
+    def _op_quant(self, init: str, scale: str, transposed: bool, pending: _Quant | None) -> _Quant:
+        """The quantisation of ``init`` dequantised by ops, from the shape of its scale (and zero point)."""
+        zp = pending.zero_point if pending is not None else None
+        stored = tuple(int(d) for d in self._inits[init].dims)
+        for name in (scale, zp):
+            if name is None:
+                continue
+            dims = tuple(int(d) for d in self._inits[name].dims)
+            n = int(np.prod(dims)) if dims else 1
+            if n != 1 and (len(stored) != 2 or n not in stored or max(dims) != n):
+                raise CheckpointError(f"{self._path}: unsupported quantisation of {init!r} (scale {dims})")
+        dims = tuple(int(d) for d in self._inits[scale].dims)
+        n = int(np.prod(dims)) if dims else 1
+        if n == 1:
+            return _Quant(scale, zp, None)
+        # the scale broadcasts against the (maybe transposed) matrix: (n,) or (1, n) along its last axis
+        seen = 0 if len(dims) == 2 and dims[1] == 1 else 1
+        return _Quant(scale, zp, (1 - seen) if transposed else seen)
 
     def _dequant_params(self, node: Any, init: str, transposed: bool = False) -> _Quant:
         scale = node.input[1]
@@ -366,6 +491,51 @@ class OnnxSource:
             n *= d
         # per output column of B (in, out): axis 1 of the stored tensor, or 0 when it reaches B transposed
         return _Quant(scale, zp, None if n == 1 else (0 if transposed else 1))
+
+    def _nbits_quant(self, node: Any, init: str) -> _Quant:
+        attrs = {a.name: a.i for a in node.attribute if a.type == 2}  # INT attributes
+        bits, block, k, n = attrs.get("bits", 4), attrs.get("block_size", 0), attrs.get("K", 0), attrs.get("N", 0)
+        dims = tuple(int(d) for d in self._inits[init].dims)
+        what = f"{self._path}: MatMulNBits weight {init!r} ({node.name or 'MatMulNBits'})"
+        if bits not in (2, 4, 8) or block <= 0 or len(dims) != 3 or dims[0] != n or dims[1] * block < k \
+                or dims[2] * 8 != block * bits or self._inits[init].data_type != 2:  # uint8
+            raise CheckpointError(f"{what}: unsupported layout (bits={bits}, block_size={block}, K={k}, N={n}, "
+                                  f"stored {dims})")
+        if len(node.input) > 6 and node.input[6]:
+            raise CheckpointError(f"{what}: a g_idx (act-order) permutation is not supported")
+        scale = node.input[2] if len(node.input) > 2 else ""
+        zp = node.input[3] if len(node.input) > 3 and node.input[3] else None
+        if scale not in self._inits or (zp is not None and zp not in self._inits):
+            raise CheckpointError(f"{what}: its scales or zero points are not constants")
+        if zp is not None and self._inits[zp].data_type != 2:
+            raise CheckpointError(f"{what}: float zero points are not supported")
+        return _Quant(scale, zp, 0, block, bits, k)
+
+    def _decode_nbits(self, e: _Entry, q: _Quant, stored: np.ndarray, index: list[int] | None) -> np.ndarray:
+        """(N or len(index), K) fp32 from MatMulNBits rows ``stored`` (already restricted to ``index``)."""
+        b = np.asarray(stored, dtype=np.uint8)
+        rows, blocks = b.shape[0], b.shape[1]
+        per = 8 // q.bits
+        mask = (1 << q.bits) - 1
+        if per == 1:
+            vals = b.astype(np.float32)
+        else:
+            vals = np.stack([(b >> (q.bits * j)) & mask for j in range(per)], axis=-1).astype(np.float32)
+        vals = vals.reshape(rows, blocks, q.block)
+        scale = np.asarray(self._array(q.scale), dtype=np.float32).reshape(int(self._inits[e.init].dims[0]), -1)
+        if q.zero_point is None:
+            zp = np.full(scale.shape, float(1 << (q.bits - 1)), dtype=np.float32)
+        else:
+            packed = np.asarray(self._array(q.zero_point), dtype=np.uint8).reshape(scale.shape[0], -1)
+            if per == 1:
+                zp = packed.astype(np.float32)
+            else:
+                zp = np.stack([(packed >> (q.bits * j)) & mask for j in range(per)], axis=-1)
+                zp = zp.reshape(scale.shape[0], -1)[:, :scale.shape[1]].astype(np.float32)
+        if index is not None:
+            scale, zp = scale[index], zp[index]
+        x = (vals - zp[:, :blocks, None]) * scale[:, :blocks, None]
+        return x.reshape(rows, blocks * q.block)[:, :q.k]
 
     def _integer_product_scale(self, node: Any) -> str | None:
         # MatMulInteger -> Cast -> Mul(., s) with s = Mul(a_scale, b_scale): b_scale is the constant one.
@@ -424,6 +594,7 @@ class OnnxSource:
         # 1. matmul weights and embeddings (these also tell which initializers are quantisation parameters)
         linears: dict[int, _Linear] = {}
         embeddings: list[_Entry] = []
+        fused: list[_Entry] = []  # weights of onnxruntime's fused ops (transformer optimiser)
         vectors: list[tuple[str, _Use]] = []
         quant_params: set[str] = set()
         for init, init_uses in uses.items():
@@ -437,6 +608,14 @@ class OnnxSource:
                     emb = self._embedding(init, u)
                     embeddings.append(emb)
                     quant = emb.quant
+                elif op == "EmbedLayerNormalization" and u.index in _EMBED_LN and u.quant is None:
+                    fused.append(self._embed_ln(init, u))
+                    if u.index == 2:
+                        embeddings.append(fused[-1])
+                    continue
+                elif op == "Attention" and u.index in (1, 2) and u.quant is None:
+                    fused.extend(self._packed_qkv(init, u))
+                    continue
                 else:
                     vectors.append((init, u))
                     continue
@@ -447,7 +626,7 @@ class OnnxSource:
                 f"{self._path}: no token embedding (a Gather reading a weight matrix) found in the graph; "
                 "this does not look like an export of a language model"
             )
-        if not any((m := self._scope(n)[0]) and _layer_prefix(m) for n in self._graph.node):
+        if self._container is None:
             raise CheckpointError(
                 f"{self._path}: no layer weights (module paths like 'layers.0') in the graph; this does not "
                 "look like an export of a transformer"
@@ -461,7 +640,7 @@ class OnnxSource:
                     self._add(named, entry)
         # 3. linear weights: named by their module, or by their order in the layer where the graph lost it
         self._name_linears(list(linears.values()), named)
-        for emb in embeddings:
+        for emb in [*embeddings, *fused]:
             self._add(named, emb)
         # 4. a tied output projection: HF checkpoints omit it
         head = self._hf(self._family.head) + ".weight" if self._family.head else None
@@ -479,6 +658,10 @@ class OnnxSource:
         quant = u.quant
         if op in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
             quant = self._matmul_integer_quant(u.node, init, u.transposed)
+        if op == "MatMulNBits":
+            quant = self._nbits_quant(u.node, init)
+            module, cls = self._scope(u.node)
+            return _Linear(init, u.node, self._position[id(u.node)], True, quant, module, cls)
         trans_b = op == "Gemm" and any(a.name == "transB" and a.i for a in u.node.attribute)
         module, cls = self._scope(u.node)
         return _Linear(init, u.node, self._position[id(u.node)], u.transposed != trans_b, quant, module, cls)
@@ -488,6 +671,9 @@ class OnnxSource:
         if quant is None and self._inits[init].data_type in (2, 3):  # uint8/int8: dequantised after the lookup
             quant = self._gathered_quant(u.node, init)
         module, _ = self._scope(u.node)
+        if module is None and self._family.embed and self._container is not None and self._reads_input_ids(u.node):
+            # the lookup of the input ids in a graph whose layers are scoped: the family's token embedding
+            return _Entry(self._family.embed + ".weight", init, u.transposed, quant)
         if module is None:
             raise CheckpointError(
                 f"{self._path}: an embedding lookup ({u.node.name or 'Gather'}) has no module scope in its "
@@ -495,14 +681,71 @@ class OnnxSource:
             )
         return _Entry(self._hf(module) + ".weight", init, u.transposed, quant)
 
+    def _embed_ln(self, init: str, u: _Use) -> _Entry:
+        """A weight of onnxruntime's ``EmbedLayerNormalization`` (word, position, token-type embeddings and
+        the LayerNorm after them), named beside the family's token embedding."""
+        if not self._family.embed:
+            raise CheckpointError(f"{self._path}: an EmbedLayerNormalization in a {self._model_type!r} model "
+                                  "has no known embedding names")
+        parent = self._family.embed.rpartition(".")[0]
+        return _Entry(f"{parent}.{_EMBED_LN[u.index]}" if parent else _EMBED_LN[u.index], init, u.transposed)
+
+    def _packed_qkv(self, init: str, u: _Use) -> list[_Entry]:
+        """onnxruntime's fused ``Attention``: weight (in, q + k + v) and bias (q + k + v), split into the
+        family's q, k and v linears of the layer the node's scoped neighbours are in."""
+        node = u.node
+        qkv = self._family.layer_linears[:3]
+        where = f"{self._path}: fused Attention {node.name or 'Attention'}"
+        if len(qkv) != 3 or not all(r.endswith(("query", "key", "value", "q_proj", "k_proj", "v_proj"))
+                                    for r in qkv):
+            raise CheckpointError(f"{where}: model_type {self._model_type!r} has no separate q, k, v to split into")
+        if u.transposed:
+            raise CheckpointError(f"{where}: a transposed packed weight is not supported")
+        dims = tuple(int(d) for d in self._inits[init].dims)
+        sizes = next((list(a.ints) for a in node.attribute if a.name == "qkv_hidden_sizes"), None)
+        width = dims[-1]
+        sizes = sizes or ([width // 3] * 3 if width % 3 == 0 else [])
+        if len(sizes) != 3 or sum(sizes) != width:
+            raise CheckpointError(f"{where}: cannot split {dims} into q, k and v")
+        layer = next((found for m in self._neighbour_scopes(node)
+                      if (found := _layer_prefix(m, self._container)) is not None), None)
+        if layer is None:
+            raise CheckpointError(f"{where}: no scoped node near it tells its layer")
+        leaf = "weight" if u.index == 1 else "bias"
+        out, start = [], 0
+        for rel, n in zip(qkv, sizes, strict=True):
+            # the packed weight is B = (in, out) of x @ B; HF stores (out, in)
+            out.append(_Entry(f"{self._hf(layer)}.{rel}.{leaf}", init, u.index == 1, part=(start, start + n)))
+            start += n
+        return out
+
+    def _reads_input_ids(self, gather: Any) -> bool:
+        """Whether the indices of ``gather`` are the graph input ``input_ids`` (through casts and reshapes)."""
+        value = gather.input[1]
+        for _ in range(6):
+            if value == "input_ids":
+                return True
+            p = self._producer.get(value)
+            if p is None or p.op_type not in ("Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"):
+                return False
+            value = p.input[0]
+        return False
+
     def _vector(self, init: str, u: _Use, linears: dict[int, _Linear]) -> _Entry | None:
         """The norm weight or norm bias ``init`` is, or None (a linear's bias is attached to it instead)."""
         node, op = u.node, u.node.op_type
         add = 0.0
         if op in _NORM_OPS and u.index in _NORM_OPS[op]:
             leaf = _NORM_OPS[op][u.index]
-        elif op == "Gemm" and u.index == 2 and id(node) in linears:
+        elif ((op == "Gemm" and u.index == 2) or (op == "MatMulNBits" and u.index == 5)) and id(node) in linears:
             linears[id(node)].biases.append(init)
+            return None
+        elif (op, u.index) in (("BiasGelu", 1), ("FastGelu", 1), ("SkipLayerNormalization", 4),
+                               ("SkipSimplifiedLayerNormalization", 4)):
+            lin = self._matmul_behind(node.input[0], linears)  # the bias of the matmul feeding the fused op
+            if lin is None:
+                raise CheckpointError(f"{self._path}: the bias {init!r} of {node.name or op} follows no matmul")
+            lin.biases.append(init)
             return None
         elif op == "Mul" and len(node.input) == 2:
             if not self._upstream_has(node.input[1 - u.index], _NORMALISING, depth=6):
@@ -522,6 +765,11 @@ class OnnxSource:
         else:
             return None
         module, _ = self._scope(node)
+        if module is None and op in _NORM_OPS and init.endswith("." + leaf) and \
+                _layer_prefix(init, self._container) is not None:
+            # a fused normalisation (onnxruntime's optimiser) keeps no scope, but its parameter keeps the
+            # state-dict name the exporter gave it, inside the layers
+            module = init[:-len(leaf) - 1]
         if module is None:
             raise CheckpointError(
                 f"{self._path}: a normalisation {leaf} ({node.name or op}) has no module scope in its node "
@@ -530,6 +778,17 @@ class OnnxSource:
         return _Entry(f"{self._hf(module)}.{leaf}", init, False, u.quant, add)
 
     def _gathered_quant(self, gather: Any, init: str) -> _Quant:
+        after = gather.output[0]
+        for c, k in self._consumers.get(after, []):  # dequantised by ops: Cast [- zero point] * scale
+            if c.op_type == "Cast" and k == 0:
+                pending: _Quant | None = None
+                for c2, k2 in self._consumers.get(c.output[0], []):
+                    if c2.op_type == "Sub" and k2 == 0 and c2.input[1] in self._inits:
+                        pending = _Quant("", c2.input[1], None)
+                        c2 = next((x for x, kx in self._consumers.get(c2.output[0], []) if x.op_type == "Mul"), c2)
+                    if c2.op_type == "Mul" and c2.input[1] in self._inits:
+                        q = self._op_quant(init, c2.input[1], False, pending)
+                        return q if q.axis is None else _Quant(q.scale, q.zero_point, 1)
         for c, k in self._consumers.get(gather.output[0], []):
             if c.op_type == "DequantizeLinear" and k == 0:
                 q = self._dequant_params(c, init)
@@ -561,7 +820,7 @@ class OnnxSource:
                 by_module[lin.module].append(lin)
         for module, group in by_module.items():
             distinct = {g.init for g in group}
-            layer = _layer_prefix(module)
+            layer = _layer_prefix(module, self._container)
             relative = module[len(layer) + 1:] if layer else module
             truncated = layer is not None and (relative == "" or any(t.startswith(relative + ".") for t in template))
             if len(distinct) > 1 or truncated:
@@ -573,7 +832,7 @@ class OnnxSource:
         for lin in linears:
             if lin.module is None:  # _place_by_order names every weight or raises; kept for the type checker
                 raise CheckpointError(f"{self._path}: could not place the matmul weight {lin.init!r}")
-            layer = _layer_prefix(lin.module)
+            layer = _layer_prefix(lin.module, self._container)
             relative = lin.module[len(layer) + 1:] if layer else lin.module
             conv1d = (lin.cls or "").endswith("Conv1D") or (layer is not None and relative in fam.conv1d)
             # stored tensor is B or B^T (B = (in, out)); HF Linear stores B^T, Conv1D stores B
@@ -603,7 +862,7 @@ class OnnxSource:
         for lin in unscoped:
             layer, block = "", ""
             for module in self._neighbour_scopes(lin.node):
-                found = _layer_prefix(module)
+                found = _layer_prefix(module, self._container)
                 if found is None:
                     continue
                 if not layer:
@@ -662,17 +921,14 @@ class OnnxSource:
     def _check_coverage(self) -> None:
         n_layers = _layer_count(self._config)
         found: dict[str, set[str]] = defaultdict(set)
+        main = self._hf(self._container or "")
         for name in self._entries:
-            layer = _layer_prefix(name)
+            layer = _layer_prefix(name, main)
             if layer is not None and name.endswith(".weight"):
                 found[layer].add(name[len(layer) + 1:-len(".weight")])
-        containers: dict[str, set[int]] = defaultdict(set)
-        for layer in found:
-            head, _, idx = layer.rpartition(".")
-            containers[head].add(int(idx))
-        if not containers:
+        if not found:
             raise CheckpointError(f"{self._path}: no layer weights (module paths like 'layers.0') in the graph")
-        main, indices = max(containers.items(), key=lambda kv: len(kv[1]))
+        indices = {int(layer.rpartition(".")[2]) for layer in found}
         if n_layers is not None and indices != set(range(n_layers)):
             missing = sorted(set(range(n_layers)) - indices)
             raise CheckpointError(
@@ -690,6 +946,10 @@ class OnnxSource:
 
     def _hf_shape(self, e: _Entry) -> tuple[int, ...]:
         dims = tuple(int(d) for d in self._inits[e.init].dims)
+        if e.quant is not None and e.quant.bits:
+            return dims[0], e.quant.k
+        if e.part is not None:
+            dims = (*dims[:-1], e.part[1] - e.part[0])
         return tuple(reversed(dims)) if e.transpose and len(dims) == 2 else dims
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -734,13 +994,18 @@ class OnnxSource:
 
     def _decode(self, e: _Entry, stored: np.ndarray, sel_axis: int | None, index: list[int] | None) -> np.ndarray:
         """Stored values (already restricted to ``index`` along ``sel_axis``) to fp32 HF values."""
-        if e.quant is None:
+        if e.quant is not None and e.quant.bits:
+            x = self._decode_nbits(e, e.quant, stored, index if sel_axis == 0 else None)
+        elif e.quant is None:
             x = np.asarray(stored).astype(np.float32)
         else:
             q = e.quant
             x = np.asarray(stored).astype(np.float32)
             scale = np.asarray(self._array(q.scale), dtype=np.float32)
             zp = np.asarray(self._array(q.zero_point), dtype=np.float32) if q.zero_point else None
+            if not q.block:  # one scale per index along the axis, however the graph shaped it: (n,), (1, n)
+                scale = scale.reshape(-1)
+                zp = zp.reshape(-1) if zp is not None else None
             if q.axis is None:
                 s = float(scale.reshape(-1)[0])
                 z = float(zp.reshape(-1)[0]) if zp is not None else 0.0
@@ -781,9 +1046,13 @@ class OnnxSource:
             dtype = str(t.data_type)
         return TensorMeta(name, dtype, e.shape, self._external_file(t) or self._path)
 
+    def _stored(self, e: _Entry) -> np.ndarray:
+        stored = self._array(e.init)
+        return stored[..., e.part[0]:e.part[1]] if e.part is not None else stored
+
     def tensor(self, name: str) -> torch.Tensor:
         e = self._entry(name)
-        x = self._decode(e, self._array(e.init), None, None)
+        x = self._decode(e, self._stored(e), None, None)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
     def rows(self, name: str, index: Sequence[int]) -> torch.Tensor:
@@ -793,7 +1062,7 @@ class OnnxSource:
         idx = [int(i) for i in index]
         if idx and (min(idx) < 0 or max(idx) >= e.shape[0]):
             raise CheckpointError(f"{self._path}: row index out of range for {name!r} with {e.shape[0]} rows")
-        stored = self._array(e.init)
+        stored = self._stored(e)
         axis = 1 if e.transpose else 0  # HF rows are stored columns when the matrix is stored transposed
         part = np.take(stored, idx, axis=axis)
         x = self._decode(e, part, axis, idx)

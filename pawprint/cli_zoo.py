@@ -19,6 +19,8 @@ ATTACKS = (
     "ffn-permute", "ffn-scale", "qk-linear", "vo-linear", "head-permute", "residual-permute", "fold-rotate",
     "residual-scale", "vocab-permute", "vocab-extend",
 )
+# zoo.attacks.FAMILY_ATTACKS: only families with mixture-of-experts FFNs / latent attention admit them
+FAMILY_ATTACKS = ("expert-permute", "latent-rotate")
 
 
 def cmd_zoo_attack(args: argparse.Namespace) -> int:
@@ -64,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     atk = zoo.add_parser("attack", help="apply a function-preserving transform to a model directory")
     atk.add_argument("src")
     atk.add_argument("dst")
-    atk.add_argument("--kind", required=True, choices=ATTACKS)
+    atk.add_argument("--kind", required=True, choices=ATTACKS + FAMILY_ATTACKS)
     atk.add_argument("--seed", type=int, default=0)
     atk.add_argument("--json", action="store_true")
     atk.set_defaults(func=cmd_zoo_attack)

@@ -193,3 +193,7 @@ def test_the_parser_repeats_the_libraries_constants() -> None:
     from zoo.attacks import ATTACKS
 
     assert (CLI_METHODS, CLI_ATTACKS, CLI_MAX_PROBE_SETS) == (METHODS, ATTACKS, DEFAULT_MAX_PROBE_SETS)
+    from pawprint.cli_zoo import FAMILY_ATTACKS as CLI_FAMILY_ATTACKS
+    from zoo.attacks import FAMILY_ATTACKS
+
+    assert CLI_FAMILY_ATTACKS == FAMILY_ATTACKS

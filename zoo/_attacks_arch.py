@@ -11,7 +11,7 @@ transposed on load). The adapters never touch tensor values; ``zoo._attacks_ops`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 NormKind = Literal["rms", "layer"]
@@ -60,6 +60,25 @@ class Rotary:
 
 
 @dataclass(frozen=True)
+class Mla:
+    """DeepSeek-V2/V3 latent attention: ``q_a`` (None without a query compression; ``q_b`` then reads the
+    stream) and ``kv_a`` read the stream; ``q_b`` rows per head ``[nope, rope]``, ``kv_a`` rows ``[latent (kv_rank),
+    shared rotary key (rope)]``, ``kv_b`` rows per head ``[k_nope, v]``, ``o`` columns per head ``v_dim``. The latent
+    norms are internal: they read the latents, not the stream."""
+
+    q_a: Linear | None
+    q_a_norm: Norm | None
+    q_b: Linear
+    kv_a: Linear
+    kv_a_norm: Norm
+    kv_b: Linear
+    nope: int
+    rope: int
+    v_dim: int
+    kv_rank: int
+
+
+@dataclass(frozen=True)
 class Attention:
     q: Rows
     k: Rows
@@ -70,6 +89,20 @@ class Attention:
     head_dim: int
     rotary: Rotary | None
     alibi: bool
+    # latent attention: q/k/v above are then the q_b rows and kv_b's k/v rows, and only ``mla``'s q_a (or q_b)
+    # and kv_a read the stream
+    mla: Mla | None = None
+    # QK-norm (Qwen3, OLMo-2, Gemma-3): RMSNorms of the query / key projections; per head (one weight of
+    # head_dim shared by all heads) or over all heads together (OLMo-2, weights of n_q * head_dim / n_kv * head_dim)
+    q_norm: Norm | None = None
+    k_norm: Norm | None = None
+    qk_norm_per_head: bool = True
+
+    def stream_readers(self) -> list[Linear]:
+        """The linears whose input is this attention's (normed) residual stream."""
+        if self.mla is not None:
+            return [self.mla.q_a or self.mla.q_b, self.mla.kv_a]
+        return [Linear(r.weight, r.bias) for r in (self.q, self.k, self.v)]
 
 
 @dataclass(frozen=True)
@@ -81,12 +114,40 @@ class Mlp:
 
 
 @dataclass(frozen=True)
+class Moe:
+    """A mixture-of-experts FFN: ``router`` (rows = experts) and Qwen2-MoE's ``shared_gate`` read the stream,
+    ``experts`` and ``shared`` are gated FFNs; ``score_bias`` (DeepSeek-V3) is one entry per expert, and experts are
+    routed within ``n_group`` contiguous groups."""
+
+    router: Linear
+    experts: tuple[Mlp, ...]
+    shared: tuple[Mlp, ...] = ()
+    shared_gate: Linear | None = None
+    score_bias: str | None = None
+    n_group: int = 1
+
+
+@dataclass(frozen=True)
 class Layer:
     attn_norm: Norm | None  # pre-norm read by attention; None in post-norm models
     mlp_norm: Norm | None  # pre-norm read by the FFN; may be the same norm as attn_norm
     post_norms: tuple[Norm, ...]  # post-norm models: norms whose output is the residual stream
     attn: Attention
-    mlp: Mlp
+    mlp: Mlp  # a mixture-of-experts layer: its first expert (``mlps()`` lists every FFN)
+    moe: Moe | None = None
+    # norms of a block's output before it is added to the stream (Gemma-2/3 sandwich norms, OLMo-2)
+    out_norms: tuple[Norm, ...] = ()
+
+    def mlps(self) -> tuple[Mlp, ...]:
+        """Every FFN of the layer: the dense one, or every routed and shared expert."""
+        return (self.mlp,) if self.moe is None else (*self.moe.experts, *self.moe.shared)
+
+    def mlp_readers(self) -> list[Linear]:
+        """The linears whose input is the FFN's (normed) stream: up/gate of every FFN, the router."""
+        out = [Linear(r.weight, r.bias) for m in self.mlps() for r in (m.up, m.gate) if r is not None]
+        if self.moe is not None:
+            out += [self.moe.router] + ([self.moe.shared_gate] if self.moe.shared_gate else [])
+        return out
 
 
 @dataclass(frozen=True)
@@ -109,11 +170,13 @@ class Arch:
     ignored: tuple[str, ...] = ()  # name suffixes of buffers copied unchanged (causal-mask caches)
     hidden_output: bool = False  # the model's output is the last hidden state, not logits
     residual_is_norm_output: bool = False  # BLOOM's apply_residual_connection_post_layernorm
+    head_bias: str | None = None  # MPNet: a relative-position bias table (buckets x heads) shared by all layers
 
     def norms(self) -> tuple[Norm, ...]:
         seen: dict[str, Norm] = {}
         extra = [self.embed_norm, self.final_norm]
-        for n in [*extra, *(x for ly in self.layers for x in (ly.attn_norm, ly.mlp_norm, *ly.post_norms))]:
+        for n in [*extra, *(x for ly in self.layers
+                            for x in (ly.attn_norm, ly.mlp_norm, *ly.post_norms, *ly.out_norms))]:
             if n is not None:
                 seen.setdefault(n.weight, n)
         return tuple(seen.values())
@@ -122,21 +185,22 @@ class Arch:
         """Every linear whose input is the residual stream (a fused tensor once)."""
         out: list[Linear] = []
         for ly in self.layers:
-            out += [Linear(r.weight, r.bias) for r in (ly.attn.q, ly.attn.k, ly.attn.v)]
-            out += [Linear(r.weight, r.bias) for r in (ly.mlp.up, ly.mlp.gate) if r is not None]
+            out += ly.attn.stream_readers()
+            out += ly.mlp_readers()
         out += list(self.extra_readers)
         out += [r for r in self.final_readers if include_tied_head or not self._is_tied_head(r)]
         return _unique(out)
 
     def writers(self) -> tuple[Linear, ...]:
         """Every linear whose output is added into the residual stream."""
-        return _unique([w for ly in self.layers for w in (ly.attn.o, ly.mlp.down)] + list(self.extra_writers))
+        return _unique([w for ly in self.layers for w in (ly.attn.o, *(m.down for m in ly.mlps()))]
+                       + list(self.extra_writers))
 
     def layer_norm_groups(self) -> Iterator[tuple[Norm, tuple[Linear, ...]]]:
         """Each pre-norm with the linears that read its output."""
         for ly in self.layers:
-            attn = [Linear(r.weight, r.bias) for r in (ly.attn.q, ly.attn.k, ly.attn.v)]
-            mlp = [Linear(r.weight, r.bias) for r in (ly.mlp.up, ly.mlp.gate) if r is not None]
+            attn = ly.attn.stream_readers()
+            mlp = ly.mlp_readers()
             if ly.attn_norm is None or ly.mlp_norm is None:
                 continue
             if ly.attn_norm.weight == ly.mlp_norm.weight:
@@ -155,10 +219,19 @@ class Arch:
         names = {self.embed, *self.stream_embeds}
         for n in self.norms():
             names |= {n.weight} | ({n.bias} if n.bias else set())
+        names |= {x.weight for ly in self.layers for x in (ly.attn.q_norm, ly.attn.k_norm) if x is not None}
+        names |= {self.head_bias} if self.head_bias else set()
         for lin in [*self.readers(include_tied_head=True), *self.writers()]:
             names |= {lin.weight} | ({lin.bias} if lin.bias else set())
         if self.lm_head is not None and not self.tied:
             names |= {self.lm_head.weight} | ({self.lm_head.bias} if self.lm_head.bias else set())
+        for ly in self.layers:
+            mla = ly.attn.mla
+            if mla is not None:  # tensors inside the attention, neither reading nor writing the stream
+                names |= {x for n in (mla.q_a_norm, mla.kv_a_norm) if n for x in (n.weight, n.bias) if x}
+                names |= {x for lin in (mla.q_b, mla.kv_b) for x in (lin.weight, lin.bias) if x}
+            if ly.moe is not None and ly.moe.score_bias:
+                names.add(ly.moe.score_bias)
         return names
 
     def _is_tied_head(self, lin: Linear) -> bool:
@@ -494,11 +567,176 @@ def _mpt(family: str, cfg: Any, names: set[str]) -> Arch:
                 eps_key="layer_norm_epsilon", eps_default=float(cfg.layer_norm_epsilon))
 
 
+def _gated(n: _Names, prefix: str, names: tuple[str, str, str], width: int, act: str) -> Mlp:
+    """A gated FFN from its gate, up and down tensor names (without ``.weight``)."""
+    g, u, d = (prefix + x for x in names)
+    return Mlp(_rows(n, u, range(width)), _rows(n, g, range(width)), _lin(n, d), act)
+
+
+_PROJ = ("gate_proj", "up_proj", "down_proj")
+
+
+def _moe_llama(family: str, cfg: Any, names: set[str]) -> Arch:
+    """Mixtral and Qwen2-MoE: LLaMA's attention and norms, a routed mixture of gated experts in the sparse layers
+    (Qwen2-MoE: ``mlp_only_layers`` / ``decoder_sparse_step`` stay dense, plus a sigmoid-gated shared expert)."""
+    n = _Names(names, "model.", "embed_tokens.weight")
+    nq, dh = cfg.num_attention_heads, _head_dim(cfg)
+    nkv = getattr(cfg, "num_key_value_heads", None) or nq
+    act = str(cfg.hidden_act)
+    rotary = Rotary(_rope_dim(cfg, dh, honours_partial=False), "half")
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"layers.{i}."
+        q = _rows(n, p + "self_attn.q_proj", range(nq * dh))
+        k = _rows(n, p + "self_attn.k_proj", range(nkv * dh))
+        v = _rows(n, p + "self_attn.v_proj", range(nkv * dh))
+        attn = Attention(q, k, v, _lin(n, p + "self_attn.o_proj"), nq, nkv, dh, rotary, alibi=False)
+        moe = None
+        if family == "mixtral":
+            experts = tuple(_gated(n, f"{p}block_sparse_moe.experts.{e}.", ("w1", "w3", "w2"), cfg.intermediate_size,
+                                   act) for e in range(cfg.num_local_experts))
+            moe = Moe(_lin(n, p + "block_sparse_moe.gate"), experts)
+        elif i not in (cfg.mlp_only_layers or []) and cfg.num_experts and (i + 1) % cfg.decoder_sparse_step == 0:
+            experts = tuple(_gated(n, f"{p}mlp.experts.{e}.", _PROJ, cfg.moe_intermediate_size, act)
+                            for e in range(cfg.num_experts))
+            shared = (_gated(n, p + "mlp.shared_expert.", _PROJ, cfg.shared_expert_intermediate_size, act),)
+            moe = Moe(_lin(n, p + "mlp.gate"), experts, shared, _lin(n, p + "mlp.shared_expert_gate"))
+        mlp = moe.experts[0] if moe is not None else _gated(n, p + "mlp.", _PROJ, cfg.intermediate_size, act)
+        layers.append(Layer(_norm(n, p + "input_layernorm", "rms"), _norm(n, p + "post_attention_layernorm", "rms"),
+                            (), attn, mlp, moe))
+    tied = _tied(cfg)
+    head = _lm_head(n, "lm_head", tied)
+    embed = n.req("embed_tokens.weight")
+    return Arch(family, embed, (embed,), None, tuple(layers), _norm(n, "norm", "rms"), (head,), head, tied,
+                eps_key="rms_norm_eps", eps_default=float(cfg.rms_norm_eps))
+
+
+def _deepseek(family: str, cfg: Any, names: set[str]) -> Arch:
+    """DeepSeek-V3: latent attention (``Mla``) in every layer; a dense gated FFN before ``first_k_dense_replace``,
+    then a sigmoid-routed mixture (choice bias, ``n_group`` groups) plus shared experts."""
+    n = _Names(names, "model.", "embed_tokens.weight")
+    h, nope, rope, dv, rkv = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim,
+                              cfg.kv_lora_rank)
+    act = str(cfg.hidden_act)
+    rotary = Rotary(rope, "interleave" if getattr(cfg, "rope_interleave", True) else "half")
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"layers.{i}.self_attn."
+        lora = cfg.q_lora_rank is not None
+        q_b = _lin(n, p + ("q_b_proj" if lora else "q_proj"))
+        mla = Mla(_lin(n, p + "q_a_proj") if lora else None, _norm(n, p + "q_a_layernorm", "rms") if lora else None,
+                  q_b, _lin(n, p + "kv_a_proj_with_mqa"), _norm(n, p + "kv_a_layernorm", "rms"),
+                  _lin(n, p + "kv_b_proj"), nope, rope, dv, rkv)
+        qi = range(h * (nope + rope))
+        ki = [hh * (nope + dv) + j for hh in range(h) for j in range(nope)]
+        vi = [hh * (nope + dv) + nope + j for hh in range(h) for j in range(dv)]
+        attn = Attention(Rows(q_b.weight, None, tuple(qi)), Rows(mla.kv_b.weight, None, tuple(ki)),
+                         Rows(mla.kv_b.weight, None, tuple(vi)), _lin(n, p + "o_proj"), h, h, nope + rope, rotary,
+                         alibi=False, mla=mla)
+        m = f"layers.{i}.mlp."
+        moe = None
+        if cfg.n_routed_experts and i >= cfg.first_k_dense_replace and i % getattr(cfg, "moe_layer_freq", 1) == 0:
+            experts = tuple(_gated(n, f"{m}experts.{e}.", _PROJ, cfg.moe_intermediate_size, act)
+                            for e in range(cfg.n_routed_experts))
+            shared = ((_gated(n, m + "shared_experts.", _PROJ, cfg.moe_intermediate_size * cfg.n_shared_experts, act),)
+                      if cfg.n_shared_experts else ())
+            moe = Moe(_lin(n, m + "gate"), experts, shared, None, n.opt(m + "gate.e_score_correction_bias"),
+                      int(cfg.n_group or 1))
+            mlp = experts[0]
+        else:
+            mlp = _gated(n, m, _PROJ, cfg.intermediate_size, act)
+        layers.append(Layer(_norm(n, f"layers.{i}.input_layernorm", "rms"),
+                            _norm(n, f"layers.{i}.post_attention_layernorm", "rms"), (), attn, mlp, moe))
+    tied = _tied(cfg)
+    head = _lm_head(n, "lm_head", tied)
+    embed = n.req("embed_tokens.weight")
+    return Arch(family, embed, (embed,), None, tuple(layers), _norm(n, "norm", "rms"), (head,), head, tied,
+                eps_key="rms_norm_eps", eps_default=float(cfg.rms_norm_eps))
+
+
+def _qk_norm_family(family: str, cfg: Any, names: set[str]) -> Arch:
+    """Qwen3 (pre-norms + per-head QK-norm), Gemma-2 (pre- and output norms, ``1 + w`` weights), Gemma-3 text
+    (Gemma-2's norms + per-head QK-norm), OLMo-2 (output norms only, QK-norm over all heads): the LLaMA layout
+    with their extra norms described by role.
+
+    What this changes for the attacks (``zoo._attacks_ops``): an output norm ``g * rms(y)^-1 y`` after ``Wo`` /
+    ``Wdown`` cannot be folded, and a rotation of the stream does not commute with its non-uniform diagonal
+    weight, so only permutations of the stream apply (``fold-rotate`` is not applicable); a QK-norm's RMS and
+    diagonal weight do not commute with a general per-head map, so ``qk-linear`` is restricted to the maps that
+    do (see ``qk_linear``); and a norm that reads an unscaled projection shares its epsilon with the norms that
+    read the scaled stream, so ``residual-scale`` is not exact."""
+    n = _Names(names, "model.", "embed_tokens.weight")
+    nq, dh = cfg.num_attention_heads, _head_dim(cfg)
+    nkv = getattr(cfg, "num_key_value_heads", None) or nq
+    ffn = cfg.intermediate_size
+    gemma = family.startswith("gemma")
+    offset = 1.0 if gemma else 0.0
+    act = str(getattr(cfg, "hidden_activation", None) or cfg.hidden_act)
+    rotary = Rotary(dh, "half")
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"layers.{i}."
+        q, k, v = (_rows(n, p + f"self_attn.{x}_proj", range(m * dh)) for x, m in (("q", nq), ("k", nkv), ("v", nkv)))
+        attn = Attention(q, k, v, _lin(n, p + "self_attn.o_proj"), nq, nkv, dh, rotary, alibi=False)
+        if family != "gemma2":
+            attn = replace(attn, q_norm=_norm(n, p + "self_attn.q_norm", "rms", offset),
+                           k_norm=_norm(n, p + "self_attn.k_norm", "rms", offset),
+                           qk_norm_per_head=family != "olmo2")
+        mlp = Mlp(_rows(n, p + "mlp.up_proj", range(ffn)), _rows(n, p + "mlp.gate_proj", range(ffn)),
+                  _lin(n, p + "mlp.down_proj"), act)
+        if family == "qwen3":
+            layers.append(Layer(_norm(n, p + "input_layernorm", "rms"), _norm(n, p + "post_attention_layernorm", "rms"),
+                                (), attn, mlp))
+        elif family == "olmo2":  # no pre-norms: attention and FFN read the raw stream
+            outs = (_norm(n, p + "post_attention_layernorm", "rms"), _norm(n, p + "post_feedforward_layernorm", "rms"))
+            layers.append(Layer(None, None, (), attn, mlp, out_norms=outs))
+        else:
+            outs = (_norm(n, p + "post_attention_layernorm", "rms", offset),
+                    _norm(n, p + "post_feedforward_layernorm", "rms", offset))
+            layers.append(Layer(_norm(n, p + "input_layernorm", "rms", offset),
+                                _norm(n, p + "pre_feedforward_layernorm", "rms", offset), (), attn, mlp,
+                                out_norms=outs))
+    tied = _tied(cfg)
+    head = _lm_head(n, "lm_head", tied)
+    embed = n.req("embed_tokens.weight")
+    return Arch(family, embed, (embed,), None, tuple(layers), _norm(n, "norm", "rms", offset), (head,), head,
+                tied, eps_key="rms_norm_eps", eps_default=float(cfg.rms_norm_eps))
+
+
+def _mpnet(family: str, cfg: Any, names: set[str]) -> Arch:
+    """MPNet encoder (MPNetModel): BERT's post-norm layout under other names, learned positions and no token
+    types, and one relative-position attention bias (``encoder.relative_attention_bias``, buckets x heads) added
+    to every layer's scores: a head keeps its bias column wherever it moves, so ``head-permute`` must move the
+    heads of every layer alike and the table's columns with them."""
+    n = _Names(names, "mpnet.", "embeddings.word_embeddings.weight")
+    d, nh = cfg.hidden_size, cfg.num_attention_heads
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        q, k, v = (_rows(n, p + f"attention.attn.{x}", range(d)) for x in "qkv")
+        attn = Attention(q, k, v, _lin(n, p + "attention.attn.o"), nh, nh, d // nh, None, alibi=False)
+        mlp = Mlp(_rows(n, p + "intermediate.dense", range(cfg.intermediate_size)), None,
+                  _lin(n, p + "output.dense"), str(cfg.hidden_act))
+        post = (_norm(n, p + "attention.LayerNorm", "layer"), _norm(n, p + "output.LayerNorm", "layer"))
+        layers.append(Layer(None, None, post, attn, mlp))
+    e = "embeddings."
+    embed = n.req(e + "word_embeddings.weight")
+    stream = (embed, n.req(e + "position_embeddings.weight"))
+    pooler = (_lin(n, "pooler.dense"),) if n.opt("pooler.dense.weight") else ()
+    return Arch(family, embed, stream, _norm(n, e + "LayerNorm", "layer"), tuple(layers), None, (), None, False,
+                extra_readers=pooler, post_norm=True, eps_key="layer_norm_eps",
+                eps_default=float(cfg.layer_norm_eps), hidden_output=True, ignored=("embeddings.position_ids",),
+                head_bias=n.req("encoder.relative_attention_bias.weight"))
+
+
 _Adapter = Callable[[str, Any, set[str]], Arch]
 ADAPTERS: dict[str, _Adapter] = {
     "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like, "gemma": _llama_like,
     "phi3": _llama_like, "gpt2": _gpt2, "gpt_neox": _gpt_neox, "gptj": _gptj, "opt": _opt,
     "falcon": _falcon, "bloom": _bloom, "bert": _bert, "mpt": _mpt,
+    "qwen3": _qk_norm_family, "olmo2": _qk_norm_family, "gemma2": _qk_norm_family,
+    "gemma3_text": _qk_norm_family, "mpnet": _mpnet,
+    "mixtral": _moe_llama, "qwen2_moe": _moe_llama, "deepseek_v3": _deepseek,
 }
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
 
@@ -520,9 +758,17 @@ def _check_shapes(arch: Arch, shapes: dict[str, tuple[int, ...]]) -> None:
     tiles: dict[str, list[int]] = {}
     for ly in arch.layers:
         a, m = ly.attn, ly.mlp
-        for rows in (a.q, a.k, a.v, m.up, m.gate):
+        for rows in (a.q, a.k, a.v, *(r for mm in ly.mlps() for r in (mm.up, mm.gate))):
             if rows is not None:
                 tiles.setdefault(rows.weight, []).extend(rows.index)
+        for mm in ly.mlps():
+            if shapes[mm.down.weight][1] != len(mm.up.index):
+                raise fail(f"{mm.down.weight} {shapes[mm.down.weight]} vs {len(mm.up.index)} FFN units")
+        if ly.moe is not None and shapes[ly.moe.router.weight][0] != len(ly.moe.experts):
+            raise fail(f"{ly.moe.router.weight} {shapes[ly.moe.router.weight]} vs {len(ly.moe.experts)} experts")
+        if a.mla is not None:
+            _check_mla(a, shapes, fail)
+            continue
         if shapes[a.o.weight][1] != a.n_q * a.head_dim or a.n_q % a.n_kv:
             raise fail(f"{a.o.weight} {shapes[a.o.weight]} vs {a.n_q} heads ({a.n_kv} kv) of {a.head_dim}")
         if len(a.q.index) != a.n_q * a.head_dim or len(a.k.index) != a.n_kv * a.head_dim:
@@ -535,6 +781,18 @@ def _check_shapes(arch: Arch, shapes: dict[str, tuple[int, ...]]) -> None:
     for lin in arch.readers() + arch.writers():
         if d not in shapes[lin.weight]:
             raise fail(f"{lin.weight} {shapes[lin.weight]} does not touch the {d}-wide stream")
+
+
+def _check_mla(a: Attention, shapes: dict[str, tuple[int, ...]], fail: Callable[[str], ArchError]) -> None:
+    mla = a.mla
+    assert mla is not None
+    h = a.n_q
+    for name, rows in ((mla.q_b.weight, h * (mla.nope + mla.rope)), (mla.kv_a.weight, mla.kv_rank + mla.rope),
+                       (mla.kv_b.weight, h * (mla.nope + mla.v_dim))):
+        if shapes[name][0] != rows:
+            raise fail(f"{name} {shapes[name]}: expected {rows} rows")
+    if shapes[a.o.weight][1] != h * mla.v_dim:
+        raise fail(f"{a.o.weight} {shapes[a.o.weight]} vs {h} heads of {mla.v_dim} values")
 
 
 def unclaimed(arch: Arch, names: set[str]) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from zoo._attacks_arch import HOMOGENEOUS_ACTIVATIONS, Arch, Linear, Norm, Rotary, Rows
+from zoo._attacks_arch import HOMOGENEOUS_ACTIVATIONS, Arch, Attention, Linear, Mla, Mlp, Norm, Rotary, Rows
 from zoo._attacks_base import AttackNotApplicable, HiddenTransform
 
 # Well-conditioned random maps: singular values (and rotary pair scales) in [1/COND, COND].
@@ -139,33 +139,99 @@ def _scale_eps(w: Work, key: str, factor: float) -> None:
 
 
 def ffn_permute(w: Work) -> None:
-    for ly in w.arch.layers:
-        perm = _perm(len(ly.mlp.up.index), w.gen)
-        for rows in (ly.mlp.up, ly.mlp.gate):
+    for mlp in (m for ly in w.arch.layers for m in ly.mlps()):  # every expert of a MoE layer on its own
+        perm = _perm(len(mlp.up.index), w.gen)
+        for rows in (mlp.up, mlp.gate):
             if rows is not None:
                 weight, bias = _take(w, rows)
                 _put(w, rows, weight[perm], None if bias is None else bias[perm])
-        w.t[ly.mlp.down.weight] = w.t[ly.mlp.down.weight][:, perm]
+        w.t[mlp.down.weight] = w.t[mlp.down.weight][:, perm]
 
 
 def ffn_scale(w: Work) -> None:
-    for ly in w.arch.layers:
-        act = ly.mlp.activation
-        if ly.mlp.gate is None and act not in HOMOGENEOUS_ACTIVATIONS:
+    for mlp in (m for ly in w.arch.layers for m in ly.mlps()):
+        act = mlp.activation
+        if mlp.gate is None and act not in HOMOGENEOUS_ACTIVATIONS:
             raise w.not_applicable(
                 f"non-gated FFN with {act!r}: act(s x) != s act(x), so a unit cannot be rescaled "
                 f"(only {sorted(HOMOGENEOUS_ACTIVATIONS)} are positively homogeneous)")
         # gated: down(act(gate x) * (s up x)) / s; plain ReLU: relu(s x) = s relu(x)
-        k = torch.randint(-FFN_MAX_LOG2, FFN_MAX_LOG2 + 1, (len(ly.mlp.up.index),), generator=w.gen)
+        k = torch.randint(-FFN_MAX_LOG2, FFN_MAX_LOG2 + 1, (len(mlp.up.index),), generator=w.gen)
         s = torch.pow(2.0, k.to(torch.float64))
-        weight, bias = _take(w, ly.mlp.up)
-        _put(w, ly.mlp.up, weight * s[:, None], None if bias is None else bias * s)
-        w.t[ly.mlp.down.weight] = w.t[ly.mlp.down.weight] / s
+        weight, bias = _take(w, mlp.up)
+        _put(w, mlp.up, weight * s[:, None], None if bias is None else bias * s)
+        w.t[mlp.down.weight] = w.t[mlp.down.weight] / s
+
+
+def _qk_norm_maps(w: Work, a: Attention) -> None:
+    """``qk-linear`` under QK-norm: the per-head maps that still preserve the function.
+
+    The model computes ``rope(n(Wq x) * gq) . rope(n(Wk x) * gk)`` with ``n`` an RMS normalisation (per head, or over
+    all heads for OLMo-2). A map ``C`` on a head's query rows and ``C^-T`` on its key rows survived without the
+    norm; with it, ``n(C z)`` must equal ``C n(z)`` (so ``C`` preserves the RMS: orthogonal) and ``C`` must then
+    commute with ``diag(gq * gk)`` (distinct gains: ``C`` is diagonal, so a sign per dim) and with the rotary
+    rotation (so one sign per rotary pair). The gains may also be traded, ``gq * a``, ``gk / a`` with ``a > 0``
+    equal on both dims of a rotary pair (per head-dim and shared by all heads when the weight is per head; per KV
+    group and dim for OLMo-2's all-head norm). A positive scale of a head's ``Wq`` (or all of ``Wq`` for OLMo-2)
+    is cancelled by the RMS only up to the norm's epsilon, which is shared with the stream's norms, so it is not
+    applied here (the term's own test covers it). Signs are +-1 and factors powers of two: exact in any format."""
+    assert a.q_norm is not None and a.k_norm is not None
+    dh, r = a.head_dim, a.n_q // a.n_kv
+    rot = a.rotary
+    tied: list[list[int]] = []  # dims that must share a sign and a gain factor
+    rd = 0 if rot is None else rot.dim
+    for i in range(rd // 2):
+        tied.append([i, i + rd // 2] if rot is not None and rot.style == "half" else [2 * i, 2 * i + 1])
+    tied += [[j] for j in range(rd, dh)]
+
+    def draw(signs: bool) -> torch.Tensor:
+        out = torch.empty(dh, dtype=torch.float64)
+        for dims in tied:
+            if signs:
+                v = 1.0 if bool(torch.rand(1, generator=w.gen) < 0.5) else -1.0
+            else:
+                v = 2.0 ** int(torch.randint(-FFN_MAX_LOG2, FFN_MAX_LOG2 + 1, (1,), generator=w.gen))
+            out[dims] = v
+        return out
+
+    (wq, bq), (wk, bk) = _take(w, a.q), _take(w, a.k)
+    wq, wk = _heads(wq, dh), _heads(wk, dh)
+    bq, bk = (None if b is None else b.reshape(-1, dh) for b in (bq, bk))
+    gq = w.t[a.q_norm.weight] + a.q_norm.offset
+    gk = w.t[a.k_norm.weight] + a.k_norm.offset
+    if a.qk_norm_per_head:
+        f = draw(signs=False)
+        gq, gk = gq * f, gk / f
+    else:
+        gq, gk = gq.reshape(a.n_q, dh).clone(), gk.reshape(a.n_kv, dh).clone()
+    for g in range(a.n_kv):
+        hs = slice(g * r, (g + 1) * r)
+        s = draw(signs=True)
+        wq[hs] = s[:, None] * wq[hs]
+        wk[g] = s[:, None] * wk[g]
+        if bq is not None:
+            bq[hs] = bq[hs] * s
+        if bk is not None:
+            bk[g] = bk[g] * s
+        if not a.qk_norm_per_head:
+            f = draw(signs=False)
+            gq[hs] = gq[hs] * f
+            gk[g] = gk[g] / f
+    _put(w, a.q, wq.flatten(0, 1), None if bq is None else bq.flatten())
+    _put(w, a.k, wk.flatten(0, 1), None if bk is None else bk.flatten())
+    w.t[a.q_norm.weight] = gq.flatten() - a.q_norm.offset
+    w.t[a.k_norm.weight] = gk.flatten() - a.k_norm.offset
 
 
 def qk_linear(w: Work) -> None:
     for ly in w.arch.layers:
         a = ly.attn
+        if a.mla is not None:
+            _mla_qk_linear(w, a)
+            continue
+        if a.q_norm is not None and a.k_norm is not None:
+            _qk_norm_maps(w, a)
+            continue
         r = a.n_q // a.n_kv
         (wq, bq), (wk, bk) = _take(w, a.q), _take(w, a.k)
         wq, wk = _heads(wq, a.head_dim), _heads(wk, a.head_dim)
@@ -187,6 +253,9 @@ def qk_linear(w: Work) -> None:
 def vo_linear(w: Work) -> None:
     for ly in w.arch.layers:
         a = ly.attn
+        if a.mla is not None:
+            _mla_vo_linear(w, a)
+            continue
         r = a.n_q // a.n_kv
         wv, bv = _take(w, a.v)
         wv = _heads(wv, a.head_dim)
@@ -204,13 +273,22 @@ def vo_linear(w: Work) -> None:
 
 
 def head_permute(w: Work) -> None:
+    shared: torch.Tensor | None = None  # one head order for every layer when a bias table is shared (MPNet)
+    if w.arch.head_bias is not None:
+        if any(ly.attn.n_kv != ly.attn.n_q or ly.attn.n_q != w.arch.layers[0].attn.n_q for ly in w.arch.layers):
+            raise w.not_applicable("a head-bias table shared by all layers needs the same heads (no GQA) in each")
+        shared = _perm(w.arch.layers[0].attn.n_q, w.gen)
+        w.t[w.arch.head_bias] = w.t[w.arch.head_bias][:, shared]
     for ly in w.arch.layers:
         a = ly.attn
         if a.alibi:
             raise w.not_applicable("ALiBi gives each head index its own fixed slope, so moving a head to "
                                    "another index changes its position bias")
+        if a.mla is not None:
+            _mla_head_permute(w, a)
+            continue
         r = a.n_q // a.n_kv
-        groups = _perm(a.n_kv, w.gen)
+        groups = _perm(a.n_kv, w.gen) if shared is None else shared
         within = [_perm(r, w.gen) for _ in range(a.n_kv)]
         q_order = torch.tensor([int(g) * r + int(within[int(g)][j]) for g in groups for j in range(r)])
         for rows, order in ((a.q, q_order), (a.k, groups), (a.v, groups)):
@@ -220,6 +298,9 @@ def head_permute(w: Work) -> None:
             _put(w, rows, weight, bias)
         wo = w.t[a.o.weight].reshape(-1, a.n_q, a.head_dim)
         w.t[a.o.weight] = wo[:, q_order].flatten(1)
+        if a.q_norm is not None and a.k_norm is not None and not a.qk_norm_per_head:  # OLMo-2: weights per head
+            for norm, order in ((a.q_norm, q_order), (a.k_norm, groups)):
+                w.t[norm.weight] = w.t[norm.weight].reshape(-1, a.head_dim)[order].flatten()
 
 
 def residual_permute(w: Work) -> None:
@@ -270,6 +351,11 @@ def fold_rotate(w: Work) -> None:
     if arch.embed_norm is not None:
         raise w.not_applicable(f"{arch.embed_norm.weight} writes the residual stream with a non-unit diagonal "
                                "weight; a rotation does not commute with it, and no linear reads it to fold into")
+    outs = [n.weight for ly in arch.layers for n in ly.out_norms]
+    if outs:
+        raise w.not_applicable(f"{outs[0]} normalises a block's output before it enters the stream: it follows the "
+                               "writer, so it cannot be folded, and a rotation does not commute with its "
+                               "non-uniform diagonal weight (only permutations and sign flips of the stream do)")
     _untie(w, "fold the final norm into the head and rotate it alone")
     arch = w.arch
     for norm, readers in arch.layer_norm_groups():
@@ -306,6 +392,11 @@ def residual_scale(w: Work) -> None:
                                "cannot follow the stream's scale and the output changes by about eps/var")
     if arch.residual_is_norm_output:
         raise w.not_applicable("the residual branch carries the LayerNorm output, which is scale-invariant")
+    inner = [n.weight for ly in arch.layers for n in (*ly.out_norms, ly.attn.q_norm) if n is not None]
+    if inner:
+        raise w.not_applicable(f"{inner[0]} normalises an unscaled block output or projection while the pre/final "
+                               f"norms read the scaled stream, and all share one epsilon ({eps_key}): no epsilon "
+                               "keeps both exact")
     c = float(2 ** int(torch.randint(1, SCALE_MAX_LOG2 + 1, (1,), generator=w.gen)))
     w.notes.append(f"residual stream scaled by c = {c!r}")
     _untie(w, "the head must read the scaled stream with the original embedding")
@@ -329,6 +420,8 @@ def residual_scale(w: Work) -> None:
     elif arch.final_norm is None:  # the head reads the raw (scaled) stream
         for lin in arch.final_readers:
             w.t[lin.weight] = w.t[lin.weight] / c
+    # latent attention's own RMSNorms read latents of the normed (unscaled) stream and keep their default epsilon
+    # (transformers builds them without the config's): nothing to change there
     _scale_eps(w, eps_key, c * c)
 
 
@@ -366,6 +459,111 @@ def vocab_extend(w: Work) -> None:
     w.vocab_map = tuple(range(n))
 
 
+# --- mixture-of-experts FFNs and latent attention ------------------------------------------------------------
+
+
+def _mla(a: Attention) -> Mla:
+    assert a.mla is not None
+    return a.mla
+
+
+def _mla_qk_linear(w: Work, a: Attention) -> None:
+    """Per head an invertible ``C`` on the no-rope query/key dims (``q_b`` rows ``C^T``, ``kv_b``'s key rows
+    ``C^-1``); one rotary-commuting map on the rope dims of every head's query and the shared rotary key."""
+    m, h = _mla(a), a.n_q
+    qb = w.t[m.q_b.weight].reshape(h, m.nope + m.rope, -1).clone()
+    kvb = w.t[m.kv_b.weight].reshape(h, m.nope + m.v_dim, -1).clone()
+    for hh in range(h):
+        c = _invertible(m.nope, w.gen)
+        qb[hh, : m.nope] = c.T @ qb[hh, : m.nope]
+        kvb[hh, : m.nope] = torch.linalg.inv(c) @ kvb[hh, : m.nope]
+    c = _qk_map(a.rotary, m.rope, w.gen)
+    ci = torch.linalg.inv(c)
+    for hh in range(h):
+        qb[hh, m.nope :] = c.T @ qb[hh, m.nope :]
+    w.t[m.q_b.weight], w.t[m.kv_b.weight] = qb.flatten(0, 1), kvb.flatten(0, 1)
+    for name in (m.kv_a.weight, m.kv_a.bias):
+        if name is not None:
+            w.t[name][m.kv_rank :] = ci @ w.t[name][m.kv_rank :]
+
+
+def _mla_vo_linear(w: Work, a: Attention) -> None:
+    """Per head an invertible ``C`` on the values: ``kv_b``'s value rows ``C``, ``o``'s columns ``C^-1``."""
+    m, h = _mla(a), a.n_q
+    kvb = w.t[m.kv_b.weight].reshape(h, m.nope + m.v_dim, -1).clone()
+    wo = w.t[a.o.weight].reshape(-1, h, m.v_dim).clone()
+    for hh in range(h):
+        c = _invertible(m.v_dim, w.gen)
+        kvb[hh, m.nope :] = c @ kvb[hh, m.nope :]
+        wo[:, hh] = wo[:, hh] @ torch.linalg.inv(c)
+    w.t[m.kv_b.weight], w.t[a.o.weight] = kvb.flatten(0, 1), wo.flatten(1)
+
+
+def _mla_head_permute(w: Work, a: Attention) -> None:
+    m, h = _mla(a), a.n_q
+    perm = _perm(h, w.gen)
+    w.t[m.q_b.weight] = w.t[m.q_b.weight].reshape(h, m.nope + m.rope, -1)[perm].flatten(0, 1)
+    w.t[m.kv_b.weight] = w.t[m.kv_b.weight].reshape(h, m.nope + m.v_dim, -1)[perm].flatten(0, 1)
+    w.t[a.o.weight] = w.t[a.o.weight].reshape(-1, h, m.v_dim)[:, perm].flatten(1)
+
+
+def latent_rotate(w: Work) -> None:
+    """Latent attention's low-rank compressions: fold each latent RMSNorm's weight into the expansion that reads
+    it (``q_b`` / ``kv_b`` columns), then rotate the latent by an orthogonal ``R`` (compression rows ``R``,
+    expansion columns ``R^T``): ``RMS(R z) = RMS(z)``, so the model is unchanged. The rotary key rows of
+    ``kv_a`` are not part of the latent and stay put."""
+    found = False
+    for ly in w.arch.layers:
+        m = ly.attn.mla
+        if m is None:
+            continue
+        found = True
+        for comp, norm, exp, rank in ((m.q_a, m.q_a_norm, m.q_b, None), (m.kv_a, m.kv_a_norm, m.kv_b, m.kv_rank)):
+            if comp is None or norm is None:
+                continue
+            g = w.t[norm.weight] + norm.offset
+            w.t[exp.weight] = w.t[exp.weight] * g
+            w.t[norm.weight] = torch.full_like(g, 1.0 - norm.offset)
+            r = _orthogonal(g.shape[0], w.gen)
+            for name in (comp.weight, comp.bias):
+                if name is not None:
+                    w.t[name][:rank] = r @ w.t[name][:rank]
+            w.t[exp.weight] = w.t[exp.weight] @ r.T
+    if not found:
+        raise w.not_applicable("no latent attention (DeepSeek-V2/V3 MLA): no compressed latent to rotate")
+
+
+def _mlp_tensors(m: Mlp) -> list[str | None]:
+    return [m.up.weight, m.up.bias, None if m.gate is None else m.gate.weight,
+            None if m.gate is None else m.gate.bias, m.down.weight, m.down.bias]
+
+
+def expert_permute(w: Work) -> None:
+    """Permute the routed experts of every mixture-of-experts layer together with the router's rows (and
+    DeepSeek's score bias): each token picks the same experts at new indices, with the same weights. With
+    group-limited routing the permutation keeps the groups: it permutes whole groups, then within each."""
+    found = False
+    for ly in w.arch.layers:
+        moe = ly.moe
+        if moe is None:
+            continue
+        found = True
+        n_e, n_g = len(moe.experts), moe.n_group
+        per = n_e // n_g
+        groups = _perm(n_g, w.gen)
+        perm = torch.tensor([int(g) * per + int(j) for g in groups for j in _perm(per, w.gen)])
+        old = {n: w.t[n] for e in moe.experts for n in _mlp_tensors(e) if n is not None}
+        for dst, src in zip(moe.experts, (moe.experts[int(i)] for i in perm), strict=True):
+            for nd, ns in zip(_mlp_tensors(dst), _mlp_tensors(src), strict=True):
+                if nd is not None and ns is not None:
+                    w.t[nd] = old[ns]
+        for name in (moe.router.weight, moe.router.bias, moe.score_bias):
+            if name is not None:
+                w.t[name] = w.t[name][perm]
+    if not found:
+        raise w.not_applicable("no mixture-of-experts FFN: there are no experts to permute")
+
+
 OPS: dict[str, Callable[[Work], None]] = {
     "ffn-permute": ffn_permute,
     "ffn-scale": ffn_scale,
@@ -377,4 +575,6 @@ OPS: dict[str, Callable[[Work], None]] = {
     "residual-scale": residual_scale,
     "vocab-permute": vocab_permute,
     "vocab-extend": vocab_extend,
+    "expert-permute": expert_permute,
+    "latent-rotate": latent_rotate,
 }

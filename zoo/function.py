@@ -16,7 +16,7 @@ from zoo.attacks import AttackResult
 from zoo.progress import quiet_libraries
 
 # Families whose model is an encoder without a head: run_model returns the last hidden state.
-ENCODER_FAMILIES: frozenset[str] = frozenset({"bert"})
+ENCODER_FAMILIES: frozenset[str] = frozenset({"bert", "mpnet"})
 BATCH, LENGTH = 2, 12
 
 

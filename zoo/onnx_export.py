@@ -164,3 +164,211 @@ def export_onnx(
         _export_fp32(model, inputs, fp32, chosen)
         quantize_onnx(fp32, target, per_channel=per_channel)
     return target
+
+
+# --------------------------------------------------------------------------------------------------------
+# ONNX files as other real exporters write them (issue 18): a sentence-transformers model exported whole,
+# onnxruntime's weight-only (MatMulNBits) quantisation, and int8 weights dequantised by plain ops.
+
+
+def export_sentence_transformer(model_dir: Path, out: Path, *, exporter: str = "torchscript") -> Path:
+    """Wrap the BERT checkpoint in ``model_dir`` as a sentence-transformers model (``Transformer`` + mean
+    ``Pooling``, built by the ``sentence_transformers`` package) and export the whole pipeline to ``out``
+    (a ``.onnx`` file, or a directory with ``model.onnx`` and the side files) as people export it: a module
+    whose ``model`` is the ``SentenceTransformer``, so that every module path starts ``model.0.model.``.
+    The output is the pooled sentence embedding."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
+    model_dir, out = Path(model_dir), Path(out)
+    if out.suffix == ".onnx":
+        target = out
+        target.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / "model.onnx"
+        for name in _SIDE_FILES:
+            if (model_dir / name).is_file():
+                shutil.copyfile(model_dir / name, out / name)
+    with quiet_libraries(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        transformer = Transformer(str(model_dir), model_kwargs={"attn_implementation": "eager"})
+        pooling = Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+        st = SentenceTransformer(modules=[transformer, pooling], device="cpu").eval()
+
+    class _Encoder(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor) -> torch.Tensor:
+            features = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            embedding: torch.Tensor = self.model(features)["sentence_embedding"]
+            return embedding
+
+    inputs = _inputs({"model_type": "bert"})
+    names = list(inputs)
+    wrapper = _Encoder(st).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            torch.onnx.export(wrapper, tuple(inputs.values()), str(target), input_names=names,
+                              output_names=["sentence_embedding"],
+                              dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names}, dynamo=False)
+        else:
+            batch, seq = torch.export.Dim("batch", max=64), torch.export.Dim("sequence", max=512)
+            program = torch.onnx.export(wrapper, tuple(inputs.values()), input_names=names,
+                                        dynamic_shapes={n: {0: batch, 1: seq} for n in names}, dynamo=True,
+                                        verbose=False)
+            if program is None:
+                raise RuntimeError("the dynamo exporter returned no program")
+            program.save(str(target), external_data=True)
+    return target
+
+
+def quantize_weight_only(src: Path, out: Path, *, bits: int = 8, block_size: int = 32,
+                         symmetric: bool = True) -> Path:
+    """Quantise the MatMul weights of ``src`` with onnxruntime's weight-only quantiser (``MatMulNBits``:
+    ``bits``-bit blocks of ``block_size`` along K, a scale per block, zero points when asymmetric), as
+    ``onnxruntime.quantization.matmul_nbits_quantizer`` writes them; one file in ``out``."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization import matmul_nbits_quantizer as mq
+
+    src, out = Path(src), Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config = mq.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, bits=bits,
+                                             quant_format=QuantFormat.QOperator, op_types_to_quantize=("MatMul",))
+    level = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").level
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
+    try:
+        quantizer = mq.MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+        quantizer.process()
+    finally:
+        logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(level)
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    return out
+
+
+def dequantize_by_ops(src: Path, out: Path, *, lookup_first: bool = False) -> Path:
+    """Rewrite ``src`` so that every weight matrix of a ``Gather`` or ``MatMul`` is stored int8 (symmetric,
+    a scale per row of an embedding and per output column of a matmul weight) and dequantised by plain ops,
+    ``Cast(q) * scale``, in new nodes with no name or metadata, and the embedding lookups lose their module
+    scope: the pattern of the onnxruntime int8 weight-only file in issue 18 (``int8 -> Cast -> Mul``, no scope).
+    With ``lookup_first`` an embedding is looked up in int8 and the rows dequantised after the ``Gather``
+    (``Gather(q) -> Cast -> Mul``, a scale per column). Tool-free on purpose: it reproduces a graph shape, not
+    a quantiser."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    src, out = Path(src), Path(out)
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    uses: dict[str, list[tuple[Any, int]]] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            uses.setdefault(name, []).append((node, k))
+    new_nodes: list[Any] = []
+    for name, t in list(inits.items()):
+        consumers = uses.get(name, [])
+        if len(t.dims) != 2 or t.data_type != TensorProto.FLOAT or not consumers:
+            continue
+        kinds = {(n.op_type, k) for n, k in consumers}
+        if kinds <= {("Gather", 0)}:
+            axis = 1  # a scale per row (per token)
+        elif kinds <= {("MatMul", 1)}:
+            axis = 0  # B is (in, out): a scale per output column
+        else:
+            continue
+        w = numpy_helper.to_array(t).astype(np.float32)
+        if axis == 1 and lookup_first:
+            scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0  # per column: survives the lookup
+            q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            graph.initializer.remove(t)
+            graph.initializer.extend([numpy_helper.from_array(q, name + "_int8"),
+                                      numpy_helper.from_array(scale.astype(np.float32), name + "_scale")])
+            for node, _ in consumers:
+                rows = node.output[0]
+                node.input[0], node.output[0], node.name = name + "_int8", rows + "_int8", ""
+                del node.metadata_props[:]
+                after = [helper.make_node("Cast", [rows + "_int8"], [rows + "_cast"], to=TensorProto.FLOAT),
+                         helper.make_node("Mul", [rows + "_cast", name + "_scale"], [rows])]
+                at = list(graph.node).index(node) + 1
+                for k, extra in enumerate(after):
+                    graph.node.insert(at + k, extra)
+            continue
+        scale = np.maximum(np.abs(w).max(axis=axis, keepdims=True), 1e-12) / 127.0
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        graph.initializer.remove(t)
+        graph.initializer.extend([numpy_helper.from_array(q, name + "_int8"),
+                                  numpy_helper.from_array(scale.astype(np.float32), name + "_scale")])
+        new_nodes += [helper.make_node("Cast", [name + "_int8"], [name + "_cast"], to=TensorProto.FLOAT),
+                      helper.make_node("Mul", [name + "_cast", name + "_scale"], [name])]
+        for node, _ in consumers:
+            if node.op_type == "Gather":
+                node.name = ""
+                del node.metadata_props[:]
+    for node in reversed(new_nodes):
+        graph.node.insert(0, node)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def optimize_transformer(src: Path, out: Path, config: dict[str, Any]) -> Path:
+    """Run onnxruntime's transformer optimiser (``onnxruntime.transformers.optimizer``) on the BERT export
+    ``src``: ``EmbedLayerNormalization``, ``Attention`` with a packed (in, q + k + v) weight, ``BiasGelu`` and
+    ``SkipLayerNormalization`` nodes, as fused-attention exports ship. One file in ``out``."""
+    from onnxruntime.transformers import optimizer
+
+    src, out = Path(src), Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with quiet_libraries(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = optimizer.optimize_model(str(src), model_type="bert", num_heads=int(config["num_attention_heads"]),
+                                         hidden_size=int(config["hidden_size"]), opt_level=0)
+    model.save_model_to_file(str(out))
+    return out
+
+
+def merge_as_branches(src: Path, out: Path) -> Path:
+    """A merged decoder laid out as Optimum's ``merge_decoders`` writes ``decoder_model_merged.onnx``: an
+    ``If`` on a boolean input ``use_cache_branch`` whose two branches are decoder graphs reading one shared
+    set of initializers from the outer graph. Built by hand (Optimum is not a dependency here): both branches
+    are the graph of ``src`` (the second with its value names prefixed to keep them apart; node names, which
+    carry the module scopes, are kept), where Optimum would put the with-past and the without-past export.
+    One file in ``out``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    src, out = Path(src), Path(out)
+    model = onnx.load(str(src))
+    g = model.graph
+    outer = {i.name for i in g.input} | {t.name for t in g.initializer}
+
+    def branch(prefix: str) -> Any:
+        nodes = []
+        for node in g.node:
+            n = onnx.NodeProto()
+            n.CopyFrom(node)
+            n.input[:] = [x if (not x or x in outer) else prefix + x for x in node.input]
+            n.output[:] = [prefix + x for x in node.output]
+            nodes.append(n)
+        outputs = [helper.make_tensor_value_info(prefix + o.name, o.type.tensor_type.elem_type, None)
+                   for o in g.output]
+        return helper.make_graph(nodes, f"{prefix or 'with_past'}branch", [], outputs)
+
+    flag = helper.make_tensor_value_info("use_cache_branch", TensorProto.BOOL, [1])
+    merged_out = [helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None) for o in g.output]
+    node = helper.make_node("If", ["use_cache_branch"], [o.name for o in g.output], name="optimum::if",
+                            then_branch=branch(""), else_branch=branch("nopast::"))
+    graph = helper.make_graph([node], "merged", [*g.input, flag], merged_out, list(g.initializer))
+    merged = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(merged, str(out))
+    return out

@@ -41,8 +41,37 @@ _FAMILIES: dict[str, tuple[str, str, TokenizerStyle, dict[str, Any]]] = {
     "bert": ("BertConfig", "BertModel", "wordpiece", dict()),
     # MPT: packed Wqkv, ALiBi, LayerNorm without biases; transformers' MptMLP is always 4 x d wide
     "mpt": ("MptConfig", "MptForCausalLM", "bytelevel", dict(no_bias=True)),
+    # QK-norm: per head (Qwen3, Gemma-3) or over all heads (OLMo-2, which has output norms and no pre-norms);
+    # Gemma-2/3: sandwich norms, scaled tied embedding, 1 + w norm weights; MPNet: post-norm encoder with a
+    # relative-position attention bias
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "bytelevel", dict(num_key_value_heads=2, head_dim=16)),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", "bytelevel", dict(num_key_value_heads=2)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", "metaspace", dict(num_key_value_heads=2, head_dim=16)),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", "metaspace", dict(num_key_value_heads=2, head_dim=16)),
+    "mpnet": ("MPNetConfig", "MPNetModel", "wordpiece", dict()),
+    # mixture-of-experts FFNs (expert permutation is one more function-preserving transform) and DeepSeek's
+    # latent attention; Qwen2-MoE keeps layer 0 dense, DeepSeek-V3 its first layer (first_k_dense_replace), and
+    # DeepSeek-V3 routes within the best of 2 expert groups
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", "metaspace",
+                dict(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, sliding_window=None)),
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", "bytelevel",
+                  dict(num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                       shared_expert_intermediate_size=96, decoder_sparse_step=1, mlp_only_layers=[0],
+                       tie_word_embeddings=False)),
+    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", "metaspace",
+                    dict(num_key_value_heads=4, n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=1,
+                         moe_intermediate_size=64, first_k_dense_replace=1, n_group=2, topk_group=1,
+                         q_lora_rank=32, kv_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
+                         head_dim=8)),
 }
 FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
+# families with mixture-of-experts FFNs / latent attention (the attacks expert-permute / latent-rotate apply)
+MOE_FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "deepseek_v3")
+# QK-norm, sandwich-norm and MPNet families (issue 18): read from safetensors; owner/_onnx.py has no entry for them yet
+NORM_VARIANT_FAMILIES: tuple[str, ...] = ("qwen3", "olmo2", "gemma2", "gemma3_text", "mpnet")
+LATENT_ATTENTION_FAMILIES: tuple[str, ...] = ("deepseek_v3",)
+# families whose router is initialised to zero by transformers (every expert would tie): drawn here instead
+_ZERO_ROUTERS: frozenset[str] = frozenset({"deepseek_v3"})
 
 
 @dataclass(frozen=True)
@@ -129,12 +158,17 @@ def make_tiny(
             leaf = name.rsplit(".", 1)
             is_norm = any(k in name.lower() for k in ("norm", "ln_", "ln_f", "layernorm"))
             if is_norm and leaf[-1] == "weight":
-                if family == "gemma":  # Gemma stores the norm weight as 1 + g
+                if family in ("gemma", "gemma2", "gemma3_text"):  # Gemma stores the norm weight as g - 1
                     p.copy_(torch.rand(p.shape, generator=gen) - 0.5)
                 else:
                     p.copy_(0.5 + torch.rand(p.shape, generator=gen))
             elif leaf[-1] == "bias":
                 p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+            elif family in _ZERO_ROUTERS and name.endswith("mlp.gate.weight"):
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # DeepSeek-V3's choice-only router bias
+                b.copy_(0.1 * torch.randn(b.shape, generator=gen))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with quiet_libraries():  # no "Writing model shards" bar of transformers' own

@@ -51,6 +51,79 @@ class ArchInfo:
         return dict(self.__dict__)
 
 
+FfnWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # one gated FFN: gate (h, d), up (h, d), down (d, h)
+Scoring = Literal["softmax", "sigmoid"]
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.to(torch.float32)
+
+
+def _ffn_f32(f: FfnWeights) -> FfnWeights:
+    return (f[0].float(), f[1].float(), f[2].float())
+
+
+@dataclass(frozen=True)
+class MoeWeights:
+    """A mixture-of-experts FFN (Mixtral, Qwen2-MoE, DeepSeek-MoE) as the model routes it.
+
+    ``router (E, d)`` scores the normed input; ``scoring`` turns the logits into scores (softmax over experts,
+    or a per-expert sigmoid); the ``top_k`` experts with the largest ``score + score_bias`` are kept, chosen
+    within the ``topk_group`` best of ``n_group`` expert groups (DeepSeek-V3: a group's score is the sum of its
+    two best experts), their scores renormalised to sum 1 when ``norm_topk``, then multiplied by ``scale``.
+    ``shared`` experts see every token, Qwen2-MoE's gated by ``sigmoid(shared_gate x)`` (``shared_gate (1, d)``).
+    """
+
+    router: torch.Tensor
+    experts: tuple[FfnWeights, ...]
+    top_k: int
+    scoring: Scoring
+    norm_topk: bool
+    scale: float = 1.0
+    score_bias: torch.Tensor | None = None
+    n_group: int = 1
+    topk_group: int = 1
+    shared: tuple[FfnWeights, ...] = ()
+    shared_gate: torch.Tensor | None = None
+
+    def float(self) -> MoeWeights:
+        return replace(
+            self, router=self.router.float(), experts=tuple(_ffn_f32(e) for e in self.experts),
+            score_bias=_f32(self.score_bias), shared=tuple(_ffn_f32(e) for e in self.shared),
+            shared_gate=_f32(self.shared_gate),
+        )
+
+
+@dataclass(frozen=True)
+class MlaWeights:
+    """DeepSeek-V2/V3 multi-head latent attention, in HF ``Linear`` layout.
+
+    Queries: ``q_b (H*(dn+dr), rq) @ rms(q_a (rq, d) x) * q_a_norm`` (or ``q_proj (H*(dn+dr), d) x`` when
+    ``q_lora_rank`` is null: ``q_a`` and ``q_a_norm`` are then ``None`` and ``q_b`` reads the stream); each head's
+    rows are ``[nope (dn), rope (dr)]``. Keys and values: ``kv_a (rkv + dr, d) x`` is split into a latent ``c``
+    (``rkv``) and one rotary key shared by all heads (``dr``); ``kv_b (H*(dn+dv), rkv) @ rms(c) * kv_a_norm`` gives
+    per head ``[k_nope (dn), v (dv)]``. ``o (d, H*dv)``.
+    """
+
+    q_a: torch.Tensor | None
+    q_a_norm: torch.Tensor | None
+    q_b: torch.Tensor
+    kv_a: torch.Tensor
+    kv_a_norm: torch.Tensor
+    kv_b: torch.Tensor
+    n_heads: int
+    nope_dim: int
+    rope_dim: int
+    v_dim: int
+    kv_rank: int
+
+    def float(self) -> MlaWeights:
+        return replace(
+            self, q_a=_f32(self.q_a), q_a_norm=_f32(self.q_a_norm), q_b=self.q_b.float(), kv_a=self.kv_a.float(),
+            kv_a_norm=self.kv_a_norm.float(), kv_b=self.kv_b.float(),
+        )
+
+
 @dataclass(frozen=True)
 class LayerWeights:
     """One layer's matrices in canonical layout, in their stored dtype or fp32 (``float``); norm weights fp32."""
@@ -65,6 +138,15 @@ class LayerWeights:
     w_gate: torch.Tensor | None
     g1: torch.Tensor | None
     g2: torch.Tensor | None
+    # a mixture-of-experts FFN replaces the dense one (``w_up, w_down`` are then empty, ``w_gate`` None)
+    moe: MoeWeights | None = None
+    # latent attention replaces ``wq..wo`` (``wq, wk, wv`` empty; ``wo`` is ``mla``'s output projection)
+    mla: MlaWeights | None = None
+    # QK-norm (Qwen3, OLMo-2, Gemma-3): RMSNorm weights applied to the query / key projections before the dot
+    # product, as the model applies them; ``(head_dim,)`` is per head (shared by all heads), ``(H*head_dim,)``
+    # normalises all heads' projections together (OLMo-2). ``owner._invariants.qk_norm_term`` reads them.
+    q_norm: torch.Tensor | None = None
+    k_norm: torch.Tensor | None = None
 
     def float(self) -> LayerWeights:
         """The same matrices in fp32 (unchanged where they already are)."""
@@ -75,6 +157,7 @@ class LayerWeights:
         return replace(
             self, wq=self.wq.float(), wk=self.wk.float(), wv=self.wv.float(), wo=self.wo.float(),
             w_up=self.w_up.float(), w_down=self.w_down.float(), w_gate=f(self.w_gate), g1=f(self.g1), g2=f(self.g2),
+            moe=None if self.moe is None else self.moe.float(), mla=None if self.mla is None else self.mla.float(),
         )
 
 

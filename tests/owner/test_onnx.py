@@ -21,7 +21,11 @@ from safetensors import safe_open
 from owner._onnx import OnnxSource, find_onnx_model, is_onnx
 from owner.errors import CheckpointError
 from zoo.onnx_export import export_onnx, quantize_onnx
-from zoo.tiny import FAMILIES
+from zoo.tiny import FAMILIES, MOE_FAMILIES, NORM_VARIANT_FAMILIES
+
+# Mixture-of-experts / latent-attention families have no ONNX round trip yet (issue 18): listed, not skipped
+NO_ONNX_YET: tuple[str, ...] = MOE_FAMILIES + NORM_VARIANT_FAMILIES
+ONNX_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f not in NO_ONNX_YET)
 
 LAYERS = 2
 ZOO = ("llama", "gpt2", "gpt_neox", "bert")
@@ -93,8 +97,8 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         "transformer.blocks.{i}.norm_1.weight", "transformer.blocks.{i}.norm_2.weight")),
 }
 
-FP32_CASES = [(f, "torchscript") for f in FAMILIES] + [(f, "dynamo") for f in DYNAMO_FAMILIES]
-INT8_CASES = ([(f, "torchscript", False) for f in FAMILIES] + [(f, "dynamo", False) for f in DYNAMO_FAMILIES]
+FP32_CASES = [(f, "torchscript") for f in ONNX_FAMILIES] + [(f, "dynamo") for f in DYNAMO_FAMILIES]
+INT8_CASES = ([(f, "torchscript", False) for f in ONNX_FAMILIES] + [(f, "dynamo", False) for f in DYNAMO_FAMILIES]
               + [("llama", "torchscript", True), ("gpt2", "dynamo", True), ("gpt_neox", "dynamo", True)])
 
 
@@ -139,7 +143,7 @@ def exported(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathF
 
 
 def test_expected_lists_match_the_checkpoints(tiny_model: Callable[..., Path]) -> None:
-    for family in FAMILIES:
+    for family in ONNX_FAMILIES:
         missing = expected_names(family) - set(reference(tiny_model(family, layers=LAYERS)))
         assert not missing, f"{family}: test lists tensors the HF checkpoint lacks: {sorted(missing)}"
 

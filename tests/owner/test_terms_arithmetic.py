@@ -44,6 +44,76 @@ def _group_sum(x: torch.Tensor, n_heads: int, n_kv: int) -> torch.Tensor:
     return x.reshape(x.shape[0], n_kv, n_heads // n_kv, -1).sum(dim=2).reshape(x.shape[0], -1)
 
 
+def _qk_norm_reference(xa: torch.Tensor, w: LayerWeights, info: ArchInfo) -> torch.Tensor:
+    """QK-norm's ``attn_qk``: ``sum_h qn_h kn_(h // r)^T``, the norm per head or over all heads (by its size)."""
+    assert w.q_norm is not None and w.k_norm is not None
+    n, dh, r = xa.shape[0], info.head_dim, info.n_heads // info.n_kv_heads
+
+    def normed(z: torch.Tensor, g: torch.Tensor, heads: int) -> torch.Tensor:
+        zz = z.reshape(n, heads, dh) if g.numel() == dh else z.reshape(n, 1, -1)
+        return (zz / zz.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-30) * g).reshape(n, heads, dh)
+
+    q, k = normed(xa @ w.wq.T, w.q_norm, info.n_heads), normed(xa @ w.wk.T, w.k_norm, info.n_kv_heads)
+    return sum((q[:, h] @ k[:, h // r].T for h in range(info.n_heads)), torch.zeros(n, n))
+
+
+def _rms_rows(z: torch.Tensor) -> torch.Tensor:
+    return z / z.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-30)
+
+
+def _moe_mla_reference(xa: torch.Tensor, xf: torch.Tensor, xr: torch.Tensor, er: torch.Tensor, w: LayerWeights,
+                       info: ArchInfo, method: Method) -> dict[str, torch.Tensor]:
+    """Mixture-of-experts FFNs and latent attention (``owner._invariants.moe_ffn_output``, ``mla_qk_term``,
+    ``mla_vo_factors``): every expert on every row, weighted by a dense ``n x E`` routing matrix; MLA per head."""
+    n = xa.shape[0]
+    if w.mla is not None:
+        m = w.mla
+        h, dn, dr, dv = m.n_heads, m.nope_dim, m.rope_dim, m.v_dim
+        cq = xa if m.q_a is None else _rms_rows(xa @ m.q_a.T) * m.q_a_norm
+        q = (cq @ m.q_b.T).reshape(n, h, dn + dr)
+        z = xa @ m.kv_a.T
+        kv = (_rms_rows(z[:, : m.kv_rank]) * m.kv_a_norm @ m.kv_b.T).reshape(n, h, dn + dv)
+        qk = sum((q[:, i, :dn] @ kv[:, i, :dn].T + q[:, i, dn:] @ z[:, m.kv_rank :].T for i in range(h)),
+                 torch.zeros(n, n))
+        o = (er @ w.wo).reshape(n, h, dv)
+        vo = sum((kv[:, i, dn:] @ o[:, i].T for i in range(h)), torch.zeros(n, n))
+    else:
+        hq, hkv = info.n_heads, info.n_kv_heads
+        qk = _group_sum(xa @ w.wq.T, hq, hkv) @ (xa @ w.wk.T).T
+        vo = (xa @ w.wv.T) @ _group_sum(er @ w.wo, hq, hkv).T
+
+    def gated(g: torch.Tensor, u: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return (xf @ (g.T * u.T) if method == "huref-2024" else (xf @ g.T) * (xf @ u.T)) @ d.T
+
+    if w.moe is None:
+        assert w.w_gate is not None
+        f = gated(w.w_gate, w.w_up, w.w_down)
+    else:
+        moe = w.moe
+        xn = xf / xr.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-30)  # zero rows (padding) stay 0
+        logits = xn @ moe.router.T
+        scores = logits.softmax(-1) if moe.scoring == "softmax" else logits.sigmoid()
+        choice = scores + (moe.score_bias if moe.score_bias is not None else 0.0)
+        e, per = len(moe.experts), len(moe.experts) // moe.n_group
+        if moe.n_group > 1:
+            group = choice.reshape(n, moe.n_group, per).topk(2, dim=-1).values.sum(-1)
+            allowed = torch.zeros(n, moe.n_group, dtype=torch.bool)
+            allowed[torch.arange(n)[:, None], group.topk(moe.topk_group, dim=-1).indices] = True
+            choice = torch.where(allowed.repeat_interleave(per, dim=1), choice, torch.zeros_like(choice))
+        chosen = torch.zeros(n, e, dtype=torch.bool)
+        chosen[torch.arange(n)[:, None], choice.topk(moe.top_k, dim=-1).indices] = True
+        route = torch.where(chosen, scores, torch.zeros_like(scores))
+        if moe.norm_topk:
+            route = route / (route.sum(-1, keepdim=True) + 1e-20)
+        route = route * moe.scale
+        f = sum((route[:, i : i + 1] * gated(*moe.experts[i]) for i in range(e)), torch.zeros(n, xf.shape[1]))
+        for s in moe.shared:
+            out = gated(*s)
+            f = f + (out * (xn @ moe.shared_gate.T).sigmoid() if moe.shared_gate is not None else out)
+    ffn = (f if method == "huref-2024" else _whiten_reference(f)) @ er.T
+    return {"attn_qk": qk, "attn_vo": vo, "ffn": ffn}
+
+
 def _reference_terms(x: torch.Tensor, w: LayerWeights, info: ArchInfo, method: Method) -> dict[str, torch.Tensor]:
     """The terms as the module docstring defines them: whole fp32 matrices, GQA summed on the products, the whole
     ``n x h`` FFN intermediate, the whitening applied in fp64."""
@@ -57,8 +127,12 @@ def _reference_terms(x: torch.Tensor, w: LayerWeights, info: ArchInfo, method: M
         else:
             xa = er * w.g1 if w.g1 is not None else er
             xf = xr * w.g2 if w.g2 is not None else xr
+    if w.moe is not None or w.mla is not None:
+        return _moe_mla_reference(xa, xf, xr, er, w, info, method)
     hq, hkv = info.n_heads, info.n_kv_heads
     qk = _group_sum(xa @ w.wq.T, hq, hkv) @ (xa @ w.wk.T).T
+    if w.q_norm is not None and w.k_norm is not None and method != "huref-2024":
+        qk = _qk_norm_reference(xa, w, info)
     vo = (xa @ w.wv.T) @ _group_sum(er @ w.wo, hq, hkv).T
     if w.w_gate is None:
         h = xf @ w.w_up.T
