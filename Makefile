@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install browser demo test lint typecheck clean-venv
+.PHONY: install browser go demo test lint typecheck clean-venv
 
 install: $(STAMP)
 
@@ -42,7 +42,17 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: install browser lint
+# Checkpoints and Merkle proofs are checked against an independent implementation, Go's
+# golang.org/x/mod/sumdb/note and sumdb/tlog (tests/interop/): Debian's golang-go and its source package
+# golang-golang-x-mod-dev (under /usr/share/gocode/src, built offline); installed here where missing.
+go:
+	@{ command -v go >/dev/null 2>&1 && [ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/note ]; } || { \
+	  echo "installing golang-go and golang-golang-x-mod-dev (Debian packages) for the checkpoint interop test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq golang-go \
+	    golang-golang-x-mod-dev >/dev/null; }
+
+test: install browser go lint
 	$(BIN)/python -m pytest -q
 
 clean-venv:

@@ -443,7 +443,7 @@ def cmd_registry_show(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_checkpoint(args: argparse.Namespace) -> int:
-    from protocol import atomic_write
+    from protocol import atomic_write, parse_checkpoint, verifier_key
 
     previous = _saved_checkpoint(Path(args.output))
     with registry_source(args) as (source, own_key):
@@ -456,14 +456,20 @@ def cmd_registry_checkpoint(args: argparse.Namespace) -> int:
         atomic_write(args.output, note.encode("utf-8"))
     except OSError as e:
         raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from e
+    # The log's C2SP verifier key (its checkpoint key, as the log key's binding line names it): what a
+    # witness or any signed-note verifier is configured with to check this log's checkpoints.
+    checkpoint_key = None if key is None else parse_checkpoint(note).checkpoint_key(key)
+    vkey = None if checkpoint_key is None else verifier_key(cp.origin, checkpoint_key)
     report = {**checkpoint_dict(cp), "file": args.output, "signature": "verified" if key else "unchecked",
-              "replaced_size": None if previous is None else previous.size}
+              "replaced_size": None if previous is None else previous.size, "verifier_key": vkey}
     if args.json:
         write_json(report)
         return EXIT_OK
     replaced = "" if previous is None else f"; consistent with the {previous.size}-entry checkpoint it replaces"
     print(f"wrote {args.output}: {cp.origin}, {cp.size} entries, root {cp.root.hex()}, time {cp.time} "
           f"(signature {report['signature']}{replaced})")
+    if vkey is not None:
+        print(f"the log's checkpoint verifier key (C2SP signed note): {vkey}")
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 
 A signature never covers raw bytes: ``PrivateKey.sign(kind, payload)`` signs
 ``domain_digest(kind, payload)``, so the same bytes signed as a "manifest" do not verify as a "receipt".
-There is deliberately no way to sign without a kind.
+There is deliberately no way to sign without a kind with a ``PrivateKey``. The one exception is a
+``NoteSigningKey`` (C2SP signed notes sign raw text): a key derived for that single purpose and used for
+nothing else, so the domain separation is the key's.
 
 A key is named by its key id, the hex SHA-256 of the raw 32-byte public key. Private keys are stored as
 PKCS#8 PEM (optionally passphrase-encrypted) in files of mode 0600; public keys as SubjectPublicKeyInfo PEM.
@@ -11,6 +13,7 @@ PKCS#8 PEM (optionally passphrase-encrypted) in files of mode 0600; public keys 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +161,15 @@ class PrivateKey:
         """The 64-byte Ed25519 signature of ``domain_digest(kind, payload)``."""
         return self._key.sign(domain_digest(kind, payload))
 
+    def derived_seed(self, purpose: str) -> bytes:
+        """The 32-byte seed of a key derived from this one for a single ``purpose`` (``NoteSigningKey``):
+        ``SHA-256("pawprint/v1/derived-key" || 0x00 || purpose || 0x00 || seed)``. Deterministic, so the key
+        needs no file of its own; one-way, so the derived key reveals nothing of this one."""
+        seed = self._key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                       serialization.NoEncryption())
+        return hashlib.sha256(b"pawprint/v1/derived-key\0" + purpose.encode("ascii") + b"\0" + seed).digest()
+
+
     def to_pem(self, passphrase: Passphrase = None) -> bytes:
         """PKCS#8 PEM, encrypted with the best scheme ``cryptography`` offers when a passphrase is given."""
         secret = _passphrase_bytes(passphrase)
@@ -244,3 +256,46 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as e:
         raise KeyFileError(f"cannot read {what} file {path}: {e.strerror or e}") from e
+
+
+class NoteSigningKey:
+    """An Ed25519 key that signs C2SP signed-note texts and nothing else.
+
+    The note spec signs the raw note text, with no pawprint domain kind; so such a signature is made only by
+    a key used for nothing else (domain separation by key): one derived from a pawprint key for that purpose
+    (``PrivateKey.derived_seed``), which never signs anything through ``PrivateKey.sign``."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, seed: bytes) -> None:
+        try:
+            self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        except (ValueError, TypeError) as e:
+            raise FormatError(f"an Ed25519 seed is 32 bytes: {e}") from e
+
+    def __repr__(self) -> str:
+        return f"NoteSigningKey(key_id={self.public_key.key_id!r})"
+
+    @classmethod
+    def derive(cls, key: PrivateKey, purpose: str) -> NoteSigningKey:
+        return cls(key.derived_seed(purpose))
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey(
+            self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+
+    def sign_note(self, text: bytes) -> bytes:
+        """The 64-byte RFC 8032 Ed25519 signature of the note text itself."""
+        return self._key.sign(text)
+
+
+def verify_note_signature(public_key: PublicKey, text: bytes, signature: bytes) -> None:
+    """``SignatureError`` unless ``signature`` is ``public_key``'s Ed25519 signature of the note ``text``."""
+    if len(signature) != SIGNATURE_SIZE:
+        raise SignatureError("signature verification failed")
+    try:
+        _public(public_key.raw).verify(signature, text)
+    except InvalidSignature:
+        raise SignatureError("signature verification failed") from None

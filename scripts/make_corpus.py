@@ -50,6 +50,7 @@ from protocol import (  # noqa: E402
     Match,
     MerkleTree,
     NoteSignature,
+    NoteSigningKey,
     Picture,
     PrivateKey,
     ProbeSpec,
@@ -70,6 +71,8 @@ from protocol import (  # noqa: E402
     encode,
     key_hash,
     leaf_hash,
+    legacy_key_hash,
+    note_key_hash,
     sha256,
     sign_checkpoint,
     sign_message,
@@ -714,30 +717,41 @@ def _checkpoints(c: Corpus, log: Log) -> None:
     good = log.checkpoint(5)
     c.ok("valid-5.note", k, good.encode(), "the log's checkpoint of its five entries")
     c.ok("valid-3.note", k, log.checkpoint(3).encode(), "the log's earlier checkpoint of three entries")
-    witness = NoteSignature("witness.example", key_hash(ATTACKER.public_key), ATTACKER.sign("checkpoint",
-                                                                                          cp.body().encode()))
-    c.ok("cosigned.note", k, (good + witness.line()).encode(),
-         "cosigned: a second, well-formed signature line by another key is ignored")
+    witness = NoteSigningKey.derive(ATTACKER, "corpus-witness")  # a C2SP cosigner, unknown to the verifier
+    witness_line = NoteSignature("witness.example", note_key_hash("witness.example", witness.public_key),
+                                 witness.sign_note(cp.body().encode()))
+    c.ok("cosigned.note", k, (good + witness_line.line()).encode(),
+         "cosigned: a third, well-formed C2SP signature line by a witness's key is ignored")
+    legacy = NoteSignature(ORIGIN, legacy_key_hash(LOG.public_key), LOG.sign("checkpoint", cp.body().encode()))
+    c.ok("legacy-5.note", k, _note(cp, [legacy]).encode(),
+         "a checkpoint signed before C2SP checkpoints (pawprint 1: one line, the log key over the kind "
+         "'checkpoint'): still read, so saved checkpoints and old logs stay valid")
     body, _, sig_line = good.partition("\n\n")
     c.bad("attacker.note", k, log.checkpoint(5, ATTACKER).encode(), "CheckpointError",
           "no signature line by the log key", "signed by a key that is not the log's")
-    forged = NoteSignature(ORIGIN, key_hash(LOG.public_key), ATTACKER.sign("checkpoint", cp.body().encode()))
-    c.bad("forged-key-hash.note", k, _note(cp, [forged]).encode(), "SignatureError",
-          "signature verification failed", "the log's key hash on a line signed by another key")
-    line = sign_checkpoint(cp, LOG).signatures[0]
-    c.bad("size-changed.note", k, _note(dataclasses.replace(cp, size=6), [line]).encode(), "SignatureError",
-          "signature verification failed", "the tree size raised after signing")
-    c.bad("root-changed.note", k, _note(dataclasses.replace(cp, root=log.tree.root(4)), [line]).encode(),
+    standard, binding = sign_checkpoint(cp, LOG).signatures
+    attacker_key = NoteSigningKey.derive(ATTACKER, "checkpoint-note")
+    forged = NoteSignature(ORIGIN, standard.key_hash, attacker_key.sign_note(cp.body().encode()))
+    c.bad("forged-key-hash.note", k, _note(cp, [forged, binding]).encode(), "SignatureError",
+          "signature verification failed", "the checkpoint key's ID on a line signed by another key")
+    c.bad("size-changed.note", k, _note(dataclasses.replace(cp, size=6), [standard, binding]).encode(),
+          "SignatureError", "signature verification failed", "the tree size raised after signing")
+    c.bad("root-changed.note", k, _note(dataclasses.replace(cp, root=log.tree.root(4)),
+                                        [standard, binding]).encode(),
           "SignatureError", "signature verification failed", "the root replaced by an older one after signing")
-    c.bad("other-kind.note", k, _note(cp, [NoteSignature(ORIGIN, line.key_hash, LOG.sign("receipt",
-                                                                                      cp.body().encode()))]).encode(),
+    checkpoint_key = binding.signature[:32]
+    other_kind = NoteSignature(ORIGIN, binding.key_hash, checkpoint_key + LOG.sign(
+        "receipt", b"pawprint checkpoint-key\n" + checkpoint_key + cp.body().encode()))
+    c.bad("other-kind.note", k, _note(cp, [standard, other_kind]).encode(),
           "SignatureError", "signature verification failed",
-          "signature over another kind: the body signed as a receipt")
+          "the log key's binding line signed as another kind (a receipt)")
+    c.bad("binding-only.note", k, _note(cp, [binding]).encode(), "CheckpointError",
+          "no signature line by the checkpoint key", "the log key's binding line without the checkpoint key's line")
     c.bad("other-log.note", k, log.checkpoint(5, origin="pawprint/registry/other").encode(), "CheckpointError",
           "not of 'pawprint/registry/corpus'", "a checkpoint of another log, signed by the same key")
-    renamed = NoteSignature("someone-else", line.key_hash, line.signature)
-    c.bad("line-name.note", k, _note(cp, [renamed]).encode(), "CheckpointError", "no signature line by the log key",
-          "the log's signature on a line named after another key")
+    renamed = [NoteSignature("someone-else", line.key_hash, line.signature) for line in (standard, binding)]
+    c.bad("line-name.note", k, _note(cp, renamed).encode(), "CheckpointError", "no signature line by the log key",
+          "the log's signature lines named after another key")
     c.bad("leading-zero.note", k, good.replace("\n5\n", "\n05\n", 1).encode(), "CheckpointError",
           "without leading zeros", "the tree size spelled with a leading zero")
     c.bad("size-overflow.note", k, good.replace("\n5\n", f"\n{2**64}\n", 1).encode(), "CheckpointError",
@@ -754,16 +768,16 @@ def _checkpoints(c: Corpus, log: Log) -> None:
           "the blank line between body and signatures is missing")
     c.bad("no-newline.note", k, good[:-1].encode(), "CheckpointError", "ends with a newline",
           "the final newline is missing")
-    c.bad("crlf.note", k, good.replace("\n", "\r\n").encode(), "CheckpointError", "no blank line found",
-          "CRLF line endings")
+    c.bad("crlf.note", k, good.replace("\n", "\r\n").encode(), "CheckpointError",
+          "no control character other than newline", "CRLF line endings (a signed note holds no CR)")
     c.bad("five-lines.note", k, (body + "\nextension line\n\n" + sig_line).encode(), "CheckpointError",
           "found 5", "a fifth body line (an unsigned extension)")
     c.bad("hyphen.note", k, good.replace("\u2014", "-").encode(), "CheckpointError", "does not start with an em dash",
           "the signature line starts with a hyphen instead of an em dash")
-    hash_only = f"\u2014 {ORIGIN} {base64.b64encode(line.key_hash).decode()}\n"
+    hash_only = f"\u2014 {ORIGIN} {base64.b64encode(standard.key_hash).decode()}\n"
     c.bad("short-signature.note", k, good.replace(sig_line, hash_only).encode(),
           "CheckpointError", "too short for a key hash and a signature", "a signature line with only the key hash")
-    c.bad("many-lines.note", k, (good + witness.line() * 64).encode(), "CheckpointError", "at most 64",
+    c.bad("many-lines.note", k, (good + witness_line.line() * 63).encode(), "CheckpointError", "at most 64",
           "65 signature lines")
     c.bad("invalid-utf8.note", k, good.encode().replace(b"\xe2\x80\x94", b"\xe2\x80", 1), "CheckpointError",
           "UTF-8", "the em dash cut short: invalid UTF-8")

@@ -6,7 +6,10 @@ Three tables in the registry's database (``verifier._store`` owns the connection
     entries       one row per leaf, idx 0, 1, 2, ... without gaps; ``leaf`` holds the ``LogEntry`` bytes, the
                   only thing the tree covers; action, name, vendor key id, manifest digest and time are an index
                   over it (checked against it at start-up), ``terms_blob`` names the private terms blob
-    checkpoints   one row per tree size: the signed checkpoint note, with its root and time
+    checkpoints   one row per tree size: the signed checkpoint note, with its root and time; a C2SP
+                  tlog-checkpoint signed note (``protocol._checkpoint``) signed by the log's checkpoint key
+                  (derived from the log key for that use only) and bound to the log key; rows written before
+                  C2SP checkpoints keep their pawprint-1 notes, which still verify
 
 **Appending** is one SQLite transaction begun with ``BEGIN IMMEDIATE``, which takes the database's single
 writer lock across threads and processes: read what other processes appended since, check the registry's
@@ -50,6 +53,7 @@ from protocol import (
     leaf_hash,
     parse_checkpoint,
     sign_checkpoint,
+    verifier_key,
 )
 from verifier.errors import OutOfRange, RegistryCorrupt, RegistryError, StorageFull
 
@@ -222,6 +226,17 @@ class TransparencyLog:
         if size > self.size():
             raise RegistryCorrupt(f"the latest checkpoint covers {size} entries, but only {len(self._tree)} exist")
         return size, note
+
+    def verifier_key(self) -> str | None:
+        """The log's C2SP note verifier key (``<origin>+<key ID>+<key>``), what a witness or Go's
+        ``note.NewVerifier`` checks its checkpoints with: the checkpoint key named by the latest checkpoint's
+        binding line (verified with the log key); None while the latest is a note from before C2SP."""
+        _size, note = self.latest()
+        try:
+            key = parse_checkpoint(note).checkpoint_key(self.meta.public_key)
+        except ProtocolError as e:
+            raise RegistryCorrupt(f"the latest checkpoint does not verify ({e})") from e
+        return None if key is None else verifier_key(self.meta.origin, key)
 
     def leaf(self, index: int) -> bytes:
         row = self._db.execute("SELECT leaf FROM entries WHERE idx = ?", (index,)).fetchone()

@@ -30,11 +30,13 @@ from protocol import (
     SignatureError,
     TermScoreRecord,
     audit_log,
+    binding_key_hash,
     check_base_name,
+    checkpoint_public_key,
     decode_map,
     encode,
-    key_hash,
     leaf_hash,
+    note_key_hash,
     open_checkpoint,
     parse_checkpoint,
     sign_checkpoint,
@@ -54,9 +56,15 @@ def test_checkpoint_text_is_four_lines_a_blank_line_and_signatures() -> None:
     text = note()
     lines = text.split("\n")
     assert lines[:5] == [ORIGIN, "7", base64.b64encode(ROOT).decode(), str(NOW), ""]
-    assert lines[5].startswith(f"\u2014 {ORIGIN} ") and lines[6] == "" and len(lines) == 7
+    assert lines[5].startswith(f"\u2014 {ORIGIN} ") and lines[6].startswith(f"\u2014 {ORIGIN} ")
+    assert lines[7] == "" and len(lines) == 8
+    # C2SP signed note: the checkpoint key's Ed25519 line (key ID of name, 0x0A, 0x01, key), then the log
+    # key's binding line (checkpoint key and the log key's signature); tests/interop checks it with Go.
     blob = base64.b64decode(lines[5].split(" ")[2])
-    assert blob[:4] == key_hash(LOG_KEY.public_key) and len(blob) == 68
+    assert blob[:4] == note_key_hash(ORIGIN, checkpoint_public_key(LOG_KEY)) and len(blob) == 68
+    binding = base64.b64decode(lines[6].split(" ")[2])
+    assert binding[:4] == binding_key_hash(ORIGIN, LOG_KEY.public_key) and len(binding) == 100
+    assert binding[4:36] == checkpoint_public_key(LOG_KEY).raw
     cp = open_checkpoint(text, LOG_KEY.public_key)
     assert cp == Checkpoint(ORIGIN, 7, ROOT, NOW)
     assert parse_checkpoint(text).text == text  # one spelling
@@ -66,11 +74,15 @@ def test_checkpoint_text_is_four_lines_a_blank_line_and_signatures() -> None:
 def test_checkpoint_signature_is_domain_separated() -> None:
     body = Checkpoint(ORIGIN, 7, ROOT, NOW).body().encode()
     # The same bytes signed under another kind do not make a checkpoint signature.
-    forged = LOG_KEY.sign("receipt", body)
     parsed = parse_checkpoint(note())
-    line = dataclasses.replace(parsed.signatures[0], signature=forged)
+    standard, binding = parsed.signatures
+    checkpoint_key = binding.signature[:32]
+    forged = LOG_KEY.sign("receipt", b"pawprint checkpoint-key\n" + checkpoint_key + body)
+    line = dataclasses.replace(binding, signature=checkpoint_key + forged)
     with pytest.raises(SignatureError):
-        dataclasses.replace(parsed, signatures=(line,)).verify(LOG_KEY.public_key)
+        dataclasses.replace(parsed, signatures=(standard, line)).verify(LOG_KEY.public_key)
+    # The checkpoint key is not the log key: the log key's own signature of the text is no C2SP line.
+    assert checkpoint_public_key(LOG_KEY) != LOG_KEY.public_key
 
 
 def test_checkpoint_with_a_bad_signature_is_refused() -> None:
@@ -82,19 +94,22 @@ def test_checkpoint_with_a_bad_signature_is_refused() -> None:
             open_checkpoint(flipped, LOG_KEY.public_key)
     # ...and every bit of the signature.
     parsed = parse_checkpoint(text)
-    for bit in range(64 * 8):
-        sig = bytearray(parsed.signatures[0].signature)
-        sig[bit // 8] ^= 1 << (bit % 8)
-        bad = dataclasses.replace(parsed, signatures=(dataclasses.replace(parsed.signatures[0], signature=bytes(sig)),))
-        with pytest.raises(SignatureError):
-            open_checkpoint(bad.text, LOG_KEY.public_key)
+    for n, line in enumerate(parsed.signatures):
+        for bit in range(len(line.signature) * 8):
+            sig = bytearray(line.signature)
+            sig[bit // 8] ^= 1 << (bit % 8)
+            lines = list(parsed.signatures)
+            lines[n] = dataclasses.replace(line, signature=bytes(sig))
+            bad = dataclasses.replace(parsed, signatures=tuple(lines))
+            with pytest.raises((SignatureError, CheckpointError)):
+                open_checkpoint(bad.text, LOG_KEY.public_key)
     with pytest.raises(CheckpointError, match="no signature line by the log key"):
         open_checkpoint(text, VENDOR.public_key)  # signed, but by another key
 
 
-@pytest.mark.parametrize("drop", range(6))
+@pytest.mark.parametrize("drop", range(7))
 def test_checkpoint_with_a_missing_line_is_refused(drop: int) -> None:
-    lines = note().split("\n")  # origin, size, root, time, blank, signature, ""
+    lines = note().split("\n")  # origin, size, root, time, blank, signature, binding, ""
     broken = "\n".join(lines[:drop] + lines[drop + 1 :])
     with pytest.raises(CheckpointError):
         open_checkpoint(broken, LOG_KEY.public_key)
@@ -267,7 +282,8 @@ def test_audit_detects_shrinking_forks_bad_entries_and_bad_checkpoints() -> None
     assert not forged.ok
     parsed = parse_checkpoint(current)
     sig = parsed.signatures[0]
-    bad = dataclasses.replace(parsed, signatures=(dataclasses.replace(sig, signature=bytes(64)),)).text
+    bad = dataclasses.replace(parsed, signatures=(dataclasses.replace(sig, signature=bytes(64)),
+                                                  *parsed.signatures[1:])).text
     bad_sig = audit_log(_checkpoint(entries, 2), bad, tree.consistency_proof(2, 5), entries, LOG_KEY.public_key)
     assert any("current checkpoint's signature does not verify" in p for p in bad_sig.problems)
     missing = audit_log(_checkpoint(entries, 2), current.replace(f"{ORIGIN}\n", "", 1), [], entries,

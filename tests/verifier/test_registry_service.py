@@ -31,12 +31,14 @@ from protocol import (
     SignedMessage,
     check_published,
     check_receipt_entries,
+    checkpoint_public_key,
     leaf_hash,
     open_checkpoint,
     open_receipt,
     parse_checkpoint,
     sign_checkpoint,
     sign_message,
+    verifier_key,
     verify_consistency,
     verify_inclusion,
 )
@@ -280,8 +282,11 @@ def test_command_line_publish_prove_and_audit_catch_a_rewrite(tmp_path: Path) ->
                              "the first", *net, "--json").stdout)
         assert out["index"] == 0 and not out["existing"] and out["checkpoint_signature"] == "verified"
         saved = tmp_path / "saved.checkpoint"
-        run("registry", "checkpoint", "-o", str(saved), *net)
+        saved_report = json.loads(run("registry", "checkpoint", "-o", str(saved), *net, "--json").stdout)
         assert open_checkpoint(saved.read_text(), LOG_KEY.public_key).size == 1
+        # The log's C2SP note verifier key is published (tests/interop checks it with Go's note package).
+        origin = parse_checkpoint(saved.read_text()).checkpoint.origin
+        assert saved_report["verifier_key"] == verifier_key(origin, checkpoint_public_key(LOG_KEY))
         for i in (1, 2, 3):
             run("registry", "publish", str(bundles[i]), "-k", str(tmp_path / "vendor.key"), "--name", f"base-{i}",
                 *net)
