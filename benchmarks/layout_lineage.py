@@ -31,7 +31,7 @@ MODELS = ("llama-base-s0", "llama-sft", "llama-lora", "llama-cpt-vocab", "llama-
 def _score(a: Path, b: Path) -> tuple[float, float, str]:
     inv_a, inv_b = load_pair(a, b)
     r = compare(inv_a, inv_b, layer_pairs="match")
-    ev = assess([(t.term, t.cosine) for t in r.terms], load_null())
+    ev = assess([(t.term, t.cosine) for t in r.terms], load_null(), r.common_probe_tokens)
     return r.ics, ev.p_value, base_verdict(ev.p_value, 1)
 
 

@@ -40,6 +40,7 @@ from verifier._calibration import (
     fit_null,
     load_null,
     overall_verdict,
+    shipped_nulls,
 )
 from verifier._challenges import ChallengeStore
 from verifier._checks import check_bundle, check_header
@@ -62,7 +63,15 @@ from verifier._pictures import PictureMismatch, receipt_sheet, redraw
 from verifier._registry import BaseEntry, LogSnapshot, Registry
 from verifier._registry_client import LocalRegistry, LogSource
 from verifier._render import RENDERER_ID, dog_attributes, image_distance, render_png, render_sheet, render_svg
-from verifier._report import ReportError, ReportItem, check_receipts, write_report, write_report_page
+from verifier._report import (
+    FindingItem,
+    ReportError,
+    ReportItem,
+    check_findings,
+    check_receipts,
+    write_report,
+    write_report_page,
+)
 from verifier._server import REGISTRY_SERVICE_NAME, SERVICE_NAME, RunningServer, create_server, serve, start
 from verifier._service import Chunk, Lifecycle, RegistryService, VerifierService
 from verifier._store import BlobStore
@@ -109,6 +118,7 @@ __all__ = [
     "ConfigError",
     "Encoder",
     "EncoderInputError",
+    "FindingItem",
     "InProgress",
     "IncomparableError",
     "InvalidSubmission",
@@ -148,6 +158,7 @@ __all__ = [
     "base_verdict",
     "cert_fingerprint",
     "check_bundle",
+    "check_findings",
     "check_header",
     "check_receipts",
     "compare",
@@ -173,6 +184,7 @@ __all__ = [
     "render_svg",
     "run_until_signalled",
     "serve",
+    "shipped_nulls",
     "split_host_port",
     "standardise",
     "start",

@@ -21,6 +21,15 @@ carry so a verdict can be re-derived.
 4. ``p = P(T > Z)`` for Student's t with ``pairs - 1`` degrees of freedom (heavier tails than the normal for a
    null fitted on few pairs).
 
+**The null v2** (``pawprint-null/2``) knows the overlap: the spread of an independent pair's cosine grows as the
+number of probe tokens both models share (``m``, each match's ``common_probe_tokens``) shrinks, roughly as
+``1/sqrt(effective dimension)``. It keeps the v1 reference (mean and sd measured at ``ref_m`` shared tokens) and
+a per-term exponent ``a_t`` fitted on independent zoo pairs subsampled to several ``m``
+(``benchmarks/fit_null_scaling.py``): ``sd_t(m) = sd_t * (min(m, ref_m) / ref_m) ** -a_t``. Above ``ref_m`` the
+spread is not narrowed (no extrapolation to the liberal side). The width is measured there too but not used: a
+receipt records ``m`` for each match, not the models' widths, and its verdict must be re-derivable from it.
+A v1 file reads as before and keeps its ``null_id`` (``null/1:...``); a v2 file's id is ``null/2:...``.
+
 **Verdict rule** (``Thresholds``, configurable; the defaults are ``DEFAULT_THRESHOLDS``): with ``K`` bases
 compared, a base is ``derived`` if ``p * K <= derived_p`` (Bonferroni over the registry: a large registry
 does not make a chance match likely), ``independent`` if ``p >= independent_p``, else ``inconclusive``.
@@ -30,6 +39,7 @@ Pure logic: values in, values out; ``load_null`` is the one reader.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -45,8 +55,9 @@ from protocol import TERMS, JsonError, loads_strict
 from verifier.errors import VerifierError
 
 NULL_FORMAT = "pawprint-null/1"
+NULL_FORMAT_V2 = "pawprint-null/2"
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DEFAULT_NULL_FILE = DATA_DIR / "null-zoo-v1.json"
+DEFAULT_NULL_FILE = DATA_DIR / "null-zoo-v2.json"
 
 
 class NullError(VerifierError):
@@ -92,10 +103,26 @@ class NullModel:
     pairs: int
     corr: tuple[tuple[float, ...], ...]  # between-term correlation, in ``TERMS`` order
     source: str
+    ref_m: int | None = None  # v2: the shared probe tokens the terms' mean and sd were measured at
+    m_exponents: Mapping[str, float] | None = None  # v2: per term, sd ~ m ** -a
+
+    @property
+    def scaled(self) -> bool:
+        return self.ref_m is not None
+
+    def sd_at(self, term: str, m: int | None) -> float:
+        """The spread of ``term``'s null cosine at ``m`` shared probe tokens (v1: the same at every ``m``)."""
+        sd = self.terms[term].sd
+        if self.ref_m is None or self.m_exponents is None:
+            return sd
+        if m is None or m < 1:
+            raise NullError(f"the null scales with the shared probe tokens (ref_m={self.ref_m}): "
+                            "the comparison must give them")
+        return float(sd * (min(m, self.ref_m) / self.ref_m) ** -self.m_exponents[term])
 
     def to_json(self) -> str:
-        body = {
-            "format": NULL_FORMAT,
+        body: dict[str, Any] = {
+            "format": NULL_FORMAT if self.ref_m is None else NULL_FORMAT_V2,
             "method_id": self.method_id,
             "probe_rule": self.probe_rule,
             "pairs": self.pairs,
@@ -103,21 +130,36 @@ class NullModel:
             "terms": {t: {"mean": _r(n.mean), "sd": _r(n.sd), "samples": n.samples} for t, n in self.terms.items()},
             "corr": [[_r(c) for c in row] for row in self.corr],
         }
+        if self.ref_m is not None:
+            body["scaling"] = {"ref_m": self.ref_m,
+                               "m_exponent": {t: _r(a) for t, a in (self.m_exponents or {}).items()}}
         return json.dumps(body, sort_keys=True, indent=1) + "\n"
 
     @property
     def null_id(self) -> str:
-        return "null/1:" + hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
+        version = "1" if self.ref_m is None else "2"
+        return f"null/{version}:" + hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
 
     @classmethod
     def from_json(cls, text: str, what: str = "null model") -> NullModel:
         try:
             d = loads_strict(text)
-            if not isinstance(d, dict) or d.get("format") != NULL_FORMAT:
-                raise NullError(f"{what}: not a {NULL_FORMAT} file")
+            if not isinstance(d, dict) or d.get("format") not in (NULL_FORMAT, NULL_FORMAT_V2):
+                raise NullError(f"{what}: not a {NULL_FORMAT} or {NULL_FORMAT_V2} file")
             terms = {t: TermNull(float(v["mean"]), float(v["sd"]), int(v["samples"])) for t, v in d["terms"].items()}
             corr = tuple(tuple(float(c) for c in row) for row in d["corr"])
-            model = cls(str(d["method_id"]), str(d["probe_rule"]), terms, int(d["pairs"]), corr, str(d["source"]))
+            ref_m: int | None = None
+            exps: dict[str, float] | None = None
+            if d["format"] == NULL_FORMAT_V2:
+                ref_m = int(d["scaling"]["ref_m"])
+                exps = {str(t): float(a) for t, a in d["scaling"]["m_exponent"].items()}
+                if ref_m < 1 or set(exps) != set(TERMS) or not all(math.isfinite(a) and 0 <= a <= 2
+                                                                   for a in exps.values()):
+                    raise NullError(f"{what}: scaling needs ref_m >= 1 and an exponent in [0, 2] per term")
+            elif "scaling" in d:
+                raise NullError(f"{what}: a {NULL_FORMAT} file has no scaling")
+            model = cls(str(d["method_id"]), str(d["probe_rule"]), terms, int(d["pairs"]), corr, str(d["source"]),
+                        ref_m, exps)
         except NullError:
             raise
         except (JsonError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -135,7 +177,29 @@ def _r(x: float) -> float:
     return float(f"{x:.9g}")
 
 
-def load_null(path: Path | str | None = None) -> NullModel:
+def null_with_scaling(null: NullModel, ref_m: int, m_exponents: Mapping[str, float], source: str) -> NullModel:
+    """``null`` (measured at ``ref_m`` shared probe tokens) as a v2 null whose spread follows ``m``."""
+    return dataclasses.replace(null, ref_m=int(ref_m), m_exponents={t: float(m_exponents[t]) for t in TERMS},
+                               source=source)
+
+
+def shipped_nulls() -> dict[str, NullModel]:
+    """The nulls shipped with the verifier by ``null_id``: a receipt names the one its verdict was drawn
+    with, and an older receipt keeps re-deriving with its own after the default changes."""
+    out: dict[str, NullModel] = {}
+    for p in sorted(DATA_DIR.glob("null-*.json")):
+        n = load_null(p)
+        out[n.null_id] = n
+    return out
+
+
+def load_null(path: Path | str | None = None, null_id: str | None = None) -> NullModel:
+    """The null in ``path``; without a path, the shipped null named ``null_id`` (a receipt's) if there is
+    one, else the default (``DEFAULT_NULL_FILE``)."""
+    if path is None and null_id is not None:
+        shipped = shipped_nulls()
+        if null_id in shipped:
+            return shipped[null_id]
     p = Path(path) if path is not None else DEFAULT_NULL_FILE
     try:
         text = p.read_text(encoding="utf-8")
@@ -182,28 +246,29 @@ class Evidence:
     p_value: float
 
 
-def _z(null: NullModel, term: str, cosine: float) -> float:
+def _z(null: NullModel, term: str, cosine: float, m: int | None = None) -> float:
     n = null.terms[term]
-    return (cosine - n.mean) / (n.sd * math.sqrt(1.0 + 1.0 / null.pairs))
+    return (cosine - n.mean) / (null.sd_at(term, m) * math.sqrt(1.0 + 1.0 / null.pairs))
 
 
-def _term_z(null: NullModel, scores: Iterable[ScoredTerm]) -> dict[str, float]:
+def _term_z(null: NullModel, scores: Iterable[ScoredTerm], m: int | None = None) -> dict[str, float]:
     acc: dict[str, list[float]] = {t: [] for t in TERMS}
     for term, c in scores:
-        acc[term].append(_z(null, term, c))
+        acc[term].append(_z(null, term, c, m))
     missing = [t for t, v in acc.items() if not v]
     if missing:
         raise NullError(f"no scores for term(s) {', '.join(missing)}")
     return {t: float(np.mean(v)) for t, v in acc.items()}
 
 
-def assess(scores: Sequence[ScoredTerm], null: NullModel) -> Evidence:
-    """z per score and per term, the combined z and its one-sided p-value (module docstring)."""
+def assess(scores: Sequence[ScoredTerm], null: NullModel, common_probe_tokens: int | None = None) -> Evidence:
+    """z per score and per term, the combined z and its one-sided p-value (module docstring).
+    ``common_probe_tokens``: the probe tokens the scores were computed on (needed by a v2 null)."""
     unknown = {t for t, _ in scores} - set(TERMS)
     if unknown:
         raise NullError(f"the null has no term(s) {', '.join(sorted(unknown))}")
-    layer_z = tuple(_z(null, t, c) for t, c in scores)
-    term_z = _term_z(null, scores)
+    layer_z = tuple(_z(null, t, c, common_probe_tokens) for t, c in scores)
+    term_z = _term_z(null, scores, common_probe_tokens)
     r = np.clip(np.asarray(null.corr, dtype=np.float64), 0.0, 1.0)
     z = float(sum(term_z[t] for t in TERMS) / math.sqrt(float(r.sum())))
     p = float(stats.t.sf(z, df=max(1, null.pairs - 1)))
@@ -242,5 +307,9 @@ def format_p(p: float) -> str:
 
 
 def describe(null: NullModel) -> dict[str, Any]:
-    return {"null_id": null.null_id, "method_id": null.method_id, "probe_rule": null.probe_rule,
-            "pairs": null.pairs, "source": null.source}
+    out = {"null_id": null.null_id, "method_id": null.method_id, "probe_rule": null.probe_rule,
+           "pairs": null.pairs, "source": null.source}
+    if null.ref_m is not None:
+        out["ref_m"] = null.ref_m
+        out["m_exponents"] = dict(null.m_exponents or {})
+    return out

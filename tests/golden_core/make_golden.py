@@ -131,8 +131,10 @@ def _receipt(checkpoint: str, base: Bundle) -> Receipt:
     from verifier._compare import _calibrated
 
     null, rule = load_null(), Thresholds().rule
+    # 2,048 shared probe tokens: the null widens its spread when fewer are shared (pawprint-null/2), so a match
+    # needs a realistic overlap to stay ``derived``.
     bare = corpus._match(name=NAMES[0], entry=base.manifest_digest, vendor_key_id=corpus.VENDOR.key_id, log_index=0,
-                         z=None, p_value=None)
+                         z=None, p_value=None, common_probe_tokens=2048)
     matches = decide([_calibrated(bare, null)])
     cp = parse_checkpoint(checkpoint).checkpoint
     receipt = corpus._receipt(corpus._log(), registry=RegistryState(cp.size, cp.root), checkpoint=checkpoint,

