@@ -18,12 +18,20 @@ says who is on the line, the signature who vouches for the content.
 one budget however often the trust store lists it), a token bucket of requests (``requests_per_minute``,
 ``burst``) and one of bytes (``bytes_per_hour``); challenges are counted against the client's certificate
 (or its address on loopback), since a challenge request is not signed. Exceeding either is
-``RESOURCE_EXHAUSTED`` with the wait in the message. Time is injected.
+``RESOURCE_EXHAUSTED`` with the wait in the message. Time is injected. On by default for signing keys
+(``ServerConfig``: 600 requests a minute in bursts of 60, 64 GiB of terms an hour per key); the per-client
+count of challenges and reads only where set (``RateLimits.per_caller``, the ``--rate-limit-*`` flags).
+
+**Submission budgets** (``SubmissionBudget``, ``SubmissionGuard``; issue 16): per owner key and rolling day,
+200 submissions, of which at most 20 degenerate (the evidence checks found them implausible or insufficient)
+or near-duplicates of the key's recent submissions. They bound what an owner can learn of the registered bases
+by choosing its submissions (docs/results/privacy.md). On by default.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -148,11 +156,16 @@ def authorize(caller: Caller | None, roles: ClientRoles | None, role: str, key_i
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Per key: ``requests_per_minute`` with bursts of ``burst``, and ``bytes_per_hour`` of terms."""
+    """Per key: ``requests_per_minute`` with bursts of ``burst``, and ``bytes_per_hour`` of terms.
+    ``per_caller``: also count the unsigned calls (challenges, registry reads) per client certificate or address.
+    ``ServerConfig``'s default leaves it off: behind one address (loopback, a NAT) every client would share one
+    bucket, so one flooding client would lock the others out; the other caps of ``ServerConfig`` bound those
+    calls. ``verifier serve --rate-limit-*`` turns it on."""
 
     requests_per_minute: float = 600.0
     burst: int = 60
     bytes_per_hour: int = 64 * 1024**3
+    per_caller: bool = True
 
     def __post_init__(self) -> None:
         if self.requests_per_minute <= 0 or self.burst < 1 or self.bytes_per_hour < 1:
@@ -203,3 +216,125 @@ class RateLimiter:
             if len(self._buckets) > 100_000:  # forget idle identities (a full bucket is the same as none)
                 for k in [k for k, v in self._buckets.items() if now - v.at > 3600]:
                     del self._buckets[k]
+
+
+@dataclass(frozen=True)
+class SubmissionBudget:
+    """Per owner signing key and rolling day (issue 16): at most ``submissions_per_day`` submissions, of which at
+    most ``suspicious_per_day`` may be suspicious: a degenerate submission (one the evidence checks find
+    implausible or insufficient, ``verifier._evidence``) or a near-duplicate (its terms' sketch within cosine
+    ``near_duplicate_cosine`` of one of the key's last ``remembered`` submissions). Adaptive probing of the
+    registry's bases needs hundreds of chosen submissions (docs/results/privacy.md); an honest owner sends a few
+    models a day. Past either budget a submission is ``RESOURCE_EXHAUSTED`` before it is compared.
+
+    The defaults (200 and 20 a day) are on in every ``ServerConfig``; the counts live in the serving process
+    (a restart forgets them)."""
+
+    submissions_per_day: int = 200
+    suspicious_per_day: int = 20
+    near_duplicate_cosine: float = 0.99
+    remembered: int = 64
+
+    def __post_init__(self) -> None:
+        if self.submissions_per_day < 1 or self.suspicious_per_day < 0 or self.remembered < 0:
+            raise ConfigError("submission budgets must be positive")
+        if not 0.0 < self.near_duplicate_cosine <= 1.0:
+            raise ConfigError("the near-duplicate cosine must be in (0, 1]")
+
+
+DAY_S = 86_400.0
+_SKETCH_SEED = 0x16_16
+
+
+def terms_sketch(terms: Iterable[tuple[str, Any]], side: int = 64) -> Any:
+    """A short fixed sample of a submission's terms (``(name, m x m array)`` in a fixed order): from each term the
+    entries on ``side`` rows and ``side`` columns fixed by its shape, standardised; unit norm over all terms. The
+    same terms give the same sketch, a small change a near one; it costs ``side**2`` reads a term (a full pass
+    over a 4096 x 4096 term took 2 s)."""
+    import numpy as np
+
+    parts: list[Any] = []
+    for _name, term in terms:
+        t = np.asarray(term)
+        if t.ndim != 2 or t.size == 0:
+            continue
+        rng = np.random.default_rng([_SKETCH_SEED, *t.shape])
+        rows = np.sort(rng.choice(t.shape[0], min(side, t.shape[0]), replace=False))
+        cols = np.sort(rng.choice(t.shape[1], min(side, t.shape[1]), replace=False))
+        sub = np.asarray(t[np.ix_(rows, cols)], dtype=np.float64).ravel()
+        sd = float(sub.std())
+        parts.append((sub - sub.mean()) / (sd * math.sqrt(sub.size)) if sd > 0 else np.zeros(sub.size))
+    if not parts:
+        return np.zeros(0)
+    v = np.concatenate(parts)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+@dataclass
+class _Budget:
+    times: list[float] = field(default_factory=list)  # submissions in the last day
+    suspicious: list[float] = field(default_factory=list)
+    sketches: list[Any] = field(default_factory=list)  # the last ``remembered`` sketches
+
+
+@dataclass
+class SubmissionGuard:
+    """Counts each owner key's submissions, and its suspicious ones, over a rolling day (``SubmissionBudget``);
+    thread-safe, time injected."""
+
+    budget: SubmissionBudget
+    clock: Callable[[], float]
+    _keys: dict[str, _Budget] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _get(self, key_id: str, now: float) -> _Budget:
+        b = self._keys.setdefault(key_id, _Budget())
+        b.times = [t for t in b.times if now - t < DAY_S]
+        b.suspicious = [t for t in b.suspicious if now - t < DAY_S]
+        return b
+
+    def admit(self, key_id: str) -> None:
+        """Before a submission's terms are read: refuse a key whose day's submissions are spent (counting
+        nothing), or whose suspicious budget is already spent (a key caught probing stops being answered)."""
+        now = self.clock()
+        with self._lock:
+            b = self._get(key_id, now)
+            if len(b.times) >= self.budget.submissions_per_day:
+                wait = DAY_S - (now - b.times[0])
+                raise LimitExceeded(f"submission budget: {self.budget.submissions_per_day} submissions per key per "
+                                    f"day; retry in {wait:.0f} s", wait)
+            if len(b.suspicious) >= self.budget.suspicious_per_day and self.budget.suspicious_per_day > 0:
+                wait = DAY_S - (now - b.suspicious[0])
+                raise LimitExceeded(f"submission budget: {self.budget.suspicious_per_day} degenerate or "
+                                    f"near-duplicate submissions per key per day; retry in {wait:.0f} s", wait)
+
+    def record(self, key_id: str, sketch: Any, degenerate: bool) -> str | None:
+        """After the evidence checks, before comparing: count the submission, and it as suspicious if
+        ``degenerate`` or a near-duplicate of one of the key's recent ones. Raises ``LimitExceeded`` (the
+        submission is not answered) when a suspicious one exceeds the day's budget; else returns why it was
+        counted as suspicious (or None)."""
+        import numpy as np
+
+        now = self.clock()
+        with self._lock:
+            b = self._get(key_id, now)
+            why: str | None = "degenerate" if degenerate else None
+            if why is None and sketch.size:
+                for old in b.sketches:
+                    if old.shape == sketch.shape and float(np.dot(old, sketch)) >= self.budget.near_duplicate_cosine:
+                        why = "near-duplicate"
+                        break
+            if why is not None and len(b.suspicious) >= self.budget.suspicious_per_day:
+                raise LimitExceeded(f"submission budget: more than {self.budget.suspicious_per_day} degenerate or "
+                                    f"near-duplicate submissions from this key in a day (this one: {why})", DAY_S)
+            b.times.append(now)
+            if why is not None:
+                b.suspicious.append(now)
+            if self.budget.remembered and sketch.size:
+                b.sketches = [*b.sketches[-(self.budget.remembered - 1):], sketch] if self.budget.remembered > 1 \
+                    else [sketch]
+            if len(self._keys) > 100_000:
+                for k in [k for k, v in self._keys.items() if not v.times or now - v.times[-1] > DAY_S]:
+                    del self._keys[k]
+            return why

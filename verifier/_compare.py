@@ -6,8 +6,13 @@ set and method: ICS per term on the probe tokens both models have, with layers m
 with the base layers they came from, and the receipt names each pair). The comparison with the strongest
 evidence (smallest p-value) gives the base's match.
 
-Scores are rounded to the protocol's decimal strings *before* anything else is computed from them, so the
-z-scores, p-values and verdicts can be re-derived from the receipt and the null alone (``recheck_verdict``).
+Scores are rounded to ``VERDICT_PLACES`` (three) decimals, written as the protocol's six-place strings
+(``0.123000``), *before* anything else is computed from them, so the z-scores, p-values and verdicts can be
+re-derived from the receipt and the null alone (``recheck_verdict``). Three places is what the verdict needs and
+no more (issue 16): a rounding of at most 5e-4 per term moves the combined z of the shipped null by at most
+``score_rounding_z_bound`` (0.08), and every calibrated p-value in the lineage zoo is further than that from the
+thresholds (``python -m benchmarks.privacy``); six places let an owner who chooses its submissions read the
+registered bases' terms back (docs/results/privacy.md).
 The test and the verdict rule are ``verifier._calibration``'s (measured null, per-layer z, combined p with
 dependence between terms accounted for, Bonferroni over the bases compared).
 
@@ -17,9 +22,10 @@ Pure logic: values in, values out. Nothing here reads files or keeps the submiss
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from protocol import INSUFFICIENT_EVIDENCE, Match, TermScoreRecord, format_score, parse_score
@@ -37,6 +43,10 @@ from verifier._calibration import (
 )
 from verifier._ics import IncomparableError, compare
 
+# Decimal places of the scores a receipt or ``compare`` states (in the protocol's six-place spelling).
+VERDICT_PLACES = 3
+_VERDICT_QUANTUM = Decimal(1).scaleb(-VERDICT_PLACES)
+
 
 @dataclass(frozen=True)
 class BaseModel:
@@ -48,6 +58,24 @@ class BaseModel:
     invariants: tuple[InvariantSet, ...]
 
 
+def verdict_score(value: float) -> str:
+    """A score rounded to ``VERDICT_PLACES`` (half-to-even from the exact binary value), in the protocol's
+    six-place spelling."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return format_score(value)  # its error
+    return format_score(float(Decimal(value).quantize(_VERDICT_QUANTUM, ROUND_HALF_EVEN)))
+
+
+def score_rounding_z_bound(null: NullModel, places: int = VERDICT_PLACES) -> float:
+    """The most that rounding every score to ``places`` decimals can move the combined z of ``assess`` under
+    ``null``: each term's z moves by at most half a unit of the last place over its predictive spread, and the
+    combined z is their sum over ``sqrt(sum R)`` (negative correlations clipped, as ``assess`` does)."""
+    half = 0.5 * 10.0 ** -places
+    shift = sum(half / (t.sd * math.sqrt(1.0 + 1.0 / null.pairs)) for t in null.terms.values())
+    r = [[max(0.0, min(1.0, x)) for x in row] for row in null.corr]
+    return shift / math.sqrt(sum(sum(row) for row in r))
+
+
 def _scored(terms: Sequence[TermScoreRecord]) -> list[tuple[str, float]]:
     return [(t.term, float(parse_score(t.cosine))) for t in terms]
 
@@ -57,7 +85,7 @@ def _calibrated(match: Match, null: NullModel | None) -> Match:
     if null is None:
         return match
     try:
-        ev = assess(_scored(match.terms), null)
+        ev = assess(_scored(match.terms), null, match.common_probe_tokens)
     except NullError:
         return match
     terms = tuple(dataclasses.replace(t, z=format_z(z)) for t, z in zip(match.terms, ev.layer_z, strict=True))
@@ -81,10 +109,10 @@ def compare_with_base(
             except IncomparableError:
                 continue
             terms = tuple(
-                TermScoreRecord(layer=t.layer_a, base_layer=t.layer_b, term=t.term, cosine=format_score(t.cosine))
+                TermScoreRecord(layer=t.layer_a, base_layer=t.layer_b, term=t.term, cosine=verdict_score(t.cosine))
                 for t in result.terms
             )
-            ics = format_score(result.ics)
+            ics = verdict_score(result.ics)
             min_term = min((t.cosine for t in terms), key=parse_score)
             m = _calibrated(Match(
                 name=base.name, entry=base.entry, vendor_key_id=base.vendor_key_id, probe_set_id=b.probes.id,

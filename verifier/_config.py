@@ -12,7 +12,7 @@ from pathlib import Path
 
 from protocol import SubmissionLimits
 from protocol.wire import LOOPBACK_HOSTS
-from verifier._access import ClientRoles, RateLimits
+from verifier._access import ClientRoles, RateLimits, SubmissionBudget
 from verifier._calibration import DEFAULT_THRESHOLDS, Thresholds
 from verifier.errors import ConfigError
 
@@ -68,7 +68,10 @@ class ServerConfig:
     null_sha256: str | None = None  # pin an operator's own null file (the shipped ones are pinned in code)
     probe_set_pins: frozenset[str] | None = None  # offer only these probe set ids; refuse to start otherwise
     client_roles: ClientRoles | None = None  # client certificate -> roles (needs mutual TLS)
-    rate_limits: RateLimits | None = None  # per signing key (and per client for challenges and reads)
+    # Per signing key (and, with per_caller, per client for challenges and reads); on by default (None: off).
+    rate_limits: RateLimits | None = field(default_factory=lambda: RateLimits(per_caller=False))
+    # Per owner key and day: submissions, and degenerate or near-duplicate ones (issue 16); None: off.
+    submission_budget: SubmissionBudget | None = field(default_factory=SubmissionBudget)
     drain_grace_s: float = 30.0  # how long shutdown waits for in-flight submissions and publishes
     # Registries with more than screen_k bases are screened (verifier._screen): the screen_k best by sketch,
     # and every base whose estimated ICS reaches screen_floor, are compared exactly. 0: compare every base.

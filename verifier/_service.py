@@ -63,7 +63,7 @@ from protocol import (
 )
 from protocol.terms import InvariantSet, group_terms
 from protocol.wire import MAX_LIST
-from verifier._access import OWNER, READER, VENDOR, Caller, RateLimiter, authorize
+from verifier._access import OWNER, READER, VENDOR, Caller, RateLimiter, SubmissionGuard, authorize, terms_sketch
 from verifier._calibration import NullError, NullModel, load_null
 from verifier._challenges import ChallengeMac, ChallengeStore, Clock, Random
 from verifier._checks import Header, TensorReceiver, check_header, check_terms_table, open_signed_manifest
@@ -171,7 +171,7 @@ class VerifierService:
         self.lifecycle = Lifecycle()
         config = self.config
         # Supply chain: the data files this verifier loads must be the ones it was released with.
-        required = [] if config.null_path is not None else ["null-zoo-v1.json"]
+        required = [] if config.null_path is not None else ["null-zoo-v1.json", "null-zoo-v2.json"]
         self.data_digests = check_data_files(required)
         if config.null_sha256 is not None:
             if config.null_path is None:
@@ -197,6 +197,8 @@ class VerifierService:
         if restored:
             log.info("start-up: %d challenges issued before the restart are honoured again", restored)
         self.limiter = RateLimiter(config.rate_limits, clock) if config.rate_limits is not None else None
+        self.guard = (SubmissionGuard(config.submission_budget, clock) if config.submission_budget is not None
+                      else None)
         self._base_pictures: dict[tuple[bytes, str], Picture | None] = {}
         self._picture_locks: dict[tuple[bytes, str], threading.Lock] = {}
         self._pictures_lock = threading.Lock()
@@ -207,7 +209,7 @@ class VerifierService:
     def challenge(self, caller: Caller | None = None) -> SignedMessage:
         with self.lifecycle.work():
             authorize(caller, self.config.client_roles, OWNER)
-            if caller is not None:
+            if caller is not None and self.limiter is not None and self.limiter.limits.per_caller:
                 _charge(self.limiter, caller.identity)
             probe_sets = self.registry.probe_sets()
             if self.config.probe_set_pins is not None:
@@ -276,6 +278,8 @@ class VerifierService:
         manifest, challenge = checked.manifest, checked.challenge
         authorize(caller, self.config.client_roles, OWNER, manifest.owner_key_id)
         _charge(self.limiter, manifest.owner_key_id, manifest.term_bytes)
+        if self.guard is not None:
+            self.guard.admit(manifest.owner_key_id)  # the key's submission budget (issue 16), before any term
         # Possession of the committed weights (verifier._possession) before a term is read.
         check_possession(manifest, checked.nonce, required=self.config.require_possession)
         receiver = TensorReceiver(manifest, challenge.limits, spool_dir=self.registry.data_dir / SPOOL_DIR)
@@ -319,6 +323,10 @@ class VerifierService:
         # The verifier decides what counts as evidence (verifier._evidence): any finding makes the verdict
         # insufficient-evidence, never independent. The sketches are drawn now, after the terms arrived.
         findings = evidence_findings(manifest, challenge, suspect, self.rng(16))
+        if self.guard is not None:  # count it (degenerate, near-duplicate); past the budget, refused uncompared
+            self.guard.record(manifest.owner_key_id,
+                              terms_sketch((str(k), inv.terms[k]) for inv in suspect for k in sorted(inv.terms)),
+                              degenerate=bool(findings))
         snap = self.registry.log_snapshot(terms=False)
         entries, screened, screen_rule = snap.entries, None, None
         k = self.config.screen_k
@@ -336,6 +344,10 @@ class VerifierService:
         findings += check_matches(matches, {b.entry: (b.name, {g.probes.id: g.group.rows for g in b.invariants})
                                             for b in bases})
         evidence = _findings(findings)
+        if evidence:
+            # insufficient-evidence: the verdict needs no score, so the receipt states none (issue 16: a chosen,
+            # implausible submission must not read the registered bases' terms back through the scores)
+            matches = []
         keep = manifest.keep_invariants and self.config.allow_keep_invariants
         receipt = Receipt(
             verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=nonce,
@@ -412,7 +424,7 @@ class RegistryService:
     def read(self, caller: Caller | None) -> None:
         """The check before every read RPC: a listed client, within its rate."""
         authorize(caller, self.config.client_roles, READER)
-        if caller is not None:
+        if caller is not None and self.limiter is not None and self.limiter.limits.per_caller:
             _charge(self.limiter, caller.identity)
 
     def publish(self, statement: SignedMessage, manifest: SignedMessage, chunks: Iterable[Chunk],

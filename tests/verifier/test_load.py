@@ -164,7 +164,8 @@ def test_concurrent_owners_readers_and_a_publisher_lose_nothing(start: object, o
     assert audit["stored_submissions"] == total and audit["missing"] == 0
     assert audit["duplicated_stored"] == 0 and audit["stored_not_received"] == 0
     assert audit["log_size"] == audit["log_size_initial"] + 3 and audit["log_audit_ok"]
-    assert audit["receipt_entries_proven"] == total  # one base: one matched entry per receipt
+    # one base: one matched entry per receipt that states scores (an insufficient-evidence receipt states none)
+    assert audit["receipt_entries_proven"] == sum(1 for g in ledger.receipts if g.receipt.matches) >= len(derived)
     assert srv.registry.counts()["submissions"] == total
 
     # The audit bites: a receipt no client reported, a receipt reported twice, a publish it never answered.
