@@ -247,11 +247,15 @@ def run_hostile(ws: Any, *, duration_s: float, owners: int, connections: int, se
         with ws.channel(server.target) as warm:  # the base pictures' cold start is paid before measuring
             submit_once(warm, owner_key(0), ws.models[0], VERIFIER.public_key, rec, ledger, seen)
         for phase in phases:
-            out["phases"][phase] = _phase(ws, server, phase, attacks_of(phase, connections), duration_s, owners,
-                                          model_path, attacker_key, rec, ledger, seen, submit_once, SubmissionError,
-                                          owner_key, VERIFIER)
-            row = out["phases"][phase]
-            print(f"hostile {phase}: honest {row['honest_codes']}, challenge p99 {row['GetChallenge'].get('p99_ms')} "
+            name, n = phase, 1
+            while name in out["phases"]:  # a phase run again (storm, storm, ...) is storm, storm-2, ...
+                n += 1
+                name = f"{phase}-{n}"
+            out["phases"][name] = _phase(ws, server, phase, attacks_of(phase, connections), duration_s, owners,
+                                         model_path, attacker_key, rec, ledger, seen, submit_once, SubmissionError,
+                                         owner_key, VERIFIER)
+            row = out["phases"][name]
+            print(f"hostile {name}: honest {row['honest_codes']}, challenge p99 {row['GetChallenge'].get('p99_ms')} "
                   f"ms, rss peak {row['server'].get('rss_peak_mib')} MiB", file=sys.stderr)
     finally:
         out["server_exit"] = server.stop()

@@ -43,12 +43,12 @@ if TYPE_CHECKING:
     from verifier import RateLimits
 
 
-def _rate_limits(args: argparse.Namespace) -> RateLimits | None:
+def _rate_limits(args: argparse.Namespace) -> RateLimits:
     from verifier import RateLimits
 
-    if args.rate_limit_rpm is None and args.rate_limit_bytes_per_hour is None:
-        return None
     default = RateLimits()
+    if args.rate_limit_rpm is None and args.rate_limit_bytes_per_hour is None and args.rate_limit_burst is None:
+        return RateLimits(per_caller=False)  # on by default per signing key (issue 16; verifier._access)
     return RateLimits(requests_per_minute=args.rate_limit_rpm or default.requests_per_minute,
                       burst=args.rate_limit_burst or default.burst,
                       bytes_per_hour=args.rate_limit_bytes_per_hour or default.bytes_per_hour)
@@ -66,9 +66,13 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         run_until_signalled,
         start,
     )
+    from verifier._lifecycle import HEAP_TRIM_INTERVAL_S, HeapTrimmer, limit_malloc_arenas
 
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Before any thread of the server exists (docs/hardening.md, section 8).
+    logging.getLogger("pawprint.verifier").info("%s", limit_malloc_arenas())
+    HeapTrimmer(HEAP_TRIM_INTERVAL_S).start()
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
     if args.client_ca is not None and args.tls_cert is None:
@@ -95,7 +99,7 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         **({"max_concurrent_compares": args.max_concurrent_compares} if args.max_concurrent_compares else {}),
     )
     try:
-        running = start(VerifierService(key, trust, registry, config))
+        running = start(VerifierService(key, trust, registry, config), max_connections=args.max_connections)
     except BaseException:
         registry.close()
         raise
@@ -203,6 +207,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--max-concurrent-rpcs", type=int, default=4096, metavar="N",
                      help="calls beyond N at once (all clients) are refused with RESOURCE_EXHAUSTED; a call waiting "
                           "for its client costs memory, not a thread")
+    srv.add_argument("--max-connections", type=int, default=2048, metavar="N",
+                     help="connections open at once (all clients); beyond N a new connection is closed at accept. "
+                          "This, not the number of calls, bounds the server's memory under a crowd")
     srv.add_argument("--max-workers", type=int, default=16, metavar="N",
                      help="threads for the blocking work (checks, comparing, the store), shared fairly by clients")
     srv.add_argument("--first-message-timeout", type=float, default=10.0, metavar="S",

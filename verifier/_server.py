@@ -25,7 +25,9 @@ waiting for their first message (beyond that its *oldest* waiting stream is canc
 streams from one address cannot keep out a new stream from it that sends at once), at most
 ``max_streams_per_client`` streams past their first message (RESOURCE_EXHAUSTED beyond, with a retry hint),
 and each signing key at most ``max_streams_per_key`` submissions in progress. ``max_concurrent_rpcs`` bounds
-the calls of all clients together (RESOURCE_EXHAUSTED beyond).
+the calls of all clients together (RESOURCE_EXHAUSTED beyond). A refusal by one of the stream caps is sent only
+after ``BUSY_HOLD_S`` (a timer, no thread), so that a client retrying at once cannot fill grpc's queue of calls
+not yet started; at most ``max_connections`` connections are open at once (``start``).
 
 The rest is as before: explicit message size limit, the standard gRPC health service, gRPC server reflection
 (both services, health and reflection itself), no port sharing (a port in use is a ``ConfigError``, not a
@@ -77,6 +79,22 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # What gRPC server reflection lists (grpcurl, grpc_cli, Postman): the two services, health and reflection.
 REFLECTED_SERVICES = (SERVICE_NAME, REGISTRY_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)
 BUSY_RETRY_S = 1.0  # the retry hint of a call refused by a per-client or per-key cap
+# How long a call refused by a per-client, per-address or per-key cap is held (a timer and grpc's call state: no
+# thread, no pool turn, nothing it sent) before its refusal is sent, capped by ``first_message_timeout_s``. A
+# client that retries at once otherwise turns each refusal into two new calls (a challenge and a stream) and
+# keeps grpc's queue of calls not yet started full (one FIFO for every client, which grpc.aio's server loop drains
+# one ``request_call`` at a time through the event loop, before any fair queuing here can act). Measured:
+# docs/results/load_hostile.md, trickle phase.
+BUSY_HOLD_S = 10.0
+# Connections open at once, all clients together: grpc closes any beyond as it accepts them
+# (``grpc.max_allowed_incoming_connections``). With the per-connection cost measured (about 110 KiB with a stream
+# open) this bounds what a crowd of connections can hold; the hostile benchmark's crowd is 1,000 connections.
+MAX_CONNECTIONS = 2048
+# A connection with no call open for this long is closed (GOAWAY; a client's channel reconnects on its next call).
+CONNECTION_IDLE_MS = 120_000
+# The server pings a connection silent for this long and closes it if no answer comes within the timeout: a peer
+# that vanished (no FIN, no RST) does not keep its connection, and with it a slot of ``MAX_CONNECTIONS``.
+KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 60_000, 20_000
 
 log = logging.getLogger("pawprint.verifier")
 T = TypeVar("T")
@@ -123,6 +141,10 @@ async def _abort(context: grpc.aio.ServicerContext, code: str, message: str,
         status = status_pb2.Status(code=getattr(code_pb2, code), message=message, details=[detail])
         await context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+class _Busy(LimitExceeded):
+    """A refusal by a per-client, per-address or per-key stream cap: sent after ``BUSY_HOLD_S``."""
 
 
 class _CutOff(Exception):
@@ -248,7 +270,7 @@ class _Admission:
 
     def enter(self, counts: dict[str, int], name: str, cap: int, what: str) -> None:
         if counts.get(name, 0) >= cap:
-            raise LimitExceeded(f"{what} has {cap} streams in progress; retry when one ends", BUSY_RETRY_S)
+            raise _Busy(f"{what} has {cap} streams in progress; retry when one ends", BUSY_RETRY_S)
         counts[name] = counts.get(name, 0) + 1
 
     @staticmethod
@@ -303,11 +325,14 @@ class _Calls:
         """Await ``fn``; a ``VerifierError`` becomes its status and message, a stream cut off is CANCELLED,
         anything else an opaque INTERNAL."""
         retry_after_s: float | None = None
+        hold = 0.0
         try:
             return await fn()
         except VerifierError as e:
             failure: tuple[str, str] = (e.status, str(e))
             retry_after_s = getattr(e, "retry_after_s", None)
+            if isinstance(e, _Busy):
+                hold = min(BUSY_HOLD_S, self.config.first_message_timeout_s)
         except _CutOff as e:
             log.info("%s: %s: cancelled", what, e)
             failure = ("CANCELLED", str(e))
@@ -319,6 +344,8 @@ class _Calls:
             log.exception("%s: internal error", what)
             failure = ("INTERNAL", "internal error")
         log.info("%s refused: %s %s", what, failure[0], failure[1])
+        if hold > 0:
+            await asyncio.sleep(hold)  # the call's frames (its header, its chunks) are gone: a timer is left
         await _abort(context, failure[0], failure[1], retry_after_s)
 
     async def first(self, context: grpc.aio.ServicerContext, client: str, started: float) -> Any:
@@ -352,11 +379,12 @@ class _Calls:
             raise _CutOff("the stream stalled or ran past its deadline") from None
 
     def key_free(self, claimed_key_id: str | None) -> None:
-        """Refuse at once, before any work, a stream naming a key already at its cap (counted once verified)."""
+        """Refuse, before any work, a stream naming a key already at its cap (counted once verified); the
+        refusal is held for ``BUSY_HOLD_S`` like every cap's."""
         if claimed_key_id is not None and \
                 self.admission.keys.get(claimed_key_id, 0) >= self.config.max_streams_per_key:
-            raise LimitExceeded(f"this signing key has {self.config.max_streams_per_key} streams in progress; "
-                                "retry when one ends", BUSY_RETRY_S)
+            raise _Busy(f"this signing key has {self.config.max_streams_per_key} streams in progress; "
+                        "retry when one ends", BUSY_RETRY_S)
 
     @contextlib.contextmanager
     def streaming(self, caller: Caller, address: str) -> Iterator[None]:
@@ -585,25 +613,33 @@ class RunningServer:
         return drained
 
 
-def start(service: VerifierService) -> RunningServer:
-    """Start a gRPC server for ``service`` as its config says (bind to port 0 in tests)."""
+def start(service: VerifierService, *, max_connections: int = MAX_CONNECTIONS) -> RunningServer:
+    """Start a gRPC server for ``service`` as its config says (bind to port 0 in tests), accepting at most
+    ``max_connections`` connections at once."""
     config = service.config
     config.check()
+    if max_connections < 1:
+        raise ConfigError(f"max_connections must be at least 1, got {max_connections}")
     loop = _Loop()
     try:
-        return loop.call(_start(service, loop), timeout=60.0)
+        return loop.call(_start(service, loop, max_connections), timeout=60.0)
     except BaseException:
         loop.loop.call_soon_threadsafe(loop.loop.stop)
         raise
 
 
-async def _start(service: VerifierService, loop: _Loop) -> RunningServer:
+async def _start(service: VerifierService, loop: _Loop, max_connections: int) -> RunningServer:
     config = service.config
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         # No port sharing: a second server on a port in use must fail to start, not share the connections.
         ("grpc.so_reuseport", 0),
+        # What bounds the memory a crowd of connections holds (docs/hardening.md, section 8).
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ]
     executor = ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="pawprint-verifier")
     server = grpc.aio.server(options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import platform
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import verifier._server
 from owner._client import request_challenge, submission_requests
 from owner._fingerprint import Fingerprint
 from protocol import Bundle, Challenge, PrivateKey, RegistryState, Role, SignedMessage, SubmissionLimits, TrustStore
@@ -28,8 +30,9 @@ from tests.verifier.fixtures import FakeClock, Keys
 from verifier import ClientRoles, Registry, ServerConfig, TlsConfig, VerifierService, issue_cert, make_ca, start
 from verifier._access import cert_fingerprint
 from verifier._challenges import MAC_KEY_FILE, ChallengeMac, ChallengeStore
+from verifier._lifecycle import HeapTrimmer, limit_malloc_arenas
 from verifier._server import FairPool, RunningServer
-from verifier.errors import ChallengeExpired, ChallengeRejected, InProgress, NonceUsed
+from verifier.errors import ChallengeExpired, ChallengeRejected, ConfigError, InProgress, NonceUsed
 
 pytest_plugins = ["tests.verifier.fixtures"]
 
@@ -66,12 +69,13 @@ def serving(tmp_path: Path, keys: Keys, base_bundle: Bundle) -> Iterator[Any]:
     """``serving(**config)``: a plaintext loopback verifier holding the base, with few worker threads."""
     started: list[Server] = []
 
-    def make(**overrides: Any) -> Server:
+    def make(max_connections: int = 2048, **overrides: Any) -> Server:
         clock = FakeClock()
         registry = Registry(tmp_path / f"data{len(started)}", clock=clock)
         registry.add_base("llama-base", base_bundle, trust(keys))
         config = ServerConfig(insecure_loopback=True, **{"max_workers": 2, **overrides})
-        running = start(VerifierService(keys.verifier, trust(keys), registry, config, clock=clock))
+        running = start(VerifierService(keys.verifier, trust(keys), registry, config, clock=clock),
+                        max_connections=max_connections)
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
         server = Server(running, registry, clock, channel, pawprint_pb2_grpc.VerifierStub(channel))
         started.append(server)
@@ -285,7 +289,8 @@ def test_forged_expired_and_replayed_challenges_are_refused_over_the_wire(
 
 
 def test_the_signing_key_cap_refuses_a_second_stream_of_one_key_but_not_another_key(
-        serving: Any, keys: Keys, derived_fingerprint: Fingerprint) -> None:
+        serving: Any, keys: Keys, derived_fingerprint: Fingerprint, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verifier._server, "BUSY_HOLD_S", 0.2)  # its own test below
     server = serving(max_streams_per_key=1, first_message_timeout_s=60.0, stream_idle_timeout_s=60.0)
     held = Silent(server.channel, 1, first=requests_for(derived_fingerprint, keys.owner,
                                                        challenge(server.stub, keys).nonce)[:1])
@@ -300,7 +305,125 @@ def test_the_signing_key_cap_refuses_a_second_stream_of_one_key_but_not_another_
     assert server.registry.counts()["submissions"] == 1
 
 
+def test_a_refusal_by_a_stream_cap_is_held_for_the_hold_and_holds_no_thread(
+        serving: Any, keys: Keys, derived_fingerprint: Fingerprint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trusted key trickling at its cap, retrying each refusal at once, kept grpc's queue of calls not yet
+    started full (honest GetChallenge p99 1.3-2.4 s, docs/results/load_hostile.md): a refusal by a stream cap is
+    now sent only after ``BUSY_HOLD_S`` (capped by the first-message deadline), and while held it holds no
+    worker: with 2 workers and 6 refusals held, another key's challenge and submission go through at once."""
+    hold = 15.0  # far longer than a submission takes, even on a busy machine
+    monkeypatch.setattr(verifier._server, "BUSY_HOLD_S", 0.05)
+    server = serving(max_workers=2, max_streams_per_key=1, first_message_timeout_s=60.0)
+    held = Silent(server.channel, 1, first=requests_for(derived_fingerprint, keys.owner,
+                                                       challenge(server.stub, keys).nonce)[:1])
+    try:
+        deadline = time.monotonic() + 10
+        while (code := submit(server.stub, keys, derived_fingerprint)) != Code.RESOURCE_EXHAUSTED:
+            assert time.monotonic() < deadline, code  # until the held stream is admitted and counted
+            time.sleep(0.1)
+        monkeypatch.setattr(verifier._server, "BUSY_HOLD_S", hold)
+        started = time.monotonic()
+        refused = [server.stub.Submit.future(iter(requests_for(derived_fingerprint, keys.owner,
+                                                               challenge(server.stub, keys).nonce)), timeout=60)
+                   for _ in range(6)]
+        assert submit(server.stub, keys, derived_fingerprint, SECOND_OWNER) == Code.OK  # while they are held
+        assert not any(f.done() for f in refused), "refused before the hold"
+        for f in refused:
+            with pytest.raises(grpc.RpcError) as info:
+                f.result(timeout=30)
+            assert info.value.code() == Code.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+            assert "streams in progress" in (info.value.details() or "")  # type: ignore[attr-defined]
+        assert time.monotonic() - started >= hold
+    finally:
+        held.close()
+    assert server.registry.counts()["submissions"] == 1
+
+
+def test_the_hold_is_capped_by_the_first_message_deadline(
+        serving: Any, keys: Keys, derived_fingerprint: Fingerprint) -> None:
+    server = serving(max_streams_per_key=1, first_message_timeout_s=0.5, stream_idle_timeout_s=60.0)
+    # The first stream sends its manifest and no more: admitted, it holds the key's only slot until idle.
+    held = Silent(server.channel, 1, first=requests_for(derived_fingerprint, keys.owner,
+                                                       challenge(server.stub, keys).nonce)[:1])
+    try:
+        deadline = time.monotonic() + 10
+        while (code := submit(server.stub, keys, derived_fingerprint, timeout=30)) != Code.RESOURCE_EXHAUSTED:
+            assert time.monotonic() < deadline, code  # until the held stream is admitted and counted
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert submit(server.stub, keys, derived_fingerprint, timeout=30) == Code.RESOURCE_EXHAUSTED
+        took = time.monotonic() - started
+        assert 0.5 <= took < verifier._server.BUSY_HOLD_S, took  # held 0.5 s, not BUSY_HOLD_S (10 s)
+    finally:
+        held.close()
+
+
+def test_connections_beyond_the_cap_are_closed_at_accept_and_a_freed_slot_is_reused(serving: Any,
+                                                                                   keys: Keys) -> None:
+    """``max_connections`` bounds the connections (and so the memory) a crowd can hold: the third connection
+    to a server capped at 2 is closed (UNAVAILABLE), and once one closes a new one is served."""
+    server = serving(max_connections=2)  # the fixture's own channel is the first connection
+    options = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own each
+
+    def ask(channel: grpc.Channel) -> None:
+        pawprint_pb2_grpc.VerifierStub(channel).GetChallenge(
+            pawprint_pb2.ChallengeRequest(owner_key_id=keys.owner.key_id), timeout=5)
+
+    ask(server.channel)
+    second = grpc.insecure_channel(server.target, options=options)
+    third = grpc.insecure_channel(server.target, options=options)
+    try:
+        ask(second)
+        with pytest.raises(grpc.RpcError) as info:
+            ask(third)
+        assert info.value.code() == Code.UNAVAILABLE  # type: ignore[attr-defined]
+        ask(server.channel)  # the connections within the cap are still served
+        second.close()
+        deadline = time.monotonic() + 20
+        while True:  # the server notices the closed connection (its slot comes back) within moments
+            fresh = grpc.insecure_channel(server.target, options=options)
+            try:
+                ask(fresh)
+                break
+            except grpc.RpcError as e:
+                assert e.code() == Code.UNAVAILABLE and time.monotonic() < deadline, e
+                time.sleep(0.2)
+            finally:
+                fresh.close()
+    finally:
+        second.close()
+        third.close()
+
+
+def test_a_server_with_no_connection_allowed_is_a_config_error(serving: Any) -> None:
+    with pytest.raises(ConfigError, match="max_connections"):
+        serving(max_connections=0)
+
+
 # ------------------------------------------------------------------------------------------------- the parts
+
+
+def test_the_allocator_limits_keep_an_operators_setting_and_the_trimmer_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``verifier serve`` limits glibc's malloc arenas and trims the heap periodically (the bound on memory under
+    reconnect storms, docs/hardening.md section 8); an operator's ``MALLOC_ARENA_MAX`` is kept."""
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() == "MALLOC_ARENA_MAX=4 from the environment"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert limit_malloc_arenas().startswith("malloc arenas limited to 2" if glibc else "malloc arenas not limited")
+    with pytest.raises(ValueError):
+        HeapTrimmer(0)
+    trimmer = HeapTrimmer(0.01)
+    assert trimmer.start() == glibc
+    try:
+        deadline = time.monotonic() + 10
+        while glibc and trimmer.trims < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        trimmer.stop()
+
 
 
 def _issue(store: ChallengeStore, size: int = 0) -> Challenge:
