@@ -408,7 +408,7 @@ def progress_bar(desc: str, enabled: bool = True) -> Iterator[Progress]:
 
 
 # ---------------------------------------------------------------------------------------------- options
-KEY_ROLES = ("owner", "vendor", "verifier", "registry")
+KEY_ROLES = ("owner", "vendor", "verifier", "registry", "auditor")
 
 
 def passphrase_option(p: argparse.ArgumentParser) -> None:
@@ -419,7 +419,7 @@ def passphrase_option(p: argparse.ArgumentParser) -> None:
 def verdict_options(p: argparse.ArgumentParser) -> None:
     """The measured null and the verdict thresholds (``verifier``'s calibration)."""
     p.add_argument("--null", default=None, metavar="FILE",
-                   help="the measured null (default: the shipped verifier/data/null-zoo-v1.json)")
+                   help="the measured null (default: the shipped verifier/data/null-zoo-v2.json)")
     p.add_argument("--derived-p", type=float, default=1e-6, metavar="P",
                    help="derived if p * bases compared <= P (default 1e-6)")
     p.add_argument("--independent-p", type=float, default=0.01, metavar="P",
@@ -434,8 +434,9 @@ def thresholds(args: argparse.Namespace) -> Thresholds:
         return Thresholds(derived_p=args.derived_p, independent_p=args.independent_p)
 
 
-def null_model(path: str | None) -> NullModel:
-    """The measured null named by ``--null`` (the shipped one by default; needs the verifier extra)."""
+def null_model(path: str | None, null_id: str | None = None) -> NullModel:
+    """The measured null named by ``--null`` (by default the shipped one a receipt names by ``null_id``, else
+    the default one; needs the verifier extra)."""
     from verifier import load_null
 
-    return load_null(path)  # a NullError is a VerifierError: main reports it
+    return load_null(path, null_id)  # a NullError is a VerifierError: main reports it

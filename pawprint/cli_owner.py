@@ -446,7 +446,7 @@ def _calibrated_verdict(result: Comparison, args: argparse.Namespace) -> dict[st
     if METHOD_IDS.get(result.method) != null.method_id:
         return {"verdict": "inconclusive", "p_value": None, "z": None, "null_id": null.null_id,
                 "why": f"the null {null.null_id} is for another method ({null.method_id})"}
-    ev = assess([(t.term, t.cosine) for t in result.terms], null)
+    ev = assess([(t.term, t.cosine) for t in result.terms], null, result.common_probe_tokens)
     return {"verdict": base_verdict(ev.p_value, 1, rule), "p_value": ev.p_value, "z": ev.z,
             "term_z": ev.term_z, "layer_z": list(ev.layer_z), "null_id": null.null_id,
             "verdict_rule": rule.rule}

@@ -9,7 +9,11 @@ tensors, which is not proof that its terms were computed from them (``owner fing
 Re-deriving a receipt's verdict from its scores needs the measured null (scipy: the verifier extra); without it
 the verdict is reported as not re-derived.
 ``report`` draws the HTML dispute report (the verifier extra); it refuses (exit 1) when a receipt's signature,
-checkpoint, inclusion or verdict is invalid, unless ``--allow-invalid`` (the page then shows what failed).
+checkpoint, inclusion or verdict is invalid, unless ``--allow-invalid`` (the page then shows what failed). With
+``--finding FILE`` (repeatable) it also shows auditors' signed findings (``pawprint audit recompute``), each in the
+headline of the receipt it concerns (which must be given too); a finding whose auditor signature does not verify
+against ``--auditor-pub`` or an ``auditor`` key of ``--trust``, or whose embedded receipt or submission does not
+verify, is invalid like a receipt.
 
 Exit statuses: 1 when what is checked does not verify (a signature, a key the trust store refuses, a term that
 does not match its digest, a proof, a verdict that does not follow), 2 when a file cannot be read or parsed, 3
@@ -44,7 +48,7 @@ from pawprint.cli_registry import connection_options, leaf_hex, log_key, log_rea
 
 if TYPE_CHECKING:
     from protocol import PublisherSignature, Receipt
-    from verifier import ReportItem
+    from verifier import FindingItem, ReportItem
 
 NOT_REDERIVED = f"verdict not re-derived: {VERIFIER_EXTRA_HINT}"
 
@@ -144,10 +148,22 @@ def _check_statement(args: argparse.Namespace, stated: PublisherSignature | None
 def assurance_line(receipt: Receipt) -> str:
     """The receipt's assurance level and what it means, for the headline (docs/threat-model.md)."""
     legacy = "" if receipt.assurance is not None else "; issued before levels were stated"
+    shown = "" if receipt.possession is None else "; possession of the committed weights shown (see possession)"
     if receipt.assurance_level == "owner-attested":
         return (f"assurance  owner-attested{legacy}: the terms and weight commitment are what the owner's agent "
-                "sent; no one has recomputed them from the weights")
-    return f"assurance  {receipt.assurance_level}{legacy}: the terms were recomputed from the weights by an auditor"
+                f"sent; no one has recomputed them from the weights{shown}")
+    return (f"assurance  {receipt.assurance_level}{legacy}: the terms were recomputed from the weights by an "
+            f"auditor{shown}")
+
+
+def possession_line(record: str) -> str:
+    """What a receipt's possession record (``"<id>;openings=<k>;chunk=<bytes>"``) shows, and what it does not."""
+    fields = dict(part.split("=", 1) for part in record.split(";")[1:] if "=" in part)
+    return (f"possession at submission the owner opened {fields.get('openings', '?')} chunk(s) of at most "
+            f"{fields.get('chunk', '?')} bytes of the committed weights, picked by the verifier's fresh challenge and "
+            "checked against the commitment: it held those chunks then (the commitment was not merely copied). Not "
+            "shown: that it holds every byte, that the terms came from these weights, or that it came by them "
+            f"lawfully ({record})")
 
 
 def print_receipt(receipt: Receipt) -> None:
@@ -155,8 +171,7 @@ def print_receipt(receipt: Receipt) -> None:
     print(assurance_line(receipt))
     print(f"weights    commitment {receipt.weight_commitment.hex()}: {receipt.commitment_claim}")
     if receipt.possession is not None:
-        print("possession the owner opened chunks of the committed weights, checked by the verifier "
-              f"({receipt.possession}): it holds weights with this commitment (not proof the terms came from them)")
+        print(possession_line(receipt.possession))
     for finding in receipt.evidence:
         print(f"evidence   {finding}")
     if receipt.model_name:
@@ -184,9 +199,9 @@ def _recheck(args: argparse.Namespace, receipt: Receipt) -> tuple[bool, bool | N
         if args.null is not None:
             raise CommandError(f"--null: re-deriving the verdict {VERIFIER_EXTRA_HINT}") from e
         return False, None
-    consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null_model(args.null),
-                                 receipt.null_id, thresholds(args), screened=receipt.screened,
-                                 evidence=receipt.evidence)
+    consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule,
+                                 null_model(args.null, receipt.null_id), receipt.null_id, thresholds(args),
+                                 screened=receipt.screened, evidence=receipt.evidence)
     return True, consistent
 
 
@@ -247,7 +262,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """The report, once every receipt's checks are known: with one invalid (a FAILED signature, checkpoint,
     inclusion or verdict check, as the page marks it) no page is written and the exit status is 1, unless
     ``--allow-invalid``. The checks run once; the page shows those same results."""
-    from verifier import check_receipts, write_report_page
+    from verifier import check_findings, check_receipts, write_report_page
 
     pub = Path(args.verifier_pub) if args.verifier_pub else None
     log_pub = Path(args.log_pub) if args.log_pub else None
@@ -260,14 +275,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         items = check_receipts(receipts, verifier_pub=pub, log_pub=log_pub, null_file=null)
     results = [_checks_of(path, item) for path, item in zip(receipts, items, strict=True)]
-    _refuse_invalid(args, results)
-    write_report_page(items, Path(args.output), title=args.title)
+    finding_paths = [Path(f) for f in args.finding]
+    if (args.auditor_pub or args.trust) and not finding_paths:
+        raise CommandError("--auditor-pub and --trust check findings: give them with --finding FILE")
+    findings = check_findings(finding_paths, items, auditor_pubs=[Path(p) for p in args.auditor_pub],
+                              trust_file=Path(args.trust) if args.trust else None, verifier_pub=pub)
+    found = [_finding_of(path, f, items) for path, f in zip(finding_paths, findings, strict=True)]
+    _refuse_invalid(args, results, found)
+    write_report_page(items, Path(args.output), title=args.title, findings=findings)
     invalid = [r for r in results if r["failed"]]
+    bad = [f for f in found if f["failed"]]
     if args.json:
-        write_json({"output": args.output, "valid": not invalid, "receipts": results})
+        write_json({"output": args.output, "valid": not invalid and not bad, "receipts": results,
+                    "findings": found})
     else:
-        print(f"wrote {args.output}" + (f" ({len(invalid)} invalid receipt(s) marked on the page)" if invalid else ""))
+        marked = [f"{len(invalid)} invalid receipt(s)"] if invalid else []
+        marked += [f"{len(bad)} invalid finding(s)"] if bad else []
+        print(f"wrote {args.output}" + (f" ({' and '.join(marked)} marked on the page)" if marked else ""))
+        for f in found:
+            print(f"  finding {f['file']} ({f['outcome']}) shown in the headline of {f['receipt']}")
     return EXIT_OK
+
+
+def _finding_of(path: Path, f: FindingItem, items: list[ReportItem]) -> dict[str, Any]:
+    """One finding's checks as the report made them, and the receipt (file) it is shown with."""
+    from protocol import sha256
+
+    receipt = next(item.label for item in items if sha256(item.payload) == f.receipt_sha256)
+    return {"file": str(path), "receipt": receipt, "signer_key_id": f.signer_key_id, "outcome": f.finding.outcome,
+            "summary": f.finding.summary,
+            "failed_checks": [c.name for c in f.finding.checks if c.status == "fail"],
+            **{name: {"state": getattr(f, name).state, "text": getattr(f, name).text} for name in f.CHECKS},
+            "failed": list(f.failed)}
 
 
 def _checks_of(path: Path, item: ReportItem) -> dict[str, Any]:
@@ -279,16 +318,20 @@ def _checks_of(path: Path, item: ReportItem) -> dict[str, Any]:
             "failed": list(item.failed)}
 
 
-def _refuse_invalid(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
-    invalid = [r for r in results if r["failed"]]
+def _refuse_invalid(args: argparse.Namespace, results: list[dict[str, Any]],
+                    findings: list[dict[str, Any]] | None = None) -> None:
+    invalid = [r for r in results if r["failed"]] + [f for f in findings or [] if f["failed"]]
     if not invalid:
         return
+    n_receipts = sum(1 for r in results if r["failed"])
+    what = " and ".join(x for x in (f"{n_receipts} of {len(results)} receipt(s)" if n_receipts else "",
+                                    f"{len(invalid) - n_receipts} of {len(findings or [])} finding(s)"
+                                    if len(invalid) > n_receipts else "") if x)
     words = "; ".join(f"{r['file']} (signed by key {r['signer_key_id']}): "
                       + ", ".join(f"{c} {r[c]['text']}" for c in r["failed"]) for r in invalid)
     if not args.allow_invalid:
-        raise CheckFailed(f"{len(invalid)} of {len(results)} receipt(s) invalid, no report written "
-                          f"(--allow-invalid writes it anyway): {words}")
-    print(f"pawprint: warning: writing the report with {len(invalid)} invalid receipt(s): {words}", file=sys.stderr)
+        raise CheckFailed(f"{what} invalid, no report written (--allow-invalid writes it anyway): {words}")
+    print(f"pawprint: warning: writing the report with {what} invalid: {words}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------- parser
@@ -335,8 +378,16 @@ def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rep.add_argument("--log-pub", default=None, metavar="PUB", help="check the registry checkpoint's signature")
     rep.add_argument("--null", default=None, metavar="FILE", help="re-derive verdicts against this null")
     rep.add_argument("--title", default=None)
+    rep.add_argument("--finding", action="append", default=[], metavar="FILE",
+                     help="an auditor's signed finding (pawprint audit recompute --key); shown in the headline of "
+                          "the receipt it concerns, which must be given too (repeatable)")
+    rep.add_argument("--auditor-pub", action="append", default=[], metavar="PUB",
+                     help="an auditor's public key to check findings against (repeatable)")
+    rep.add_argument("--trust", default=None, metavar="TRUST",
+                     help="... or a trust store: a finding's key must be trusted there as an auditor")
     rep.add_argument("--allow-invalid", action="store_true",
-                     help="write the page even when a receipt is invalid (exit 0, with a warning; the page marks it)")
+                     help="write the page even when a receipt or finding is invalid (exit 0, with a warning; the "
+                          "page marks it)")
     rep.add_argument("--json", action="store_true")
     where = rep.add_mutually_exclusive_group()
     where.add_argument("--registry", metavar="HOST:PORT", default=None, help="check inclusion against this registry")

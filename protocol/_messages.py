@@ -104,8 +104,18 @@ VERDICTS: tuple[str, ...] = (*MATCH_VERDICTS, INSUFFICIENT_EVIDENCE)
 OWNER_ATTESTED = "owner-attested"
 AUDITED = "audited"
 ASSURANCE_LEVELS: tuple[str, ...] = (OWNER_ATTESTED, AUDITED)
+# ``OWNER_ATTESTED_POSSESSION`` is not a level: it words an ``owner-attested`` commitment when the receipt records
+# possession (``Receipt.possession``): the owner opened a few chunks, chosen by the verifier's fresh nonce, against
+# it, so at submission time it held those chunks of weights with this commitment. That rules out a commitment
+# merely copied from someone else's receipt; it does not show that the owner holds every byte, that the terms were
+# computed from these weights, or that it came by them lawfully (a thief holding stolen weights shows possession).
+OWNER_ATTESTED_POSSESSION = "owner-attested+possession"
 COMMITMENT_CLAIMS: dict[str, str] = {
     OWNER_ATTESTED: "the owner's claim, not checked against any weights",
+    OWNER_ATTESTED_POSSESSION: "the owner's claim; at submission time the owner held the few chunks of weights with "
+                               "this commitment that the verifier's challenge picked and checked (not proof that it "
+                               "holds every byte, that the terms were computed from these weights, or that it came "
+                               "by them lawfully)",
     AUDITED: "recomputed from the weights by an auditor",
 }
 MAX_EVIDENCE_FINDINGS = 32
@@ -1166,7 +1176,9 @@ class Receipt:
 
     @property
     def commitment_claim(self) -> str:
-        """Whose claim the weight commitment is, in words."""
+        """Whose claim the weight commitment is, in words (and, for an owner's claim, whether possession was shown)."""
+        if self.assurance_level == OWNER_ATTESTED and self.possession is not None:
+            return COMMITMENT_CLAIMS[OWNER_ATTESTED_POSSESSION]
         return COMMITMENT_CLAIMS[self.assurance_level]
 
     @property

@@ -44,6 +44,7 @@ class Role(StrEnum):
     VENDOR = "vendor"  # registry entries for base models
     VERIFIER = "verifier"  # challenges, receipts, comparison reports
     REGISTRY = "registry"  # log checkpoints; admitting vendors
+    AUDITOR = "auditor"  # audit findings (pawprint audit recompute): trusted to have recomputed from weights
 
 
 @dataclass(frozen=True)

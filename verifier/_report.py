@@ -7,6 +7,11 @@ turns one receipt file's bytes into a checked ``ReportItem`` and ``render_report
 page out. The page reads top-down from plain words to details: the verdict and what it means, the two dogs,
 the numbers with a heat map, the registry, the signature, and how to check it all again offline.
 
+An auditor's signed finding (``pawprint audit recompute``, ``protocol.Finding``) is shown in the headline of the
+receipt it embeds (``check_findings`` matches them by the receipt's signed bytes): its outcome, the checks that
+failed, whether its three signatures verify (the auditor's, against a pinned key or a trust store's ``auditor``
+role; the verifier's on the embedded receipt; the owner's on the embedded submission) and what each covers.
+
 What the page must never do:
 
 - load anything: the dogs are PNG ``data:`` URIs drawn here from the signed vectors (and checked against the
@@ -31,7 +36,7 @@ import html
 import math
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -41,9 +46,14 @@ import numpy as np
 
 from protocol import (
     DOMAIN_PREFIX,
+    FINDING_FORMAT,
+    FINDING_KIND,
     INSUFFICIENT_EVIDENCE,
+    ONLINE_MANIFEST_KIND,
     OWNER_ATTESTED,
     RECEIPT_FORMAT,
+    SUBMISSION_FORMAT,
+    Finding,
     LogCheckFailed,
     LogReader,
     Match,
@@ -51,16 +61,21 @@ from protocol import (
     ProtocolError,
     PublicKey,
     Receipt,
+    Role,
     SignatureError,
     SignedMessage,
+    TrustStore,
     atomic_write,
     check_receipt_entries,
     decode_map,
+    open_manifest,
     open_note,
+    open_receipt,
     parse_checkpoint,
     parse_score,
+    sha256,
 )
-from verifier._calibration import NullError, NullModel, load_null
+from verifier._calibration import NullError, NullModel, load_null, shipped_nulls
 from verifier._compare import recheck_verdict
 from verifier._render import RENDERER_ID, render_png
 from verifier.errors import VerifierError
@@ -112,12 +127,35 @@ class ReportItem:
         return tuple(name for name in self.CHECKS if getattr(self, name).state == FAILED)
 
 
+@dataclass(frozen=True)
+class FindingItem:
+    """An auditor's signed finding (``protocol.Finding``, from ``pawprint audit recompute``) as the page shows it,
+    in the headline of the receipt it embeds (``receipt_sha256``: the SHA-256 of that receipt's signed bytes)."""
+
+    label: str  # the file name
+    finding: Finding
+    signer_key_id: str  # the key stored in the file (whoever it is)
+    receipt_sha256: bytes
+    verifier_key_id: str  # the key the embedded receipt carries
+    owner_key_id: str | None  # the key the embedded submission carries, if the auditor had it
+    signature: Check  # the auditor's signature, and whether its key is one the reader trusts
+    embedded: Check  # the verifier's signature on the embedded receipt and the owner's on the submission
+
+    CHECKS = ("signature", "embedded")
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(name for name in self.CHECKS if getattr(self, name).state == FAILED)
+
+
 # ------------------------------------------------------------------------------------------------ checking
 def check_receipt(
     data: bytes, label: str, *, verifier_key: PublicKey | None = None, log_key: PublicKey | None = None,
     log_source: LogReader | None = None, null: NullModel | None = None,
+    shipped: Mapping[str, NullModel] | None = None,
 ) -> ReportItem:
-    """A receipt file's bytes, decoded and checked as far as the keys, registry and null given allow.
+    """A receipt file's bytes, decoded and checked as far as the keys, registry and null given allow
+    (``shipped``: nulls by id; a receipt naming one of them is re-derived with it rather than with ``null``).
 
     A bad signature does not stop the report (showing it is the point); bytes that are not a receipt do
     (``ReportError``).
@@ -129,7 +167,8 @@ def check_receipt(
         raise ReportError(f"{label}: not a receipt file ({e})") from e
     return ReportItem(
         label, receipt, signed.payload, signed.public_key.key_id, _signature_check(signed, receipt, verifier_key),
-        _checkpoint_check(receipt, log_key), _inclusion_check(receipt, log_source), _verdict_check(receipt, null),
+        _checkpoint_check(receipt, log_key), _inclusion_check(receipt, log_source),
+        _verdict_check(receipt, null, shipped),
     )
 
 
@@ -179,7 +218,10 @@ def _inclusion_check(receipt: Receipt, source: LogReader | None) -> Check:
     return Check(OK, f"Verified: every matched base is in the log at this checkpoint (entries {indices}).")
 
 
-def _verdict_check(receipt: Receipt, null: NullModel | None) -> Check:
+def _verdict_check(receipt: Receipt, null: NullModel | None,
+                   shipped: Mapping[str, NullModel] | None = None) -> Check:
+    if shipped and receipt.null_id is not None and receipt.null_id in shipped:
+        null = shipped[receipt.null_id]
     if null is None:
         return Check(UNCHECKED, "Not re-derived: no null model was at hand.")
     consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null, receipt.null_id,
@@ -210,6 +252,7 @@ def check_receipts(
     verifier_key = PublicKey.load(verifier_pub) if verifier_pub is not None else None
     log_key = PublicKey.load(log_pub) if log_pub is not None else None
     null = _null(null_file)
+    shipped = shipped_nulls() if null_file is None else {}  # a receipt re-derives with the shipped null it names
     items = []
     for path in receipts:
         try:
@@ -218,15 +261,123 @@ def check_receipts(
             raise ReportError(f"{path}: cannot read the receipt ({e.strerror or e})") from None
         try:
             items.append(check_receipt(data, Path(path).name, verifier_key=verifier_key, log_key=log_key,
-                                       log_source=log_source, null=null))
+                                       log_source=log_source, null=null, shipped=shipped))
         except ReportError as e:  # the page calls a receipt by its file name; an error names the whole path
             raise ReportError(f"{path}: {str(e).split(': ', 1)[-1]}") from e
     return items
 
 
-def write_report_page(items: Sequence[ReportItem], out: Path, *, title: str | None = None) -> None:
-    """Write the report of checked receipts (``check_receipts``) to ``out`` atomically."""
-    page = render_report(list(items), title=title).encode("utf-8")
+def check_finding(
+    data: bytes, label: str, *, auditor_keys: Sequence[PublicKey] = (), trust: TrustStore | None = None,
+    verifier_key: PublicKey | None = None,
+) -> FindingItem:
+    """A finding file's bytes, decoded and checked: the auditor's signature, against ``auditor_keys`` (pinned
+    keys) or a key ``trust`` holds for the ``auditor`` role (else shown as not checked), and the embedded receipt's
+    and submission's signatures (``protocol.open_finding``; the receipt's against ``verifier_key`` if given).
+    A bad signature does not stop the report; bytes that are not a finding do (``ReportError``)."""
+    try:
+        signed = SignedMessage.from_bytes(data, FINDING_FORMAT)
+        finding = Finding.from_map(decode_map(signed.payload))
+        inner = SignedMessage.from_bytes(finding.receipt, RECEIPT_FORMAT)
+    except ProtocolError as e:
+        raise ReportError(f"{label}: not an audit finding file ({e})") from e
+    owner_key_id = None
+    if finding.submission is not None:
+        try:
+            owner_key_id = SignedMessage.from_bytes(finding.submission, SUBMISSION_FORMAT).public_key.key_id
+        except ProtocolError:
+            owner_key_id = None
+    return FindingItem(label, finding, signed.public_key.key_id, sha256(inner.payload), inner.public_key.key_id,
+                       owner_key_id, _auditor_check(signed, finding, auditor_keys, trust),
+                       _embedded_check(finding, inner, verifier_key))
+
+
+def _auditor_check(signed: SignedMessage, finding: Finding, keys: Sequence[PublicKey],
+                   trust: TrustStore | None) -> Check:
+    try:
+        signed.check(FINDING_KIND)  # against the key stored in the file
+    except SignatureError:
+        return Check(FAILED, "INVALID: the auditor's signature does not match the finding's contents; the file was "
+                             "changed after it was signed, or the signature is forged.")
+    key_id = signed.public_key.key_id
+    if finding.auditor_key_id != key_id:
+        return Check(FAILED, "INVALID: the finding names another auditor key than the one that signed it.")
+    if any(k.raw == signed.public_key.raw for k in keys):
+        return Check(OK, f"Valid: signed by an auditor key you gave (key id {key_id}).")
+    if trust is not None:
+        try:
+            trust.require(key_id, Role.AUDITOR)
+        except ProtocolError as e:
+            return Check(FAILED, f"INVALID: signed by key {key_id}, which your trust store does not trust as an "
+                                 f"auditor ({e}).")
+        entry = trust.get(key_id)
+        name = f" ({entry.name})" if entry is not None and entry.name else ""
+        return Check(OK, f"Valid: signed by auditor key {key_id}{name}, trusted as an auditor by your trust store.")
+    if keys:
+        return Check(FAILED, f"INVALID: signed by key {key_id}, not by the auditor key(s) you gave "
+                             f"({', '.join(k.key_id for k in keys)}).")
+    return Check(UNCHECKED, f"Not checked against a trusted key: the signature matches the key stored in the file "
+                            f"(key id {key_id}), which does not show who signed it. Pass the auditor's public key "
+                            "or a trust store that lists it as an auditor.")
+
+
+def _embedded_check(finding: Finding, inner: SignedMessage, verifier_key: PublicKey | None) -> Check:
+    """The verifier's signature on the embedded receipt and the owner's on the embedded submission, which must be
+    the manifest the receipt names (as ``protocol.open_finding``, whatever the auditor's signature)."""
+    try:
+        receipt = open_receipt(inner, inner.public_key)
+    except ProtocolError as e:
+        return Check(FAILED, f"INVALID: the embedded receipt does not verify ({e}).")
+    if verifier_key is not None and verifier_key.raw != inner.public_key.raw:
+        return Check(FAILED, f"INVALID: the embedded receipt is signed by key {inner.public_key.key_id}, not by the "
+                             f"verifier key you gave ({verifier_key.key_id}).")
+    owner = "no owner's submission embedded (the auditor did not have it)"
+    if finding.submission is not None:
+        try:
+            manifest = SignedMessage.from_bytes(finding.submission, SUBMISSION_FORMAT)
+            open_manifest(manifest, ONLINE_MANIFEST_KIND)
+        except ProtocolError as e:
+            return Check(FAILED, f"INVALID: the embedded owner's submission does not verify ({e}).")
+        if sha256(manifest.payload) != receipt.submission:
+            return Check(FAILED, "INVALID: the embedded owner's submission is not the manifest the receipt names.")
+        owner = (f"the owner's submission verifies (owner key {manifest.public_key.key_id}) and is the one the "
+                 "receipt names")
+    pinned = "" if verifier_key is not None else " (key taken from the file)"
+    return Check(OK, f"The embedded receipt verifies (verifier key {inner.public_key.key_id}{pinned}); {owner}.")
+
+
+def check_findings(
+    findings: Sequence[Path], items: Sequence[ReportItem], *, auditor_pubs: Sequence[Path] = (),
+    trust_file: Path | None = None, verifier_pub: Path | None = None,
+) -> list[FindingItem]:
+    """Check each finding file (``check_finding``) and match it to the receipt it embeds among ``items``
+    (``ReportError`` if it is not one of them: the page shows a finding with its receipt)."""
+    keys = [PublicKey.load(p) for p in auditor_pubs]
+    trust = TrustStore.load(trust_file) if trust_file is not None else None
+    verifier_key = PublicKey.load(verifier_pub) if verifier_pub is not None else None
+    by_digest = {sha256(item.payload): item for item in items}
+    out = []
+    for path in findings:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ReportError(f"{path}: cannot read the finding ({e.strerror or e})") from None
+        try:
+            found = check_finding(data, Path(path).name, auditor_keys=keys, trust=trust, verifier_key=verifier_key)
+        except ReportError as e:
+            raise ReportError(f"{path}: {str(e).split(': ', 1)[-1]}") from e
+        if found.receipt_sha256 not in by_digest:
+            raise ReportError(f"{path}: the finding concerns a receipt that is not among those given (its receipt's "
+                              f"signed bytes have SHA-256 {found.receipt_sha256.hex()}): add that receipt file")
+        out.append(found)
+    return out
+
+
+def write_report_page(items: Sequence[ReportItem], out: Path, *, title: str | None = None,
+                      findings: Sequence[FindingItem] = ()) -> None:
+    """Write the report of checked receipts (``check_receipts``) and findings (``check_findings``) to ``out``
+    atomically."""
+    page = render_report(list(items), title=title, findings=findings).encode("utf-8")
     try:
         atomic_write(out, page)
     except OSError as e:
@@ -413,7 +564,7 @@ def _model_name(r: Receipt) -> str:
     return f'<span class="name">{_e(r.model_name)}</span> <span class="small owner-named">({OWNER_NAMED})</span>'
 
 
-def _headline(item: ReportItem) -> str:
+def _headline(item: ReportItem, findings: Sequence[FindingItem] = ()) -> str:
     r = item.receipt
     best = _best(r.matches)
     subject = "The submitted model" if r.model_name is None else (
@@ -462,9 +613,84 @@ def _headline(item: ReportItem) -> str:
                 "anything else in this section.</p>")
     elif item.verdict_check.state == FAILED:
         warn = '<p class="alarm">This verdict does not follow from the receipt\'s own numbers (see the checks).</p>'
+    audit = "".join(_finding_block(f) for f in findings)
+    if any(f.finding.outcome == "inconsistent" and not f.failed for f in findings):
+        audit = ('<p class="alarm">Disputed: an auditor\'s signed finding says this receipt does not hold up against '
+                 "the model's weights (below). The verdict above is what the owner's submission earned, not a fact "
+                 "about those weights.</p>" + audit)
     return (f'<div class="verdict {_e(r.verdict)}"><div class="verdict-subject">Model: {_model_name(r)}</div>'
-            f'<div class="verdict-word">{word}</div>{_assurance(r)}'
+            f'<div class="verdict-word">{word}</div>{_assurance(r)}{audit}'
             f'<p class="meaning">{meaning}</p><p class="chance">{chance}</p>{warn}</div>')
+
+
+_OUTCOME_WORDS = {
+    "inconsistent": "INCONSISTENT: this receipt does not hold up against the weights",
+    "consistent": "CONSISTENT: recomputed from the weights, the submission checks out",
+    "incomplete": "INCOMPLETE: the weights match the commitment; the terms were not checked",
+}
+
+
+def _finding_block(f: FindingItem) -> str:
+    """An auditor's finding, in the headline of the receipt it concerns: its outcome, the checks that failed, and
+    what each of the three signatures covers (HTML)."""
+    fd = f.finding
+    state = FAILED if f.failed else f.signature.state
+    trust = {OK: "", UNCHECKED: " (the auditor's key was not checked against a key you trust)",
+             FAILED: ""}[state]
+    warn = ""
+    if f.failed:
+        warn = ('<p class="alarm">This audit finding is INVALID: '
+                + _e(" ".join(getattr(f, c).text for c in f.failed)) + " Do not rely on it.</p>")
+    failed = [c for c in fd.checks if c.status == "fail"]
+    rows = "".join(
+        f'<li class="check failed"><span class="mark">{_MARK[FAILED]}</span> <b>{_e(c.name)}</b>: signed '
+        f"{_e(c.signed)}; recomputed {_e(c.recomputed)} (tolerance {_e(c.tolerance)}). {_e(c.detail)}</li>"
+        for c in failed)
+    passed = [c.name for c in fd.checks if c.status == "pass"]
+    unchecked = [c.name for c in fd.checks if c.status == "not-checked"]
+    others = ""
+    if passed:
+        others += f'<li class="check ok"><span class="mark">{_MARK[OK]}</span> passed: {_e(", ".join(passed))}</li>'
+    if unchecked:
+        others += (f'<li class="check unchecked"><span class="mark">{_MARK[UNCHECKED]}</span> not checked: '
+                   f"{_e(', '.join(unchecked))}</li>")
+    match = ("equal to" if fd.model_commitment == _receipt_commitment(fd) else "NOT equal to")
+    covers = (
+        '<table class="kv small covers"><tr><th>Signature</th><th>Key</th><th>What it covers</th></tr>'
+        f"<tr><th>Verifier's (the receipt)</th><td class=\"mono\">{_e(f.verifier_key_id)}</td><td>the receipt: the "
+        "verdict and scores, the submission's digest, the weight commitment the owner claimed and the encoded "
+        "vector of the submitted terms. Not the weights: the verifier never saw them.</td></tr>"
+        "<tr><th>Owner's (the submission)</th><td class=\"mono\">"
+        + (_e(f.owner_key_id) if f.owner_key_id else "&ndash;")
+        + "</td><td>" + ("the manifest the owner's agent sent: the weight commitment it claimed, the challenge nonce, "
+                         "the probe sets, layers and method, and the SHA-256 of every term it sent." if f.owner_key_id
+                         else "not embedded: the auditor did not have the owner's submission, so the terms were not "
+                              "checked.")
+        + "</td></tr>"
+        f"<tr><th>Auditor's (this finding)</th><td class=\"mono\">{_e(f.signer_key_id)}</td><td>each check above "
+        "with the numbers the auditor recomputed from the weights it was given (their commitment "
+        f'<span class="mono">{fd.model_commitment.hex()[:16]}&hellip;</span>, {match} the receipt\'s), the '
+        "tolerances, and the two embedded files. It is the auditor's word about those weights; the weights are not "
+        "in it.</td></tr></table>")
+    return (
+        f'<div class="finding {_e(fd.outcome)}{" invalid" if f.failed else ""}">'
+        f'<div class="finding-title">Audit finding: {_e(_OUTCOME_WORDS[fd.outcome])}</div>'
+        f'<p><b>{_e(fd.summary)}</b></p>{warn}'
+        f'<ul class="checks">{_check_line("Auditor signature", f.signature)}'
+        f'{_check_line("Embedded receipt and submission", f.embedded)}{rows}{others}</ul>'
+        f'<p class="small">Finding <span class="mono">{_e(f.label)}</span>, issued {_time(fd.issued_at)} by auditor '
+        f'key <span class="mono">{_e(f.signer_key_id)}</span>{_e(trust)}. Check it offline: '
+        f"<code>pawprint audit verify-finding {_e(shlex.quote(f.label))} --auditor-pub AUDITOR.pub "
+        f"--verifier-pub VERIFIER.pub</code></p>{covers}</div>"
+    )
+
+
+def _receipt_commitment(fd: Finding) -> bytes | None:
+    try:
+        return Receipt.from_map(decode_map(SignedMessage.from_bytes(fd.receipt, RECEIPT_FORMAT).payload)
+                                ).weight_commitment
+    except ProtocolError:
+        return None
 
 
 def _assurance(r: Receipt) -> str:
@@ -476,9 +702,21 @@ def _assurance(r: Receipt) -> str:
                 "own; an audit from the weights (<code>pawprint audit recompute</code>) settles it.")
     else:
         text = "a neutral party recomputed the terms and the weight commitment from the weights."
+    shown = "" if r.possession is None else f" <b>Possession shown:</b> {_e(possession_words(r.possession))}"
     return (f'<p class="assurance"><b>Assurance: {_e(r.assurance_level)}</b>{_e(legacy)}: {text} '
             f'Weight commitment <span class="mono">{r.weight_commitment.hex()[:16]}…</span>: '
-            f"{_e(r.commitment_claim)}.</p>")
+            f"{_e(r.commitment_claim)}.{shown}</p>")
+
+
+def possession_words(record: str) -> str:
+    """What a receipt's possession record (``"<id>;openings=<k>;chunk=<bytes>"``) shows, and what it does not."""
+    fields = dict(part.split("=", 1) for part in record.split(";")[1:] if "=" in part)
+    k, chunk = fields.get("openings", "?"), fields.get("chunk", "?")
+    return (f"at submission time the owner opened {k} chunk(s) of at most {chunk} bytes of the committed weights, "
+            "picked by the verifier's fresh challenge, and the verifier checked them against the commitment: the "
+            "owner held those chunks then, so the commitment was not merely copied from someone else's receipt. It "
+            "does not show that the owner holds every byte, that the terms were computed from these weights, or "
+            "that it came by them lawfully (a thief holding stolen weights can show possession).")
 
 
 def _signature_banner(check: Check) -> str:
@@ -733,7 +971,8 @@ def _reverify(item: ReportItem) -> str:
     )
 
 
-def _summary(items: Sequence[ReportItem]) -> str:
+def _summary(items: Sequence[ReportItem], findings: Sequence[Sequence[FindingItem]]) -> str:
+    audited = any(findings)
     rows = []
     for i, item in enumerate(items, 1):
         r = item.receipt
@@ -746,17 +985,19 @@ def _summary(items: Sequence[ReportItem]) -> str:
             f'<td><span class="pill {_e(r.verdict)}">{_e(r.verdict)}</span></td>'
             f'<td class="name">{_e(best.name) if best else "&ndash;"}</td><td>{chance}</td>'
             f'<td><span class="check {item.signature.state}">{_MARK[item.signature.state]} '
-            f"{_e({OK: 'valid', FAILED: 'INVALID', UNCHECKED: 'not checked'}[item.signature.state])}</span></td></tr>"
+            f"{_e({OK: 'valid', FAILED: 'INVALID', UNCHECKED: 'not checked'}[item.signature.state])}</span></td>"
+            + (f"<td>{_audit_cell(findings[i - 1])}</td>" if audited else "") + "</tr>"
         )
     return (
         '<table class="summary"><thead><tr><th>Receipt</th><th>Model (named by the owner)</th><th>Verdict</th>'
         "<th>Closest base</th>"
-        "<th>Chance of a match this strong</th><th>Signature</th></tr></thead>"
+        "<th>Chance of a match this strong</th><th>Signature</th>" + ("<th>Audit finding</th>" if audited else "")
+        + "</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
 
-def _receipt_section(item: ReportItem, i: int, n: int) -> str:
+def _receipt_section(item: ReportItem, i: int, n: int, findings: Sequence[FindingItem] = ()) -> str:
     r = item.receipt
     best = _best(r.matches)
     mine = _draw(r.picture) if r.picture is not None else None
@@ -779,11 +1020,19 @@ def _receipt_section(item: ReportItem, i: int, n: int) -> str:
         f'<h2>Receipt {i} of {n} <span class="mono label">{_e(item.label)}</span></h2>'
         f'<p class="small">Issued {_time(r.issued_at)} by verifier key <span class="mono">'
         f"{r.verifier_key_id[:16]}&hellip;</span></p>"
-        f"{_signature_banner(item.signature)}{_headline(item)}"
+        f"{_signature_banner(item.signature)}{_headline(item, findings)}"
         f'<ul class="checks summary-checks">{checks}</ul>'
         f"{_pictures(r, best, mine, theirs)}{_numbers(r, best)}{_registry(item)}{_signature(item)}{_reverify(item)}"
         "</section>"
     )
+
+
+def _audit_cell(findings: Sequence[FindingItem]) -> str:
+    if not findings:
+        return "&ndash;"
+    return "<br>".join(
+        f'<span class="check {FAILED if f.failed or f.finding.outcome == "inconsistent" else OK}">'
+        f"{_e(f.finding.outcome)}{' (finding INVALID)' if f.failed else ''}</span>" for f in findings)
 
 
 _GLOSSARY = (
@@ -796,6 +1045,12 @@ _GLOSSARY = (
              "it (p)."),
     ("Checkpoint, inclusion proof", "the registry log's signed summary of its contents, and the short proof "
                                     "that an entry is part of it."),
+    ("Audit finding", "a neutral party's signed result of recomputing a receipt from the model's weights "
+                      "(pawprint audit recompute): consistent, inconsistent (the submission did not come from those "
+                      "weights) or incomplete."),
+    ("Possession", "the owner opened a few randomly chosen small chunks of its committed weights, showing it held "
+                   "them when it submitted; it reveals those chunks (192 bytes with the defaults) and proves "
+                   "nothing about the terms."),
     ("Signature", "Ed25519: proves which key signed the receipt and that not one byte changed since."),
 )
 
@@ -818,6 +1073,11 @@ code,.mono{font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace;fo
 .verdict.independent{background:#e8f5e9;border-color:#1b7a2e}
 .verdict.inconclusive{background:#fff6dd;border-color:#b98900}
 .verdict.insufficient-evidence{background:#f1f1f1;border-color:#555}
+.finding{margin:10px 0;padding:10px 14px;border-radius:8px;border:3px solid #1b7a2e;background:#fff}
+.finding.inconsistent{border-color:#b3261e;background:#fff4f3}.finding.incomplete{border-color:#b98900}
+.finding.invalid{border-style:dashed}
+.finding-title{font-size:22px;font-weight:800}.finding.inconsistent .finding-title{color:#8c1d18}
+.finding.consistent .finding-title{color:#14602a}.covers th,.covers td{vertical-align:top;padding:3px 8px}
 .assurance{font-size:14px;margin:6px 0;padding:6px 8px;background:#fff;border:1px dashed #888;border-radius:6px}
 .verdict-word{font-size:34px;font-weight:800;line-height:1.15}
 .verdict-subject{font-size:16px;margin:0 0 4px;overflow-wrap:anywhere}
@@ -889,10 +1149,16 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def render_report(items: Sequence[ReportItem], *, title: str | None = None) -> str:
-    """The report page for checked receipts: one HTML document with nothing to fetch."""
+def render_report(items: Sequence[ReportItem], *, title: str | None = None,
+                  findings: Sequence[FindingItem] = ()) -> str:
+    """The report page for checked receipts and auditors' findings: one HTML document with nothing to fetch. Each
+    finding is shown in the headline of the receipt it embeds (``check_findings`` matched them)."""
     if not items:
         raise ReportError("no receipt to report on")
+    concerning: dict[bytes, list[FindingItem]] = {}
+    for f in findings:
+        concerning.setdefault(f.receipt_sha256, []).append(f)
+    of = [concerning.get(sha256(item.payload), []) for item in items]
     heading = _e(title or DEFAULT_TITLE)
     n = len(items)
     intro = (
@@ -903,7 +1169,7 @@ def render_report(items: Sequence[ReportItem], *, title: str | None = None) -> s
         "saw only a fingerprint computed from them by the model's owner.</p>"
         "<p>Each receipt starts with the verdict in plain words, then two pictures, then the numbers behind the "
         "verdict, the registry it was checked against, the signature, and how to check all of it yourself.</p>"
-        + (_summary(items) if n > 1 else "")
+        + (_summary(items, of) if n > 1 else "")
         + "</div>"
     )
     glossary = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _GLOSSARY)
@@ -916,7 +1182,7 @@ def render_report(items: Sequence[ReportItem], *, title: str | None = None) -> s
         f"<style>{_CSS}</style></head>\n"
         '<body data-rendered="pending"><main>'
         f"<h1>{heading}</h1>{intro}\n"
-        + "\n".join(_receipt_section(item, i, n) for i, item in enumerate(items, 1))
+        + "\n".join(_receipt_section(item, i, n, of[i - 1]) for i, item in enumerate(items, 1))
         + f'\n<section class="receipt"><h2>Words used</h2><dl class="glossary">{glossary}</dl></section>'
         f"</main><script>{_SCRIPT}</script></body></html>\n"
     )

@@ -103,12 +103,12 @@ def _cli(*args: str, quiet: bool = False, expect: int = 0) -> None:
         raise RuntimeError(f"pawprint {' '.join(args)} exited with {r.returncode}, not {expect}")
 
 
-def _dispute(flow: Path, zoo_dir: Path, keys: Path, tls: list[str], address: str) -> None:
+def _dispute(flow: Path, zoo_dir: Path, keys: Path, tls: list[str], address: str) -> tuple[Path, Path]:
     """A thief holds llama-sft (derived from the registered llama-base-s0) and submits a decoy, llama-base-s1,
     under the stolen model's name: it gets a valid ``owner-attested`` receipt saying ``independent``. An auditor
     given the weights the thief actually holds (escrow, a court order) recomputes and finds the receipt is not
     theirs. (A thief who also hands the auditor the decoy's weights is caught by ``audit endpoint`` against what
-    it serves; docs/threat-model.md.)"""
+    it serves; docs/threat-model.md.) Returns the receipt and the auditor's signed finding, for the report."""
     print("\n  the dispute: a thief holds llama-sft (derived from llama-base-s0) and submits a decoy, llama-base-s1,")
     print("  under the name llama-sft", flush=True)
     out = flow / "dispute"
@@ -119,14 +119,17 @@ def _dispute(flow: Path, zoo_dir: Path, keys: Path, tls: list[str], address: str
     print("  the receipt is valid, and says what stands behind it: owner-attested, the commitment is the owner's "
           "claim", flush=True)
     print("\n  an auditor holding the thief's actual weights (llama-sft) recomputes the receipt:", flush=True)
-    # the auditor's own signing key (no trust-store role: its finding is checked against this public key)
-    _cli("keys", "generate", "-o", str(keys), "--name", "auditor", "--role", "verifier", quiet=True)
+    # the auditor's own signing key; whoever reads its findings trusts it as an auditor
+    _cli("keys", "generate", "-o", str(keys), "--name", "auditor", "--role", "auditor", quiet=True)
+    _cli("trust", "add", str(flow / "trust.json"), str(keys / "auditor.pub"), "--role", "auditor", "--name",
+         "demo auditor", quiet=True)
     finding = flow / "audit-finding.pawprint-finding"
     _cli("audit", "recompute", str(receipt), str(zoo_dir / "llama-sft"), "--verifier-pub", str(keys / "verifier.pub"),
          "--submission", str(submission), "--key", str(keys / "auditor.key"), "-o", str(finding), expect=1)
     print(f"  the signed finding (checkable offline with pawprint audit verify-finding): {finding}", flush=True)
     _cli("audit", "verify-finding", str(finding), "--auditor-pub", str(keys / "auditor.pub"),
          "--verifier-pub", str(keys / "verifier.pub"), quiet=True)
+    return receipt, finding
 
 
 def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], laundered: Path) -> None:
@@ -186,17 +189,23 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
                      "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
                      "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"), quiet=True)
                 print(f"  receipt verified offline (signature) and against the registry log (inclusion): {receipt}")
-        all_receipts = sorted(str(r) for r in receipts.glob("*/*.pawprint-receipt"))
+        disputed, finding = _dispute(flow, zoo_dir, keys, ["--ca", str(pki / "ca.pem"), "--cert",
+                                                           str(pki / "client.pem"), "--key", str(pki / "client.key")],
+                                     address)
+        all_receipts = [*sorted(str(r) for r in receipts.glob("*/*.pawprint-receipt")), str(disputed)]
         report = flow / "report.html"
+        # the auditor's finding is shown in the headline of the thief's receipt; its key is checked against the
+        # trust store, where it is trusted as an auditor
         _cli("report", *all_receipts, "-o", str(report), "--verifier-pub", str(keys / "verifier.pub"),
              "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
              "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"),
+             "--finding", str(finding), "--trust", str(trust),
              "--title", "pawprint demo: suspects against the zoo's registered bases", quiet=True)
         print(f"\n  dispute report (one HTML file, dogs inline, for a non-expert): {report}")
+        print("  it shows the auditor's finding in the headline of the thief's receipt, with what each signature "
+              "covers (verifier: the receipt; owner: the submission; auditor: the finding)")
         print("  dogs: each receipt's folder has receipt-*.png (the suspect) and receipt-*-sheet.png (suspect and "
               "best match); redraw any with: pawprint render RECEIPT -o dogs.png")
-        _dispute(flow, zoo_dir, keys, ["--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
-                                       "--key", str(pki / "client.key")], address)
         print("\n  the auditor checks the log against the checkpoint saved after the first registration:", flush=True)
         _cli("registry", "audit", "--from", str(saved), "--registry", address, "--ca", str(pki / "ca.pem"),
              "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))

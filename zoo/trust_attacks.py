@@ -180,7 +180,10 @@ class Lab:
         registry = Registry(data, clock=lambda: float(NOW))
         for name, path in bases:
             registry.add_base(name, build_bundle(path, vendor, now=NOW), trust)
-        config = ServerConfig(insecure_loopback=True, layers=layers, require_possession=require_possession)
+        # No per-key submission budget: the lab sends hundreds of degenerate submissions from one key to measure
+        # what the evidence checks catch; the budget is measured on its own (tests/verifier/test_privacy_budget.py).
+        config = ServerConfig(insecure_loopback=True, layers=layers, require_possession=require_possession,
+                              submission_budget=None)
         counter = iter(range(1, 1 << 30))
         service = VerifierService(verifier, trust, registry, config, clock=lambda: float(NOW),
                                   rng=lambda n: hashlib.sha256(b"lab%d" % next(counter)).digest()[:n])
@@ -207,5 +210,7 @@ class Lab:
         manifest = dataclasses.replace(manifest, nonce=challenge.nonce, owner_key_id=key.key_id)
         signed = sign_message(manifest, key, "manifest")
         self.last_submission = signed
-        chunks = [Chunk(i, 0, bytes(terms[t.name].data)) for i, t in enumerate(manifest.tensors)]
+        step = challenge.limits.max_chunk_bytes  # as the owner's agent streams: no chunk above the limit
+        chunks = [Chunk(i, off, data[off:off + step]) for i, t in enumerate(manifest.tensors)
+                  for data in (bytes(terms[t.name].data),) for off in range(0, max(len(data), 1), step)]
         return self.service.submit(signed, chunks)

@@ -4,25 +4,58 @@ shows (pictures, signature, log, verdict), that it is deterministic, and that it
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import re
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from benchmarks.report_sample import BrowserMissing, Sample, find_chromium, rendered_state, sample_receipts, screenshot
-from protocol import RECEIPT_FORMAT, Receipt, SignedMessage, decode_map, encode, sign_message
+from benchmarks.report_sample import (
+    SAMPLE_TIME,
+    BrowserMissing,
+    Sample,
+    find_chromium,
+    rendered_state,
+    sample_receipts,
+    screenshot,
+)
+from pawprint.cli import main as pawprint_main
+from pawprint.cli_receipt import print_receipt
+from protocol import (
+    FINDING_FORMAT,
+    RECEIPT_FORMAT,
+    WEIGHT_COMMITMENT_ID,
+    AuditCheck,
+    Finding,
+    PrivateKey,
+    Receipt,
+    Role,
+    SignedMessage,
+    TrustStore,
+    decode_map,
+    encode,
+    sign_finding,
+    sign_message,
+)
+from protocol._messages import COMMITMENT_CLAIMS, OWNER_ATTESTED_POSSESSION
+from protocol._possession import POSSESSION_ID
 from verifier._report import (
     CONTENT_SECURITY_POLICY,
     ReportError,
     chance_words,
+    check_findings,
     check_receipt,
+    check_receipts,
     render_report,
     write_report,
+    write_report_page,
 )
 
 HOSTILE = "<script>alert(1)</script>"
@@ -232,3 +265,190 @@ def test_the_page_renders_in_a_real_browser(page: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.html"
     broken.write_text(page.read_text(encoding="utf-8").replace("base64,iVBOR", "base64,AAAA", 1), encoding="utf-8")
     assert rendered_state(broken) == "error"
+
+
+# ------------------------------------------------------------------------------------------ auditors' findings
+AUDITOR = PrivateKey.from_seed(b"\x71" * 32)
+
+
+def _finding(receipt: Path, out: Path, *, key: PrivateKey = AUDITOR, outcome: str = "inconsistent") -> Path:
+    """A signed finding about ``receipt`` as ``pawprint audit recompute --key`` writes one (no submission: the
+    demo's test covers a finding with the owner's submission, made from real weights)."""
+    r = _receipt(receipt)
+    failed = outcome == "inconsistent"
+    checks = (
+        AuditCheck("weight-commitment", "pass", r.weight_commitment.hex(), r.weight_commitment.hex(), "exact",
+                   "the weights' commitment against the receipt's"),
+        AuditCheck("picture-vector", "fail" if failed else "pass", "vector sha256 00ff",
+                   "relative L2 distance 4.100e-03" if failed else "relative L2 distance 1.0e-07",
+                   "relative L2 <= 0.0001", f"encoding of the recomputed terms {HOSTILE}"),
+    )
+    summary = ("inconsistent: the owner's submission did not come from these weights (failed: picture-vector)"
+               if failed else "consistent: the weights are the ones the receipt names and the submitted terms "
+                              "come from them")
+    finding = Finding(key.key_id, outcome, summary, checks, r.weight_commitment, WEIGHT_COMMITMENT_ID,
+                      receipt.read_bytes(), None, ("what each signature covers",), SAMPLE_TIME + 3600)
+    out.write_bytes(sign_finding(finding, key).to_bytes(FINDING_FORMAT))
+    return out
+
+
+def _audit_pub(tmp_path: Path, key: PrivateKey = AUDITOR) -> Path:
+    path = tmp_path / f"auditor-{key.key_id[:8]}.pub"
+    key.public_key.save(path)
+    return path
+
+
+def _with_findings(sample: Sample, out: Path, findings: list[Path], **keys: Any) -> str:
+    items = check_receipts(list(sample.receipts), verifier_pub=sample.verifier_pub, log_pub=sample.log_pub,
+                           null_file=sample.null_file)
+    found = check_findings(findings, items, **keys)
+    write_report_page(items, out, findings=found)
+    return out.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def audited_page(sample: Sample, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("audited")
+    finding = _finding(sample.receipts[1], tmp / "independent.pawprint-finding")
+    out = tmp / "audited.html"
+    _with_findings(sample, out, [finding], auditor_pubs=[_audit_pub(tmp)], verifier_pub=sample.verifier_pub)
+    return out
+
+
+def test_a_finding_is_in_the_headline_of_the_receipt_it_concerns(audited_page: Path) -> None:
+    html = audited_page.read_text(encoding="utf-8")
+    first, second = html.split('<section class="receipt" id="receipt-2">')
+    assert "Audit finding" not in first.split("</h1>", 1)[1].split('<section class="receipt" id="receipt-1">')[1]
+    headline = second.split('<div class="verdict ', 1)[1].split('<p class="meaning">', 1)[0]
+    text = unescape(_text(headline))
+    assert "Audit finding: INCONSISTENT: this receipt does not hold up against the weights" in text
+    assert "Disputed: an auditor's signed finding says this receipt does not hold up" in text
+    assert "the owner's submission did not come from these weights (failed: picture-vector)" in text
+    # the failed check with its numbers; the checks that passed named; the finding's text escaped
+    assert "picture-vector : signed vector sha256 00ff; recomputed relative L2 distance 4.100e-03" in text
+    assert "passed: weight-commitment" in text
+    assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in headline
+    # its signatures checked, and what each of the three covers
+    assert f"Valid: signed by an auditor key you gave (key id {AUDITOR.key_id})" in text
+    assert "The embedded receipt verifies" in text and "no owner's submission embedded" in text
+    for who in ("Verifier's (the receipt)", "Owner's (the submission)", "Auditor's (this finding)"):
+        assert who in text
+    assert "the weights are not in it" in text and "equal to the receipt's" in text
+    # the summary table says which receipt was audited
+    summary = unescape(_text(html.split('<table class="summary">', 1)[1].split("</table>", 1)[0]))
+    assert "Audit finding" in summary and summary.count("inconsistent") == 1
+
+
+def test_a_finding_that_does_not_verify_is_marked_invalid(sample: Sample, tmp_path: Path) -> None:
+    finding = _finding(sample.receipts[0], tmp_path / "f.pawprint-finding")
+    # no auditor key: only unchecked
+    html = _with_findings(sample, tmp_path / "a.html", [finding])
+    assert "Not checked against a trusted key" in html and "was not checked against a key you trust" in html
+    # another key pinned: invalid, loudly
+    other = PrivateKey.from_seed(b"\x72" * 32)
+    html = _with_findings(sample, tmp_path / "b.html", [finding], auditor_pubs=[_audit_pub(tmp_path, other)])
+    assert "This audit finding is INVALID" in html and "not by the auditor key(s) you gave" in html
+    assert "Disputed:" not in html  # an invalid finding disputes nothing
+    # a trust store: trusted only for the auditor role
+    store = TrustStore()
+    store.add(AUDITOR.public_key, Role.VERIFIER, name="not an auditor")
+    store.save(tmp_path / "trust.json")
+    items = check_receipts(list(sample.receipts))
+    [item] = check_findings([finding], items, trust_file=tmp_path / "trust.json")
+    assert item.failed == ("signature",) and "not as auditor" in item.signature.text
+    store.add(AUDITOR.public_key, Role.AUDITOR)
+    store.save(tmp_path / "trust.json")
+    [item] = check_findings([finding], items, trust_file=tmp_path / "trust.json")
+    assert item.failed == () and "trusted as an auditor by your trust store" in item.signature.text
+    # changed after signing (its outcome flipped): the auditor's signature fails even with no key at hand
+    signed = SignedMessage.from_bytes(finding.read_bytes(), FINDING_FORMAT)
+    flipped = {**decode_map(signed.payload), "outcome": "consistent",
+               "checks": [{**c, "status": "pass"} for c in decode_map(signed.payload)["checks"]]}
+    altered = tmp_path / "altered.pawprint-finding"
+    altered.write_bytes(dataclasses.replace(signed, payload=encode(flipped)).to_bytes(FINDING_FORMAT))
+    [item] = check_findings([altered], items)
+    assert item.failed == ("signature",) and "changed after it was signed" in item.signature.text
+    # the embedded receipt signed by another verifier key than the one given
+    [item] = check_findings([finding], items, verifier_pub=sample.log_pub)
+    assert item.failed == ("embedded",)
+
+
+def test_a_finding_needs_its_receipt_and_must_be_a_finding(sample: Sample, tmp_path: Path) -> None:
+    finding = _finding(sample.receipts[1], tmp_path / "f.pawprint-finding")
+    items = check_receipts([sample.receipts[0]])
+    with pytest.raises(ReportError, match=r"f\.pawprint-finding: the finding concerns a receipt that is not among"):
+        check_findings([finding], items)
+    with pytest.raises(ReportError, match="not an audit finding file"):
+        check_findings([sample.receipts[0]], items)
+    with pytest.raises(ReportError, match="cannot read the finding"):
+        check_findings([tmp_path / "missing"], items)
+
+
+def test_possession_is_stated_with_what_it_does_not_show(sample: Sample, tmp_path: Path) -> None:
+    r = _receipt(sample.receipts[1])
+    assert "not checked against any weights" in r.commitment_claim
+    shown = dataclasses.replace(r, possession=f"{POSSESSION_ID};openings=3;chunk=64")
+    assert shown.commitment_claim == COMMITMENT_CLAIMS[OWNER_ATTESTED_POSSESSION]
+    assert "not checked against any weights" not in shown.commitment_claim
+    html = _write(sample, tmp_path / "p.html", [_resigned(sample, shown, tmp_path / "p.receipt")])
+    text = unescape(_text(html.split('<div class="verdict ', 1)[1].split('<p class="meaning">', 1)[0]))
+    assert "Assurance: owner-attested" in text and "Possession shown:" in text
+    assert "opened 3 chunk(s) of at most 64 bytes" in text and "held those chunks then" in text
+    assert "does not show that the owner holds every byte, that the terms were computed from these weights" in text
+    # and the command line's headline says the same
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_receipt(shown)
+    printed = out.getvalue()
+    assert "possession of the committed weights shown" in printed.split("\n")[1]
+    assert "opened 3 chunk(s) of at most 64 bytes" in printed and "Not shown: that it holds every byte" in printed
+    assert "not checked against any weights" not in printed
+
+
+def test_report_command_refuses_an_invalid_finding_unless_allowed(sample: Sample, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    finding = _finding(sample.receipts[1], tmp_path / "f.pawprint-finding")
+    page = tmp_path / "r.html"
+    base = ["report", *map(str, sample.receipts), "-o", str(page), "--verifier-pub", str(sample.verifier_pub),
+            "--finding", str(finding), "--json"]
+    assert pawprint_main([*base, "--auditor-pub", str(_audit_pub(tmp_path))]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is True and out["findings"][0]["receipt"] == "independent.receipt"
+    assert out["findings"][0]["outcome"] == "inconsistent" and out["findings"][0]["failed_checks"] == ["picture-vector"]
+    assert "Audit finding: INCONSISTENT" in page.read_text(encoding="utf-8")
+    page.unlink()
+    wrong = _audit_pub(tmp_path, PrivateKey.from_seed(b"\x72" * 32))
+    assert pawprint_main([*base, "--auditor-pub", str(wrong)]) == 1
+    assert "1 of 1 finding(s) invalid, no report written" in capsys.readouterr().err and not page.exists()
+    assert pawprint_main([*base, "--auditor-pub", str(wrong), "--allow-invalid"]) == 0
+    assert "pawprint: warning:" in capsys.readouterr().err and "This audit finding is INVALID" in page.read_text()
+    # a finding without its receipt: bad input
+    assert pawprint_main(["report", str(sample.receipts[0]), "-o", str(page), "--finding", str(finding)]) == 2
+    assert "not among those given" in capsys.readouterr().err
+
+
+def test_a_page_with_a_finding_renders_in_a_real_browser(audited_page: Path) -> None:
+    _chromium()
+    assert rendered_state(audited_page) == "ok"
+
+
+def test_a_receipt_drawn_with_an_older_shipped_null_is_rederived_with_it() -> None:
+    """After the default null changed (pawprint-null/2), a receipt that names the v1 null is re-derived with the
+    v1 null the verifier still ships, not shown as 'not re-derived here'."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    import make_corpus as corpus
+
+    from verifier import Thresholds, decide, verdict_of
+    from verifier._calibration import DATA_DIR, load_null, shipped_nulls
+    from verifier._compare import _calibrated
+    from verifier._report import OK, UNCHECKED, _verdict_check
+
+    v1 = load_null(DATA_DIR / "null-zoo-v1.json")
+    assert v1.null_id != load_null().null_id
+    matches = decide([_calibrated(corpus._match(z=None, p_value=None, common_probe_tokens=2048), v1)])
+    receipt = corpus._receipt(corpus._log(), matches=tuple(matches), verdict=verdict_of(matches),
+                              verdict_rule=Thresholds().rule, null_id=v1.null_id)
+    assert _verdict_check(receipt, load_null()).state == UNCHECKED
+    assert _verdict_check(receipt, load_null(), shipped_nulls()).state == OK

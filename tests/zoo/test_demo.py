@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ def test_demo_runs_end_to_end(quick_zoo: Path, tmp_path: Path, capsys: pytest.Ca
         assert r.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
         assert (r.parent / f"{r.stem}-sheet.png").exists()
     report = (tmp_path / "flow" / "report.html").read_text()
-    assert "<h2>Receipt 5 of 5 " in report and "Signature VALID" in report
+    assert "<h2>Receipt 6 of 6 " in report and "Signature VALID" in report and "INVALID" not in report
     assert "dispute report" in out and str(tmp_path / "flow" / "report.html") in out
     # the dispute: the thief's decoy gets a valid owner-attested receipt; the audit from its real weights does not
     # reproduce it, and says so in a signed finding
@@ -43,3 +45,14 @@ def test_demo_runs_end_to_end(quick_zoo: Path, tmp_path: Path, capsys: pytest.Ca
     assert "verdict    independent" in dispute and "assurance  owner-attested" in dispute
     assert "inconsistent" in dispute.split("recomputes the receipt")[1]
     assert (tmp_path / "flow" / "audit-finding.pawprint-finding").exists()
+    # the report shows the finding in the headline of the thief's receipt (the sixth), and only there
+    assert report.count('<div class="finding ') == 1
+    thief = report.split('<section class="receipt" id="receipt-6">')[1]
+    headline = unescape(re.sub(r"<[^>]+>", " ", thief.split('<p class="meaning">', 1)[0]))
+    assert "Audit finding: INCONSISTENT" in headline
+    assert "these weights are not the ones the receipt names (failed: weight-commitment)" in headline
+    assert "Valid: signed by auditor key" in headline and "trusted as an auditor by your trust store" in headline
+    assert "the owner's submission verifies" in headline and "Assurance: owner-attested" in headline
+    for who in ("Verifier's (the receipt)", "Owner's (the submission)", "Auditor's (this finding)"):
+        assert who in headline
+    assert "finding" in out.split("dispute report (one HTML file")[1]
