@@ -207,7 +207,8 @@ def measure_group(inv: InvariantSet, width: int | None, seed: bytes, rules: Evid
             if norm > rules.ffn_norm_max:
                 findings.append(f"{label}: spectral norm {norm:.3g} > {rules.ffn_norm_max} (a whitened FFN term "
                                 "is at most 1): noise or scaling")
-        spaces.append((t, name != "ffn"))
+        if name not in _OUTSIDE_SPAN.get(str(inv.model.get("family", "")), ()):
+            spaces.append((t, name != "ffn"))
     if width is not None and width < m and spaces:
         # Sketch every term's row space (and the attention terms' column spaces) with random combinations.
         n_spaces = sum(2 if both else 1 for _, both in spaces)
@@ -224,6 +225,17 @@ def measure_group(inv: InvariantSet, width: int | None, seed: bytes, rules: Evid
                             f"subspace (tolerance {rules.subspace_tol}): noise, terms of several models, or a width "
                             "other than the stated d_model")
     return found, findings
+
+
+# Terms that are not bilinear in the probe rows for a family, so the shared-subspace check cannot hold them to
+# ``d_model`` dimensions: QK-norm normalises each head's query and key rows (Qwen3, OLMo-2, Gemma-3), and latent
+# attention normalises the compressed rows before the query and value maps (DeepSeek). Measured: honest tiny
+# gemma3_text and deepseek_v3 models put 1e-3 of the energy outside (docs/results/trust.md). A declared family
+# only drops these terms from this one check; every other check and term still applies.
+_OUTSIDE_SPAN: dict[str, tuple[str, ...]] = {
+    "qwen3": ("attn_qk",), "olmo2": ("attn_qk",), "gemma3_text": ("attn_qk",),
+    "deepseek_v3": ("attn_qk", "attn_vo"),
+}
 
 
 def check_plausible(inv: InvariantSet, width: int | None, seed: bytes, rules: EvidenceRules = DEFAULT_RULES,

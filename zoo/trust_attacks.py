@@ -180,10 +180,11 @@ class Lab:
         registry = Registry(data, clock=lambda: float(NOW))
         for name, path in bases:
             registry.add_base(name, build_bundle(path, vendor, now=NOW), trust)
-        # No per-key submission budget: the lab sends hundreds of degenerate submissions from one key to measure
-        # what the evidence checks catch; the budget is measured on its own (tests/verifier/test_privacy_budget.py).
+        # No per-key rate limit or submission budget: the lab sends hundreds of (degenerate) submissions from one
+        # key at a fixed clock to measure what the evidence checks catch; the budget and the rate limits are
+        # measured on their own (tests/verifier/test_privacy_budget.py, tests/verifier/test_retry_info.py).
         config = ServerConfig(insecure_loopback=True, layers=layers, require_possession=require_possession,
-                              submission_budget=None)
+                              submission_budget=None, rate_limits=None)
         counter = iter(range(1, 1 << 30))
         service = VerifierService(verifier, trust, registry, config, clock=lambda: float(NOW),
                                   rng=lambda n: hashlib.sha256(b"lab%d" % next(counter)).digest()[:n])

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -201,3 +202,20 @@ def test_independent_needs_every_base_compared_on_enough_tokens(legacy: tuple[Si
         f"base {m.name}: 19 common probe tokens; independent needs 32"]
     assert "not compared" in check_matches([m], {**bases, b"\1" * 32: ("other", {})})[0]
     assert check_matches([dataclasses.replace(m, verdict="derived", common_probe_tokens=1)], bases) == []
+
+
+@pytest.mark.parametrize("family", ["gemma3_text", "deepseek_v3", "llama"])
+def test_honest_terms_of_normalised_attention_families_are_plausible(tiny_model: Any, family: str) -> None:
+    """QK-norm and latent-attention terms are not bilinear in the probe rows; the shared-subspace check leaves
+    exactly those terms out for those families (an honest model is never refused), and still checks the rest."""
+    from owner import compute_invariants
+
+    inv = compute_invariants(tiny_model(family), probes=None, layers="all", method="pawprint")
+    width = int(inv.model["d_model"])
+    assert width < inv.group.rows  # the check can bite here
+    assert check_plausible(inv, width, b"seed") == []
+    noisy = dict(inv.terms)
+    (key, t), *_ = [(k, v) for k, v in noisy.items() if k[1] == "ffn"]
+    noisy[key] = t + np.random.default_rng(0).standard_normal(t.shape).astype(t.dtype) * float(np.std(t))
+    found = check_plausible(InvariantSet(inv.group, inv.model, noisy), width, b"seed")
+    assert any("outside one" in f or "spectral norm" in f for f in found)
