@@ -275,6 +275,14 @@ def _check_verdict(model: OwnerModel, receipt: Receipt, seen: dict[str, tuple[ob
                    ledger: Ledger) -> None:
     """A derived model matched to its base, an independent one not called derived, and every receipt of one model
     with the same scores against the initial bases."""
+    if receipt.verdict == "insufficient-evidence":
+        # The owner's fingerprint was made before a vendor published a base on another probe set, so that base
+        # was not compared and `independent` cannot be said (verifier._evidence); a derived model is still
+        # derived. An owner answering a fresh challenge includes every probe set.
+        if model.expect is not None or not receipt.evidence or not all(
+                "not compared" in e for e in receipt.evidence):
+            ledger.violation(f"{model.name}: insufficient-evidence: {'; '.join(receipt.evidence)[:200]}")
+        return
     if model.expect is not None:
         if receipt.verdict != "derived" or not receipt.matches or receipt.matches[0].name != model.expect:
             best = receipt.matches[0].name if receipt.matches else None
