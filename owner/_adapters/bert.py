@@ -24,7 +24,7 @@ class BertAdapter(PlainAdapter):
         d = cfg_int(c, "hidden_size")
         h = cfg_int(c, "num_attention_heads")
         return ArchInfo(
-            family="bert", n_layers=cfg_int(c, "num_hidden_layers"), d_model=d, n_heads=h, n_kv_heads=h,
+            family=self.family, n_layers=cfg_int(c, "num_hidden_layers"), d_model=d, n_heads=h, n_kv_heads=h,
             head_dim=d // h, d_ffn=cfg_int(c, "intermediate_size"), vocab_size=cfg_int(c, "vocab_size"),
             norm="post", gated_ffn=False, parallel_residual=False,
         )
