@@ -408,7 +408,7 @@ def progress_bar(desc: str, enabled: bool = True) -> Iterator[Progress]:
 
 
 # ---------------------------------------------------------------------------------------------- options
-KEY_ROLES = ("owner", "vendor", "verifier", "registry", "auditor")
+KEY_ROLES = ("owner", "vendor", "verifier", "registry", "auditor", "witness")
 
 
 def passphrase_option(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from pawprint import cli_audit, cli_keys, cli_owner, cli_receipt, cli_registry, cli_verifier, cli_zoo
+from pawprint import (
+    cli_audit,
+    cli_keys,
+    cli_owner,
+    cli_receipt,
+    cli_registry,
+    cli_verifier,
+    cli_witness,
+    cli_zoo,
+)
 from pawprint._common import (
     EXIT_CODES,
     UsageError,
@@ -34,7 +43,8 @@ __all__ = ["build_parser", "main", "user_errors"]
 #   cli_receipt   bundle verify, receipt verify, report
 #   cli_registry  registry add | publish | revoke | list | show | checkpoint | export | prove | audit
 #   cli_verifier  verifier serve | health | test-certs
-#   cli_keys      keys generate, trust add
+#   cli_keys      keys generate | refresh, trust add (and trust-repo, from cli_tuf)
+#   cli_witness   witness key | serve
 #   cli_zoo       zoo attack | build, demo
 #   cli_audit     audit recompute | verify-finding (| endpoint, from cli_audit_endpoint)
 
@@ -79,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_receipt.add_parser(sub)
     cli_zoo.add_demo_parser(sub)
     cli_audit.add_parser(sub)
+    cli_witness.add_parser(sub)
     return p
 
 

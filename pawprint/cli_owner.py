@@ -372,14 +372,32 @@ def cmd_owner_submit(args: argparse.Namespace) -> int:
         pictures = _save_pictures(receipt, path.with_suffix(""))
     except OSError as e:
         raise CommandError(f"cannot write the receipt to {out}: {e.strerror or e}") from e
+    witnessed = _receipt_witnessed(args, receipt, path)
     if args.json:
-        write_json({**receipt.as_dict(), "receipt": str(path), "pictures": [str(x) for x in pictures]})
+        write_json({**receipt.as_dict(), "receipt": str(path), "pictures": [str(x) for x in pictures],
+                    "witnesses": witnessed})
         return EXIT_OK
     print_receipt(receipt)
+    if witnessed is not None:
+        print(f"witnesses  {witnessed}")
     print(f"receipt    {path}")
     for x in pictures:
         print(f"picture    {x}")
     return EXIT_OK
+
+
+def _receipt_witnessed(args: argparse.Namespace, receipt: Receipt, path: Path) -> str | None:
+    """The receipt's registry checkpoint under ``--witnesses`` (None without it): short of the policy, the
+    command fails (exit 1) after keeping the receipt, which stays valid for what it says."""
+    from pawprint.cli_registry import check_witnessed
+
+    if args.witnesses is None:
+        return None
+    if receipt.checkpoint is None:
+        raise CheckFailed(f"the receipt names no registry checkpoint, so no witness cosigned it (kept at {path})")
+    cosigned = check_witnessed(args, receipt.checkpoint, f"the receipt's registry checkpoint (receipt kept at {path})")
+    assert cosigned is not None
+    return ", ".join(f"{c.name} at {c.time}" for c in cosigned)
 
 
 def _save_pictures(receipt: Receipt, stem: Path) -> list[Path]:
@@ -579,6 +597,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tls_client_options(sm, "verifier")
     sm.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     sm.add_argument("--keep-invariants", action="store_true", help="ask the verifier to keep the terms")
+    from pawprint.cli_registry import witness_options
+
+    witness_options(sm)
     sm.add_argument("--possession-chunk", type=int, default=None, metavar="BYTES",
                     help="show the verifier that you hold the committed weights: commit with a chunked (weights-v2) "
                          "commitment and open 3 chunks of BYTES (a power of two, e.g. 64) that the challenge selects; "

@@ -44,7 +44,16 @@ from pawprint._common import (
     write_json,
 )
 from pawprint.cli_owner import signature_options
-from pawprint.cli_registry import connection_options, leaf_hex, log_key, log_reader, open_checkpoint, where
+from pawprint.cli_registry import (
+    connection_options,
+    leaf_hex,
+    log_key,
+    log_reader,
+    open_checkpoint,
+    where,
+    witness_options,
+    witness_policy,
+)
 
 if TYPE_CHECKING:
     from protocol import PublisherSignature, Receipt
@@ -211,9 +220,14 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     data = read_file(args.receipt, "receipt")
     with about(f"{args.receipt}: not a receipt file"):
         signed = SignedMessage.from_bytes(data, RECEIPT_FORMAT)
-    key = public_key(args.verifier_pub, "--verifier-pub")
+    if args.trust is not None:  # the receipt's own key, if the trust store trusts it as a verifier
+        from pawprint.cli_keys import trusted_key
+
+        key, source = trusted_key(args.trust, signed.public_key.key_id, "verifier", "--trust"), args.trust
+    else:
+        key, source = public_key(args.verifier_pub, "--verifier-pub"), args.verifier_pub
     with about(f"{args.receipt}: receipt signed by key {signed.public_key.key_id}, checked against verifier key "
-               f"{key.key_id} ({args.verifier_pub})", verifying=True):
+               f"{key.key_id} ({source})", verifying=True):
         receipt = open_receipt(signed, key)
     derived, consistent = _recheck(args, receipt)
     if consistent is False:
@@ -224,7 +238,8 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{args.receipt}: valid receipt signed by verifier {receipt.verifier_key_id}")
     print_receipt(receipt)
-    print(f"checkpoint {log['checkpoint_signature']}; inclusion of matched entries {log['inclusion']}")
+    print(f"checkpoint {log['checkpoint_signature']}; witnesses {log['witnesses']}; inclusion of matched entries "
+          f"{log['inclusion']}")
     if not derived:
         print(NOT_REDERIVED)
     return EXIT_OK
@@ -238,22 +253,25 @@ def _receipt_log_checks(args: argparse.Namespace, receipt: Receipt) -> dict[str,
 
     wants_proofs = bool(args.registry or args.data or args.log_copy)
     if receipt.checkpoint is None:
-        if wants_proofs or args.log_pub:
+        if wants_proofs or args.log_pub or args.log_trust or args.witnesses is not None:
             raise CommandError(f"{args.receipt}: the receipt names no registry checkpoint to check against")
-        return {"checkpoint_signature": "absent", "inclusion": "not checked", "entries": []}
-    key = public_key(args.log_pub, "--log-pub") if args.log_pub else None
+        return {"checkpoint_signature": "absent", "inclusion": "not checked", "entries": [],
+                "witnesses": "not checked"}
+    witnesses = "not checked (pass --witnesses)" if args.witnesses is None else f"{args.witnesses} required, met"
+    key = log_key(args, None, required=False)  # --log-pub, or --log-trust's registry key
     what = f"{args.receipt}: the receipt's registry checkpoint"
     if not wants_proofs:
         open_checkpoint(args, receipt.checkpoint, key, what=what)
         return {"checkpoint_signature": "verified" if key else "not checked (pass --log-pub)",
-                "inclusion": "not checked (pass --registry, --data or --log-copy)", "entries": []}
+                "inclusion": "not checked (pass --registry, --data or --log-copy)", "entries": [],
+                "witnesses": witnesses}
     with log_reader(args) as (source, own_key):
         key = key or log_key(args, own_key, required=False)
         open_checkpoint(args, receipt.checkpoint, key, what=what)
         with about(f"{args.receipt}: the receipt's matches in the log at {where(args)}", verifying=True):
             proven = check_receipt_entries(source, receipt)
     return {"checkpoint_signature": "verified" if key else "not checked (pass --log-pub)",
-            "inclusion": "verified",
+            "inclusion": "verified", "witnesses": witnesses,
             "entries": [{"index": p.index, "leaf_hash": leaf_hex(p.data)} for p in proven]}
 
 
@@ -269,14 +287,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     null = Path(args.null) if args.null else None
     receipts = [Path(r) for r in args.receipts]
     # A ReportError is a VerifierError: main reports it.
+    policy = witness_policy(args)
     if args.registry or args.data:
         with log_reader(args) as (source, _):
-            items = check_receipts(receipts, verifier_pub=pub, log_pub=log_pub, log_source=source, null_file=null)
+            items = check_receipts(receipts, verifier_pub=pub, log_pub=log_pub, log_source=source, null_file=null,
+                                   witnesses=policy)
     else:
-        items = check_receipts(receipts, verifier_pub=pub, log_pub=log_pub, null_file=null)
+        items = check_receipts(receipts, verifier_pub=pub, log_pub=log_pub, null_file=null, witnesses=policy)
     results = [_checks_of(path, item) for path, item in zip(receipts, items, strict=True)]
     finding_paths = [Path(f) for f in args.finding]
-    if (args.auditor_pub or args.trust) and not finding_paths:
+    if (args.auditor_pub or (args.trust and args.witnesses is None)) and not finding_paths:
         raise CommandError("--auditor-pub and --trust check findings: give them with --finding FILE")
     findings = check_findings(finding_paths, items, auditor_pubs=[Path(p) for p in args.auditor_pub],
                               trust_file=Path(args.trust) if args.trust else None, verifier_pub=pub)
@@ -361,7 +381,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rc = sub.add_parser("receipt", help="receipts").add_subparsers(dest="receipt_command", required=True)
     rv = rc.add_parser("verify", help="check a receipt offline (exit 0 only if valid)")
     rv.add_argument("receipt", metavar="RECEIPT")
-    rv.add_argument("--verifier-pub", required=True, metavar="PUB")
+    signer = rv.add_mutually_exclusive_group(required=True)
+    signer.add_argument("--verifier-pub", default=None, metavar="PUB")
+    signer.add_argument("--trust", default=None, metavar="TRUST",
+                        help="... or a trust store: the receipt's key must be trusted there as a verifier")
     connection_options(rv, required=False, log_copy=True)
     verdict_options(rv)
     rv.add_argument("--json", action="store_true")
@@ -385,6 +408,7 @@ def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                      help="an auditor's public key to check findings against (repeatable)")
     rep.add_argument("--trust", default=None, metavar="TRUST",
                      help="... or a trust store: a finding's key must be trusted there as an auditor")
+    witness_options(rep)
     rep.add_argument("--allow-invalid", action="store_true",
                      help="write the page even when a receipt or finding is invalid (exit 0, with a warning; the "
                           "page marks it)")

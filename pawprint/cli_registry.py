@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pawprint._common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
+    EXIT_UNAVAILABLE,
     VERIFIER_EXTRA_HINT,
     CommandError,
     about,
@@ -35,6 +36,7 @@ from pawprint._common import (
     reaching,
     read_file,
     tls_client_options,
+    user_input,
     verifier_extra_missing,
     write_json,
 )
@@ -45,14 +47,17 @@ if TYPE_CHECKING:
     from protocol import (
         Bundle,
         Checkpoint,
+        Cosigned,
         LogCopy,
         LogReader,
         PublicKey,
         Published,
         SignedMessage,
         TrustStore,
+        WitnessPolicy,
     )
     from verifier import Registry
+    from verifier._witnessing import Witnessed, WitnessSet
 
 # verifier's DEFAULT_MAX_PROBE_SETS, repeated so that building the parser imports no verifier (a test checks it)
 DEFAULT_MAX_PROBE_SETS = 16
@@ -155,11 +160,15 @@ def log_key(args: argparse.Namespace, own_key: PublicKey | None, *, required: bo
     (or a log copy's) key must come from the command line, never from the log being checked."""
     if args.log_pub is not None:
         return public_key(args.log_pub, "--log-pub")
+    if getattr(args, "log_trust", None) is not None:  # the trust store's registry key (pawprint.cli_keys)
+        from pawprint.cli_keys import sole_trusted_key
+
+        return sole_trusted_key(args.log_trust, "registry", "--log-trust")
     if own_key is not None:
         return own_key
     if required:
         where = "a log copy's" if getattr(args, "log_copy", None) else "a remote registry's"
-        raise CommandError(f"--log-pub is needed to check {where} checkpoints")
+        raise CommandError(f"--log-pub is needed to check {where} checkpoints (or --log-trust)")
     return None
 
 
@@ -188,16 +197,55 @@ def connection_options(p: argparse.ArgumentParser, *, required: bool = True, log
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.add_argument("--log-pub", default=None, metavar="PUB",
                    help="the log's public key, to check its checkpoints (a local registry's own by default)")
+    p.add_argument("--log-trust", default=None, metavar="TRUST",
+                   help="... or take it from a trust store: its one unrevoked key of role registry")
+    witness_options(p)
 
 
 def open_checkpoint(args: argparse.Namespace, note: str | bytes, key: PublicKey | None,
-                    what: str = "") -> Checkpoint:
-    """``protocol.open_note``, its failure naming the log (or the file ``what``) and the log key."""
+                    what: str = "", *, witnessed: bool = True) -> Checkpoint:
+    """``protocol.open_note``, its failure naming the log (or the file ``what``) and the log key; with
+    ``witnessed`` (not for a checkpoint the user saved) also the command's witness policy (``--witnesses``)."""
     from protocol import open_note
 
     signer = f" (checked against log key {key.key_id})" if key is not None else ""
     with about(f"{what or where(args) + ': the checkpoint'}{signer}"):
-        return open_note(note, key)
+        cp = open_note(note, key)
+    if witnessed:
+        check_witnessed(args, note, what or f"{where(args)}: the checkpoint")
+    return cp
+
+
+def witness_options(p: argparse.ArgumentParser) -> None:
+    """``--witnesses K`` and ``--witness-trust``: the client's witness policy on the log's checkpoints."""
+    p.add_argument("--witnesses", type=int, default=None, metavar="K",
+                   help="refuse a log checkpoint unless K witnesses trusted in --witness-trust cosigned it")
+    p.add_argument("--witness-trust", default=None, metavar="TRUST",
+                   help="the trust store whose witness keys (role witness) --witnesses counts (default --trust)")
+
+
+def witness_policy(args: argparse.Namespace) -> WitnessPolicy | None:
+    """The policy of ``witness_options`` (None without ``--witnesses``)."""
+    from protocol import TrustStore, WitnessPolicy
+
+    threshold = getattr(args, "witnesses", None)
+    if threshold is None:
+        return None
+    path = args.witness_trust or getattr(args, "trust", None)
+    if path is None:
+        raise CommandError("--witnesses needs the trust store holding the witness keys (--witness-trust)")
+    with about(path):
+        return WitnessPolicy.from_trust(TrustStore.load(path), threshold)
+
+
+def check_witnessed(args: argparse.Namespace, note: str | bytes, what: str) -> list[Cosigned] | None:
+    """The note's cosignatures under the command's witness policy (None when it has none); a note short of it
+    fails verification (exit 1), naming ``what``."""
+    policy = witness_policy(args)
+    if policy is None:
+        return None
+    with about(what):
+        return policy.check(note)
 
 
 def saved_checkpoint(path: str) -> bytes:
@@ -278,6 +326,7 @@ def cmd_registry_add(args: argparse.Namespace) -> int:
     trust = TrustStore.load(args.trust)
     with about(args.data):
         registry = _open_registry(args, create=True, log_key=args.log_key, max_probe_sets=args.max_probe_sets)
+    registry.witnesses = witness_set(args, trust)
     signed_by = f"{args.bundle} (signed by key {bundle.signed.public_key.key_id}; trust store {args.trust})"
     try:
         with about(signed_by, verifying=True):  # a tampered bundle does not verify (1), before the store says so
@@ -288,13 +337,62 @@ def cmd_registry_add(args: argparse.Namespace) -> int:
         state = registry.state()
     finally:
         registry.close()
+    witnessed = None if registry.last_witnessed is None else registry.last_witnessed.as_dict()
     if args.json:
         write_json({"name": entry.name, "index": entry.index, "vendor_key_id": entry.vendor_key_id,
-                    "manifest_sha256": entry.manifest_sha256.hex(), "size": state.size, "root": state.root.hex()})
+                    "manifest_sha256": entry.manifest_sha256.hex(), "size": state.size, "root": state.root.hex(),
+                    "witnessed": witnessed})
         return EXIT_OK
     print(f"registered {entry.name} as entry {entry.index} (vendor {entry.vendor_key_id}, manifest "
           f"{entry.manifest_sha256.hex()}); registry now {state.size} entries, root {state.root.hex()}")
+    if registry.last_witnessed is not None:
+        _print_witnessed(registry.last_witnessed)
     return EXIT_OK
+
+
+def witness_set(args: argparse.Namespace, trust: TrustStore | None) -> WitnessSet | None:
+    """The witnesses a log sends its checkpoints to (``--witness URL``), and whose cosignatures it keeps: the
+    trust store's witness keys (role witness)."""
+    from protocol import Role
+
+    if not getattr(args, "witness", None):
+        return None
+    from verifier._witnessing import WitnessSet, check_urls
+
+    if trust is None:
+        raise CommandError("--witness needs the trust store holding the witnesses' keys (--trust)")
+    keys = tuple((e.name, e.public_key) for e in sorted(trust, key=lambda e: e.key_id)
+                 if Role.WITNESS in e.roles and not e.revoked and e.name)
+    if not keys:
+        raise CommandError("--witness: the trust store holds no named witness key (trust add ... --role witness "
+                           "--name NAME)")
+    with user_input():
+        return WitnessSet(check_urls(args.witness), keys)
+
+
+def _print_witnessed(done: Witnessed) -> None:
+    who = ", ".join(done.cosigned) or "no witness"
+    print(f"checkpoint of size {done.size} cosigned by {who}")
+    for url, reason in done.failed.items():
+        print(f"  witness {url}: {reason}")
+
+
+def cmd_registry_witness(args: argparse.Namespace) -> int:
+    from protocol import TrustStore
+
+    trust = TrustStore.load(args.trust)
+    with about(args.data):
+        registry = _open_registry(args, log_key=args.log_key)
+    try:
+        registry.witnesses = witness_set(args, trust)
+        done = registry.witness()
+    finally:
+        registry.close()
+    if args.json:
+        write_json(done.as_dict())
+    else:
+        _print_witnessed(done)
+    return EXIT_OK if not done.failed else EXIT_UNAVAILABLE
 
 
 def cmd_registry_publish(args: argparse.Namespace) -> int:
@@ -532,7 +630,7 @@ def cmd_registry_prove(args: argparse.Namespace) -> int:
     note = saved_checkpoint(args.checkpoint)
     with log_reader(args) as (source, own_key):
         key = log_key(args, own_key, required=True)
-        cp = open_checkpoint(args, note, key, what=args.checkpoint)
+        cp = open_checkpoint(args, note, key, what=args.checkpoint, witnessed=False)
         with about(f"{where(args)}: entry {args.entry}"):
             proven = prove(source, args.entry, cp)
     with about(f"{where(args)}: entry {proven.index}", verifying=True):
@@ -557,7 +655,7 @@ def cmd_registry_audit(args: argparse.Namespace) -> int:
     with log_reader(args, checked=False) as (source, own_key):
         key = log_key(args, own_key, required=True)
         assert key is not None  # required=True
-        report = audit(source, saved, key, trust=trust)
+        report = audit(source, saved, key, trust=trust, witnesses=witness_policy(args))
     if args.json:
         write_json(report.as_dict())
     elif report.ok and report.saved is not None and report.current is not None:
@@ -593,6 +691,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     radd.add_argument("--name", required=True)
     radd.add_argument("--trust", required=True, metavar="TRUST")
     radd.add_argument("--log-key", default=None, metavar="KEY", help="the log's key (default DIR/log.key)")
+    radd.add_argument("--witness", action="append", default=[], metavar="URL",
+                      help="send the new checkpoint to this witness (C2SP tlog-witness) and keep its cosignature "
+                           "(repeatable; the witness's key must be trusted in --trust as role witness)")
     max_probe_sets_option(radd)
     _metadata_options(radd)
     radd.add_argument("--json", action="store_true")
@@ -625,6 +726,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rcl.add_argument("--json", action="store_true")
     passphrase_option(rcl)
     rcl.set_defaults(func=cmd_registry_claim)
+    rwi = reg.add_parser("witness", help="(local admin) send the latest checkpoint to witnesses again and keep "
+                                         "their cosignatures (exit 3 if one did not cosign)")
+    rwi.add_argument("--data", required=True, metavar="DIR")
+    rwi.add_argument("--witness", action="append", required=True, metavar="URL", help="a witness (repeatable)")
+    rwi.add_argument("--trust", required=True, metavar="TRUST", help="trusts each witness's key (role witness)")
+    rwi.add_argument("--log-key", default=None, metavar="KEY", help="the log's key (default DIR/log.key)")
+    rwi.add_argument("--json", action="store_true")
+    rwi.set_defaults(func=cmd_registry_witness)
     rls = reg.add_parser("list", help="every entry of the log and the latest checkpoint")
     connection_options(rls)
     rls.add_argument("--json", action="store_true")

@@ -82,6 +82,9 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
     trust = TrustStore.load(args.trust)
     registry = Registry(args.data, log_key=private_key(args.log_key, None) if args.log_key else None,
                         max_probe_sets=args.max_probe_sets)
+    from pawprint.cli_registry import witness_set
+
+    registry.witnesses = witness_set(args, trust)  # each base published over gRPC is sent to them
     rates = _rate_limits(args)
     if args.client_roles is not None and args.client_ca is None:
         raise ConfigError("--client-roles needs mutual TLS (--client-ca)")
@@ -183,6 +186,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free port")
     srv.add_argument("--key", required=True, metavar="KEY", help="the verifier's signing key")
     srv.add_argument("--trust", required=True, metavar="TRUST")
+    srv.add_argument("--witness", action="append", default=[], metavar="URL",
+                     help="send each new log checkpoint to this witness and keep its cosignature (repeatable; its key "
+                          "trusted in --trust as role witness)")
     srv.add_argument("--tls-cert", default=None, metavar="C")
     srv.add_argument("--tls-key", default=None, metavar="K")
     srv.add_argument("--client-ca", default=None, metavar="CA", help="require client certificates signed by CA")

@@ -31,6 +31,7 @@ from protocol._log import REGISTER, AuditReport, LogEntry, RegistryStatement, au
 from protocol._merkle import consistency_proof, inclusion_proof, leaf_hash, verify_inclusion
 from protocol._messages import Bundle, Manifest, MessageError, Receipt, SignedMessage
 from protocol._trust import Role, TrustStore
+from protocol._witness import WitnessPolicy
 
 
 class LogCheckFailed(ProtocolError):
@@ -219,12 +220,12 @@ def check_receipt_entries(source: LogReader, receipt: Receipt) -> list[Proven]:
 
 
 def audit(source: LogReader, saved_note: str | bytes, log_key: PublicKey, *,
-          trust: TrustStore | None = None) -> AuditReport:
+          trust: TrustStore | None = None, witnesses: WitnessPolicy | None = None) -> AuditReport:
     """Fetch what ``audit_log`` needs from ``source`` and run it. A log that cannot be read because it is
     corrupt (``LogUnreadable``) fails the audit; any other failure to fetch (a registry that cannot be
     reached) raises."""
     try:
-        return _audit(source, saved_note, log_key, trust)
+        return _audit(source, saved_note, log_key, trust, witnesses)
     except LogUnreadable as e:
         return AuditReport(None, None, 0, 0, 0, 0, (f"the log cannot be read: {e}",))
 
@@ -234,7 +235,7 @@ class ProofUnavailable(ProtocolError):
 
 
 def _audit(source: LogReader, saved_note: str | bytes, log_key: PublicKey,
-           trust: TrustStore | None) -> AuditReport:
+           trust: TrustStore | None, witnesses: WitnessPolicy | None) -> AuditReport:
     current_note = source.checkpoint()
     proof: list[bytes] = []
     entries: list[bytes] = []
@@ -242,18 +243,18 @@ def _audit(source: LogReader, saved_note: str | bytes, log_key: PublicKey,
     try:
         current = parse_checkpoint(current_note).checkpoint
     except ProtocolError:
-        return audit_log(saved_note, current_note, proof, entries, log_key, trust=trust)
+        return audit_log(saved_note, current_note, proof, entries, log_key, trust=trust, witnesses=witnesses)
     entries = source.entries(0, current.size)
     try:
         saved = parse_checkpoint(saved_note).checkpoint
     except ProtocolError:
-        return audit_log(saved_note, current_note, proof, entries, log_key, trust=trust)
+        return audit_log(saved_note, current_note, proof, entries, log_key, trust=trust, witnesses=witnesses)
     if saved.size <= current.size:
         try:
             proof = source.consistency_proof(saved.size, current.size)
         except (ProofUnavailable, LogCheckFailed):
             proof = []  # the audit reports the failed proof
-    return audit_log(saved_note, current_note, proof, entries, log_key, trust=trust)
+    return audit_log(saved_note, current_note, proof, entries, log_key, trust=trust, witnesses=witnesses)
 
 
 # ----------------------------------------------------------------------------------------------- bundles

@@ -55,6 +55,7 @@ from protocol._messages import (
 )
 from protocol._names import namespace_of, normalise_name
 from protocol._trust import Role, TrustStore
+from protocol._witness import WitnessPolicy
 
 ENTRY_FORMAT = "pawprint-log-entry/2"  # what the log appends
 LEGACY_ENTRY_FORMAT = "pawprint-log-entry/1"  # what it appended before links and namespaces (still read)
@@ -571,16 +572,25 @@ def audit_log(
     log_key: PublicKey,
     *,
     trust: TrustStore | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> AuditReport:
     """Audit a log from a checkpoint saved earlier to the current one; see the module docstring.
 
     ``entries`` must be the first ``current.size`` entries, in order, as the log serves them. ``trust``, if
-    given, must list every vendor key (role vendor); a key revoked since is only noted.
+    given, must list every vendor key (role vendor); a key revoked since is only noted. ``witnesses``, if
+    given, is the policy the current checkpoint's cosignatures must meet (a split view is otherwise possible).
     """
     problems: list[str] = []
     notes: list[str] = []
     saved = _open_note(saved_note, log_key, "saved", problems)
     current = _open_note(current_note, log_key, "current", problems)
+    if witnesses is not None and current is not None:
+        try:
+            cosigned = witnesses.check(current_note)
+            notes.append("the current checkpoint is cosigned by " + ", ".join(
+                f"{c.name} (at {c.time})" for c in cosigned) + f" ({witnesses.describe()} required)")
+        except SignatureError as e:  # WitnessPolicyError is one
+            problems.append(str(e))
     if saved is not None and current is not None:
         if saved.origin != current.origin:
             problems.append(f"the checkpoints are of different logs ({saved.origin!r} and {current.origin!r})")

@@ -45,6 +45,7 @@ class Role(StrEnum):
     VERIFIER = "verifier"  # challenges, receipts, comparison reports
     REGISTRY = "registry"  # log checkpoints; admitting vendors
     AUDITOR = "auditor"  # audit findings (pawprint audit recompute): trusted to have recomputed from weights
+    WITNESS = "witness"  # cosignatures of log checkpoints (C2SP tlog-cosignature): seen consistent by a witness
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,11 @@ class TrustStore:
     def revoke(self, key_id: str) -> None:
         """Mark a key revoked: it stays listed so that nothing can trust it again by re-adding it."""
         self._keys[key_id] = replace(self._entry(key_id), revoked=True)
+
+    def trusted_for(self, role: Role | str) -> list[PublicKey]:
+        """The keys trusted for ``role`` (revoked keys left out), by key id."""
+        wanted = _role(role)
+        return [entry.public_key for entry in self if wanted in entry.roles and not entry.revoked]
 
     def require(self, key_id: str, role: Role | str) -> PublicKey:
         """The public key for ``key_id`` if it is trusted for ``role``; ``UntrustedKeyError`` otherwise."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from protocol import (
@@ -42,6 +42,7 @@ from protocol import (
     LogRules,
     MerkleError,
     MerkleTree,
+    NoteSignature,
     PrivateKey,
     ProtocolError,
     PublicKey,
@@ -54,6 +55,7 @@ from protocol import (
     parse_checkpoint,
     sign_checkpoint,
     verifier_key,
+    with_cosignatures,
 )
 from verifier.errors import OutOfRange, RegistryCorrupt, RegistryError, StorageFull
 
@@ -335,6 +337,17 @@ class TransparencyLog:
                          (index + 1, checkpoint.checkpoint.root, logged_at, checkpoint.text))
         self._fault("checkpoint-inserted")
         return Appended(index, entry, checkpoint)
+
+    def add_cosignatures(self, size: int, lines: Sequence[NoteSignature]) -> str:
+        """Store witnesses' cosignature lines in the note of the checkpoint of ``size`` (each replacing an older
+        line by the same witness); the caller has verified them. Returns the new note."""
+        with self.writing():
+            row = self._db.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
+            if row is None:
+                raise RegistryError(f"the log has no checkpoint of size {size}")
+            note = with_cosignatures(parse_checkpoint(str(row[0])), lines).text
+            self._db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size))
+        return note
 
     # -- checking ------------------------------------------------------------------------------------------
     def _read_new(self) -> None:

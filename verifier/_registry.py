@@ -87,6 +87,7 @@ from verifier._log import (
 )
 from verifier._screen import ScreenIndex, Sketch, SketchSpec, sketch
 from verifier._store import DB_NAME, Store, decode_terms, encode_terms
+from verifier._witnessing import Witnessed, WitnessSet, witness_latest
 from verifier.errors import (
     AlreadyExists,
     InvalidSubmission,
@@ -179,6 +180,8 @@ class Registry:
         if max_probe_sets < 1:
             raise ValueError("max_probe_sets must be at least 1")
         self.max_probe_sets = max_probe_sets
+        self.witnesses: WitnessSet | None = None  # when set, each new checkpoint is sent to them (``witness``)
+        self.last_witnessed: Witnessed | None = None
         self.screen = ScreenIndex(SKETCH_SPEC)
         self._indexed: set[int] = set()
         self._probe_sets: tuple[int, tuple[ProbeSpec, ...]] | None = None
@@ -315,6 +318,8 @@ class Registry:
                     existing = False
                 else:
                     existing = True
+            if not existing:
+                self._witness_locked()
             published = self._published(index, existing=existing)
         if not existing:
             try:
@@ -372,6 +377,8 @@ class Registry:
                     except NameConflict as e:
                         raise AlreadyExists(str(e)) from e
                     index, existing = self._append(signed_statement, None, None).index, False
+            if not existing:
+                self._witness_locked()
             return self._published(index, existing=existing)
 
     def revoke(self, signed_statement: SignedMessage, trust: TrustStore) -> Published:
@@ -397,6 +404,8 @@ class Registry:
                 existing = index is not None
                 if index is None:
                     index = self._append(signed_statement, None, None).index
+            if not existing:
+                self._witness_locked()
             return self._published(index, existing=existing)
 
     def _append(self, statement: SignedMessage, manifest: SignedMessage | None, blob_id: str | None) -> Appended:
@@ -404,6 +413,19 @@ class Registry:
             return self.log.append(statement, manifest, terms_blob=blob_id, now=int(self._clock()))
         except ProtocolError as e:  # the rules, checked again where it cannot race: a bug if reached
             raise RegistryError(f"the entry breaks the registry's rules: {e}") from e
+
+    def witness(self) -> Witnessed:
+        """Send the latest checkpoint to the witnesses (``witnesses``) and keep their valid cosignatures."""
+        if self.witnesses is None:
+            raise RegistryError("no witnesses are configured for this registry")
+        with self._lock:
+            self._witness_locked()
+        assert self.last_witnessed is not None
+        return self.last_witnessed
+
+    def _witness_locked(self) -> None:
+        if self.witnesses is not None:
+            self.last_witnessed = witness_latest(self.log, self.witnesses)
 
     def _published(self, index: int, *, existing: bool) -> Published:
         with self._lock:

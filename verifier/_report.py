@@ -53,6 +53,8 @@ from protocol import (
     OWNER_ATTESTED,
     RECEIPT_FORMAT,
     SUBMISSION_FORMAT,
+    CheckpointError,
+    Cosigned,
     Finding,
     LogCheckFailed,
     LogReader,
@@ -65,6 +67,7 @@ from protocol import (
     SignatureError,
     SignedMessage,
     TrustStore,
+    WitnessPolicy,
     atomic_write,
     check_receipt_entries,
     decode_map,
@@ -118,6 +121,7 @@ class ReportItem:
     checkpoint: Check
     inclusion: Check
     verdict_check: Check
+    witnessed: tuple[Cosigned, ...] | None = None  # the checkpoint's cosignatures, under the reader's policy
 
     CHECKS = ("signature", "checkpoint", "inclusion", "verdict_check")
 
@@ -152,7 +156,7 @@ class FindingItem:
 def check_receipt(
     data: bytes, label: str, *, verifier_key: PublicKey | None = None, log_key: PublicKey | None = None,
     log_source: LogReader | None = None, null: NullModel | None = None,
-    shipped: Mapping[str, NullModel] | None = None,
+    shipped: Mapping[str, NullModel] | None = None, witnesses: WitnessPolicy | None = None,
 ) -> ReportItem:
     """A receipt file's bytes, decoded and checked as far as the keys, registry and null given allow
     (``shipped``: nulls by id; a receipt naming one of them is re-derived with it rather than with ``null``).
@@ -165,10 +169,10 @@ def check_receipt(
         receipt = Receipt.from_map(decode_map(signed.payload))
     except ProtocolError as e:
         raise ReportError(f"{label}: not a receipt file ({e})") from e
+    checkpoint, witnessed = _checkpoint_check(receipt, log_key, witnesses)
     return ReportItem(
         label, receipt, signed.payload, signed.public_key.key_id, _signature_check(signed, receipt, verifier_key),
-        _checkpoint_check(receipt, log_key), _inclusion_check(receipt, log_source),
-        _verdict_check(receipt, null, shipped),
+        checkpoint, _inclusion_check(receipt, log_source), _verdict_check(receipt, null, shipped), witnessed,
     )
 
 
@@ -191,16 +195,26 @@ def _signature_check(signed: SignedMessage, receipt: Receipt, key: PublicKey | N
                      "after signing.")
 
 
-def _checkpoint_check(receipt: Receipt, log_key: PublicKey | None) -> Check:
+def _checkpoint_check(receipt: Receipt, log_key: PublicKey | None,
+                      witnesses: WitnessPolicy | None) -> tuple[Check, tuple[Cosigned, ...] | None]:
     if receipt.checkpoint is None:
-        return Check(UNCHECKED, "The receipt names no registry log checkpoint (it was made without a log).")
+        return Check(UNCHECKED, "The receipt names no registry log checkpoint (it was made without a log)."), None
+    cosigned: tuple[Cosigned, ...] | None = None
+    seen = ""
+    if witnesses is not None:
+        try:
+            cosigned = tuple(witnesses.check(receipt.checkpoint))
+        except (SignatureError, CheckpointError) as e:
+            return Check(FAILED, f"INVALID: {e}."), None
+        seen = (" Cosigned by " + ", ".join(f"{c.name} ({_time(c.time)})" for c in cosigned)
+                + f", as your policy requires ({witnesses.describe()}).")
     if log_key is None:
-        return Check(UNCHECKED, "Not checked: no log public key was given.")
+        return Check(UNCHECKED, "Not checked: no log public key was given." + seen), cosigned
     try:
         open_note(receipt.checkpoint, log_key)
     except LogCheckFailed as e:
-        return Check(FAILED, f"INVALID: {e}.")
-    return Check(OK, f"Valid: signed by the log key you gave (key id {log_key.key_id}).")
+        return Check(FAILED, f"INVALID: {e}."), None
+    return Check(OK, f"Valid: signed by the log key you gave (key id {log_key.key_id})." + seen), cosigned
 
 
 def _inclusion_check(receipt: Receipt, source: LogReader | None) -> Check:
@@ -238,7 +252,7 @@ def _verdict_check(receipt: Receipt, null: NullModel | None,
 
 def check_receipts(
     receipts: Sequence[Path], *, verifier_pub: Path | None = None, log_pub: Path | None = None,
-    log_source: LogReader | None = None, null_file: Path | None = None,
+    log_source: LogReader | None = None, null_file: Path | None = None, witnesses: WitnessPolicy | None = None,
 ) -> list[ReportItem]:
     """Check each receipt file as the report shows it (``check_receipt``).
 
@@ -261,7 +275,8 @@ def check_receipts(
             raise ReportError(f"{path}: cannot read the receipt ({e.strerror or e})") from None
         try:
             items.append(check_receipt(data, Path(path).name, verifier_key=verifier_key, log_key=log_key,
-                                       log_source=log_source, null=null, shipped=shipped))
+                                       log_source=log_source, null=null, shipped=shipped,
+                                       witnesses=witnesses))
         except ReportError as e:  # the page calls a receipt by its file name; an error names the whole path
             raise ReportError(f"{path}: {str(e).split(': ', 1)[-1]}") from e
     return items
@@ -899,10 +914,23 @@ def _registry(item: ReportItem) -> str:
         f"<tr><th>Matched bases (log entry)</th><td>{indices}</td></tr></table>"
         "<p>An <b>inclusion proof</b> is a short list of hashes that shows a given entry is part of exactly this "
         "checkpoint. It proves that the base the verdict names was registered, under that name and vendor key, "
-        "before the checkpoint time (precedence in a dispute), and that the registry cannot show different "
-        "contents to different people without being caught.</p>"
-        f"{checks}</section>"
+        "in this log before the checkpoint; precedence between registrations goes by log entry number.</p>"
+        f"{_witness_paragraph(item)}{checks}</section>"
     )
+
+
+def _witness_paragraph(item: ReportItem) -> str:
+    """What the witnesses add, said only as far as they were checked."""
+    if item.witnessed is None:
+        return ("<p><b>Not checked against witnesses.</b> No witness policy was given, so this page does not show "
+                "that others saw the same log: an operator showing different contents to different readers is "
+                "caught only by readers who compare checkpoints (pass <code>--witnesses</code>).</p>")
+    names = ", ".join(f'<span class="name">{_e(c.name)}</span>' for c in item.witnessed)
+    return (f"<p><b>Witnessed.</b> This checkpoint is cosigned by {len(item.witnessed)} witnesses you trust "
+            f"({names}). Each cosigns a log's checkpoint only if it extends the last one it cosigned, so a different "
+            "history shown to someone else would lack their cosignatures unless they collude with the log "
+            "operator. Witnesses see checkpoints, not entries: they vouch that everyone sees one log, not for "
+            "what its entries say.</p>")
 
 
 def _signature(item: ReportItem) -> str:

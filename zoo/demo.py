@@ -103,6 +103,68 @@ def _cli(*args: str, quiet: bool = False, expect: int = 0) -> None:
         raise RuntimeError(f"pawprint {' '.join(args)} exited with {r.returncode}, not {expect}")
 
 
+def _start_witnesses(flow: Path, keys: Path, trust: Path, data: Path,
+                     started: list[subprocess.Popen[str]]) -> list[str]:
+    """Two witnesses (``pawprint witness serve``), each with its own key, trusted in ``trust`` under its name and
+    configured with the log's C2SP verifier key; returns their URLs (the processes are appended to ``started``)."""
+    from verifier import Registry
+
+    registry = Registry(data, create=False)
+    try:
+        log_vkey = registry.log.verifier_key()  # what `registry checkpoint` prints, published by the operator
+    finally:
+        registry.close()
+    assert log_vkey is not None
+    urls = []
+    for name in ("witness-a.example", "witness-b.example"):
+        _cli("keys", "generate", "-o", str(keys), "--name", name, "--role", "witness", quiet=True)
+        _cli("witness", "key", "--key", str(keys / f"{name}.key"), "--name", name, "-o",
+             str(keys / f"{name}.cosign.pub"), quiet=True)
+        _cli("trust", "add", str(trust), str(keys / f"{name}.cosign.pub"), "--role", "witness", "--name", name,
+             quiet=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pawprint", "witness", "serve", "--key", str(keys / f"{name}.key"), "--name", name,
+             "--state", str(flow / f"{name}.state"), "--log", log_vkey, "--json"], stdout=subprocess.PIPE, text=True)
+        started.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the witness {name} did not start")
+        urls.append(json.loads(line)["url"])
+    print(f"  two witnesses serve on {', '.join(urls)} (C2SP tlog-witness), configured with the log's verifier key "
+          f"{log_vkey}", flush=True)
+    return urls
+
+
+def _tuf_online_keys(keys: Path) -> list[str]:
+    """The TUF repository's online keys, as ``trust-repo`` options."""
+    return [a for role in ("targets", "snapshot", "timestamp")
+            for a in (f"--{role}-key", str(keys / f"tuf-{role}.key"))]
+
+
+def _start_trust_repo(flow: Path, keys: Path, trust: Path, started: list[subprocess.Popen[str]]) -> str:
+    """A TUF repository publishing ``trust`` (root 2 of 3 keys, the third kept offline; one key each for targets,
+    snapshot and timestamp), served over HTTP; returns its URL (the process is appended to ``started``)."""
+    for n in (1, 2, 3):
+        _cli("keys", "generate", "-o", str(keys), "--name", f"tuf-root-{n}", "--role", "tuf-root", quiet=True)
+    for role in ("targets", "snapshot", "timestamp"):
+        _cli("keys", "generate", "-o", str(keys), "--name", f"tuf-{role}", "--role", f"tuf-{role}", quiet=True)
+    _cli("trust-repo", "init", str(flow / "tuf"), "--store", str(trust), "--root-key", str(keys / "tuf-root-1.key"),
+         "--root-key", str(keys / "tuf-root-2.key"), "--root-pub", str(keys / "tuf-root-3.pub"), "--root-threshold",
+         "2", *_tuf_online_keys(keys), quiet=True)
+    process = subprocess.Popen([sys.executable, "-m", "pawprint", "trust-repo", "serve", str(flow / "tuf"), "--json"],
+                               stdout=subprocess.PIPE, text=True)
+    started.append(process)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError("the TUF repository did not start")
+    url = str(json.loads(line)["url"])
+    print(f"  the trust store (vendor, owner, log, verifier and witness keys) is published as TUF metadata at {url} "
+          "(root: 2 of 3 keys); readers fetch it with `keys refresh`", flush=True)
+    return url
+
+
 def _dispute(flow: Path, zoo_dir: Path, keys: Path, tls: list[str], address: str) -> tuple[Path, Path]:
     """A thief holds llama-sft (derived from the registered llama-base-s0) and submits a decoy, llama-base-s1,
     under the stolen model's name: it gets a valid ``owner-attested`` receipt saying ``independent``. An auditor
@@ -147,70 +209,102 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
     _cli("verifier", "test-certs", "-o", str(pki))
     bundles.mkdir(parents=True)
     bases = [m["name"] for m in models if m["kind"] == "base" and m["name"].endswith("-s0")]
-    for base in bases:
-        bundle = bundles / f"{base}.bundle"
-        _cli("owner", "fingerprint", str(zoo_dir / base), "-k", str(keys / "vendor.key"), "-o", str(bundle), "-q",
-             "--layers", "all")
-        _cli("registry", "add", str(bundle), "--data", str(data), "--name", base, "--trust", str(trust))
-        if base == bases[0]:  # an auditor keeps the log's signed state after the first registration
-            saved = flow / "auditor-checkpoint.note"
-            _cli("registry", "checkpoint", "-o", str(saved), "--data", str(data))
-            print(f"  an auditor saved the registry's signed checkpoint: {saved}", flush=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pawprint", "verifier", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
-         "--key", str(keys / "verifier.key"), "--trust", str(trust), "--tls-cert", str(pki / "server.pem"),
-         "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem"), "--log-level", "WARNING",
-         "--layers", "all"],
-        stdout=subprocess.PIPE, text=True,
-    )
+    background: list[subprocess.Popen[str]] = []  # the witnesses and the TUF server, stopped with the verifier
+    witness_urls: list[str] = []
+    # Readers (owners, auditors, the report) get their trust store through TUF (reader-trust.json), and every
+    # reader of the log below requires both witnesses' cosignatures on its checkpoint.
+    reader_trust = flow / "reader-trust.json"
+    witnessed = ["--witnesses", "2", "--witness-trust", str(reader_trust)]
+    tuf_url = ""
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the verifier did not start: {line!r}")
-        address = line.split()[-1]
-        print(f"  verifier {line.strip()} (mutual TLS); registered bases: {', '.join(bases)}", flush=True)
-        by_name = {m["name"]: m for m in models}
-        suspects = [(laundered, "laundered copy of llama-base-s0")]
-        suspects += [(zoo_dir / n, f"{by_name[n]['kind']} of {by_name[n]['parent']}")
-                     for n in ("llama-sft", "llama-pruned", "llama-cpt-heavy")]
-        suspects += [(zoo_dir / "llama-base-s1", "independent (same data, other seed; not registered)")]
-        for path, truth in suspects:
-            print(f"\n  owner submits {path.name} (truth: {truth})", flush=True)
-            out = receipts / path.name
-            _cli("owner", "submit", str(path), "--verifier", address, "-k", str(keys / "owner.key"),
-                 "--verifier-pub", str(keys / "verifier.pub"), "--ca", str(pki / "ca.pem"),
-                 "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "-o", str(out), "-q",
-                 "--name", path.name)  # what the owner calls its model: signed, shown as the owner's claim
-            for receipt in sorted(out.glob("*.pawprint-receipt")):
-                _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"), quiet=True)
-                # and each matched base's inclusion in the registry log at the receipt's checkpoint
-                _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"),
-                     "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
-                     "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"), quiet=True)
-                print(f"  receipt verified offline (signature) and against the registry log (inclusion): {receipt}")
-        disputed, finding = _dispute(flow, zoo_dir, keys, ["--ca", str(pki / "ca.pem"), "--cert",
-                                                           str(pki / "client.pem"), "--key", str(pki / "client.key")],
-                                     address)
-        all_receipts = [*sorted(str(r) for r in receipts.glob("*/*.pawprint-receipt")), str(disputed)]
-        report = flow / "report.html"
-        # the auditor's finding is shown in the headline of the thief's receipt; its key is checked against the
-        # trust store, where it is trusted as an auditor
-        _cli("report", *all_receipts, "-o", str(report), "--verifier-pub", str(keys / "verifier.pub"),
-             "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
-             "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"),
-             "--finding", str(finding), "--trust", str(trust),
-             "--title", "pawprint demo: suspects against the zoo's registered bases", quiet=True)
-        print(f"\n  dispute report (one HTML file, dogs inline, for a non-expert): {report}")
-        print("  it shows the auditor's finding in the headline of the thief's receipt, with what each signature "
-              "covers (verifier: the receipt; owner: the submission; auditor: the finding)")
-        print("  dogs: each receipt's folder has receipt-*.png (the suspect) and receipt-*-sheet.png (suspect and "
-              "best match); redraw any with: pawprint render RECEIPT -o dogs.png")
-        print("\n  the auditor checks the log against the checkpoint saved after the first registration:", flush=True)
-        _cli("registry", "audit", "--from", str(saved), "--registry", address, "--ca", str(pki / "ca.pem"),
-             "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"))
+        for base in bases:
+            bundle = bundles / f"{base}.bundle"
+            _cli("owner", "fingerprint", str(zoo_dir / base), "-k", str(keys / "vendor.key"), "-o", str(bundle), "-q",
+                 "--layers", "all")
+            _cli("registry", "add", str(bundle), "--data", str(data), "--name", base, "--trust", str(trust),
+                 *(a for url in witness_urls for a in ("--witness", url)))
+            if base == bases[0]:
+                # two independent witnesses, configured with the log's published C2SP verifier key, cosign its
+                # checkpoints from now on (each only if it extends the last one it cosigned)
+                witness_urls = _start_witnesses(flow, keys, trust, data, background)
+                _cli("registry", "witness", "--data", str(data), "--trust", str(trust),
+                     *(a for url in witness_urls for a in ("--witness", url)))
+                # the log's and the verifier's keys join the trust store, which reaches readers through TUF
+                _cli("trust", "add", str(trust), str(data / "log.pub"), "--role", "registry", "--name", "registry log",
+                     quiet=True)
+                _cli("trust", "add", str(trust), str(keys / "verifier.pub"), "--role", "verifier", "--name",
+                     "demo verifier", quiet=True)
+                tuf_url = _start_trust_repo(flow, keys, trust, background)
+                root = flow / "tuf" / "metadata" / "1.root.json"  # the first root, trusted out of band
+                _cli("keys", "refresh", "--tuf-url", tuf_url, "--tuf-root", str(root), "--store", str(reader_trust))
+                # an auditor keeps the log's signed, witnessed state after the first registration
+                saved = flow / "auditor-checkpoint.note"
+                _cli("registry", "checkpoint", "-o", str(saved), "--data", str(data), *witnessed)
+                print(f"  an auditor saved the registry's signed checkpoint: {saved}", flush=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pawprint", "verifier", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
+             "--key", str(keys / "verifier.key"), "--trust", str(trust), "--tls-cert", str(pki / "server.pem"),
+             "--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem"), "--log-level", "WARNING",
+             "--layers", "all"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            if not line.startswith("listening on "):
+                raise RuntimeError(f"the verifier did not start: {line!r}")
+            address = line.split()[-1]
+            print(f"  verifier {line.strip()} (mutual TLS); registered bases: {', '.join(bases)}", flush=True)
+            by_name = {m["name"]: m for m in models}
+            suspects = [(laundered, "laundered copy of llama-base-s0")]
+            suspects += [(zoo_dir / n, f"{by_name[n]['kind']} of {by_name[n]['parent']}")
+                         for n in ("llama-sft", "llama-pruned", "llama-cpt-heavy")]
+            suspects += [(zoo_dir / "llama-base-s1", "independent (same data, other seed; not registered)")]
+            for path, truth in suspects:
+                print(f"\n  owner submits {path.name} (truth: {truth})", flush=True)
+                out = receipts / path.name
+                _cli("owner", "submit", str(path), "--verifier", address, "-k", str(keys / "owner.key"),
+                     "--verifier-pub", str(keys / "verifier.pub"), "--ca", str(pki / "ca.pem"),
+                     "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "-o", str(out), "-q",
+                     "--name", path.name)  # what the owner calls its model: signed, shown as the owner's claim
+                for receipt in sorted(out.glob("*.pawprint-receipt")):
+                    _cli("receipt", "verify", str(receipt), "--verifier-pub", str(keys / "verifier.pub"), quiet=True)
+                    # and each matched base's inclusion in the registry log at the receipt's checkpoint
+                    _cli("receipt", "verify", str(receipt), "--trust", str(reader_trust), "--log-trust",
+                         str(reader_trust), "--registry", address, "--ca", str(pki / "ca.pem"), "--cert",
+                         str(pki / "client.pem"), "--key", str(pki / "client.key"), *witnessed, quiet=True)
+                    print(f"  receipt verified offline (signature) and against the registry log (inclusion, both "
+                          f"witnesses' cosignatures): {receipt}")
+            tls = ["--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key")]
+            disputed, finding = _dispute(flow, zoo_dir, keys, tls, address)
+            # the trust store's new version (with the auditor's key) is published and reaches readers through TUF
+            _cli("trust-repo", "publish", str(flow / "tuf"), "--store", str(trust), *_tuf_online_keys(keys), quiet=True)
+            _cli("keys", "refresh", "--tuf-url", tuf_url, "--store", str(reader_trust))
+            all_receipts = [*sorted(str(r) for r in receipts.glob("*/*.pawprint-receipt")), str(disputed)]
+            report = flow / "report.html"
+            # the auditor's finding is shown in the headline of the thief's receipt; its key is checked against the
+            # trust store, where it is trusted as an auditor
+            _cli("report", *all_receipts, "-o", str(report), "--verifier-pub", str(keys / "verifier.pub"),
+                 "--registry", address, "--ca", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+                 "--key", str(pki / "client.key"), "--log-pub", str(data / "log.pub"),
+                 "--finding", str(finding), "--trust", str(reader_trust), *witnessed,
+                 "--title", "pawprint demo: suspects against the zoo's registered bases", quiet=True)
+            print(f"\n  dispute report (one HTML file, dogs inline, for a non-expert): {report}")
+            print("  it shows the auditor's finding in the headline of the thief's receipt, with what each signature "
+                  "covers (verifier: the receipt; owner: the submission; auditor: the finding)")
+            print("  dogs: each receipt's folder has receipt-*.png (the suspect) and receipt-*-sheet.png (suspect and "
+                  "best match); redraw any with: pawprint render RECEIPT -o dogs.png")
+            print("\n  the auditor checks the log against the checkpoint saved after the first registration:",
+                  flush=True)
+            _cli("registry", "audit", "--from", str(saved), "--registry", address, "--ca", str(pki / "ca.pem"),
+                 "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"), "--log-trust", str(reader_trust),
+                 *witnessed)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for process in background:
+            process.terminate()
+            process.wait(timeout=30)
     print(f"\n  receipts are under {receipts}; check any of them offline with")
     print(f"  pawprint receipt verify RECEIPT --verifier-pub {keys / 'verifier.pub'}")
