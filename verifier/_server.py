@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import socket
 import threading
@@ -86,6 +87,10 @@ BUSY_RETRY_S = 1.0  # the retry hint of a call refused by a per-client or per-ke
 # one ``request_call`` at a time through the event loop, before any fair queuing here can act). Measured:
 # docs/results/load_hostile.md, trickle phase.
 BUSY_HOLD_S = 10.0
+# Each held refusal waits BUSY_HOLD_S times a factor drawn uniformly from this range: refusals of a crowd that
+# arrived together (a reconnect, a flood started at once) then end spread over seconds, so their retries do not
+# arrive again as one burst in front of honest calls.
+BUSY_HOLD_JITTER = (0.5, 1.5)
 # Connections open at once, all clients together: grpc closes any beyond as it accepts them
 # (``grpc.max_allowed_incoming_connections``). With the per-connection cost measured (about 110 KiB with a stream
 # open) this bounds what a crowd of connections can hold; the hostile benchmark's crowd is 1,000 connections.
@@ -289,12 +294,18 @@ class _Calls:
     """What both servicers share: the pool, the admission counts and how a call is run."""
 
     def __init__(self, config: ServerConfig, trust: TrustStore, pool: FairPool,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, rng: random.Random | None = None) -> None:
         self.config = config
         self.trust = trust
         self.pool = pool
         self.loop = loop
         self.admission = _Admission(config)
+        self.rng = rng or random.Random()  # only for the jitter of held refusals (a parameter for tests)
+
+    def hold_s(self) -> float:
+        """How long this refusal by a cap is held: ``BUSY_HOLD_S`` jittered, at most the first-message deadline."""
+        low, high = BUSY_HOLD_JITTER
+        return min(BUSY_HOLD_S * self.rng.uniform(low, high), self.config.first_message_timeout_s)
 
     def turn(self, caller: Caller, claimed_key_id: str | None) -> str:
         """Whose turn a job takes in the pool: the caller and the signing key it names, if the trust store has
@@ -332,7 +343,7 @@ class _Calls:
             failure: tuple[str, str] = (e.status, str(e))
             retry_after_s = getattr(e, "retry_after_s", None)
             if isinstance(e, _Busy):
-                hold = min(BUSY_HOLD_S, self.config.first_message_timeout_s)
+                hold = self.hold_s()
         except _CutOff as e:
             log.info("%s: %s: cancelled", what, e)
             failure = ("CANCELLED", str(e))
