@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocol._errors import FormatError, SignatureError
@@ -229,18 +230,28 @@ def verifier_key(name: str, public_key: PublicKey) -> str:
 def parse_verifier_key(text: str) -> tuple[str, PublicKey]:
     """The name and Ed25519 key of a verifier key string (``verifier_key``); ``CheckpointError`` if it is
     malformed, of another signature type, or its key ID does not match."""
+    return parse_typed_verifier_key(text, ED25519_TYPE, note_key_hash, "verifier key", CheckpointError)
+
+
+def parse_typed_verifier_key(text: str, key_type: int, key_hash: Callable[[str, PublicKey], bytes], what: str,
+                             error: type[CheckpointError]) -> tuple[str, PublicKey]:
+    """``NAME+KEYID+BASE64(type || Ed25519 key)`` of signature type ``key_type`` whose key ID is
+    ``key_hash(name, key)``: the name and key, or ``error``."""
     parts = text.split("+", 2) if isinstance(text, str) else []  # base64 may hold "+": split twice
     if len(parts) != 3 or _KEY_NAME.fullmatch(parts[0]) is None or _HEX8.fullmatch(parts[1]) is None:
-        raise CheckpointError("a verifier key is NAME+KEYID+BASE64 (an 8-hex-digit key ID)")
-    raw = _base64(parts[2], "verifier key")
-    if len(raw) != 1 + PUBLIC_KEY_SIZE or raw[0] != ED25519_TYPE:
-        raise CheckpointError("the verifier key is not an Ed25519 key (type 0x01 and 32 bytes)")
+        raise error(f"a {what} is NAME+KEYID+BASE64 (an 8-hex-digit key ID)")
+    try:
+        raw = _base64(parts[2], what)
+    except CheckpointError as e:
+        raise error(str(e)) from None
+    if len(raw) != 1 + PUBLIC_KEY_SIZE or raw[0] != key_type:
+        raise error(f"the {what} is not of type 0x{key_type:02x} with a 32-byte Ed25519 key")
     try:
         key = PublicKey(raw[1:])
     except FormatError as e:
-        raise CheckpointError(f"the verifier key's public key is not valid: {e}") from e
-    if note_key_hash(parts[0], key).hex() != parts[1]:
-        raise CheckpointError("the verifier key's key ID does not match its name and key")
+        raise error(f"the {what}'s public key is not valid: {e}") from e
+    if key_hash(parts[0], key).hex() != parts[1]:
+        raise error(f"the {what}'s key ID does not match its name and key")
     return parts[0], key
 
 

@@ -48,10 +48,11 @@ from protocol._checkpoint import (
     NoteSignature,
     SignedCheckpoint,
     parse_checkpoint,
+    parse_typed_verifier_key,
 )
-from protocol._errors import FormatError, SignatureError
+from protocol._errors import SignatureError
 from protocol._hashing import DIGEST_SIZE, sha256
-from protocol._keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, NoteSigningKey, PrivateKey, PublicKey, verify_note_signature
+from protocol._keys import SIGNATURE_SIZE, NoteSigningKey, PrivateKey, PublicKey, verify_note_signature
 from protocol._merkle import MAX_TREE_SIZE
 from protocol._trust import Role, TrustStore
 
@@ -66,7 +67,6 @@ SIZE_CONTENT_TYPE = "text/x.tlog.size"  # a 409's body: the witness's latest siz
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 _KEY_NAME = re.compile(r"[^\s+]+")
-_HEX8 = re.compile(r"[0-9a-f]{8}")
 
 
 class WitnessError(CheckpointError):
@@ -97,19 +97,8 @@ def witness_verifier_key(name: str, public_key: PublicKey) -> str:
 
 def parse_witness_verifier_key(text: str) -> tuple[str, PublicKey]:
     """The name and key of a witness verifier key (``witness_verifier_key``); ``WitnessError`` otherwise."""
-    parts = text.split("+", 2) if isinstance(text, str) else []
-    if len(parts) != 3 or _KEY_NAME.fullmatch(parts[0]) is None or _HEX8.fullmatch(parts[1]) is None:
-        raise WitnessError("a witness verifier key is NAME+KEYID+BASE64 (an 8-hex-digit key ID)")
-    raw = _b64(parts[2], "witness verifier key")
-    if len(raw) != 1 + PUBLIC_KEY_SIZE or raw[0] != COSIGNATURE_TYPE:
-        raise WitnessError("the witness verifier key is not a cosignature key (type 0x04 and 32 bytes)")
-    try:
-        key = PublicKey(raw[1:])
-    except FormatError as e:
-        raise WitnessError(f"the witness verifier key's public key is not valid: {e}") from e
-    if cosignature_key_hash(parts[0], key).hex() != parts[1]:
-        raise WitnessError("the witness verifier key's key ID does not match its name and key")
-    return parts[0], key
+    return parse_typed_verifier_key(text, COSIGNATURE_TYPE, cosignature_key_hash, "witness verifier key",
+                                    WitnessError)
 
 
 # --------------------------------------------------------------------------------------- cosignatures
