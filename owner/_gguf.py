@@ -8,15 +8,42 @@ Hugging Face field names, and tensors under Hugging Face state-dict names in HF 
 fp32 by the ``gguf`` package's own dequantisers (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K ... Q6_K and
 the other types it implements).
 
-Two conventions of llama.cpp's ``convert_hf_to_gguf.py`` are undone here:
+Architectures read (``general.architecture`` -> ``model_type``): llama, qwen2, gpt2, qwen3, gemma2,
+gemma3 (-> ``gemma3_text``), phi3, olmo2. The conventions of llama.cpp's ``convert_hf_to_gguf.py`` undone here:
 
 - for ``general.architecture == "llama"`` the rows of ``attn_q`` and ``attn_k`` are permuted within each head,
   from Hugging Face's rotate-half order to GGML's interleaved rotary pairs:
   ``w.reshape(n_head, 2, dh // 2, d).swapaxes(1, 2)`` (``LlamaModel.permute``; ``n_head`` is the KV head count
-  for ``attn_k``); the inverse ``w.reshape(n_head, dh // 2, 2, d).swapaxes(1, 2)`` restores HF's order. Qwen2
-  and GPT-2 conversions are not permuted;
+  for ``attn_k``); the inverse ``w.reshape(n_head, dh // 2, 2, d).swapaxes(1, 2)`` restores HF's order. No other
+  architecture read here is permuted: qwen2, qwen3, gemma2, gemma3, phi3 and olmo2 use llama.cpp's NEOX rotary
+  type (pairs ``dh / 2`` apart, HF's own order; ``llama_model_rope_type`` in ``src/llama-model.cpp``), and their
+  converters (``Qwen2Model``, ``Qwen3Model(Qwen2Model)``, ``Gemma2Model``, ``Gemma3Model``, ``Phi3MiniModel``,
+  ``Olmo2Model``) do not call ``LlamaModel.permute``. GPT-2 has no rotary embedding;
 - GPT-2's ``Conv1D`` weights are transposed to ``(out, in)`` by the converter; they are presented transposed back
-  (the GPT-2 adapter reads ``Conv1D`` layout).
+  (the GPT-2 adapter reads ``Conv1D`` layout);
+- Gemma-2 and Gemma-3: ``Gemma2Model.modify_tensors`` and ``Gemma3Model.modify_tensors`` (``norm_shift``) add 1 to
+  every tensor whose HF name ends in ``norm.weight`` (HF stores ``w`` and applies ``1 + w``; llama.cpp applies the
+  stored weight as is), which includes Gemma-3's ``q_norm`` / ``k_norm`` and the sandwich norms. The reader
+  subtracts 1 from every GGUF tensor whose name ends in ``norm.weight`` so the Gemma adapters, which apply
+  ``1 + w``, see HF's ``w``; for an fp32 ``w >= -1/2`` the weight applied, ``1 + ((1 + w) - 1)``, is fp32's
+  ``1 + w`` exactly (the subtraction is exact). (The
+  converter adds 1 in the checkpoint's dtype, so a bf16 checkpoint's norms lose bits there; that is in the
+  file, not undone.) The embedding is not scaled by ``sqrt(d)`` in the file (llama.cpp scales at run time),
+  as the Gemma adapter expects. ``Gemma3Model`` drops embedding rows past the tokenizer's size;
+- names: llama.cpp's per-architecture tensor names (gguf-py ``constants.py`` ``MODEL_TENSORS``, mapped from HF
+  names by ``tensor_mapping.py``'s ``TensorNameMap``; the tests check every name here against the installed
+  ``gguf`` package's map). Gemma's ``post_attention_layernorm`` is ``post_attention_norm`` (the norm on the
+  attention's output) and its ``pre_feedforward_layernorm`` is ``ffn_norm``; OLMo-2's two output norms are
+  ``post_attention_norm`` / ``post_ffw_norm`` and it has no ``attn_norm`` / ``ffn_norm``; QK-norm weights (qwen3,
+  gemma3, olmo2) are ``attn_q_norm`` / ``attn_k_norm``; Phi-3's ``qkv_proj`` stays fused as ``attn_qkv`` and its
+  ``gate_up_proj`` as ``ffn_up`` (gate rows first; llama.cpp splits it at run time), presented under the HF
+  fused names that the Phi-3 adapter splits. A Phi-3 file with separate ``attn_q/k/v`` (allowed by llama.cpp's
+  loader, not written by its converter) is refused by the adapter's missing-tensor check.
+
+Sources (read, not vendored): ggml-org/llama.cpp ``convert_hf_to_gguf.py`` (``LlamaModel.permute``,
+``Qwen3Model``, ``Gemma2Model`` / ``Gemma3Model.modify_tensors``, ``Phi3MiniModel``, ``Olmo2Model``),
+``src/llama-model.cpp`` ``llama_model_rope_type``, gguf-py ``constants.py`` / ``tensor_mapping.py`` (the
+installed ``gguf`` package).
 
 The header (metadata and tensor table) is parsed here in one buffered pass (``read_header``; the ``gguf``
 package's ``GGUFReader`` builds a numpy view per metadata item, about 4 s for a 32000-token vocabulary against
@@ -77,6 +104,42 @@ _GPT2_GLOBAL = {"token_embd.weight": "transformer.wte.weight", "position_embd.we
 _GPT2_CONV1D = frozenset({"attn_qkv.weight", "attn_output.weight", "ffn_up.weight", "ffn_down.weight"})
 
 
+_QK_NORM = {"attn_q_norm.weight": "self_attn.q_norm.weight", "attn_k_norm.weight": "self_attn.k_norm.weight"}
+_QWEN3_LAYER = {**_LLAMA_LAYER, **_QK_NORM}
+# Gemma-2/3: ``post_attention_layernorm`` is the norm on the attention's output (``post_attention_norm``) and the
+# FFN's pre-norm is ``pre_feedforward_layernorm`` (``ffn_norm``), unlike LLaMA where ``post_attention_layernorm``
+# is the FFN's pre-norm
+_GEMMA2_LAYER = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_GEMMA3_LAYER = {**_GEMMA2_LAYER, **_QK_NORM}
+# Phi-3: the fused ``qkv_proj`` and ``gate_up_proj`` are kept fused by the converter (``attn_qkv``, ``ffn_up`` of
+# 2 x intermediate_size rows, gate first); the Phi-3 adapter splits them as it does for safetensors
+_PHI3_LAYER = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_qkv.weight": "self_attn.qkv_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_up.weight": "mlp.gate_up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight",
+}
+# OLMo-2: no pre-norms; output norms after attention and FFN; QK-norm over all heads
+_OLMO2_LAYER = {
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+    **_QK_NORM,
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+
+
 @dataclass(frozen=True)
 class _Family:
     model_type: str
@@ -85,12 +148,19 @@ class _Family:
     global_names: dict[str, str]
     permute_qk: bool = False
     conv1d: frozenset[str] = frozenset()
+    # subtracted from every tensor whose GGUF name ends in ``norm.weight`` (Gemma: the converter stores ``1 + w``)
+    norm_shift: float = 0.0
 
 
 _FAMILIES: dict[str, _Family] = {
     "llama": _Family("llama", "model.layers.{i}.", _LLAMA_LAYER, _LLAMA_GLOBAL, permute_qk=True),
     "qwen2": _Family("qwen2", "model.layers.{i}.", _LLAMA_LAYER, _LLAMA_GLOBAL),
     "gpt2": _Family("gpt2", "transformer.h.{i}.", _GPT2_LAYER, _GPT2_GLOBAL, conv1d=_GPT2_CONV1D),
+    "qwen3": _Family("qwen3", "model.layers.{i}.", _QWEN3_LAYER, _LLAMA_GLOBAL),
+    "gemma3": _Family("gemma3_text", "model.layers.{i}.", _GEMMA3_LAYER, _LLAMA_GLOBAL, norm_shift=1.0),
+    "gemma2": _Family("gemma2", "model.layers.{i}.", _GEMMA2_LAYER, _LLAMA_GLOBAL, norm_shift=1.0),
+    "phi3": _Family("phi3", "model.layers.{i}.", _PHI3_LAYER, _LLAMA_GLOBAL),
+    "olmo2": _Family("olmo2", "model.layers.{i}.", _OLMO2_LAYER, _LLAMA_GLOBAL),
 }
 GGUF_ARCHITECTURES: tuple[str, ...] = tuple(_FAMILIES)
 _BLK = re.compile(r"blk\.(\d+)\.(.+)")
@@ -313,6 +383,7 @@ class _Entry:
     n_bytes: int
     permute_heads: int = 0  # undo llama.cpp's rotary row permutation with this many heads
     transpose: bool = False  # present transposed (GPT-2 Conv1D layout)
+    shift: float = 0.0  # subtracted on reading (Gemma's norm weights, stored by the converter as ``1 + w``)
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -356,7 +427,8 @@ class GgufSource:
             hf, permute, transpose = self._hf_name(t.name, fam, heads, kv)
             if hf in self._where:
                 raise CheckpointError(f"{self.path}: two GGUF tensors map to {hf!r}")
-            self._where[hf] = _Entry(t.name, t.qtype, t.ne, t.offset, t.n_bytes, permute, transpose)
+            shift = fam.norm_shift if t.name.endswith("norm.weight") else 0.0
+            self._where[hf] = _Entry(t.name, t.qtype, t.ne, t.offset, t.n_bytes, permute, transpose, shift)
             self._block[hf] = GGML_QUANT_SIZES[t.qtype]
         self.architecture = arch
 
@@ -447,13 +519,15 @@ class GgufSource:
             t = unpermute_rotary(t, e.permute_heads)
         if e.transpose:
             t = t.T.contiguous()
+        if e.shift:
+            t = t - e.shift
         return t
 
     def rows(self, name: str, index: Sequence[int]) -> torch.Tensor:
         e = self._locate(name)
         if len(e.ne) != 2:
             raise CheckpointError(f"{self.path}: tensor {name!r} has shape {e.shape}, expected a matrix")
-        if e.permute_heads or e.transpose:  # never the embedding; read whole
+        if e.permute_heads or e.transpose or e.shift:  # never the embedding; read whole
             return self.tensor(name)[torch.as_tensor(list(index), dtype=torch.long)]
         self._float_check(e)
         n_rows, width = e.stored_shape

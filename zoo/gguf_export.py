@@ -3,15 +3,24 @@
 ``convert_hf_to_gguf.py`` is not shipped by the ``gguf`` package, so its behaviour for the families the owner
 reads from GGUF is reproduced here with ``gguf.GGUFWriter`` and ``gguf.quants``:
 
+- families: llama, qwen2, gpt2, and qwen3, gemma2, gemma3_text (as ``gemma3``), phi3, olmo2;
 - metadata: ``general.architecture``, ``general.name``, ``general.file_type``, ``<arch>.context_length``,
   ``embedding_length``, ``block_count``, ``feed_forward_length``, ``attention.head_count``,
-  ``attention.head_count_kv``, ``rope.dimension_count``, the norm epsilon;
-- tensor names ``token_embd``, ``blk.N.attn_q`` ... ``ffn_down``, ``output_norm``, ``output``;
+  ``attention.head_count_kv``, ``rope.dimension_count``, the norm epsilon; ``attention.key_length`` /
+  ``value_length`` where the config has ``head_dim``; gemma2's soft-capping and sliding window, gemma3's sliding
+  window, phi3's original context length and sliding window (0 when none, as ``Phi3MiniModel`` writes it);
+- tensor names ``token_embd``, ``blk.N.attn_q`` ... ``ffn_down``, ``output_norm``, ``output``; for qwen3, gemma2,
+  gemma3, phi3 and olmo2 the names come from the ``gguf`` package's own ``TensorNameMap`` (what the converter's
+  ``map_tensor_name`` calls): QK-norm ``attn_q_norm`` / ``attn_k_norm``, Gemma's ``post_attention_norm``,
+  ``ffn_norm`` (its pre-FFN norm), ``post_ffw_norm``, Phi-3's fused ``attn_qkv`` and ``ffn_up`` (gate and up);
 - llama: q and k rows permuted per head for GGML's rotary layout (``LlamaModel.permute``: ``w.reshape(n_head, 2,
-  dh // 2, d).swapaxes(1, 2)``, with the KV head count for k); qwen2 is not permuted; gpt2's ``Conv1D`` weights
-  are transposed to ``(out, in)``;
-- tokenizer: llama as ``tokenizer.ggml.model = "llama"`` with the pieces of ``tokenizer.json`` (the converter's
-  ``LlamaHfVocab`` path for a tokenizer without ``tokenizer.model``), qwen2 / gpt2 as ``"gpt2"`` with byte-level
+  dh // 2, d).swapaxes(1, 2)``, with the KV head count for k); no other family is permuted (their converters do
+  not call it); gpt2's ``Conv1D`` weights are transposed to ``(out, in)``;
+- gemma2 / gemma3: 1 added to every ``*norm.weight`` (``Gemma2Model`` / ``Gemma3Model.modify_tensors``),
+  ``lm_head`` skipped, and for gemma3 the embedding cut to the tokenizer's size;
+- tokenizer: llama, gemma2, gemma3, phi3 as ``tokenizer.ggml.model = "llama"`` with the pieces of ``tokenizer.json``
+  (the converter's ``LlamaHfVocab`` path for a tokenizer without ``tokenizer.model``), qwen2 / qwen3 / olmo2 /
+  gpt2 as ``"gpt2"`` with byte-level
   tokens and merges; special added tokens are CONTROL, ``<0xNN>`` pieces BYTE;
 - types: 1-D tensors (norms, biases) stay F32, as the converter keeps them; 2-D weights take ``qtype`` (F32, F16,
   BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: the types ``gguf.quants`` can quantise; Q4_K by ``quantize_q4_k``, as
@@ -62,7 +71,15 @@ _GPT2_LAYER = {
 _GPT2_GLOBAL = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
                 "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
 _GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-FAMILIES: tuple[str, ...] = ("llama", "qwen2", "gpt2")
+# model_type -> general.architecture for the families written with llama.cpp's own tensor-name map (gguf-py's
+# ``TensorNameMap``, which ``convert_hf_to_gguf.py``'s ``map_tensor_name`` uses)
+_MAPPED_ARCH: dict[str, str] = {"qwen3": "QWEN3", "gemma2": "GEMMA2", "gemma3_text": "GEMMA3", "phi3": "PHI3",
+                                "olmo2": "OLMO2"}
+FAMILIES: tuple[str, ...] = ("llama", "qwen2", "gpt2", *_MAPPED_ARCH)
+# families whose tokenizer the converter writes as ``tokenizer.ggml.model = "llama"`` (SentencePiece)
+_SPM_FAMILIES = frozenset({"llama", "gemma2", "gemma3_text", "phi3"})
+# Gemma2Model / Gemma3Model.modify_tensors add 1 to every ``*norm.weight`` (HF applies ``1 + w``)
+_NORM_PLUS_ONE = frozenset({"gemma2", "gemma3_text"})
 
 
 class GgufExportError(Exception):
@@ -76,7 +93,10 @@ def permute_rotary(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> 
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _gguf_name(hf: str, family: str) -> str | None:
+def _gguf_name(hf: str, family: str, name_map: Any = None) -> str | None:
+    if name_map is not None:  # convert_hf_to_gguf.py's map_tensor_name
+        mapped: str | None = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
+        return mapped
     layer_map, global_map = (_GPT2_LAYER, _GPT2_GLOBAL) if family == "gpt2" else (_LLAMA_LAYER, _LLAMA_GLOBAL)
     if hf in global_map:
         return global_map[hf]
@@ -107,13 +127,13 @@ def _vocab(model_dir: Path, family: str) -> dict[str, Any]:
         elif i in by_id:
             t = by_id[i]
             tokens.append(t)
-            is_byte = family != "gpt2" and family != "qwen2" and t.startswith("<0x") and t.endswith(">")
+            is_byte = family in _SPM_FAMILIES and t.startswith("<0x") and t.endswith(">")
             types.append(TokenType.BYTE if is_byte else TokenType.NORMAL)
         else:
             tokens.append(f"[PAD{i}]")
             types.append(TokenType.UNUSED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    return {"model": "llama" if family == "llama" else "gpt2", "tokens": tokens, "types": types, "merges": merges}
+    return {"model": "llama" if family in _SPM_FAMILIES else "gpt2", "tokens": tokens, "types": types, "merges": merges}
 
 
 def quantize_q4_k(data: np.ndarray) -> np.ndarray:
@@ -167,9 +187,30 @@ def _quantize(data: np.ndarray, qtype_name: str) -> tuple[np.ndarray, Any]:
     return quants.quantize(data.astype(np.float32), qtype), qtype
 
 
+def _arch_metadata(w: Any, family: str, cfg: dict[str, Any]) -> None:
+    """What each architecture's converter writes beyond ``TextModel.set_gguf_parameters`` (only what llama.cpp's
+    loader reads for it; none of it changes a tensor)."""
+    if cfg.get("head_dim"):
+        w.add_key_length(cfg["head_dim"])
+        w.add_value_length(cfg["head_dim"])
+    if family == "gemma2":
+        w.add_attn_logit_softcapping(float(cfg["attn_logit_softcapping"]))
+        w.add_final_logit_softcapping(float(cfg["final_logit_softcapping"]))
+        w.add_sliding_window(int(cfg["sliding_window"]))
+    elif family == "gemma3_text":
+        if cfg.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(float(cfg["final_logit_softcapping"]))
+        if cfg.get("sliding_window_pattern") != 1 and cfg.get("sliding_window"):
+            w.add_sliding_window(int(cfg["sliding_window"]))
+    elif family == "phi3":
+        w.add_rope_scaling_orig_ctx_len(int(cfg.get("original_max_position_embeddings")
+                                            or cfg["max_position_embeddings"]))
+        w.add_sliding_window(int(cfg.get("sliding_window") or 0))
+
+
 def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None = None) -> Path:
     """Write the safetensors model in ``model_dir`` to ``out`` as GGUF with 2-D weights in ``qtype``."""
-    from gguf import GGUFWriter, LlamaFileType
+    from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, GGUFWriter, LlamaFileType, get_tensor_name_map
     from safetensors import safe_open
 
     model_dir, out = Path(model_dir), Path(out)
@@ -180,7 +221,8 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
     if family not in FAMILIES:
         raise GgufExportError(f"{model_dir}: model_type {family!r} is not exported; expected one of {FAMILIES}")
     qname, ftype = QTYPES[qtype]
-    w = GGUFWriter(out, family)
+    arch = _MAPPED_ARCH.get(family)
+    w = GGUFWriter(out, MODEL_ARCH_NAMES[MODEL_ARCH[arch]] if arch else family)
     w.add_name(name or model_dir.name)
     w.add_file_type(int(LlamaFileType[ftype]))
     if family == "gpt2":
@@ -193,9 +235,15 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
         kv, ffn = cfg.get("num_key_value_heads") or heads, cfg["intermediate_size"]
         w.add_context_length(cfg["max_position_embeddings"])
         w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-        w.add_rope_dimension_count(cfg.get("head_dim") or d // heads)
-        w.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
+        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        # Gemma3Model: the full-attention layers' base (rope_parameters per layer type), 1e6 by default
+        theta = cfg.get("rope_theta") or rope.get("full_attention", rope).get("rope_theta") or (
+            1e6 if family == "gemma3_text" else 10000.0)
+        w.add_rope_dimension_count(int(rope.get("partial_rotary_factor", 1.0) * (cfg.get("head_dim") or d // heads)))
+        w.add_rope_freq_base(float(theta))
         w.add_head_count_kv(kv)
+        if arch is not None:
+            _arch_metadata(w, family, cfg)
     w.add_embedding_length(d)
     w.add_block_count(layers)
     w.add_feed_forward_length(ffn)
@@ -208,16 +256,22 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
         w.add_token_scores([0.0] * len(v["tokens"]))
     elif v["merges"]:
         w.add_token_merges(v["merges"])
+    name_map = get_tensor_name_map(MODEL_ARCH[arch], layers) if arch else None
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise GgufExportError(f"{model_dir}: no .safetensors file")
     for f in files:
         with safe_open(str(f), framework="pt") as h:
             for hf in h.keys():  # noqa: SIM118 - safe_open handles have keys(), not iteration
-                g = _gguf_name(hf, family)
-                if g is None:
+                g = _gguf_name(hf, family, name_map)
+                if g is None or (family in _NORM_PLUS_ONE and hf == "lm_head.weight"):  # Gemma: lm_head skipped
                     continue
                 data = h.get_tensor(hf).to(torch.float32).numpy()
+                if family in _NORM_PLUS_ONE and hf.endswith("norm.weight"):
+                    data = data + 1
+                if family == "gemma3_text" and hf.endswith("embed_tokens.weight"):  # Gemma3Model: no OOV rows
+                    tok = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+                    data = data[:len(tok["model"]["vocab"]) + len(tok.get("added_tokens") or [])]
                 if family == "llama" and g.endswith("attn_q.weight"):
                     data = permute_rotary(data, heads, heads)
                 elif family == "llama" and g.endswith("attn_k.weight"):
