@@ -765,6 +765,7 @@ def _serve_options() -> set[str]:
 
 
 KNOB_OPTIONS = {"max_workers": "--max-workers", "max_concurrent_rpcs": "--max-concurrent-rpcs",
+                "submissions_per_day": "--submissions-per-day", "suspicious_per_day": "--suspicious-per-day",
                 "stream_timeout": "--stream-timeout"}
 
 

@@ -61,6 +61,7 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         ConfigError,
         Registry,
         ServerConfig,
+        SubmissionBudget,
         TlsConfig,
         VerifierService,
         run_until_signalled,
@@ -99,6 +100,8 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         first_message_timeout_s=args.first_message_timeout, max_waiting_per_client=args.max_waiting_per_client,
         max_streams_per_client=args.max_streams_per_client, max_streams_per_key=args.max_streams_per_key,
         require_possession=args.require_possession,
+        submission_budget=SubmissionBudget(submissions_per_day=args.submissions_per_day,
+                                           suspicious_per_day=args.suspicious_per_day),
         **({"max_concurrent_compares": args.max_concurrent_compares} if args.max_concurrent_compares else {}),
     )
     try:
@@ -205,6 +208,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--rate-limit-burst", type=int, default=None, metavar="N", help="burst size (default 60)")
     srv.add_argument("--rate-limit-bytes-per-hour", type=int, default=None, metavar="N",
                      help="term bytes per hour per signing key")
+    srv.add_argument("--submissions-per-day", type=int, default=200, metavar="N",
+                     help="submissions per owner key and rolling day (default 200; issue 16's budget)")
+    srv.add_argument("--suspicious-per-day", type=int, default=20, metavar="N",
+                     help="degenerate or near-duplicate submissions per owner key and day before the key is refused "
+                          "(default 20)")
     srv.add_argument("--null-sha256", default=None, metavar="HEX", help="pin the digest of the --null file")
     srv.add_argument("--probe-set-pin", action="append", default=None, metavar="ID",
                      help="offer only this probe set id (repeat); refuse to start if the registry offers others")

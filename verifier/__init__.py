@@ -29,7 +29,15 @@ The verifier never stores anything for a rejected submission, and keeps a submis
 verdict only when the owner asked. Every refusal is a ``VerifierError`` (``verifier.errors``).
 """
 
-from verifier._access import Caller, Client, ClientRoles, RateLimiter, RateLimits, cert_fingerprint
+from verifier._access import (
+    Caller,
+    Client,
+    ClientRoles,
+    RateLimiter,
+    RateLimits,
+    SubmissionBudget,
+    cert_fingerprint,
+)
 from verifier._calibration import (
     DEFAULT_THRESHOLDS,
     NullError,
@@ -146,6 +154,7 @@ __all__ = [
     "RunningServer",
     "ServerConfig",
     "StorageFull",
+    "SubmissionBudget",
     "TermScore",
     "Thresholds",
     "TlsConfig",
