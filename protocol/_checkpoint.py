@@ -240,10 +240,7 @@ def parse_typed_verifier_key(text: str, key_type: int, key_hash: Callable[[str, 
     parts = text.split("+", 2) if isinstance(text, str) else []  # base64 may hold "+": split twice
     if len(parts) != 3 or _KEY_NAME.fullmatch(parts[0]) is None or _HEX8.fullmatch(parts[1]) is None:
         raise error(f"a {what} is NAME+KEYID+BASE64 (an 8-hex-digit key ID)")
-    try:
-        raw = _base64(parts[2], what)
-    except CheckpointError as e:
-        raise error(str(e)) from None
+    raw = strict_base64(parts[2], f"the {what}", error)
     if len(raw) != 1 + PUBLIC_KEY_SIZE or raw[0] != key_type:
         raise error(f"the {what} is not of type 0x{key_type:02x} with a 32-byte Ed25519 key")
     try:
@@ -358,12 +355,17 @@ def _root(text: str) -> bytes:
 
 
 def _base64(text: str, what: str) -> bytes:
+    return strict_base64(text, f"the checkpoint's {what}")
+
+
+def strict_base64(text: str, what: str, error: type[CheckpointError] = CheckpointError) -> bytes:
+    """Standard base64 with padding, in its one canonical spelling; ``error`` naming ``what`` otherwise."""
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as e:
-        raise CheckpointError(f"the checkpoint's {what} is not base64") from e
+        raise error(f"{what} is not base64") from e
     if base64.b64encode(raw).decode("ascii") != text:
-        raise CheckpointError(f"the checkpoint's {what} is not canonical base64")
+        raise error(f"{what} is not canonical base64")
     return raw
 
 

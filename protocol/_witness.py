@@ -36,7 +36,6 @@ Pure: text and bytes in, values out; it reads no file, clock or network (times a
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from protocol._checkpoint import (
     SignedCheckpoint,
     parse_checkpoint,
     parse_typed_verifier_key,
+    strict_base64,
 )
 from protocol._errors import SignatureError
 from protocol._hashing import DIGEST_SIZE, sha256
@@ -274,10 +274,4 @@ def _check_name(name: object) -> None:
 
 
 def _b64(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as e:
-        raise WitnessError(f"the {what} is not base64") from e
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise WitnessError(f"the {what} is not canonical base64")
-    return raw
+    return strict_base64(text, f"the {what}", WitnessError)
