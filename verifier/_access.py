@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -227,8 +227,10 @@ class SubmissionBudget:
     registry's bases needs hundreds of chosen submissions (docs/results/privacy.md); an honest owner sends a few
     models a day. Past either budget a submission is ``RESOURCE_EXHAUSTED`` before it is compared.
 
-    The defaults (200 and 20 a day) are on in every ``ServerConfig``; the counts live in the serving process
-    (a restart forgets them)."""
+    The defaults (200 and 20 a day) are on in every ``ServerConfig``. The counts are kept in the data directory
+    (``BudgetLedger``: a restart keeps them, and every process serving the directory counts against one budget;
+    two processes admitting at the same moment may each pass the last slot). The sketches that tell a
+    near-duplicate are kept by each process, in memory."""
 
     submissions_per_day: int = 200
     suspicious_per_day: int = 20
@@ -278,20 +280,35 @@ class _Budget:
     sketches: list[Any] = field(default_factory=list)  # the last ``remembered`` sketches
 
 
+class BudgetLedger(Protocol):
+    """Where the counted submissions are kept durably (the registry's data directory: ``Registry``)."""
+
+    def budget_events(self, key_id: str, since: float) -> list[tuple[float, bool]]: ...
+
+    def add_budget_event(self, key_id: str, at: float, suspicious: bool, *, forget_before: float) -> None: ...
+
+
 @dataclass
 class SubmissionGuard:
     """Counts each owner key's submissions, and its suspicious ones, over a rolling day (``SubmissionBudget``);
-    thread-safe, time injected."""
+    thread-safe, time injected. With a ``ledger`` the counts are read from and written to it (durable, shared by
+    the processes on one data directory); without one they live in this object."""
 
     budget: SubmissionBudget
     clock: Callable[[], float]
+    ledger: BudgetLedger | None = None
     _keys: dict[str, _Budget] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _get(self, key_id: str, now: float) -> _Budget:
         b = self._keys.setdefault(key_id, _Budget())
-        b.times = [t for t in b.times if now - t < DAY_S]
-        b.suspicious = [t for t in b.suspicious if now - t < DAY_S]
+        if self.ledger is not None:
+            events = self.ledger.budget_events(key_id, now - DAY_S)
+            b.times = [t for t, _sus in events if now - t < DAY_S]
+            b.suspicious = [t for t, sus in events if sus and now - t < DAY_S]
+        else:
+            b.times = [t for t in b.times if now - t < DAY_S]
+            b.suspicious = [t for t in b.suspicious if now - t < DAY_S]
         return b
 
     def admit(self, key_id: str) -> None:
@@ -328,6 +345,8 @@ class SubmissionGuard:
             if why is not None and len(b.suspicious) >= self.budget.suspicious_per_day:
                 raise LimitExceeded(f"submission budget: more than {self.budget.suspicious_per_day} degenerate or "
                                     f"near-duplicate submissions from this key in a day (this one: {why})", DAY_S)
+            if self.ledger is not None:
+                self.ledger.add_budget_event(key_id, now, why is not None, forget_before=now - DAY_S)
             b.times.append(now)
             if why is not None:
                 b.suspicious.append(now)

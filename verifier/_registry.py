@@ -655,6 +655,14 @@ class Registry:
         rejected submission."""
         return self.store.counts()
 
+    def budget_events(self, key_id: str, since: float) -> list[tuple[float, bool]]:
+        """The submissions of owner key ``key_id`` counted against its budget since ``since`` (every process)."""
+        return self.store.budget_events(key_id, since)
+
+    def add_budget_event(self, key_id: str, at: float, suspicious: bool, *, forget_before: float) -> None:
+        """Count one submission of ``key_id`` against its budget, durably (``SubmissionGuard``)."""
+        self.store.add_budget_event(key_id, at, suspicious, forget_before=forget_before)
+
     def save_challenge(self, challenge: Challenge) -> None:
         """Record an issued challenge (so that a restarted verifier still honours its nonce)."""
         self.store.save_challenge(challenge)

@@ -197,8 +197,8 @@ class VerifierService:
         if restored:
             log.info("start-up: %d challenges issued before the restart are honoured again", restored)
         self.limiter = RateLimiter(config.rate_limits, clock) if config.rate_limits is not None else None
-        self.guard = (SubmissionGuard(config.submission_budget, clock) if config.submission_budget is not None
-                      else None)
+        self.guard = (SubmissionGuard(config.submission_budget, clock, registry)
+                      if config.submission_budget is not None else None)
         self._base_pictures: dict[tuple[bytes, str], Picture | None] = {}
         self._picture_locks: dict[tuple[bytes, str], threading.Lock] = {}
         self._pictures_lock = threading.Lock()

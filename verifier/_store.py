@@ -82,6 +82,12 @@ CREATE TABLE IF NOT EXISTS challenges (
     challenge BLOB NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS budget_events (
+    key_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    suspicious INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_events_by_key ON budget_events (key_id, at);
 """
 _BLOB_NAME = re.compile(r"[0-9a-f]{64}")
 
@@ -367,6 +373,22 @@ class Store:
             bases = self.db.execute("SELECT COUNT(*) FROM entries WHERE action = ?", (REGISTER,)).fetchone()[0]
             subs = self.db.execute("SELECT COUNT(*) FROM submissions").fetchone()[0]
         return {"bases": int(bases), "submissions": int(subs), "blobs": self.blobs.count()}
+
+    # -- submission budgets (so that a restart, or another process on this directory, counts them too) --
+    def budget_events(self, key_id: str, since: float) -> list[tuple[float, bool]]:
+        """The counted submissions of owner key ``key_id`` at or after ``since``: (time, suspicious), oldest
+        first."""
+        with self.lock:
+            rows = self.db.execute("SELECT at, suspicious FROM budget_events WHERE key_id = ? AND at >= ? "
+                                   "ORDER BY at", (key_id, since)).fetchall()
+        return [(float(at), bool(sus)) for at, sus in rows]
+
+    def add_budget_event(self, key_id: str, at: float, suspicious: bool, *, forget_before: float) -> None:
+        """Count one submission of ``key_id``; events older than ``forget_before`` (of any key) are dropped."""
+        with self.lock, self.writing():
+            self.db.execute("DELETE FROM budget_events WHERE at < ?", (forget_before,))
+            self.db.execute("INSERT INTO budget_events (key_id, at, suspicious) VALUES (?, ?, ?)",
+                            (key_id, at, int(suspicious)))
 
     # -- challenges (so that a restarted verifier still honours the nonces it handed out) ---------------
     def save_challenge(self, challenge: Challenge) -> None:

@@ -98,6 +98,34 @@ def test_guard_counts_suspicious_submissions_and_refuses_past_the_budget() -> No
         guard.admit(other)
 
 
+def test_budgets_survive_a_restart_and_are_shared_by_processes_on_one_directory(tmp_path: Path) -> None:
+    """The budget used to live in the serving process: a restart reset it, and each of N processes serving one
+    data directory gave a key its own budget (N times the probing). Now the counts are in the data directory."""
+    clock = Clock()
+    budget = SubmissionBudget(submissions_per_day=3, suspicious_per_day=1)
+    key = "c" * 64
+    first = Registry(tmp_path / "d")
+    guard = SubmissionGuard(budget, clock, first)
+    for i in range(2):
+        guard.admit(key)
+        guard.record(key, terms_sketch(_terms(200 + i)), degenerate=False)
+    guard.admit(key)
+    guard.record(key, terms_sketch(_terms(300)), degenerate=True)  # the one suspicious submission allowed
+    first.close()
+    restarted = Registry(tmp_path / "d")  # a new process on the same directory
+    again = SubmissionGuard(budget, clock, restarted)
+    with pytest.raises(LimitExceeded, match="3 submissions per key per day"):
+        again.admit(key)
+    other = SubmissionGuard(budget, clock, Registry(tmp_path / "d"))  # and any other process serving it
+    with pytest.raises(LimitExceeded):
+        other.admit(key)
+    clock.now += DAY_S + 1  # a day later the key may submit again, and the old events are forgotten
+    again.admit(key)
+    again.record(key, terms_sketch(_terms(400)), degenerate=False)
+    assert [sus for _t, sus in restarted.budget_events(key, 0.0)] == [False]
+    restarted.close()
+
+
 def _lab(data: Path, base: Path) -> A.Lab:
     """``zoo.trust_attacks.Lab.create`` with every default of the configuration but the null, which is named
     (the shipped v1; nothing here depends on the verdict's calibration)."""
