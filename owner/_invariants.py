@@ -238,9 +238,9 @@ def moe_routing(xn: torch.Tensor, moe: MoeWeights) -> tuple[torch.Tensor, torch.
     scores = logits.softmax(dim=1) if moe.scoring == "softmax" else logits.sigmoid()
     choice = scores if moe.score_bias is None else scores + _f32(moe.score_bias)
     n, e = choice.shape
-    if moe.n_group > 1:  # DeepSeek-V3: keep the topk_group groups whose two best experts score highest
+    if moe.n_group > 1:  # DeepSeek: keep the topk_group groups whose group_top best experts score highest
         grouped = choice.reshape(n, moe.n_group, e // moe.n_group)
-        best = grouped.topk(min(2, e // moe.n_group), dim=2).values.sum(dim=2)
+        best = grouped.topk(min(moe.group_top, e // moe.n_group), dim=2).values.sum(dim=2)
         keep = torch.zeros_like(best).scatter_(1, best.topk(moe.topk_group, dim=1).indices, 1.0)
         choice = choice.masked_fill(keep.repeat_interleave(e // moe.n_group, dim=1) == 0, 0.0)
     idx = choice.topk(moe.top_k, dim=1).indices

@@ -599,8 +599,11 @@ def _moe_llama(family: str, cfg: Any, names: set[str]) -> Arch:
         elif i not in (cfg.mlp_only_layers or []) and cfg.num_experts and (i + 1) % cfg.decoder_sparse_step == 0:
             experts = tuple(_gated(n, f"{p}mlp.experts.{e}.", _PROJ, cfg.moe_intermediate_size, act)
                             for e in range(cfg.num_experts))
-            shared = (_gated(n, p + "mlp.shared_expert.", _PROJ, cfg.shared_expert_intermediate_size, act),)
-            moe = Moe(_lin(n, p + "mlp.gate"), experts, shared, _lin(n, p + "mlp.shared_expert_gate"))
+            if family == "qwen2_moe":
+                shared = (_gated(n, p + "mlp.shared_expert.", _PROJ, cfg.shared_expert_intermediate_size, act),)
+                moe = Moe(_lin(n, p + "mlp.gate"), experts, shared, _lin(n, p + "mlp.shared_expert_gate"))
+            else:  # Qwen3-MoE: no shared expert
+                moe = Moe(_lin(n, p + "mlp.gate"), experts)
         mlp = moe.experts[0] if moe is not None else _gated(n, p + "mlp.", _PROJ, cfg.intermediate_size, act)
         layers.append(Layer(_norm(n, p + "input_layernorm", "rms"), _norm(n, p + "post_attention_layernorm", "rms"),
                             (), attn, mlp, moe))
@@ -611,9 +614,22 @@ def _moe_llama(family: str, cfg: Any, names: set[str]) -> Arch:
                 eps_key="rms_norm_eps", eps_default=float(cfg.rms_norm_eps))
 
 
+def _qwen3_moe(family: str, cfg: Any, names: set[str]) -> Arch:
+    """Qwen3-MoE: Qwen2-MoE's layout without the shared expert (``_moe_llama``) plus Qwen3's per-head QK-norm
+    (``_qk_norm_family``'s roles: the attacks restrict ``qk-linear`` and refuse ``residual-scale`` as for Qwen3)."""
+    arch = _moe_llama(family, cfg, names)
+    n = _Names(names, "model.", "embed_tokens.weight")
+    layers = tuple(replace(ly, attn=replace(ly.attn, q_norm=_norm(n, f"layers.{i}.self_attn.q_norm", "rms"),
+                                            k_norm=_norm(n, f"layers.{i}.self_attn.k_norm", "rms"),
+                                            qk_norm_per_head=True))
+                   for i, ly in enumerate(arch.layers))
+    return replace(arch, layers=layers)
+
+
 def _deepseek(family: str, cfg: Any, names: set[str]) -> Arch:
     """DeepSeek-V3: latent attention (``Mla``) in every layer; a dense gated FFN before ``first_k_dense_replace``,
-    then a sigmoid-routed mixture (choice bias, ``n_group`` groups) plus shared experts."""
+    then a sigmoid-routed mixture (choice bias, ``n_group`` groups) plus shared experts. DeepSeek-V2 reads the same
+    (its softmax router has no choice bias; V2-Lite has no query compression)."""
     n = _Names(names, "model.", "embed_tokens.weight")
     h, nope, rope, dv, rkv = (cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim,
                               cfg.kv_lora_rank)
@@ -737,6 +753,7 @@ ADAPTERS: dict[str, _Adapter] = {
     "qwen3": _qk_norm_family, "olmo2": _qk_norm_family, "gemma2": _qk_norm_family,
     "gemma3_text": _qk_norm_family, "mpnet": _mpnet,
     "mixtral": _moe_llama, "qwen2_moe": _moe_llama, "deepseek_v3": _deepseek,
+    "qwen3_moe": _qwen3_moe, "deepseek_v2": _deepseek,
 }
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(ADAPTERS)
 

@@ -63,13 +63,25 @@ _FAMILIES: dict[str, tuple[str, str, TokenizerStyle, dict[str, Any]]] = {
                          moe_intermediate_size=64, first_k_dense_replace=1, n_group=2, topk_group=1,
                          q_lora_rank=32, kv_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
                          head_dim=8)),
+    # Qwen3-MoE: Qwen3's per-head QK-norm attention, routed experts without a shared expert (layer 0 dense);
+    # DeepSeek-V2 as V2-Lite ships it (no query compression: q_proj reads the stream), softmax router with V2's
+    # group-limited greedy choice (a group scores its best expert), 2 shared experts, scaled routing weights
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", "bytelevel",
+                  dict(num_key_value_heads=2, head_dim=16, num_experts=4, num_experts_per_tok=2,
+                       moe_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[0], norm_topk_prob=True,
+                       tie_word_embeddings=False)),
+    "deepseek_v2": ("DeepseekV2Config", "DeepseekV2ForCausalLM", "metaspace",
+                    dict(num_key_value_heads=4, n_routed_experts=6, num_experts_per_tok=2, n_shared_experts=2,
+                         moe_intermediate_size=32, first_k_dense_replace=1, topk_method="group_limited_greedy",
+                         n_group=3, topk_group=2, routed_scaling_factor=1.5, q_lora_rank=None, kv_lora_rank=24,
+                         qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16)),
 }
 FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
 # families with mixture-of-experts FFNs / latent attention (the attacks expert-permute / latent-rotate apply)
-MOE_FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "deepseek_v3")
+MOE_FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "deepseek_v3", "qwen3_moe", "deepseek_v2")
 # QK-norm, sandwich-norm and MPNet families (issue 18): read from safetensors; owner/_onnx.py has no entry for them yet
 NORM_VARIANT_FAMILIES: tuple[str, ...] = ("qwen3", "olmo2", "gemma2", "gemma3_text", "mpnet")
-LATENT_ATTENTION_FAMILIES: tuple[str, ...] = ("deepseek_v3",)
+LATENT_ATTENTION_FAMILIES: tuple[str, ...] = ("deepseek_v3", "deepseek_v2")
 # families whose router is initialised to zero by transformers (every expert would tie): drawn here instead
 _ZERO_ROUTERS: frozenset[str] = frozenset({"deepseek_v3"})
 

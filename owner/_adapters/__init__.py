@@ -10,6 +10,7 @@ from owner._adapters.baichuan import BaichuanAdapter
 from owner._adapters.bert import BertAdapter
 from owner._adapters.bloom import BloomAdapter
 from owner._adapters.deepseek import DeepseekV3Adapter
+from owner._adapters.deepseek_v2 import DeepseekV2Adapter
 from owner._adapters.falcon import FalconAdapter
 from owner._adapters.gemma import GemmaAdapter
 from owner._adapters.gemma2 import Gemma2Adapter, Gemma3TextAdapter
@@ -26,6 +27,7 @@ from owner._adapters.opt import OptAdapter
 from owner._adapters.phi3 import Phi3Adapter
 from owner._adapters.qwen1 import Qwen1Adapter
 from owner._adapters.qwen3 import Qwen3Adapter
+from owner._adapters.qwen3_moe import Qwen3MoeAdapter
 from owner._source import TensorSource
 from owner.errors import UnsupportedModelError
 
@@ -34,7 +36,7 @@ ADAPTERS: tuple[type[Adapter], ...] = (
     FalconAdapter, BloomAdapter, BertAdapter,
     MptAdapter, BaichuanAdapter, InternLMAdapter, InternLM2Adapter, Qwen1Adapter,
     Qwen3Adapter, Olmo2Adapter, Gemma2Adapter, Gemma3TextAdapter, MPNetAdapter,
-    MixtralAdapter, Qwen2MoeAdapter, DeepseekV3Adapter,
+    MixtralAdapter, Qwen2MoeAdapter, DeepseekV3Adapter, Qwen3MoeAdapter, DeepseekV2Adapter,
 )
 SUPPORTED_FAMILIES: tuple[str, ...] = tuple(t for a in ADAPTERS for t in a.model_types if t.islower())
 

@@ -69,8 +69,9 @@ class MoeWeights:
 
     ``router (E, d)`` scores the normed input; ``scoring`` turns the logits into scores (softmax over experts,
     or a per-expert sigmoid); the ``top_k`` experts with the largest ``score + score_bias`` are kept, chosen
-    within the ``topk_group`` best of ``n_group`` expert groups (DeepSeek-V3: a group's score is the sum of its
-    two best experts), their scores renormalised to sum 1 when ``norm_topk``, then multiplied by ``scale``.
+    within the ``topk_group`` best of ``n_group`` expert groups (a group's score is the sum of its ``group_top``
+    best experts: 2 for DeepSeek-V3, 1, the best alone, for DeepSeek-V2's group-limited greedy), their scores
+    renormalised to sum 1 when ``norm_topk``, then multiplied by ``scale``.
     ``shared`` experts see every token, Qwen2-MoE's gated by ``sigmoid(shared_gate x)`` (``shared_gate (1, d)``).
     """
 
@@ -85,6 +86,7 @@ class MoeWeights:
     topk_group: int = 1
     shared: tuple[FfnWeights, ...] = ()
     shared_gate: torch.Tensor | None = None
+    group_top: int = 2
 
     def float(self) -> MoeWeights:
         return replace(

@@ -131,10 +131,10 @@ class _MoeAdapter(LlamaAdapter):
         )
 
 
-def _positive(config: dict[str, object], key: str, default: int | None = None) -> int:
-    v = cfg_int(config, key, default=default)
+def _positive(config: dict[str, object], *keys: str, default: int | None = None) -> int:
+    v = cfg_int(config, *keys, default=default)
     if v < 1:
-        raise CheckpointError(f"config.json: field {key!r} should be at least 1, got {v}")
+        raise CheckpointError(f"config.json: field {' / '.join(repr(k) for k in keys)} should be at least 1, got {v}")
     return v
 
 
@@ -167,9 +167,11 @@ class Qwen2MoeAdapter(_MoeAdapter):
     renormalised when ``norm_topk_prob``; one shared expert gated by ``sigmoid(shared_expert_gate x)``."""
 
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_moe",)
+    # config.json spellings of the expert count (transformers >= 5 writes Qwen3-MoE's as ``num_local_experts``)
+    experts_keys: ClassVar[tuple[str, ...]] = ("num_experts",)
 
     def n_experts(self) -> int:
-        return _positive(self.config, "num_experts")
+        return _positive(self.config, *self.experts_keys)
 
     def expert_width(self) -> int:
         return _positive(self.config, "moe_intermediate_size")
@@ -180,7 +182,7 @@ class Qwen2MoeAdapter(_MoeAdapter):
     def is_sparse(self, layer: int) -> bool:
         only = self.config.get("mlp_only_layers") or []
         step = cfg_int(self.config, "decoder_sparse_step", default=1)
-        return layer not in only and cfg_int(self.config, "num_experts", default=0) > 0 and (layer + 1) % step == 0
+        return layer not in only and cfg_int(self.config, *self.experts_keys, default=0) > 0 and (layer + 1) % step == 0
 
     def router_name(self, layer: int) -> str:
         return "mlp.gate.weight"

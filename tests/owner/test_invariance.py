@@ -26,7 +26,7 @@ NOT_APPLICABLE = {
     ("bert", "fold-rotate"), ("opt", "residual-scale"),
     ("mpt", "ffn-scale"), ("mpt", "head-permute"),  # GELU is not homogeneous; ALiBi slopes are per head index
     # output (sandwich) norms cannot be folded or rotated; QK-/output norms share one epsilon with the stream's
-    ("qwen3", "residual-scale"), ("mpnet", "ffn-scale"), ("mpnet", "fold-rotate"),
+    ("qwen3", "residual-scale"), ("qwen3_moe", "residual-scale"), ("mpnet", "ffn-scale"), ("mpnet", "fold-rotate"),
     *((f, k) for f in ("olmo2", "gemma2", "gemma3_text") for k in ("fold-rotate", "residual-scale")),
 }
 

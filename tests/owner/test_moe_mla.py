@@ -30,7 +30,8 @@ from zoo.tiny import LATENT_ATTENTION_FAMILIES, MOE_FAMILIES
 
 TinyModel = Callable[..., Path]
 # router module of a sparse layer, by family (transformers' module names)
-ROUTER = {"mixtral": "mlp.gate", "qwen2_moe": "mlp.gate", "deepseek_v3": "mlp.gate"}
+ROUTER = {"mixtral": "mlp.gate", "qwen2_moe": "mlp.gate", "deepseek_v3": "mlp.gate", "qwen3_moe": "mlp.gate",
+          "deepseek_v2": "mlp.gate"}
 
 
 def _hf(path: Path) -> torch.nn.Module:
@@ -66,8 +67,9 @@ def test_routing_is_the_models_own(tiny_model: TinyModel, family: str) -> None:
     assert int((used > 0).sum()) >= 3  # the rows spread over the experts: routing is exercised
 
 
-def test_latent_attention_heads_are_split_as_the_model_splits_them(tiny_model: TinyModel) -> None:
-    path = tiny_model("deepseek_v3")
+@pytest.mark.parametrize("family", LATENT_ATTENTION_FAMILIES)  # deepseek_v2 as V2-Lite: no query compression
+def test_latent_attention_heads_are_split_as_the_model_splits_them(tiny_model: TinyModel, family: str) -> None:
+    path = tiny_model(family)
     m, hf = open_model(path), _hf(path)
     w = m.adapter.layer(1)
     mla = w.mla
@@ -76,7 +78,8 @@ def test_latent_attention_heads_are_split_as_the_model_splits_them(tiny_model: T
     att = hf.get_submodule("model.layers.1.self_attn")
     h, dn, dr, dv = mla.n_heads, mla.nope_dim, mla.rope_dim, mla.v_dim
     with torch.no_grad():
-        q = att.q_b_proj(att.q_a_layernorm(att.q_a_proj(z))).reshape(50, h, dn + dr)
+        cq = z if mla.q_a is None else att.q_a_layernorm(att.q_a_proj(z))
+        q = (att.q_proj if mla.q_a is None else att.q_b_proj)(cq).reshape(50, h, dn + dr)
         ckv, k_rot = att.kv_a_proj_with_mqa(z).split([mla.kv_rank, dr], dim=-1)
         kv = att.kv_b_proj(att.kv_a_layernorm(ckv)).reshape(50, h, dn + dv)
         k = torch.cat([kv[..., :dn], k_rot[:, None].expand(50, h, dr)], dim=-1)

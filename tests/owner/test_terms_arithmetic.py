@@ -80,6 +80,8 @@ def _moe_mla_reference(xa: torch.Tensor, xf: torch.Tensor, xr: torch.Tensor, er:
     else:
         hq, hkv = info.n_heads, info.n_kv_heads
         qk = _group_sum(xa @ w.wq.T, hq, hkv) @ (xa @ w.wk.T).T
+        if w.q_norm is not None and w.k_norm is not None and method != "huref-2024":  # Qwen3-MoE
+            qk = _qk_norm_reference(xa, w, info)
         vo = (xa @ w.wv.T) @ _group_sum(er @ w.wo, hq, hkv).T
 
     def gated(g: torch.Tensor, u: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -96,7 +98,7 @@ def _moe_mla_reference(xa: torch.Tensor, xf: torch.Tensor, xr: torch.Tensor, er:
         choice = scores + (moe.score_bias if moe.score_bias is not None else 0.0)
         e, per = len(moe.experts), len(moe.experts) // moe.n_group
         if moe.n_group > 1:
-            group = choice.reshape(n, moe.n_group, per).topk(2, dim=-1).values.sum(-1)
+            group = choice.reshape(n, moe.n_group, per).topk(moe.group_top, dim=-1).values.sum(-1)
             allowed = torch.zeros(n, moe.n_group, dtype=torch.bool)
             allowed[torch.arange(n)[:, None], group.topk(moe.topk_group, dim=-1).indices] = True
             choice = torch.where(allowed.repeat_interleave(per, dim=1), choice, torch.zeros_like(choice))

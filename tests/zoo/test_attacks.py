@@ -37,6 +37,7 @@ EXPECTED_NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("opt", "residual-scale"): "epsilon",
     # sandwich / output norms follow the writer (no fold, no rotation); QK- and output norms share the epsilon
     ("qwen3", "residual-scale"): "epsilon",
+    ("qwen3_moe", "residual-scale"): "epsilon",
     **{(f, "fold-rotate"): "output" for f in ("olmo2", "gemma2", "gemma3_text")},
     **{(f, "residual-scale"): "epsilon" for f in ("olmo2", "gemma2", "gemma3_text")},
     ("mpnet", "ffn-scale"): "homogeneous",
