@@ -23,8 +23,10 @@ from owner.errors import CheckpointError
 from zoo.onnx_export import export_onnx, quantize_onnx
 from zoo.tiny import FAMILIES, MOE_FAMILIES, NORM_VARIANT_FAMILIES
 
-# Mixture-of-experts / latent-attention families have no ONNX round trip yet (issue 18): listed, not skipped
-NO_ONNX_YET: tuple[str, ...] = MOE_FAMILIES + NORM_VARIANT_FAMILIES
+# No ONNX round trip yet (issue 18), listed, not skipped: mixture-of-experts / latent-attention families; MPNet (an
+# encoder the exporter does not drive); Gemma-2/3, whose export folds the norms' 1 + w into the initializers
+# (read back as 1 + w); OLMo-2, whose int8 export's q_proj scale the reader does not find. Qwen3 round-trips.
+NO_ONNX_YET: tuple[str, ...] = MOE_FAMILIES + tuple(f for f in NORM_VARIANT_FAMILIES if f != "qwen3")
 ONNX_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f not in NO_ONNX_YET)
 
 LAYERS = 2
@@ -44,7 +46,15 @@ _FUSED_LAYER = (
 )
 # Per family: (tensors outside the layers, tensors of layer {i}) that OnnxSource must recover: every linear
 # weight, every norm weight and the embeddings. Listed by hand so that coverage cannot silently shrink.
+_QK_NORM = ("model.layers.{i}.self_attn.q_norm.weight", "model.layers.{i}.self_attn.k_norm.weight")
+_SANDWICH = ("model.layers.{i}.pre_feedforward_layernorm.weight", "model.layers.{i}.post_feedforward_layernorm.weight")
 EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "qwen3": (("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"), (*_LLAMA_LAYER, *_QK_NORM)),
+    "olmo2": (("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"), (  # no pre-norms
+        *(t for t in _LLAMA_LAYER if "input_layernorm" not in t), *_QK_NORM,
+        "model.layers.{i}.post_feedforward_layernorm.weight")),
+    "gemma2": (("model.embed_tokens.weight", "model.norm.weight"), (*_LLAMA_LAYER, *_SANDWICH)),  # lm_head tied
+    "gemma3_text": (("model.embed_tokens.weight", "model.norm.weight"), (*_LLAMA_LAYER, *_SANDWICH, *_QK_NORM)),
     "llama": (("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"), _LLAMA_LAYER),
     "mistral": (("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"), _LLAMA_LAYER),
     "qwen2": (("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"), (
