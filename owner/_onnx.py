@@ -87,6 +87,11 @@ _FAMILIES: dict[str, _Family] = {
     "mistral": _Family(_LLAMA_LINEARS, layers="model.layers", embed="model.embed_tokens"),
     "qwen2": _Family(_LLAMA_LINEARS, layers="model.layers", embed="model.embed_tokens"),
     "gemma": _Family(_LLAMA_LINEARS, norm_offset=1.0, layers="model.layers", embed="model.embed_tokens"),
+    # Gemma-2/3 apply every RMSNorm (QK-norms and the sandwich norms too) as 1 + w, as Gemma does
+    "gemma2": _Family(_LLAMA_LINEARS, norm_offset=1.0, layers="model.layers", embed="model.embed_tokens"),
+    "gemma3_text": _Family(_LLAMA_LINEARS, norm_offset=1.0, layers="model.layers", embed="model.embed_tokens"),
+    "qwen3": _Family(_LLAMA_LINEARS, layers="model.layers", embed="model.embed_tokens"),
+    "olmo2": _Family(_LLAMA_LINEARS, layers="model.layers", embed="model.embed_tokens"),
     "phi3": _Family(("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"),
                     layers="model.layers", embed="model.embed_tokens"),
     "gpt2": _Family(_GPT2_LINEARS, conv1d=frozenset(_GPT2_LINEARS), layers="transformer.h", embed="transformer.wte"),
@@ -555,6 +560,13 @@ class OnnxSource:
                             consts = [x for x in prod.input if x in self._inits]
                             if len(consts) == 1:
                                 return str(consts[0])
+                            # A's scale is a constant too when A is itself a quantised initializer (the int8
+                            # embedding straight into OLMo-2's first q_proj, no norm between): B's scale is the
+                            # one named after B, as onnxruntime's quantiser names them (X_quantized, X_scale)
+                            weight = str(node.input[1]).removesuffix("_quantized")
+                            named = [x for x in consts if x == f"{weight}_scale"]
+                            if len(named) == 1:
+                                return str(named[0])
             frontier = nxt
         return None
 
