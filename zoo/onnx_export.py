@@ -46,6 +46,8 @@ def _load_model(model_dir: Path) -> tuple[Any, dict[str, Any]]:
     with quiet_libraries():  # no "Loading weights" bar of transformers' own
         if config.get("model_type") == "bert":
             model = transformers.BertModel.from_pretrained(model_dir, **kw)
+        elif config.get("model_type") == "mpnet":  # an encoder as sentence-transformers runs it
+            model = transformers.MPNetModel.from_pretrained(model_dir, **kw)
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kw)
     model.config.use_cache = False

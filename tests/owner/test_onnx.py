@@ -23,9 +23,11 @@ from owner.errors import CheckpointError
 from zoo.onnx_export import export_onnx, quantize_onnx
 from zoo.tiny import FAMILIES, MOE_FAMILIES, NORM_VARIANT_FAMILIES
 
-# No ONNX round trip yet (issue 18), listed, not skipped: mixture-of-experts / latent-attention families; MPNet (an
-# encoder the exporter does not drive).
-NO_ONNX_YET: tuple[str, ...] = MOE_FAMILIES + tuple(f for f in NORM_VARIANT_FAMILIES if f == "mpnet")
+# No ONNX round trip yet (issue 18), listed, not skipped: mixture-of-experts / latent-attention families; and no
+# int8 one for MPNet (onnxruntime's quantiser quantises its relative-attention-bias lookup, a Gather the reader
+# does not follow yet).
+NO_ONNX_YET: tuple[str, ...] = MOE_FAMILIES
+NO_INT8_YET: tuple[str, ...] = tuple(f for f in NORM_VARIANT_FAMILIES if f == "mpnet")
 ONNX_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f not in NO_ONNX_YET)
 
 LAYERS = 2
@@ -100,6 +102,12 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         "encoder.layer.{i}.attention.self.value.weight", "encoder.layer.{i}.attention.output.dense.weight",
         "encoder.layer.{i}.attention.output.LayerNorm.weight", "encoder.layer.{i}.intermediate.dense.weight",
         "encoder.layer.{i}.output.dense.weight", "encoder.layer.{i}.output.LayerNorm.weight")),
+    "mpnet": (("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+               "embeddings.LayerNorm.weight", "encoder.relative_attention_bias.weight"), (
+        "encoder.layer.{i}.attention.attn.q.weight", "encoder.layer.{i}.attention.attn.k.weight",
+        "encoder.layer.{i}.attention.attn.v.weight", "encoder.layer.{i}.attention.attn.o.weight",
+        "encoder.layer.{i}.attention.LayerNorm.weight", "encoder.layer.{i}.intermediate.dense.weight",
+        "encoder.layer.{i}.output.dense.weight", "encoder.layer.{i}.output.LayerNorm.weight")),
     "mpt": (("transformer.wte.weight", "transformer.norm_f.weight"), (  # lm_head tied
         "transformer.blocks.{i}.attn.Wqkv.weight", "transformer.blocks.{i}.attn.out_proj.weight",
         "transformer.blocks.{i}.ffn.up_proj.weight", "transformer.blocks.{i}.ffn.down_proj.weight",
@@ -107,7 +115,8 @@ EXPECTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 FP32_CASES = [(f, "torchscript") for f in ONNX_FAMILIES] + [(f, "dynamo") for f in DYNAMO_FAMILIES]
-INT8_CASES = ([(f, "torchscript", False) for f in ONNX_FAMILIES] + [(f, "dynamo", False) for f in DYNAMO_FAMILIES]
+INT8_CASES = ([(f, "torchscript", False) for f in ONNX_FAMILIES if f not in NO_INT8_YET]
+              + [(f, "dynamo", False) for f in DYNAMO_FAMILIES if f not in NO_INT8_YET]
               + [("llama", "torchscript", True), ("gpt2", "dynamo", True), ("gpt_neox", "dynamo", True)])
 
 
