@@ -20,12 +20,8 @@ class Gemma2Adapter(GemmaAdapter):
     qk_norm: ClassVar[bool] = False
 
     def _suffixes(self) -> list[str]:
-        s = [
-            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-            "input_layernorm.weight", "post_attention_layernorm.weight", "pre_feedforward_layernorm.weight",
-            "post_feedforward_layernorm.weight",
-        ]
+        s = [*(x for _f, x in self.PROJECTIONS), "input_layernorm.weight", "post_attention_layernorm.weight",
+             "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"]
         return s + (["self_attn.q_norm.weight", "self_attn.k_norm.weight"] if self.qk_norm else [])
 
     def layer_tensor_names(self, layer: int) -> list[str]:
@@ -41,18 +37,12 @@ class Gemma2Adapter(GemmaAdapter):
             self.expect_shape(self._p(layer, "self_attn.k_norm.weight"), (dh,))
 
     def _layer(self, layer: int, method: Method) -> LayerWeights:
-        t, w, p, g = self.tensor, self.weight, self._p, self.norm_weight
+        t, p, g = self.tensor, self._p, self.norm_weight
         qn = g(t(p(layer, "self_attn.q_norm.weight"))) if self.qk_norm else None
         kn = g(t(p(layer, "self_attn.k_norm.weight"))) if self.qk_norm else None
         return LayerWeights(
             index=layer,
-            wq=w(p(layer, "self_attn.q_proj.weight")),
-            wk=w(p(layer, "self_attn.k_proj.weight")),
-            wv=w(p(layer, "self_attn.v_proj.weight")),
-            wo=w(p(layer, "self_attn.o_proj.weight")),
-            w_gate=w(p(layer, "mlp.gate_proj.weight")),
-            w_up=w(p(layer, "mlp.up_proj.weight")),
-            w_down=w(p(layer, "mlp.down_proj.weight")),
+            **self._projections(layer),
             g1=g(t(p(layer, "input_layernorm.weight"))),
             g2=g(t(p(layer, "pre_feedforward_layernorm.weight"))),
             q_norm=qn,

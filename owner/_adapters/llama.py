@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypedDict, cast
 
 import torch
 
 from owner._adapters._base import Adapter, ArchInfo, LayerWeights, Method, cfg_int
+
+
+class Projections(TypedDict):
+    """The projection matrices of a LLaMA-style layer (``LlamaAdapter.PROJECTIONS``)."""
+
+    wq: torch.Tensor
+    wk: torch.Tensor
+    wv: torch.Tensor
+    wo: torch.Tensor
+    w_gate: torch.Tensor
+    w_up: torch.Tensor
+    w_down: torch.Tensor
 
 
 class LlamaAdapter(Adapter):
@@ -35,45 +47,41 @@ class LlamaAdapter(Adapter):
     def _p(self, layer: int, suffix: str) -> str:
         return f"layers.{layer}.{suffix}"
 
+    # The layer's projections: LayerWeights field -> HF weight, in a forward pass's order (shared by the
+    # layouts built on this one: Qwen3, OLMo-2, Gemma-2/3).
+    PROJECTIONS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("wq", "self_attn.q_proj.weight"), ("wk", "self_attn.k_proj.weight"), ("wv", "self_attn.v_proj.weight"),
+        ("wo", "self_attn.o_proj.weight"), ("w_gate", "mlp.gate_proj.weight"), ("w_up", "mlp.up_proj.weight"),
+        ("w_down", "mlp.down_proj.weight"),
+    )
+
     def layer_tensor_names(self, layer: int) -> list[str]:
-        s = [
-            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-            "input_layernorm.weight", "post_attention_layernorm.weight",
-        ]
+        s = [*(x for _f, x in self.PROJECTIONS), "input_layernorm.weight", "post_attention_layernorm.weight"]
         return [self.name(self._p(layer, x)) for x in s]
 
-    def _check_layer_shapes(self, layer: int) -> None:
+    def _projection_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Each projection's HF weight and the shape config.json implies."""
         i = self.info
         q, kv = i.n_heads * i.head_dim, i.n_kv_heads * i.head_dim
-        for suffix, shape in [
-            ("self_attn.q_proj.weight", (q, i.d_model)),
-            ("self_attn.k_proj.weight", (kv, i.d_model)),
-            ("self_attn.v_proj.weight", (kv, i.d_model)),
-            ("self_attn.o_proj.weight", (i.d_model, q)),
-            ("mlp.gate_proj.weight", (i.d_ffn, i.d_model)),
-            ("mlp.up_proj.weight", (i.d_ffn, i.d_model)),
-            ("mlp.down_proj.weight", (i.d_model, i.d_ffn)),
-            ("input_layernorm.weight", (i.d_model,)),
-        ]:
+        shapes = [(q, i.d_model), (kv, i.d_model), (kv, i.d_model), (i.d_model, q), (i.d_ffn, i.d_model),
+                  (i.d_ffn, i.d_model), (i.d_model, i.d_ffn)]
+        return [(x, shape) for (_f, x), shape in zip(self.PROJECTIONS, shapes, strict=True)]
+
+    def _projections(self, layer: int) -> Projections:
+        """The layer's projection matrices, as ``LayerWeights`` keyword arguments."""
+        return cast(Projections, {f: self.weight(self._p(layer, x)) for f, x in self.PROJECTIONS})
+
+    def _check_layer_shapes(self, layer: int) -> None:
+        for suffix, shape in [*self._projection_shapes(), ("input_layernorm.weight", (self.info.d_model,))]:
             self.expect_shape(self._p(layer, suffix), shape)
 
     def _layer(self, layer: int, method: Method) -> LayerWeights:
-        t, w = self.tensor, self.weight
-        p = self._p
-        g1 = t(p(layer, "input_layernorm.weight"))
-        g2 = t(p(layer, "post_attention_layernorm.weight"))
+        t, p = self.tensor, self._p
         return LayerWeights(
             index=layer,
-            wq=w(p(layer, "self_attn.q_proj.weight")),
-            wk=w(p(layer, "self_attn.k_proj.weight")),
-            wv=w(p(layer, "self_attn.v_proj.weight")),
-            wo=w(p(layer, "self_attn.o_proj.weight")),
-            w_gate=w(p(layer, "mlp.gate_proj.weight")),
-            w_up=w(p(layer, "mlp.up_proj.weight")),
-            w_down=w(p(layer, "mlp.down_proj.weight")),
-            g1=self.norm_weight(g1),
-            g2=self.norm_weight(g2),
+            **self._projections(layer),
+            g1=self.norm_weight(t(p(layer, "input_layernorm.weight"))),
+            g2=self.norm_weight(t(p(layer, "post_attention_layernorm.weight"))),
         )
 
     def norm_weight(self, stored: torch.Tensor) -> torch.Tensor:

@@ -18,44 +18,24 @@ class Olmo2Adapter(Qwen3Adapter):
     model_types: ClassVar[tuple[str, ...]] = ("olmo2",)
     per_head_qk_norm: ClassVar[bool] = False
 
+    # no pre-norms; output norms after attention and FFN (not in the terms)
+    NORMS: ClassVar[tuple[str, ...]] = ("post_attention_layernorm.weight", "post_feedforward_layernorm.weight")
+
     def layer_tensor_names(self, layer: int) -> list[str]:
-        s = [
-            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight", "self_attn.q_norm.weight", "self_attn.k_norm.weight",
-            "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-            "post_attention_layernorm.weight", "post_feedforward_layernorm.weight",
-        ]
+        s = [*(x for _f, x in self.PROJECTIONS), "self_attn.q_norm.weight", "self_attn.k_norm.weight", *self.NORMS]
         return [self.name(self._p(layer, x)) for x in s]
 
     def _check_layer_shapes(self, layer: int) -> None:
-        i = self.info
-        q, kv = i.n_heads * i.head_dim, i.n_kv_heads * i.head_dim
-        for suffix, shape in [
-            ("self_attn.q_proj.weight", (q, i.d_model)),
-            ("self_attn.k_proj.weight", (kv, i.d_model)),
-            ("self_attn.v_proj.weight", (kv, i.d_model)),
-            ("self_attn.o_proj.weight", (i.d_model, q)),
-            ("self_attn.q_norm.weight", (q,)),
-            ("self_attn.k_norm.weight", (kv,)),
-            ("mlp.gate_proj.weight", (i.d_ffn, i.d_model)),
-            ("mlp.up_proj.weight", (i.d_ffn, i.d_model)),
-            ("mlp.down_proj.weight", (i.d_model, i.d_ffn)),
-            ("post_attention_layernorm.weight", (i.d_model,)),
-            ("post_feedforward_layernorm.weight", (i.d_model,)),
-        ]:
+        q_shape, k_shape = self._qk_norm_shapes()
+        for suffix, shape in [*self._projection_shapes(), ("self_attn.q_norm.weight", q_shape),
+                              ("self_attn.k_norm.weight", k_shape), *((x, (self.info.d_model,)) for x in self.NORMS)]:
             self.expect_shape(self._p(layer, suffix), shape)
 
     def _layer(self, layer: int, method: Method) -> LayerWeights:
-        t, w, p = self.tensor, self.weight, self._p
+        t, p = self.tensor, self._p
         return LayerWeights(
             index=layer,
-            wq=w(p(layer, "self_attn.q_proj.weight")),
-            wk=w(p(layer, "self_attn.k_proj.weight")),
-            wv=w(p(layer, "self_attn.v_proj.weight")),
-            wo=w(p(layer, "self_attn.o_proj.weight")),
-            w_gate=w(p(layer, "mlp.gate_proj.weight")),
-            w_up=w(p(layer, "mlp.up_proj.weight")),
-            w_down=w(p(layer, "mlp.down_proj.weight")),
+            **self._projections(layer),
             g1=None,
             g2=None,
             q_norm=t(p(layer, "self_attn.q_norm.weight")),
