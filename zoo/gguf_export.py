@@ -9,9 +9,9 @@ reads from GGUF is reproduced here with ``gguf.GGUFWriter`` and ``gguf.quants``:
   ``attention.head_count_kv``, ``rope.dimension_count``, the norm epsilon; ``attention.key_length`` /
   ``value_length`` where the config has ``head_dim``; gemma2's soft-capping and sliding window, gemma3's sliding
   window, phi3's original context length and sliding window (0 when none, as ``Phi3MiniModel`` writes it);
-- tensor names ``token_embd``, ``blk.N.attn_q`` ... ``ffn_down``, ``output_norm``, ``output``; for qwen3, gemma2,
-  gemma3, phi3 and olmo2 the names come from the ``gguf`` package's own ``TensorNameMap`` (what the converter's
-  ``map_tensor_name`` calls): QK-norm ``attn_q_norm`` / ``attn_k_norm``, Gemma's ``post_attention_norm``,
+- tensor names ``token_embd``, ``blk.N.attn_q`` ... ``ffn_down``, ``output_norm``, ``output``, for every family
+  from the ``gguf`` package's own ``TensorNameMap`` (what the converter's ``map_tensor_name`` calls), among
+  them QK-norm ``attn_q_norm`` / ``attn_k_norm``, Gemma's ``post_attention_norm``,
   ``ffn_norm`` (its pre-FFN norm), ``post_ffw_norm``, Phi-3's fused ``attn_qkv`` and ``ffn_up`` (gate and up);
 - llama: q and k rows permuted per head for GGML's rotary layout (``LlamaModel.permute``: ``w.reshape(n_head, 2,
   dh // 2, d).swapaxes(1, 2)``, with the KV head count for k); no other family is permuted (their converters do
@@ -48,34 +48,17 @@ QTYPES: dict[str, tuple[str, str]] = {
 }
 # llama-quantize's type for a tensor whose rows are not whole 256-element super-blocks of a k-quant
 _K_FALLBACK = {"Q4_K": "Q5_0"}
-_LLAMA_LAYER = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
-    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
-    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
-_LLAMA_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-                 "lm_head.weight": "output.weight"}
-_GPT2_LAYER = {
-    "ln_1.weight": "attn_norm.weight", "ln_1.bias": "attn_norm.bias",
-    "attn.c_attn.weight": "attn_qkv.weight", "attn.c_attn.bias": "attn_qkv.bias",
-    "attn.c_proj.weight": "attn_output.weight", "attn.c_proj.bias": "attn_output.bias",
-    "ln_2.weight": "ffn_norm.weight", "ln_2.bias": "ffn_norm.bias",
-    "mlp.c_fc.weight": "ffn_up.weight", "mlp.c_fc.bias": "ffn_up.bias",
-    "mlp.c_proj.weight": "ffn_down.weight", "mlp.c_proj.bias": "ffn_down.bias",
-}
-_GPT2_GLOBAL = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
-                "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
 _GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# model_type -> general.architecture for the families written with llama.cpp's own tensor-name map (gguf-py's
-# ``TensorNameMap``, which ``convert_hf_to_gguf.py``'s ``map_tensor_name`` uses)
+# model_type -> gguf's MODEL_ARCH: the general.architecture written, and llama.cpp's own tensor-name map
+# (gguf-py's ``TensorNameMap``, which ``convert_hf_to_gguf.py``'s ``map_tensor_name`` uses) for every family
+_ARCH: dict[str, str] = {"llama": "LLAMA", "qwen2": "QWEN2", "gpt2": "GPT2"}
+# the families that also get their architecture's extra metadata (``_arch_metadata``)
 _MAPPED_ARCH: dict[str, str] = {"qwen3": "QWEN3", "gemma2": "GEMMA2", "gemma3_text": "GEMMA3", "phi3": "PHI3",
                                 "olmo2": "OLMO2"}
-FAMILIES: tuple[str, ...] = ("llama", "qwen2", "gpt2", *_MAPPED_ARCH)
+_ARCH.update(_MAPPED_ARCH)
+FAMILIES: tuple[str, ...] = tuple(_ARCH)
+# families whose lm_head is the tied embedding: the converter writes no ``output``
+_TIED_HEAD = frozenset({"gpt2", "gemma2", "gemma3_text"})
 # families whose tokenizer the converter writes as ``tokenizer.ggml.model = "llama"`` (SentencePiece)
 _SPM_FAMILIES = frozenset({"llama", "gemma2", "gemma3_text", "phi3"})
 # Gemma2Model / Gemma3Model.modify_tensors add 1 to every ``*norm.weight`` (HF applies ``1 + w``)
@@ -93,19 +76,10 @@ def permute_rotary(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> 
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _gguf_name(hf: str, family: str, name_map: Any = None) -> str | None:
-    if name_map is not None:  # convert_hf_to_gguf.py's map_tensor_name
-        mapped: str | None = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
-        return mapped
-    layer_map, global_map = (_GPT2_LAYER, _GPT2_GLOBAL) if family == "gpt2" else (_LLAMA_LAYER, _LLAMA_GLOBAL)
-    if hf in global_map:
-        return global_map[hf]
-    parts = hf.split(".")
-    for i, p in enumerate(parts[:-1]):
-        if p in ("layers", "h") and parts[i + 1].isdigit():
-            rest = ".".join(parts[i + 2:])
-            return f"blk.{parts[i + 1]}.{layer_map[rest]}" if rest in layer_map else None
-    return None
+def _gguf_name(hf: str, name_map: Any) -> str | None:
+    """convert_hf_to_gguf.py's ``map_tensor_name``: llama.cpp's name of the HF tensor ``hf`` (None: not written)."""
+    mapped: str | None = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
+    return mapped
 
 
 def _vocab(model_dir: Path, family: str) -> dict[str, Any]:
@@ -221,8 +195,8 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
     if family not in FAMILIES:
         raise GgufExportError(f"{model_dir}: model_type {family!r} is not exported; expected one of {FAMILIES}")
     qname, ftype = QTYPES[qtype]
-    arch = _MAPPED_ARCH.get(family)
-    w = GGUFWriter(out, MODEL_ARCH_NAMES[MODEL_ARCH[arch]] if arch else family)
+    arch = MODEL_ARCH[_ARCH[family]]
+    w = GGUFWriter(out, MODEL_ARCH_NAMES[arch])
     w.add_name(name or model_dir.name)
     w.add_file_type(int(LlamaFileType[ftype]))
     if family == "gpt2":
@@ -242,7 +216,7 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
         w.add_rope_dimension_count(int(rope.get("partial_rotary_factor", 1.0) * (cfg.get("head_dim") or d // heads)))
         w.add_rope_freq_base(float(theta))
         w.add_head_count_kv(kv)
-        if arch is not None:
+        if family in _MAPPED_ARCH:
             _arch_metadata(w, family, cfg)
     w.add_embedding_length(d)
     w.add_block_count(layers)
@@ -256,15 +230,15 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
         w.add_token_scores([0.0] * len(v["tokens"]))
     elif v["merges"]:
         w.add_token_merges(v["merges"])
-    name_map = get_tensor_name_map(MODEL_ARCH[arch], layers) if arch else None
+    name_map = get_tensor_name_map(arch, layers)
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise GgufExportError(f"{model_dir}: no .safetensors file")
     for f in files:
         with safe_open(str(f), framework="pt") as h:
             for hf in h.keys():  # noqa: SIM118 - safe_open handles have keys(), not iteration
-                g = _gguf_name(hf, family, name_map)
-                if g is None or (family in _NORM_PLUS_ONE and hf == "lm_head.weight"):  # Gemma: lm_head skipped
+                g = _gguf_name(hf, name_map)
+                if g is None or (family in _TIED_HEAD and hf == "lm_head.weight"):
                     continue
                 data = h.get_tensor(hf).to(torch.float32).numpy()
                 if family in _NORM_PLUS_ONE and hf.endswith("norm.weight"):
