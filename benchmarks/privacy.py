@@ -37,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,38 @@ def _products(path: Path, layers: tuple[int, ...]) -> tuple[dict[tuple[int, str]
     return truth, plan, terms
 
 
-def suspect_side(work: Path) -> list[dict[str, Any]]:
+PRODUCTS = {"attn_qk": "Wq^T Wk", "attn_vo": "Wv^T Wo^T"}
+# (label, share of a low-rank update, noise on every tensor) of the fine-tunes a curious verifier reads back
+FINE_TUNES = (("fine-tune, embeddings frozen", 0.2, 0.0),
+              ("fine-tune + 5% noise on every tensor", 0.2, 0.05),
+              ("fine-tune + 30% noise on every tensor", 0.2, 0.30))
+
+
+@dataclass(frozen=True)
+class Suspects:
+    """A public base (llama, seed 0), its products and terms on ``layers``, and what the verifier computes from
+    public material alone: the base's whitened probe rows ``ec`` and their pseudo-inverse."""
+
+    work: Path
+    base: Path
+    layers: tuple[int, ...]
+    base_truth: dict[tuple[int, str], np.ndarray]
+    base_plan: Any
+    base_terms: dict[tuple[int, str], np.ndarray]
+    ec: np.ndarray
+    pinv: np.ndarray
+
+    def fine_tuned(self) -> Iterator[tuple[str, dict[tuple[int, str], np.ndarray], dict[tuple[int, str], np.ndarray]]]:
+        """Each of ``FINE_TUNES``: its label, its true products and the terms its owner would send."""
+        for label, low_rank, noise in FINE_TUNES:
+            path = self.work / label.replace(" ", "_").replace("%", "").replace(",", "").replace("+", "")
+            _perturb(self.base, path, low_rank=low_rank, noise=noise, seed=SEED)
+            truth, plan, terms = _products(path, self.layers)
+            assert plan.ids == self.base_plan.ids
+            yield label, truth, terms
+
+
+def suspects(work: Path) -> Suspects:
     import torch
 
     from owner._agent import whitened_rows
@@ -120,31 +153,28 @@ def suspect_side(work: Path) -> list[dict[str, Any]]:
     torch.manual_seed(SEED)
     base = make_tiny("llama", work / "base", seed=0)
     layers = (1, 2)
-    base_truth, base_plan, _ = _products(base, layers)
-    # What the verifier computes from public material alone: the base's whitened probe rows.
+    base_truth, base_plan, base_terms = _products(base, layers)
     with torch.inference_mode():
         x = base_plan.model.adapter.embedding_rows(base_plan.ids)
         rows_w = whitened_rows(x, base_plan.model.adapter.info, "pawprint")
         assert rows_w is not None  # None only for huref-2024
         ec = rows_w.double().numpy()
-    pinv = np.linalg.pinv(ec)
+    return Suspects(work, base, layers, base_truth, base_plan, base_terms, ec, np.linalg.pinv(ec))
+
+
+def suspect_side(work: Path) -> list[dict[str, Any]]:
+    s = suspects(work)
     rows: list[dict[str, Any]] = []
-    for label, low_rank, noise in (("fine-tune, embeddings frozen", 0.2, 0.0),
-                                   ("fine-tune + 5% noise on every tensor", 0.2, 0.05),
-                                   ("fine-tune + 30% noise on every tensor", 0.2, 0.30)):
-        path = work / label.replace(" ", "_").replace("%", "").replace(",", "").replace("+", "")
-        _perturb(base, path, low_rank=low_rank, noise=noise, seed=SEED)
-        truth, plan, terms = _products(path, layers)
-        assert plan.ids == base_plan.ids
+    for label, truth, terms in s.fine_tuned():
         for name in ("attn_qk", "attn_vo"):
             rel, change = [], []
-            for layer in layers:
-                rec = pinv @ terms[layer, name] @ pinv.T
+            for layer in s.layers:
+                rec = s.pinv @ terms[layer, name] @ s.pinv.T
                 t = truth[layer, name]
                 rel.append(float(np.linalg.norm(rec - t) / np.linalg.norm(t)))
-                change.append(_cos(rec - base_truth[layer, name], t - base_truth[layer, name]))
-            rows.append({"model": label, "product": {"attn_qk": "Wq^T Wk", "attn_vo": "Wv^T Wo^T"}[name],
-                         "probe_rows": int(ec.shape[0]), "width": int(ec.shape[1]),
+                change.append(_cos(rec - s.base_truth[layer, name], t - s.base_truth[layer, name]))
+            rows.append({"model": label, "product": PRODUCTS[name],
+                         "probe_rows": int(s.ec.shape[0]), "width": int(s.ec.shape[1]),
                          "relative_error": max(rel), "change_cosine": min(change)})
     return rows
 

@@ -264,33 +264,15 @@ def _recover(s: np.ndarray, g: np.ndarray, h: np.ndarray, u: np.ndarray, v: np.n
 
 def disclosure(ks: Sequence[int], work: Path, log: Log) -> list[dict[str, Any]]:
     """``benchmarks.privacy``'s suspect side, on terms and on sketches of each size."""
-    import torch
+    from benchmarks.privacy import PRODUCTS, _cos, suspects
 
-    from benchmarks.privacy import SEED, _cos, _perturb, _products
-    from owner._agent import whitened_rows
-    from zoo.tiny import make_tiny
-
-    torch.manual_seed(SEED)
-    base = make_tiny("llama", work / "base", seed=0)
-    layers = (1, 2)
-    base_truth, base_plan, base_terms = _products(base, layers)
-    with torch.inference_mode():
-        x = base_plan.model.adapter.embedding_rows(base_plan.ids)
-        rows_w = whitened_rows(x, base_plan.model.adapter.info, "pawprint")
-        assert rows_w is not None
-        ec = rows_w.double().numpy()
-    pid, present = base_plan.probes.id, np.asarray(base_plan.present, dtype=bool)
-    pinv = np.linalg.pinv(ec)
+    s = suspects(work)
+    layers, base_truth, base_terms, ec, pinv = s.layers, s.base_truth, s.base_terms, s.ec, s.pinv
+    pid, present = s.base_plan.probes.id, np.asarray(s.base_plan.present, dtype=bool)
     out: list[dict[str, Any]] = []
-    for label, low_rank, noise in (("fine-tune, embeddings frozen", 0.2, 0.0),
-                                   ("fine-tune + 5% noise on every tensor", 0.2, 0.05),
-                                   ("fine-tune + 30% noise on every tensor", 0.2, 0.30)):
-        path = work / label.replace(" ", "_").replace("%", "").replace(",", "").replace("+", "")
-        _perturb(base, path, low_rank=low_rank, noise=noise, seed=SEED)
-        truth, plan, terms = _products(path, layers)
-        assert plan.ids == base_plan.ids
+    for label, truth, terms in s.fine_tuned():
         for name in ("attn_qk", "attn_vo"):
-            row: dict[str, Any] = {"model": label, "product": {"attn_qk": "Wq^T Wk", "attn_vo": "Wv^T Wo^T"}[name],
+            row: dict[str, Any] = {"model": label, "product": PRODUCTS[name],
                                    "probe_rows": int(ec.shape[0]), "width": int(ec.shape[1])}
             modes: dict[str, tuple[list[float], list[float]]] = {}
             for mode in ["terms"] + [f"k={k}" for k in ks]:
