@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from owner._invariants import layer_terms, qk_norm_term, whiten
 from owner._model import open_model
-from pawprint._local import load_pair
-from verifier import assess, base_verdict, compare, load_null, term_cosine
+from tests.owner.lineage_kit import lineage_verdict, noised_copy
+from verifier import term_cosine
 from zoo._attacks_arch import Rotary
 from zoo._attacks_ops import _qk_map
 from zoo.function import run_model
@@ -170,29 +170,12 @@ def test_a_general_qk_map_breaks_a_qk_norm_model(tiny_model: TinyModel, tmp_path
     assert float((a - b).abs().max() / a.abs().max()) > 1e-2
 
 
-def _perturb(src: Path, dst: Path, scale: float = 0.05, seed: int = 5) -> Path:
-    """A copy of ``src`` with Gaussian noise on every float tensor (a stand-in for fine-tuning)."""
-    shutil.copytree(src, dst)
-    state = load_file(str(src / "model.safetensors"))
-    gen = torch.Generator().manual_seed(seed)
-    noisy = {k: v + scale * v.std() * torch.randn(v.shape, generator=gen) if v.numel() > 1 else v
-             for k, v in state.items()}
-    save_file(noisy, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    return dst
-
-
-def _verdict(a: Path, b: Path) -> str:
-    inv_a, inv_b = load_pair(a, b)
-    r = compare(inv_a, inv_b, layer_pairs="match")
-    return base_verdict(assess([(t.term, t.cosine) for t in r.terms], load_null(), r.common_probe_tokens).p_value, 1)
-
-
 @pytest.mark.parametrize("family", (*NEW, "phi3"))
 def test_lineage(tiny_model: TinyModel, tmp_path: Path, family: str) -> None:
     """A noised copy (5 % noise on every tensor) of a base is ``derived``; another seed is not."""
     base = tiny_model(family)
-    assert _verdict(base, _perturb(base, tmp_path / "derived")) == "derived"
-    assert _verdict(base, tiny_model(family, seed=1)) != "derived"
+    assert lineage_verdict(base, noised_copy(base, tmp_path / "derived")) == "derived"
+    assert lineage_verdict(base, tiny_model(family, seed=1)) != "derived"
 
 
 def test_phi3_and_phi4_as_shipped(tiny_model: TinyModel, tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 from owner import build_probe_set, compute_invariants, load_vocabulary
 from owner._model import open_model
 from owner.errors import CheckpointError, TokenizerError, UnsupportedModelError
-from pawprint._local import load_pair
-from verifier import assess, base_verdict, compare, load_null
+from tests.owner.lineage_kit import lineage_verdict, noised_copy
+from verifier import compare
 from zoo.attacks import attack
 from zoo.function import run_model
 from zoo.layouts import (
@@ -205,25 +205,6 @@ def test_attacks_on_the_source_survive_the_mapping(layouts: dict[str, tuple[Path
         assert min(t.cosine for t in r.terms) >= 0.999, (fam, kind, r)
 
 
-def _perturb(src: Path, dst: Path, scale: float = 0.05, seed: int = 5) -> Path:
-    """A copy of ``src`` with Gaussian noise on every float tensor (a stand-in for fine-tuning)."""
-    import shutil
-
-    shutil.copytree(src, dst)
-    state = load_file(str(src / "model.safetensors"))
-    gen = torch.Generator().manual_seed(seed)
-    noisy = {k: v + scale * v.std() * torch.randn(v.shape, generator=gen) if v.numel() > 1 else v
-             for k, v in state.items()}
-    save_file(noisy, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    return dst
-
-
-def _verdict(a: Path, b: Path) -> str:
-    inv_a, inv_b = load_pair(a, b)
-    r = compare(inv_a, inv_b, layer_pairs="match")
-    return base_verdict(assess([(t.term, t.cosine) for t in r.terms], load_null(), r.common_probe_tokens).p_value, 1)
-
-
 @pytest.mark.parametrize("fam", ("mpt", *LAYOUT_FAMILIES))
 def test_lineage_in_the_layout(fam: str, tiny_model: TinyModel, tmp_path: Path) -> None:
     """A derivative (5% noise on every tensor) of a base, both in the family's layout, is ``derived`` against
@@ -234,11 +215,11 @@ def test_lineage_in_the_layout(fam: str, tiny_model: TinyModel, tmp_path: Path) 
         source = make_tiny_source(fam, tmp_path / "src")
         base = write_layout(fam, source, tmp_path / "base")
         other = make_tiny_layout(fam, tmp_path / "other", seed=1)
-    derived = _perturb(base, tmp_path / "derived")
-    assert _verdict(base, derived) == "derived"
-    assert _verdict(base, other) != "derived"
+    derived = noised_copy(base, tmp_path / "derived")
+    assert lineage_verdict(base, derived) == "derived"
+    assert lineage_verdict(base, other) != "derived"
     if source is not None:
-        assert _verdict(source, derived) == "derived"
+        assert lineage_verdict(source, derived) == "derived"
 
 
 def test_odd_layouts_fail_with_one_clear_line(tiny_model: TinyModel, tmp_path: Path) -> None:
