@@ -9,7 +9,10 @@ fp32 by the ``gguf`` package's own dequantisers (F32, F16, BF16, Q4_0, Q4_1, Q5_
 the other types it implements).
 
 Architectures read (``general.architecture`` -> ``model_type``): llama, qwen2, gpt2, qwen3, gemma2,
-gemma3 (-> ``gemma3_text``), phi3, olmo2. The conventions of llama.cpp's ``convert_hf_to_gguf.py`` undone here:
+gemma3 (-> ``gemma3_text``), phi3, olmo2, and the mixture-of-experts ones: llama with ``llama.expert_count`` > 0
+(-> ``mixtral``), qwen2moe (-> ``qwen2_moe``), qwen3moe (-> ``qwen3_moe``), deepseek2 (-> ``deepseek_v2``, or
+``deepseek_v3`` when ``expert_gating_func`` is sigmoid). The conventions of llama.cpp's ``convert_hf_to_gguf.py``
+undone here:
 
 - for ``general.architecture == "llama"`` the rows of ``attn_q`` and ``attn_k`` are permuted within each head,
   from Hugging Face's rotate-half order to GGML's interleaved rotary pairs:
@@ -38,12 +41,46 @@ gemma3 (-> ``gemma3_text``), phi3, olmo2. The conventions of llama.cpp's ``conve
   gemma3, olmo2) are ``attn_q_norm`` / ``attn_k_norm``; Phi-3's ``qkv_proj`` stays fused as ``attn_qkv`` and its
   ``gate_up_proj`` as ``ffn_up`` (gate rows first; llama.cpp splits it at run time), presented under the HF
   fused names that the Phi-3 adapter splits. A Phi-3 file with separate ``attn_q/k/v`` (allowed by llama.cpp's
-  loader, not written by its converter) is refused by the adapter's missing-tensor check.
+  loader, not written by its converter) is refused by the adapter's missing-tensor check;
+- experts (``LlamaModel.modify_tensors`` for Mixtral, ``Qwen2MoeModel`` / ``Qwen3MoeModel(Qwen2MoeModel)``,
+  ``DeepseekV2Model``): each layer's routed experts are ``torch.stack``-ed on a new first axis, in expert order,
+  one tensor per projection (``ffn_gate_exps`` / ``ffn_up_exps`` / ``ffn_down_exps``; Mixtral's ``w1`` / ``w3`` /
+  ``w2``), untransposed: ``ne = (n_in, n_out, n_expert)``. Expert ``e`` is therefore the ``e``-th of ``n_expert``
+  equal, contiguous byte ranges (whole rows, so whole quantisation blocks) in HF ``(out, in)`` layout; the reader
+  presents it under its per-expert HF name and reads and dequantises that range alone. Mixtral's q / k rows are
+  permuted as LLaMA's (it is converted by ``LlamaModel``); Mixtral files of the first converters (December 2023),
+  one 2-D tensor per expert ``blk.N.ffn_gate.E`` (``LLM_TENSOR_FFN_GATE_EXP`` in llama.cpp of that time), are
+  read too (today's llama.cpp no longer loads them: llama-cpp-python 0.3.36 refuses such a file). Routers are
+  ``ffn_gate_inp`` (kept F32 by the converter), Qwen2-MoE's shared expert ``ffn_*_shexp`` and its gate
+  ``ffn_gate_inp_shexp`` ``(1, d)``,
+  DeepSeek's shared experts ``ffn_*_shexp`` and V3's score-correction bias ``exp_probs_b.bias`` (the converter
+  renames ``e_score_correction_bias`` to ``e_score_correction.bias`` before mapping). llama.cpp's qwen2moe /
+  qwen3moe have no dense FFN tensors (``MODEL_TENSORS``), so every layer of such a file is sparse;
+- DeepSeek's latent attention (``DeepseekV2Model``): ``attn_q`` (V2-Lite) or ``attn_q_a`` / ``attn_q_a_norm`` /
+  ``attn_q_b``, ``attn_kv_a_mqa``, ``attn_kv_a_norm``, no rotary permutation; ``kv_b_proj`` is, in converters
+  since the MLA-absorption change, split per head into ``attn_k_b`` = the key rows transposed ``(h, rank, nope)``
+  and ``attn_v_b`` = the value rows ``(h, v, rank)``, with ``head_count_kv`` 1, ``key_length`` =
+  ``kv_lora_rank + rope`` and the per-head sizes in ``key_length_mla`` / ``value_length_mla``; older converters
+  wrote one ``attn_kv_b`` and the sizes in ``key_length`` / ``value_length``. Both are read; ``kv_b_proj`` is
+  rebuilt from the split when there is no ``attn_kv_b``;
+- MoE config (``_moe_config``): ``expert_count``, ``expert_used_count``, ``expert_feed_forward_length``,
+  ``expert_shared_feed_forward_length``, ``expert_shared_count``, ``leading_dense_block_count``,
+  ``expert_weights_scale`` / ``_norm``, ``expert_group_count`` / ``_used_count``, ``expert_gating_func``,
+  ``attention.q_lora_rank`` / ``kv_lora_rank``, ``rope.dimension_count``. What the file does not carry is set as
+  llama.cpp runs the architecture (``build_moe_ffn``'s ``norm_w`` in ``src/models/*.cpp``): qwen2moe's top-k
+  weights not renormalised, qwen3moe's and Mixtral's renormalised. A DeepSeek-V2 file with expert groups is read
+  as V2's group-limited greedy (a group scores its best expert), as the checkpoint routes; llama.cpp's
+  ``build_moe_ffn`` scores every architecture's groups by their best two (V3's rule), so llama.cpp itself runs
+  such a file slightly differently (``benchmarks/gguf_llamacpp.py``).
 
 Sources (read, not vendored): ggml-org/llama.cpp ``convert_hf_to_gguf.py`` (``LlamaModel.permute``,
+``LlamaModel.modify_tensors``' expert merge, ``Qwen2MoeModel``, ``Qwen3MoeModel``, ``DeepseekV2Model``,
+``TextModel.set_gguf_parameters``' expert keys, ``prepare_tensors``' F32 rule for ``FFN_GATE_INP``,
 ``Qwen3Model``, ``Gemma2Model`` / ``Gemma3Model.modify_tensors``, ``Phi3MiniModel``, ``Olmo2Model``),
-``src/llama-model.cpp`` ``llama_model_rope_type``, gguf-py ``constants.py`` / ``tensor_mapping.py`` (the
-installed ``gguf`` package).
+``src/llama-model.cpp`` ``llama_model_rope_type``, ``src/llama-graph.cpp`` ``build_moe_ffn`` (group scoring),
+``src/models/qwen2moe.cpp`` / ``qwen3moe.cpp`` (``norm_w``), gguf-py ``constants.py`` / ``tensor_mapping.py``
+(the installed ``gguf`` package). The MoE files ``zoo.gguf_export`` writes are loaded and run by llama.cpp itself
+in ``benchmarks/gguf_llamacpp.py`` (logits within 3e-4 of transformers').
 
 The header (metadata and tensor table) is parsed here in one buffered pass (``read_header``; the ``gguf``
 package's ``GGUFReader`` builds a numpy view per metadata item, about 4 s for a 32000-token vocabulary against
@@ -61,7 +98,7 @@ import os
 import re
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +113,8 @@ GGUF_MAGIC = b"GGUF"
 HASH_BLOCK = 8 << 20
 
 # general.architecture -> (config.json model_type, tensor-name map). Only families whose GGUF conversion is
-# reproduced and tested (zoo/gguf_export.py, tests/owner/test_gguf.py) are listed.
+# reproduced and tested (zoo/gguf_export.py, tests/owner/test_gguf.py, test_gguf_families.py, test_gguf_moe.py)
+# are listed.
 _LLAMA_LAYER = {
     "attn_norm.weight": "input_layernorm.weight",
     "attn_q.weight": "self_attn.q_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
@@ -139,6 +177,54 @@ _OLMO2_LAYER = {
     "ffn_down.weight": "mlp.down_proj.weight",
 }
 
+# Mixture-of-experts layers. The routed experts are one 3-D tensor per projection, experts stacked on the slowest
+# axis (``torch.stack(datas, dim=0)`` in the converter): ``ne = (n_in, n_out, n_expert)``, so expert ``e`` is the
+# ``e``-th of ``n_expert`` equal, contiguous byte ranges, in HF ``Linear`` layout ``(n_out, n_in)``. The values here
+# are the per-expert HF names, ``{e}`` the expert index.
+_MIXTRAL_EXPERTS = {
+    "ffn_gate_exps.weight": "block_sparse_moe.experts.{e}.w1.weight",
+    "ffn_down_exps.weight": "block_sparse_moe.experts.{e}.w2.weight",
+    "ffn_up_exps.weight": "block_sparse_moe.experts.{e}.w3.weight",
+}
+_MIXTRAL_LAYER = {**_LLAMA_LAYER, "ffn_gate_inp.weight": "block_sparse_moe.gate.weight"}
+_MLP_EXPERTS = {
+    "ffn_gate_exps.weight": "mlp.experts.{e}.gate_proj.weight",
+    "ffn_up_exps.weight": "mlp.experts.{e}.up_proj.weight",
+    "ffn_down_exps.weight": "mlp.experts.{e}.down_proj.weight",
+}
+_ROUTER = {"ffn_gate_inp.weight": "mlp.gate.weight"}
+_DENSE_FFN = frozenset({"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"})
+# llama.cpp's qwen2moe / qwen3moe have no dense FFN tensors (every layer sparse)
+_QWEN2MOE_LAYER = {
+    **{k: v for k, v in _LLAMA_LAYER.items() if k not in _DENSE_FFN}, **_ROUTER,
+    "ffn_gate_shexp.weight": "mlp.shared_expert.gate_proj.weight",
+    "ffn_up_shexp.weight": "mlp.shared_expert.up_proj.weight",
+    "ffn_down_shexp.weight": "mlp.shared_expert.down_proj.weight",
+    "ffn_gate_inp_shexp.weight": "mlp.shared_expert_gate.weight",
+}
+_QWEN3MOE_LAYER = {**{k: v for k, v in _QWEN3_LAYER.items() if k not in _DENSE_FFN}, **_ROUTER}
+# DeepSeek-V2/V3 (``deepseek2``): latent attention; ``attn_k_b`` / ``attn_v_b`` are ``kv_b_proj`` split per head
+# (see ``_kv_b_from_split``); dense FFN in the leading layers, routed + shared experts after
+_DEEPSEEK2_LAYER = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_q_a.weight": "self_attn.q_a_proj.weight", "attn_q_a_norm.weight": "self_attn.q_a_layernorm.weight",
+    "attn_q_b.weight": "self_attn.q_b_proj.weight",
+    "attn_kv_a_mqa.weight": "self_attn.kv_a_proj_with_mqa.weight",
+    "attn_kv_a_norm.weight": "self_attn.kv_a_layernorm.weight",
+    "attn_kv_b.weight": "self_attn.kv_b_proj.weight",
+    "attn_k_b.weight": "self_attn.k_b_proj.weight", "attn_v_b.weight": "self_attn.v_b_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    **_ROUTER,
+    "exp_probs_b.bias": "mlp.gate.e_score_correction_bias",
+    "ffn_gate_shexp.weight": "mlp.shared_experts.gate_proj.weight",
+    "ffn_up_shexp.weight": "mlp.shared_experts.up_proj.weight",
+    "ffn_down_shexp.weight": "mlp.shared_experts.down_proj.weight",
+}
+
 
 @dataclass(frozen=True)
 class _Family:
@@ -150,6 +236,8 @@ class _Family:
     conv1d: frozenset[str] = frozenset()
     # subtracted from every tensor whose GGUF name ends in ``norm.weight`` (Gemma: the converter stores ``1 + w``)
     norm_shift: float = 0.0
+    # stacked expert tensors (GGUF layer suffix -> per-expert HF suffix with ``{e}``)
+    experts: dict[str, str] = field(default_factory=dict)
 
 
 _FAMILIES: dict[str, _Family] = {
@@ -161,9 +249,20 @@ _FAMILIES: dict[str, _Family] = {
     "gemma2": _Family("gemma2", "model.layers.{i}.", _GEMMA2_LAYER, _LLAMA_GLOBAL, norm_shift=1.0),
     "phi3": _Family("phi3", "model.layers.{i}.", _PHI3_LAYER, _LLAMA_GLOBAL),
     "olmo2": _Family("olmo2", "model.layers.{i}.", _OLMO2_LAYER, _LLAMA_GLOBAL),
+    "qwen2moe": _Family("qwen2_moe", "model.layers.{i}.", _QWEN2MOE_LAYER, _LLAMA_GLOBAL, experts=_MLP_EXPERTS),
+    "qwen3moe": _Family("qwen3_moe", "model.layers.{i}.", _QWEN3MOE_LAYER, _LLAMA_GLOBAL, experts=_MLP_EXPERTS),
+    # model_type deepseek_v2 or deepseek_v3 by the router's gating function (``gguf_config``)
+    "deepseek2": _Family("deepseek_v2", "model.layers.{i}.", _DEEPSEEK2_LAYER, _LLAMA_GLOBAL, experts=_MLP_EXPERTS),
 }
+# Mixtral is ``general.architecture = "llama"`` with ``llama.expert_count`` > 0 (``LlamaModel`` converts it)
+_MIXTRAL = _Family("mixtral", "model.layers.{i}.", _MIXTRAL_LAYER, _LLAMA_GLOBAL, permute_qk=True,
+                   experts=_MIXTRAL_EXPERTS)
 GGUF_ARCHITECTURES: tuple[str, ...] = tuple(_FAMILIES)
 _BLK = re.compile(r"blk\.(\d+)\.(.+)")
+# Mixtral files from the first converters (December 2023) hold one 2-D tensor per expert, ``blk.N.ffn_gate.E``
+# (llama.cpp's ``LLM_TENSOR_FFN_GATE_EXP`` = "blk.%d.ffn_gate.%d"; gate = w1, up = w3, down = w2)
+_SPLIT_EXPERT = re.compile(r"blk\.(\d+)\.ffn_(gate|up|down)\.(\d+)\.weight")
+_MIXTRAL_PROJ = {"gate": "w1", "up": "w3", "down": "w2"}
 
 
 @dataclass(frozen=True)
@@ -330,6 +429,8 @@ def _family(reader: GgufHeader, path: Path) -> tuple[str, _Family]:
         raise CheckpointError(
             f"{path}: GGUF architecture {arch!r} is not supported; supported: {', '.join(GGUF_ARCHITECTURES)}"
         )
+    if arch == "llama" and _int_field(reader, path, "llama.expert_count", default=0) > 0:
+        return arch, _MIXTRAL
     return arch, fam
 
 
@@ -354,9 +455,71 @@ def gguf_config(reader: GgufHeader, path: Path) -> dict[str, Any]:
         "gguf_architecture": arch,
     }
     key_len = field_value(reader, f"{arch}.attention.key_length")
-    if isinstance(key_len, int) and not isinstance(key_len, bool):
+    if isinstance(key_len, int) and not isinstance(key_len, bool) and arch != "deepseek2":
         cfg["head_dim"] = key_len
+    if fam.experts:
+        _moe_config(reader, path, arch, fam, cfg)
     return cfg
+
+
+def _float_field(reader: GgufHeader, path: Path, key: str, default: float) -> float:
+    v = field_value(reader, key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CheckpointError(f"{path}: GGUF metadata {key!r} should be a number, got {v!r:.60}")
+    return float(v)
+
+
+def _moe_config(reader: GgufHeader, path: Path, arch: str, fam: _Family, cfg: dict[str, Any]) -> None:
+    """The mixture-of-experts (and, for ``deepseek2``, latent-attention) fields of the HF config, from the keys
+    llama.cpp's converter writes (``TextModel.set_gguf_parameters``: ``expert_count``, ``expert_used_count``,
+    ``expert_group_count``, ``expert_group_used_count``, ``expert_gating_func``; ``Qwen2MoeModel``:
+    ``expert_feed_forward_length``, ``expert_shared_feed_forward_length``; ``DeepseekV2Model``: the rest). Routing
+    choices the file does not carry are set as llama.cpp runs the architecture: qwen2moe's top-k weights are not
+    renormalised, qwen3moe's and Mixtral's are (``build_moe_ffn``'s ``norm_w`` in ``src/models/*.cpp``)."""
+    experts = _int_field(reader, path, f"{arch}.expert_count")
+    used = _int_field(reader, path, f"{arch}.expert_used_count")
+    if fam.model_type == "mixtral":
+        cfg.update(num_local_experts=experts, num_experts_per_tok=used)
+        return
+    width = _int_field(reader, path, f"{arch}.expert_feed_forward_length")
+    if fam.model_type in ("qwen2_moe", "qwen3_moe"):
+        # llama.cpp's qwen2moe / qwen3moe have no dense FFN layers (no ffn_gate / ffn_up / ffn_down tensors)
+        cfg.update(num_experts=experts, num_experts_per_tok=used, moe_intermediate_size=width,
+                   mlp_only_layers=[], decoder_sparse_step=1, norm_topk_prob=fam.model_type == "qwen3_moe")
+        if fam.model_type == "qwen2_moe":
+            cfg["shared_expert_intermediate_size"] = _int_field(
+                reader, path, f"{arch}.expert_shared_feed_forward_length")
+        return
+    # deepseek2: gating 2 (sigmoid, with exp_probs_b) is DeepSeek-V3; 1 (softmax) or absent is V2 (llama.cpp reads
+    # a file without the key as softmax, "for compatibility with existing DeepSeek V2 and V2.5 GGUFs")
+    gating = _int_field(reader, path, f"{arch}.expert_gating_func", default=1)
+    if gating not in (1, 2):
+        raise CheckpointError(f"{path}: GGUF metadata '{arch}.expert_gating_func' is {gating}; only softmax (1, "
+                              "DeepSeek-V2) and sigmoid (2, DeepSeek-V3) routers are read")
+    rope = _int_field(reader, path, f"{arch}.rope.dimension_count")
+    # converters since the MLA-absorption split write the per-head sizes as key_length_mla / value_length_mla
+    # (key_length is then kv_lora_rank + rope: the MQA view); older ones as key_length / value_length
+    k_len = _int_field(reader, path, f"{arch}.attention.key_length_mla",
+                       default=_int_field(reader, path, f"{arch}.attention.key_length"))
+    v_len = _int_field(reader, path, f"{arch}.attention.value_length_mla",
+                       default=_int_field(reader, path, f"{arch}.attention.value_length"))
+    q_rank = _int_field(reader, path, f"{arch}.attention.q_lora_rank", default=0)
+    n_group = _int_field(reader, path, f"{arch}.expert_group_count", default=1)
+    cfg.update(
+        model_type="deepseek_v3" if gating == 2 else "deepseek_v2", num_key_value_heads=cfg["num_attention_heads"],
+        n_routed_experts=experts, num_experts_per_tok=used, moe_intermediate_size=width,
+        n_shared_experts=_int_field(reader, path, f"{arch}.expert_shared_count", default=0),
+        first_k_dense_replace=_int_field(reader, path, f"{arch}.leading_dense_block_count", default=0),
+        routed_scaling_factor=_float_field(reader, path, f"{arch}.expert_weights_scale", 1.0),
+        norm_topk_prob=bool(field_value(reader, f"{arch}.expert_weights_norm") or False),
+        n_group=n_group, topk_group=_int_field(reader, path, f"{arch}.expert_group_used_count", default=1),
+        q_lora_rank=q_rank or None, kv_lora_rank=_int_field(reader, path, f"{arch}.attention.kv_lora_rank"),
+        qk_rope_head_dim=rope, qk_nope_head_dim=k_len - rope, v_head_dim=v_len,
+    )
+    if gating == 1:
+        cfg["topk_method"] = "group_limited_greedy" if n_group > 1 else "greedy"
 
 
 @contextlib.contextmanager
@@ -412,8 +575,6 @@ class GgufSource:
     """A ``.gguf`` file as a ``TensorSource`` under Hugging Face names (see the module docstring)."""
 
     def __init__(self, path: Path, header: GgufHeader | None = None) -> None:
-        from gguf import GGML_QUANT_SIZES
-
         self._fd: int | None = None
         self.path = Path(path)
         header = header or read_header(self.path)
@@ -423,14 +584,52 @@ class GgufSource:
         kv = int(self.config.get("num_key_value_heads") or heads)
         self._where: dict[str, _Entry] = {}
         self._block: dict[str, tuple[int, int]] = {}
+        n_experts = _int_field(header, self.path, f"{arch}.expert_count") if fam.experts else 0
         for t in header.tensors:
+            split = _SPLIT_EXPERT.fullmatch(t.name) if fam is _MIXTRAL else None
+            if split is not None:
+                layer, proj, e = int(split.group(1)), _MIXTRAL_PROJ[split.group(2)], int(split.group(3))
+                if e >= n_experts:
+                    raise CheckpointError(f"{self.path}: GGUF tensor {t.name!r} is expert {e}, but expert_count is "
+                                          f"{n_experts}")
+                self._add(fam.layer_prefix.format(i=layer) + f"block_sparse_moe.experts.{e}.{proj}.weight",
+                          _Entry(t.name, t.qtype, t.ne, t.offset, t.n_bytes))
+                continue
+            m = _BLK.fullmatch(t.name)
+            if m is not None and m.group(2) in fam.experts:
+                self._add_experts(t, fam.layer_prefix.format(i=int(m.group(1))) + fam.experts[m.group(2)],
+                                  n_experts)
+                continue
             hf, permute, transpose = self._hf_name(t.name, fam, heads, kv)
-            if hf in self._where:
-                raise CheckpointError(f"{self.path}: two GGUF tensors map to {hf!r}")
             shift = fam.norm_shift if t.name.endswith("norm.weight") else 0.0
-            self._where[hf] = _Entry(t.name, t.qtype, t.ne, t.offset, t.n_bytes, permute, transpose, shift)
-            self._block[hf] = GGML_QUANT_SIZES[t.qtype]
+            self._add(hf, _Entry(t.name, t.qtype, t.ne, t.offset, t.n_bytes, permute, transpose, shift))
+        # deepseek2 files from converters since the MLA-absorption split hold attn_k_b / attn_v_b, not attn_kv_b
+        self._kv_b: dict[str, tuple[str, str]] = {}
+        for name in list(self._where):
+            if name.endswith("self_attn.k_b_proj.weight"):
+                kv_b, v_b = (name.replace("k_b_proj", x) for x in ("kv_b_proj", "v_b_proj"))
+                if kv_b not in self._where and v_b in self._where:
+                    self._kv_b[kv_b] = (name, v_b)
         self.architecture = arch
+
+    def _add(self, hf: str, e: _Entry) -> None:
+        from gguf import GGML_QUANT_SIZES
+
+        if hf in self._where:
+            raise CheckpointError(f"{self.path}: two GGUF tensors map to {hf!r}")
+        self._where[hf] = e
+        self._block[hf] = GGML_QUANT_SIZES[e.qtype]
+
+    def _add_experts(self, t: GgufTensorInfo, template: str, n_experts: int) -> None:
+        """One entry per expert of a stacked 3-D expert tensor: expert ``e`` is the ``e``-th of ``n_experts``
+        equal byte ranges (whole rows, so whole quantisation blocks), read and dequantised on its own."""
+        if len(t.ne) != 3 or t.ne[2] != n_experts:
+            raise CheckpointError(f"{self.path}: GGUF tensor {t.name!r} has shape {tuple(reversed(t.ne))}, expected "
+                                  f"{n_experts} experts stacked on the first axis (expert_count)")
+        per = t.n_bytes // n_experts
+        for e in range(n_experts):
+            self._add(template.format(e=e),
+                      _Entry(f"{t.name}[{e}]", t.qtype, t.ne[:2], t.offset + e * per, per))
 
     @staticmethod
     def _hf_name(name: str, fam: _Family, heads: int, kv: int) -> tuple[str, int, bool]:
@@ -449,7 +648,20 @@ class GgufSource:
 
     # -- TensorSource ------------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return sorted(self._where)
+        return sorted([*self._where, *self._kv_b])
+
+    def _kv_b_from_split(self, name: str) -> torch.Tensor:
+        """HF's ``kv_b_proj`` (``(h * (nope + v), rank)``, per head the ``nope`` key rows then the ``v`` value
+        rows) from the converter's split: ``k_b`` is each head's key rows transposed, ``(h, rank, nope)``, and
+        ``v_b`` its value rows, ``(h, v, rank)`` (``DeepseekV2Model.modify_tensors``: ``kv_b.view(h, nope + v,
+        rank)``, ``torch.split``, ``k_b.transpose(1, 2)``)."""
+        kb_name, vb_name = self._kv_b[name]
+        k_b, v_b = self.tensor(kb_name), self.tensor(vb_name)
+        if k_b.ndim != 3 or v_b.ndim != 3 or k_b.shape[0] != v_b.shape[0] or k_b.shape[1] != v_b.shape[2]:
+            raise CheckpointError(f"{self.path}: GGUF tensors for {kb_name!r} {tuple(k_b.shape)} and {vb_name!r} "
+                                  f"{tuple(v_b.shape)} are not one kv_b_proj split per head")
+        kv = torch.cat([k_b.transpose(1, 2), v_b], dim=1)
+        return kv.reshape(-1, kv.shape[-1]).contiguous()
 
     def _locate(self, name: str) -> _Entry:
         try:
@@ -458,6 +670,10 @@ class GgufSource:
             raise CheckpointError(f"{self.path}: GGUF file has no tensor for {name!r}") from None
 
     def meta(self, name: str) -> TensorMeta:
+        if name in self._kv_b:
+            kb, vb = (self._locate(x) for x in self._kv_b[name])
+            (h, rank, nope), v = kb.shape, vb.shape[1]
+            return TensorMeta(name, kb.type_name, (h * (nope + v), rank), self.path)
         e = self._locate(name)
         return TensorMeta(name, e.type_name, e.shape, self.path)
 
@@ -511,6 +727,8 @@ class GgufSource:
                                   "expected a floating-point or quantised weight")
 
     def tensor(self, name: str) -> torch.Tensor:
+        if name in self._kv_b:
+            return self._kv_b_from_split(name)
         e = self._locate(name)
         self._float_check(e)
         rows = int(np.prod(e.stored_shape[:-1])) if len(e.ne) > 1 else 1

@@ -3,7 +3,9 @@
 ``convert_hf_to_gguf.py`` is not shipped by the ``gguf`` package, so its behaviour for the families the owner
 reads from GGUF is reproduced here with ``gguf.GGUFWriter`` and ``gguf.quants``:
 
-- families: llama, qwen2, gpt2, and qwen3, gemma2, gemma3_text (as ``gemma3``), phi3, olmo2;
+- families: llama, qwen2, gpt2, and qwen3, gemma2, gemma3_text (as ``gemma3``), phi3, olmo2; the
+  mixture-of-experts ones: mixtral (as ``llama`` with ``expert_count``), qwen2_moe (``qwen2moe``), qwen3_moe
+  (``qwen3moe``), deepseek_v2 and deepseek_v3 (``deepseek2``);
 - metadata: ``general.architecture``, ``general.name``, ``general.file_type``, ``<arch>.context_length``,
   ``embedding_length``, ``block_count``, ``feed_forward_length``, ``attention.head_count``,
   ``attention.head_count_kv``, ``rope.dimension_count``, the norm epsilon; ``attention.key_length`` /
@@ -18,10 +20,21 @@ reads from GGUF is reproduced here with ``gguf.GGUFWriter`` and ``gguf.quants``:
   not call it); gpt2's ``Conv1D`` weights are transposed to ``(out, in)``;
 - gemma2 / gemma3: 1 added to every ``*norm.weight`` (``Gemma2Model`` / ``Gemma3Model.modify_tensors``),
   ``lm_head`` skipped, and for gemma3 the embedding cut to the tokenizer's size;
-- tokenizer: llama, gemma2, gemma3, phi3 as ``tokenizer.ggml.model = "llama"`` with the pieces of ``tokenizer.json``
-  (the converter's ``LlamaHfVocab`` path for a tokenizer without ``tokenizer.model``), qwen2 / qwen3 / olmo2 /
-  gpt2 as ``"gpt2"`` with byte-level
-  tokens and merges; special added tokens are CONTROL, ``<0xNN>`` pieces BYTE;
+- experts: each layer's routed experts stacked per projection on a new first axis in expert order (Mixtral:
+  ``w1``, ``w2``, ``w3`` merged as ``layers.N.feed_forward.experts.wK``; Qwen / DeepSeek: ``down_proj``,
+  ``gate_proj``, ``up_proj`` merged as ``model.layers.N.mlp.experts.P``, then named by ``TensorNameMap``), routers
+  (``ffn_gate_inp``) F32 whatever the type; the expert metadata of ``TextModel`` / ``Qwen2MoeModel`` /
+  ``DeepseekV2Model.set_gguf_parameters``; qwen2_moe / qwen3_moe with dense layers, or with a top-k
+  renormalisation llama.cpp does not run for the architecture, are refused (``_check_moe``);
+- DeepSeek: ``kv_b_proj`` split into ``attn_k_b`` (key rows transposed, ``(h, rank, nope)``) and ``attn_v_b``
+  with one KV head and ``key_length_mla`` / ``value_length_mla``, as the current converter writes it
+  (``kv_b="fused"``: one ``attn_kv_b``, as older converters); the score-correction bias as ``exp_probs_b.bias``;
+  ``expert_gating_func`` from ``scoring_func`` (softmax for V2 and sigmoid for V3 where transformers' config
+  drops the field, as the hub configs say);
+- tokenizer: llama, gemma2, gemma3, phi3, mixtral, deepseek as ``tokenizer.ggml.model = "llama"`` with the
+  pieces of ``tokenizer.json`` (the converter's ``LlamaHfVocab`` path for a tokenizer without
+  ``tokenizer.model``), qwen2 / qwen3 / olmo2 / gpt2 / the Qwen MoEs as ``"gpt2"`` with byte-level tokens and
+  merges; special added tokens are CONTROL, ``<0xNN>`` pieces BYTE;
 - types: 1-D tensors (norms, biases) stay F32, as the converter keeps them; 2-D weights take ``qtype`` (F32, F16,
   BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: the types ``gguf.quants`` can quantise; Q4_K by ``quantize_q4_k``, as
   ``llama-quantize`` would write it), falling back where a row is not a whole number of blocks as llama-quantize
@@ -34,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +70,28 @@ _ARCH: dict[str, str] = {"llama": "LLAMA", "qwen2": "QWEN2", "gpt2": "GPT2"}
 _MAPPED_ARCH: dict[str, str] = {"qwen3": "QWEN3", "gemma2": "GEMMA2", "gemma3_text": "GEMMA3", "phi3": "PHI3",
                                 "olmo2": "OLMO2"}
 _ARCH.update(_MAPPED_ARCH)
+# mixture-of-experts families: Mixtral is written as ``llama`` (``LlamaModel``), DeepSeek-V2 and V3 as ``deepseek2``
+_MOE_ARCH: dict[str, str] = {"mixtral": "LLAMA", "qwen2_moe": "QWEN2MOE", "qwen3_moe": "QWEN3MOE",
+                             "deepseek_v2": "DEEPSEEK2", "deepseek_v3": "DEEPSEEK2"}
+_ARCH.update(_MOE_ARCH)
 FAMILIES: tuple[str, ...] = tuple(_ARCH)
+# the HF name of one expert's weight -> (layer, expert, projection); the converter stacks a layer's experts per
+# projection, in expert order, and names the stack by the merged HF name below (then ``TensorNameMap``)
+_EXPERT = {
+    "mixtral": re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight"),
+    "mlp": re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight"),
+}
+# the order the converter writes a layer's stacks in (``LlamaModel``: w1, w2, w3; ``Qwen2MoeModel`` and
+# ``DeepseekV2Model``: down, gate, up) and the merged name it maps
+_EXPERT_ORDER = {"mixtral": ("w1", "w2", "w3"), "mlp": ("down_proj", "gate_proj", "up_proj")}
+_EXPERT_MERGED = {"mixtral": "layers.{bid}.feed_forward.experts.{w}.weight",
+                  "mlp": "model.layers.{bid}.mlp.experts.{w}.weight"}
 # families whose lm_head is the tied embedding: the converter writes no ``output``
 _TIED_HEAD = frozenset({"gpt2", "gemma2", "gemma3_text"})
-# families whose tokenizer the converter writes as ``tokenizer.ggml.model = "llama"`` (SentencePiece)
-_SPM_FAMILIES = frozenset({"llama", "gemma2", "gemma3_text", "phi3"})
+# families whose tokenizer the converter writes as ``tokenizer.ggml.model = "llama"`` (SentencePiece); the tiny
+# zoo's Mixtral and DeepSeek tokenizers are Metaspace ones (real DeepSeek checkpoints ship byte-level BPE, which
+# ``DeepseekV2Model.set_vocab`` writes as ``gpt2``: the choice follows the tokenizer, not the architecture)
+_SPM_FAMILIES = frozenset({"llama", "gemma2", "gemma3_text", "phi3", "mixtral", "deepseek_v2", "deepseek_v3"})
 # Gemma2Model / Gemma3Model.modify_tensors add 1 to every ``*norm.weight`` (HF applies ``1 + w``)
 _NORM_PLUS_ONE = frozenset({"gemma2", "gemma3_text"})
 
@@ -149,6 +180,9 @@ def _quantize(data: np.ndarray, qtype_name: str) -> tuple[np.ndarray, Any]:
     qtype = GGMLQuantizationType[qtype_name]
     if data.ndim < 2 or qtype == GGMLQuantizationType.F32:
         return data.astype(np.float32), GGMLQuantizationType.F32
+    if data.ndim > 2:  # stacked experts: each row quantised on its own, as in 2-D
+        flat, t = _quantize(data.reshape(-1, data.shape[-1]), qtype_name)
+        return flat.reshape(*data.shape[:-1], flat.shape[-1]), t
     if qtype == GGMLQuantizationType.F16:
         return data.astype(np.float16), GGMLQuantizationType.F16
     if data.shape[-1] % GGML_QUANT_SIZES[qtype][0]:
@@ -182,8 +216,85 @@ def _arch_metadata(w: Any, family: str, cfg: dict[str, Any]) -> None:
         w.add_sliding_window(int(cfg.get("sliding_window") or 0))
 
 
-def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None = None) -> Path:
-    """Write the safetensors model in ``model_dir`` to ``out`` as GGUF with 2-D weights in ``qtype``."""
+def _check_moe(model_dir: Path, family: str, cfg: dict[str, Any]) -> None:
+    """Refuse what llama.cpp's architecture cannot hold: its qwen2moe / qwen3moe have no dense FFN layers
+    (``MODEL_TENSORS`` lists no ``ffn_gate``; the converter fails to map ``mlp.gate_proj``) and fix the top-k
+    renormalisation (qwen2moe never, qwen3moe always: ``build_moe_ffn``'s ``norm_w``)."""
+    if family not in ("qwen2_moe", "qwen3_moe"):
+        return
+    if cfg.get("mlp_only_layers") or int(cfg.get("decoder_sparse_step") or 1) != 1:
+        raise GgufExportError(f"{model_dir}: {family} with dense layers (mlp_only_layers "
+                              f"{cfg.get('mlp_only_layers')}, decoder_sparse_step {cfg.get('decoder_sparse_step')}) "
+                              "has no llama.cpp architecture: its MoE architectures have no dense FFN tensors")
+    want = family == "qwen3_moe"
+    if bool(cfg.get("norm_topk_prob", want)) != want:
+        raise GgufExportError(f"{model_dir}: {family} with norm_topk_prob {cfg.get('norm_topk_prob')} cannot be "
+                              f"written: llama.cpp runs this architecture with norm_topk_prob {want}")
+
+
+def _moe_metadata(w: Any, family: str, cfg: dict[str, Any], kv_b: str) -> None:
+    """What ``TextModel.set_gguf_parameters`` and ``Qwen2MoeModel`` / ``DeepseekV2Model.set_gguf_parameters``
+    write for the experts (and DeepSeek's latent attention; ``kv_b``: "split" as converters since the
+    MLA-absorption split write it, "fused" as older ones did)."""
+    if family == "mixtral":
+        w.add_expert_count(int(cfg["num_local_experts"]))
+        w.add_expert_used_count(int(cfg["num_experts_per_tok"]))
+        return
+    if family in ("qwen2_moe", "qwen3_moe"):
+        w.add_expert_count(int(cfg.get("num_experts") or cfg["num_local_experts"]))
+        w.add_expert_used_count(int(cfg["num_experts_per_tok"]))
+        w.add_expert_feed_forward_length(int(cfg["moe_intermediate_size"]))
+        if family == "qwen2_moe":
+            w.add_expert_shared_feed_forward_length(int(cfg["shared_expert_intermediate_size"]))
+        return
+    # deepseek_v2 / deepseek_v3
+    w.add_expert_count(int(cfg["n_routed_experts"]))
+    w.add_expert_used_count(int(cfg["num_experts_per_tok"]))
+    if cfg.get("n_group") is not None:
+        w.add_expert_group_count(int(cfg["n_group"]))
+    if cfg.get("topk_group") is not None:
+        w.add_expert_group_used_count(int(cfg["topk_group"]))
+    # the hub configs say scoring_func "softmax" (V2) / "sigmoid" (V3); transformers' own configs drop the field
+    from gguf import ExpertGatingFuncType
+
+    score = cfg.get("scoring_func") or ("sigmoid" if family == "deepseek_v3" else "softmax")
+    w.add_expert_gating_func(ExpertGatingFuncType.SIGMOID if score == "sigmoid" else ExpertGatingFuncType.SOFTMAX)
+    w.add_leading_dense_block_count(int(cfg.get("first_k_dense_replace") or 0))
+    w.add_vocab_size(int(cfg["vocab_size"]))
+    if cfg.get("q_lora_rank") is not None:
+        w.add_q_lora_rank(int(cfg["q_lora_rank"]))
+    rank, rope = int(cfg["kv_lora_rank"]), int(cfg["qk_rope_head_dim"])
+    nope, v = int(cfg["qk_nope_head_dim"]), int(cfg["v_head_dim"])
+    w.add_kv_lora_rank(rank)
+    if kv_b == "split":
+        w.add_key_length(rank + rope)
+        w.add_value_length(rank)
+        w.add_key_length_mla(nope + rope)
+        w.add_value_length_mla(v)
+    else:
+        w.add_key_length(nope + rope)
+        w.add_value_length(v)
+    w.add_expert_feed_forward_length(int(cfg["moe_intermediate_size"]))
+    w.add_expert_shared_count(int(cfg.get("n_shared_experts") or 0))
+    if cfg.get("routed_scaling_factor") is not None:
+        w.add_expert_weights_scale(float(cfg["routed_scaling_factor"]))
+    if cfg.get("norm_topk_prob"):
+        w.add_expert_weights_norm(True)
+
+
+def _split_kv_b(data: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``DeepseekV2Model.modify_tensors``: ``kv_b_proj`` viewed ``(h, nope + v, rank)``, split into the key rows,
+    transposed to ``(h, rank, nope)`` (``k_b``), and the value rows ``(h, v, rank)`` (``v_b``)."""
+    h, nope, v = int(cfg["num_attention_heads"]), int(cfg["qk_nope_head_dim"]), int(cfg["v_head_dim"])
+    kv = data.reshape(h, nope + v, data.shape[-1])
+    return np.ascontiguousarray(kv[:, :nope].transpose(0, 2, 1)), np.ascontiguousarray(kv[:, nope:])
+
+
+def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None = None,
+                kv_b: str = "split") -> Path:
+    """Write the safetensors model in ``model_dir`` to ``out`` as GGUF with 2-D (and stacked 3-D expert) weights in
+    ``qtype``; ``kv_b`` (DeepSeek only): "split" into ``attn_k_b`` / ``attn_v_b`` as llama.cpp's converter does
+    since the MLA-absorption change, or "fused" (one ``attn_kv_b``) as converters before it did."""
     from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, GGUFWriter, LlamaFileType, get_tensor_name_map
     from safetensors import safe_open
 
@@ -194,6 +305,10 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
     family = cfg.get("model_type")
     if family not in FAMILIES:
         raise GgufExportError(f"{model_dir}: model_type {family!r} is not exported; expected one of {FAMILIES}")
+    if kv_b not in ("split", "fused"):
+        raise GgufExportError(f"unknown kv_b layout {kv_b!r}; expected 'split' or 'fused'")
+    _check_moe(model_dir, family, cfg)
+    deepseek = _ARCH[family] == "DEEPSEEK2"
     qname, ftype = QTYPES[qtype]
     arch = MODEL_ARCH[_ARCH[family]]
     w = GGUFWriter(out, MODEL_ARCH_NAMES[arch])
@@ -213,11 +328,18 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
         # Gemma3Model: the full-attention layers' base (rope_parameters per layer type), 1e6 by default
         theta = cfg.get("rope_theta") or rope.get("full_attention", rope).get("rope_theta") or (
             1e6 if family == "gemma3_text" else 10000.0)
-        w.add_rope_dimension_count(int(rope.get("partial_rotary_factor", 1.0) * (cfg.get("head_dim") or d // heads)))
+        if deepseek:  # DeepseekV2Model: the rotary part of each head; MLA run as MQA (one KV head) when split
+            w.add_rope_dimension_count(int(cfg["qk_rope_head_dim"]))
+            w.add_head_count_kv(1 if kv_b == "split" else kv)
+        else:
+            w.add_rope_dimension_count(
+                int(rope.get("partial_rotary_factor", 1.0) * (cfg.get("head_dim") or d // heads)))
+            w.add_head_count_kv(kv)
         w.add_rope_freq_base(float(theta))
-        w.add_head_count_kv(kv)
-        if family in _MAPPED_ARCH:
+        if family in _MAPPED_ARCH or family == "qwen3_moe":
             _arch_metadata(w, family, cfg)
+        if family in _MOE_ARCH:
+            _moe_metadata(w, family, cfg, kv_b)
     w.add_embedding_length(d)
     w.add_block_count(layers)
     w.add_feed_forward_length(ffn)
@@ -234,26 +356,58 @@ def export_gguf(model_dir: Path, out: Path, qtype: str = "f32", name: str | None
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise GgufExportError(f"{model_dir}: no .safetensors file")
+    style = "mixtral" if family == "mixtral" else "mlp"
+    n_experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or cfg.get("n_routed_experts") or 0)
+    pending: dict[int, dict[tuple[int, str], np.ndarray]] = {}
+
+    def add(g: str, data: np.ndarray, f32: bool = False) -> None:
+        stored, t = _quantize(np.ascontiguousarray(data), "F32" if f32 else qname)
+        w.add_tensor(g, stored, raw_dtype=t)
+
     for f in files:
         with safe_open(str(f), framework="pt") as h:
             for hf in h.keys():  # noqa: SIM118 - safe_open handles have keys(), not iteration
-                g = _gguf_name(hf, name_map)
+                m = _EXPERT[style].fullmatch(hf) if family in _MOE_ARCH else None
+                if m is not None:  # held until the layer's last expert is seen, then stacked (as the converter)
+                    bid, got = int(m.group(1)), pending.setdefault(int(m.group(1)), {})
+                    got[int(m.group(2)), m.group(3)] = h.get_tensor(hf).to(torch.float32).numpy()
+                    if len(got) == 3 * n_experts:
+                        for proj in _EXPERT_ORDER[style]:
+                            merged = _gguf_name(_EXPERT_MERGED[style].format(bid=bid, w=proj), name_map)
+                            if merged is None:
+                                raise GgufExportError(f"{hf}: no llama.cpp name for the stacked experts")
+                            add(merged, np.stack([got[e, proj] for e in range(n_experts)]))
+                        del pending[bid]
+                    continue
+                # ``filter_tensors``: the score-correction bias is mapped as the router's ``.bias``
+                g = _gguf_name(hf.replace("e_score_correction_bias", "e_score_correction.bias"), name_map)
                 if g is None or (family in _TIED_HEAD and hf == "lm_head.weight"):
+                    if family in _MOE_ARCH and hf != "lm_head.weight":
+                        raise GgufExportError(f"{model_dir}: tensor {hf!r} has no llama.cpp name for {family}")
                     continue
                 data = h.get_tensor(hf).to(torch.float32).numpy()
+                if deepseek and g.endswith("attn_kv_b.weight") and kv_b == "split":
+                    k_b, v_b = _split_kv_b(data, cfg)
+                    add(g.replace("attn_kv_b", "attn_k_b"), k_b)
+                    add(g.replace("attn_kv_b", "attn_v_b"), v_b)
+                    continue
+                if g.endswith("ffn_gate_inp.weight"):  # the converter keeps every router in F32
+                    add(g, data, f32=True)
+                    continue
                 if family in _NORM_PLUS_ONE and hf.endswith("norm.weight"):
                     data = data + 1
                 if family == "gemma3_text" and hf.endswith("embed_tokens.weight"):  # Gemma3Model: no OOV rows
                     tok = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
                     data = data[:len(tok["model"]["vocab"]) + len(tok.get("added_tokens") or [])]
-                if family == "llama" and g.endswith("attn_q.weight"):
+                if _ARCH[family] == "LLAMA" and g.endswith("attn_q.weight"):
                     data = permute_rotary(data, heads, heads)
-                elif family == "llama" and g.endswith("attn_k.weight"):
+                elif _ARCH[family] == "LLAMA" and g.endswith("attn_k.weight"):
                     data = permute_rotary(data, heads, kv)
                 elif family == "gpt2" and hf.endswith(_GPT2_CONV1D):
                     data = data.T
-                stored, t = _quantize(np.ascontiguousarray(data), qname)
-                w.add_tensor(g, stored, raw_dtype=t)
+                add(g, data)
+    if pending:
+        raise GgufExportError(f"{model_dir}: layers {sorted(pending)} do not have all {n_experts} experts")
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -266,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--type", default="f32", choices=tuple(QTYPES))
+    p.add_argument("--kv-b", default="split", choices=("split", "fused"),
+                   help="DeepSeek's kv_b_proj: split into attn_k_b / attn_v_b (current converter) or fused")
     a = p.parse_args(argv)
-    print(export_gguf(a.model_dir, a.out, a.type))
+    print(export_gguf(a.model_dir, a.out, a.type, kv_b=a.kv_b))
     return 0
 
 
