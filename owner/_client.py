@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 
 from owner._adapters import Method
-from owner._fingerprint import Fingerprint, Progress, fingerprint, read_tensor_bytes
+from owner._fingerprint import Fingerprint, Progress, fingerprint, read_tensor_bytes, sketch_fingerprint
 from owner._model import OpenedModel, open_model
 from owner.errors import OwnerError
 from protocol import (
@@ -205,6 +205,8 @@ def submit(
         method=method, nonce=challenge.nonce, keep_invariants=keep_invariants, workers=workers, progress=progress,
         display_name=display_name, publisher_signature=publisher_signature, chunk_size=possession_chunk,
     )
+    if challenge.sketch:  # the verifier asks for public sketches of the terms (issue 16), not the terms
+        fp = sketch_fingerprint(fp, challenge.sketch)
     if possession_chunk is not None:
         assert isinstance(model, OpenedModel)
         fp = with_possession(fp, model, possession_chunk)

@@ -17,6 +17,12 @@ The checks, each reported with what was signed, what was recomputed and the tole
 
 1. ``weight-commitment``: exact.
 2. ``probe-coverage``: which probe tokens the model has (exact: the tokenizer decides).
+
+   Where the owner sent public sketches of its terms (a verifier started with ``--sketch K``, issue 16), the
+   recomputed terms are sketched the same way before checks 3-5, so they are compared with what was sent. This
+   recompute is also what stands in for the evidence checks a sketch cannot carry (the FFN-norm bound, the
+   shared subspace where the model is wider than the sketch): terms computed from the weights need no
+   plausibility check, and sketches that did not come from them fail checks 3-5.
 3. ``term-digests``: each recomputed term's SHA-256 against the owner's signed table. The owner's computation
    is bit-reproducible for the same inputs, machine and torch thread count (measured: repeated runs in fresh
    processes give identical bytes), but not across thread counts or CPUs (different BLAS reductions), so a
@@ -140,7 +146,7 @@ def _recompute_terms(model: OpenedModel, manifest: Manifest) -> tuple[list[Invar
 
     from owner._agent import compute_invariants
     from protocol import tensor_name
-    from protocol.terms import InvariantSet
+    from protocol.terms import InvariantSet, sketch_invariants
 
     digests = {t.name: t.sha256 for t in manifest.tensors}
     sets: list[InvariantSet] = []
@@ -157,6 +163,8 @@ def _recompute_terms(model: OpenedModel, manifest: Manifest) -> tuple[list[Invar
             continue
         inv = compute_invariants(model, probes=group.probe_set, layers=group.layers,
                                  method=group.method)  # type: ignore[arg-type]
+        if group.sketch:  # the owner sent public sketches (issue 16): sketch the recomputed terms the same way
+            inv = sketch_invariants(inv, group.sketch)
         have = sum(inv.group.present)
         checks.append(_check(
             f"probe-coverage:g{i}", inv.group.present == group.present and inv.group.method_id == group.method_id,

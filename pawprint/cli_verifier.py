@@ -99,7 +99,7 @@ def cmd_verifier_serve(args: argparse.Namespace) -> int:
         screen_floor=args.screen_floor, stream_idle_timeout_s=args.stream_idle_timeout,
         first_message_timeout_s=args.first_message_timeout, max_waiting_per_client=args.max_waiting_per_client,
         max_streams_per_client=args.max_streams_per_client, max_streams_per_key=args.max_streams_per_key,
-        require_possession=args.require_possession,
+        require_possession=args.require_possession, sketch=args.sketch, sketch_null_path=args.sketch_null,
         submission_budget=SubmissionBudget(submissions_per_day=args.submissions_per_day,
                                            suspicious_per_day=args.suspicious_per_day),
         **({"max_concurrent_compares": args.max_concurrent_compares} if args.max_concurrent_compares else {}),
@@ -251,6 +251,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help="refuse (PERMISSION_DENIED) a submission whose owner does not open chunks of the weights "
                           "it commits to (owner submit --possession-chunk): against owners claiming another's "
                           "commitment")
+    srv.add_argument("--sketch", type=int, default=0, metavar="K",
+                     help="ask owners for public K x K sketches of their terms instead of the terms (issue 16; "
+                          "docs/results/sketch_null.md): the verifier sees far fewer numbers; 0 (the default) asks "
+                          "for the terms. A null for K = 256 is shipped")
+    srv.add_argument("--sketch-null", default=None, metavar="FILE",
+                     help="the null that judges sketched submissions (default: the shipped one for --sketch)")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     srv.add_argument("--json", action="store_true",
                      help='the first line on stdout is {"listening": "HOST:PORT", "port": N, "log_key_id": ...}')
@@ -272,3 +278,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     hc.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds per check (default 5)")
     hc.add_argument("--json", action="store_true")
     hc.set_defaults(func=cmd_verifier_health)
+
+    from pawprint import cli_refit_null  # verifier refit-null: a null fitted on the registry's own bases
+
+    cli_refit_null.add_parser(ver)

@@ -401,6 +401,29 @@ class RegistryState:
         return cls(f.integer("size"), f.raw("root", DIGEST_SIZE))
 
 
+# The sketch sizes a message may name (issue 16): a sketch below 16 loses the verdict (docs/results/sketches.md),
+# and one as large as a model's width discloses its weight products whole (protocol._sketch).
+SKETCH_MIN, SKETCH_MAX = 16, 1024
+
+
+def check_sketch_size(value: object, what: str) -> None:
+    """``value`` is 0 (no sketch) or an integer sketch size in ``[SKETCH_MIN, SKETCH_MAX]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError(f"{what} must be an integer, got {type(value).__name__}")
+    if value != 0 and not SKETCH_MIN <= value <= SKETCH_MAX:
+        raise MessageError(f"{what} must be 0 (no sketch) or between {SKETCH_MIN} and {SKETCH_MAX}, got {value}")
+
+
+def _sketch_field(f: _Fields, present: bool) -> int:
+    """An optional ``sketch`` field: present only when nonzero (one encoding per value)."""
+    if not present:
+        return 0
+    k = f.integer("sketch", minimum=SKETCH_MIN)
+    if k > SKETCH_MAX:
+        raise MessageError(f"{f.what}.sketch: must be at most {SKETCH_MAX}, got {k}")
+    return k
+
+
 @dataclass(frozen=True)
 class Challenge:
     """The verifier's signed challenge. ``layers`` is a layer policy (``"last2"``, ``"all"`` or indices)."""
@@ -417,9 +440,13 @@ class Challenge:
     limits: SubmissionLimits
     registry: RegistryState
     version: int = MESSAGE_VERSION
+    # 0: send the terms; k: send each term's public k x k sketch (issue 16). The verifier chooses; absent from
+    # the map when 0.
+    sketch: int = 0
 
     def __post_init__(self) -> None:
         _check_key_id("challenge.verifier_key_id", self.verifier_key_id)
+        check_sketch_size(self.sketch, "challenge.sketch")
         if not isinstance(self.nonce, bytes) or len(self.nonce) != NONCE_SIZE:
             raise MessageError(f"challenge.nonce must be {NONCE_SIZE} bytes")
         _check_count("challenge.issued_at", self.issued_at)
@@ -443,21 +470,23 @@ class Challenge:
             "registry": self.registry.to_map(),
             "verifier_key_id": self.verifier_key_id,
             "version": self.version,
+            **({"sketch": self.sketch} if self.sketch else {}),
         }
 
     @classmethod
     def from_map(cls, value: object) -> Challenge:
         what = "challenge"
+        sketched = isinstance(value, dict) and "sketch" in value
         f = _Fields(value, what, (
             "expires_at", "issued_at", "layers", "limits", "method", "nonce", "probe_sets", "registry",
-            "verifier_key_id", "version"), versioned=True)
+            "verifier_key_id", "version", *(("sketch",) if sketched else ())), versioned=True)
         probe_sets = tuple(
             ProbeSpec.from_map(p, f"{what}.probe_sets[{i}]") for i, p in enumerate(f.items("probe_sets"))
         )
         return _parse(what, cls,
             f.key_id("verifier_key_id"), f.raw("nonce", NONCE_SIZE), f.integer("issued_at"), f.integer("expires_at"),
             probe_sets, f.text("layers"), f.text("method"), SubmissionLimits.from_map(f.value["limits"]),
-            RegistryState.from_map(f.value["registry"]),
+            RegistryState.from_map(f.value["registry"]), MESSAGE_VERSION, _sketch_field(f, sketched),
         )
 
 
@@ -476,8 +505,12 @@ class TermGroup:
     method: str
     method_id: str
     terms: tuple[str, ...]
+    # 0: the terms themselves (``m x m``); k: each term's public sketch (``k x k``, ``protocol._sketch``), as
+    # the challenge asked (issue 16). Absent from the map when 0, so full-term messages keep their bytes.
+    sketch: int = 0
 
     def __post_init__(self) -> None:
+        check_sketch_size(self.sketch, "group.sketch")
         if not isinstance(self.present, tuple) or not all(isinstance(p, bool) for p in self.present):
             raise MessageError("group.present must be a tuple of booleans")
         if len(self.present) != len(self.probe_set.tokens):
@@ -500,8 +533,19 @@ class TermGroup:
 
     @property
     def rows(self) -> int:
-        """``m``, the side of every term matrix of this group."""
+        """``m``, the number of probe tokens present (the side of every term matrix of a full-term group)."""
         return sum(self.present)
+
+    @property
+    def comparison_id(self) -> str:
+        """What the scores of this group are comparable with, and the null that judges them: the method id,
+        with the sketch size for a sketched group (``<method_id>+sketch/<k>``)."""
+        return f"{self.method_id}+sketch/{self.sketch}" if self.sketch else self.method_id
+
+    @property
+    def side(self) -> int:
+        """The side of every term matrix of this group: ``m``, or the sketch size ``k`` of a sketched group."""
+        return self.sketch or self.rows
 
     def tensor_names(self, index: int) -> list[str]:
         return [tensor_name(index, layer, term) for layer in self.layers for term in self.terms]
@@ -514,11 +558,14 @@ class TermGroup:
             "present": list(self.present),
             "probe_set": self.probe_set.to_map(),
             "terms": list(self.terms),
+            **({"sketch": self.sketch} if self.sketch else {}),
         }
 
     @classmethod
     def from_map(cls, value: object, what: str = "group") -> TermGroup:
-        f = _Fields(value, what, ("layers", "method", "method_id", "present", "probe_set", "terms"))
+        sketched = isinstance(value, dict) and "sketch" in value
+        f = _Fields(value, what, ("layers", "method", "method_id", "present", "probe_set", "terms",
+                                  *(("sketch",) if sketched else ())))
         present, layers, terms = f.items("present"), f.items("layers"), f.items("terms")
         if not all(isinstance(p, bool) for p in present):
             raise MessageError(f"{what}.present: expected a list of booleans")
@@ -528,7 +575,7 @@ class TermGroup:
             raise MessageError(f"{what}.terms: expected a list of strings")
         return _parse(what, cls,
             ProbeSpec.from_map(f.value["probe_set"], f"{what}.probe_set"), tuple(present), tuple(layers),
-            f.text("method"), f.text("method_id"), tuple(terms),
+            f.text("method"), f.text("method_id"), tuple(terms), _sketch_field(f, sketched),
         )
 
 
@@ -696,7 +743,7 @@ class Manifest:
         """
         expected: list[tuple[str, tuple[int, ...]]] = []
         for i, group in enumerate(self.groups):
-            expected += [(name, (group.rows, group.rows)) for name in group.tensor_names(i)]
+            expected += [(name, (group.side, group.side)) for name in group.tensor_names(i)]
         if [t.name for t in self.tensors] != [name for name, _ in expected]:
             raise MessageError("manifest.tensors does not list the groups' terms in order (g<i>.layer<L>.<term>)")
         for t, (_, shape) in zip(self.tensors, expected, strict=True):

@@ -4,6 +4,8 @@
 probe tokens the model has, the layers, the method) together with the model's shape facts and the ``m x m``
 arrays themselves. The owner's agent builds one from the weights (``owner.compute_invariants``); a manifest's
 group becomes one on the other side (``terms_from_group``, zero-copy views of the checked tensor bytes).
+``sketch_invariants`` turns a full-term set into its public ``k x k`` sketches (``protocol._sketch``): what the
+owner sends when the challenge asks for sketches, and what the verifier makes of a base to compare with them.
 
 This is the only module of ``protocol`` that needs numpy, and ``import protocol`` does not load it: import
 ``protocol.terms`` where arrays are wanted. No torch, no I/O.
@@ -11,6 +13,7 @@ This is the only module of ``protocol`` that needs numpy, and ``import protocol`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +22,9 @@ import numpy as np
 
 from protocol._canonical import Tensor
 from protocol._messages import TERMS, Manifest, MessageError, ProbeSpec, TermGroup, tensor_name
+from protocol._sketch import sketch_term
 
-__all__ = ["TERMS", "InvariantSet", "group_terms", "term_tensor", "terms_from_group"]
+__all__ = ["TERMS", "InvariantSet", "group_terms", "sketch_invariants", "term_tensor", "terms_from_group"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def terms_from_group(manifest: Manifest, index: int, terms: Mapping[str, Tensor]
     """
     group = manifest.groups[index]
     arrays: dict[tuple[int, str], np.ndarray] = {}
-    m = group.rows
+    m = group.side
     for layer in group.layers:
         for name in group.terms:
             t = terms[tensor_name(index, layer, name)]
@@ -101,3 +105,17 @@ def terms_from_group(manifest: Manifest, index: int, terms: Mapping[str, Tensor]
 def group_terms(manifest: Manifest, terms: Mapping[str, Tensor]) -> list[InvariantSet]:
     """``terms_from_group`` for every group of the manifest, in order."""
     return [terms_from_group(manifest, i, terms) for i in range(len(manifest.groups))]
+
+
+def sketch_invariants(inv: InvariantSet, k: int) -> InvariantSet:
+    """``inv`` with every term replaced by its public ``k x k`` sketch (float32, as it travels) and its group
+    marked ``sketch=k``. The projections depend only on the probe set, the term's name and ``k``
+    (``protocol._sketch``), so the same terms always give the same sketches, on either side."""
+    group = inv.group
+    if group.sketch:
+        raise MessageError(f"the terms are already sketched (k = {group.sketch})")
+    sketched = dataclasses.replace(group, sketch=k)  # checks k
+    present = np.asarray(group.present, dtype=bool)
+    terms = {key: np.ascontiguousarray(sketch_term(t, group.probe_set.id, key[1], k, present), dtype="<f4")
+             for key, t in inv.terms.items()}
+    return InvariantSet(sketched, dict(inv.model), terms)

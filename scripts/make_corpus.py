@@ -124,6 +124,8 @@ def _nonce(name: str) -> bytes:
 
 # Challenges the test's challenge store issues, in this order (see "context" in index.json).
 LIVE, USED, EXPIRED, TIGHT, UNKNOWN = (_nonce(n) for n in ("live", "used", "expired", "tight", "unknown"))
+SKETCHED = _nonce("sketched")  # a live challenge asking for 16 x 16 sketches (issue 16)
+SKETCH = 16
 TIGHT_LIMITS = SubmissionLimits(max_tensor_bytes=16)
 
 
@@ -191,6 +193,16 @@ def _edit_map(payload: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
     value = msgpack.unpackb(payload, raw=False)
     edit(value)
     return encode(value)
+
+
+def _setter(key: str, value: object, *path: str | int) -> Callable[[dict[str, Any]], None]:
+    """An ``_edit_map`` edit setting ``key`` to ``value`` in the map found at ``path``."""
+    def edit(v: dict[str, Any]) -> None:
+        target: Any = v
+        for step in path:
+            target = target[step]
+        target[key] = value
+    return edit
 
 
 # -------------------------------------------------------------------------------------- raw msgpack
@@ -321,6 +333,7 @@ def build() -> dict[str, bytes]:
             {"nonce": LIVE.hex(), "issued_at": NOW, "limits": None, "used": False},
             {"nonce": USED.hex(), "issued_at": NOW, "limits": None, "used": True},
             {"nonce": TIGHT.hex(), "issued_at": NOW, "limits": TIGHT_LIMITS.to_map(), "used": False},
+            {"nonce": SKETCHED.hex(), "issued_at": NOW, "limits": None, "used": False, "sketch": SKETCH},
         ],
         "challenge": {"layers": "last2", "method": METHOD, "probe_sets": [PROBES.to_map()],
                       "registry": {"size": 5, "root": log.tree.root(5).hex()}},
@@ -581,6 +594,25 @@ def _manifests(c: Corpus) -> None:
           "InvalidSubmission", "expected 32 bytes, got 31", "a nonce one byte short")
     c.bad("empty-payload.pb", k, _pb(_signed(b"", OWNER, "manifest")), "InvalidSubmission", "not valid msgpack",
           "a correctly signed zero-length payload")
+    # Sketches (issue 16): the verifier chooses whether the terms or their k x k public sketches are sent.
+    sketched = _manifest(nonce=SKETCHED, terms=_terms(SKETCH), groups=(_group(sketch=SKETCH),))
+    c.ok("sketch-valid.pb", k, online(sketched), "16 x 16 sketches answering a challenge that asked for them")
+    c.bad("sketch-unasked.pb", k, online(dataclasses.replace(sketched, nonce=LIVE)), "InvalidSubmission",
+          "asked for the terms, not sketches", "sketches sent to a challenge that asked for the terms")
+    c.bad("sketch-missing.pb", k, online(_manifest(nonce=SKETCHED)), "InvalidSubmission",
+          "asked for sketches of size 16", "the terms sent to a challenge that asked for sketches")
+    c.bad("sketch-size.pb", k, online(_manifest(nonce=SKETCHED, terms=_terms(32), groups=(_group(sketch=32),))),
+          "InvalidSubmission", "sent sketches of size 32", "sketches of another size than the challenge asked for")
+    c.bad("sketch-shape.pb", k, online(_manifest(nonce=SKETCHED, groups=(_group(sketch=SKETCH),))),
+          "InvalidSubmission", "expected [16, 16]", "a group that says it is sketched with tensors of the terms' shape")
+    sketch_payload = sketched.encode()
+    for file, value, message, note in (
+            ("sketch-zero.pb", 0, "must be at least 16", "an explicit sketch size 0 (absent is the one encoding)"),
+            ("sketch-small.pb", 8, "must be at least 16", "a sketch too small to keep the verdict"),
+            ("sketch-huge.pb", 4096, "must be at most 1024", "a sketch size past the protocol's bound"),
+            ("sketch-bool.pb", True, "expected an integer, got a boolean", "a boolean as the sketch size")):
+        c.bad(file, k, _pb(_signed(_edit_map(sketch_payload, _setter("sketch", value, "groups", 0)), OWNER,
+                                   "manifest")), "InvalidSubmission", message, note)
 
 
 # ------------------------------------------------------------------------------------------- challenges
@@ -609,6 +641,15 @@ def _challenges(c: Corpus) -> None:
     c.bad("probe-twice.pb", k, _pb(_signed(_edit_map(good.payload, lambda v: v["probe_sets"].append(
         v["probe_sets"][0])), VERIFIER, "challenge")), "MessageError", "lists a probe set twice",
         "the same probe set named twice")
+    c.ok("sketch-valid.pb", k, _pb(sign_message(_challenge(sketch=SKETCH), VERIFIER)),
+         "a challenge asking for 16 x 16 sketches of the terms")
+    sketch_payload = sign_message(_challenge(sketch=SKETCH), VERIFIER).payload
+    for file, value, message, note in (
+            ("sketch-zero.pb", 0, "must be at least 16", "an explicit sketch size 0 (absent is the one encoding)"),
+            ("sketch-huge.pb", 100000, "must be at most 1024", "a sketch as large as a model's width discloses it"),
+            ("sketch-text.pb", "256", "expected an integer, got str", "the sketch size as text")):
+        c.bad(file, k, _pb(_signed(_edit_map(sketch_payload, _setter("sketch", value)), VERIFIER, "challenge")),
+              "MessageError", message, note)
 
 
 # --------------------------------------------------------------------------------------------- receipts

@@ -61,7 +61,8 @@ ORIGIN: str = CONTEXT["origin"]
 
 
 def _challenges() -> ChallengeStore:
-    """A challenge store that issued the corpus's challenges (one live, one used, one expired, one tight)."""
+    """A challenge store that issued the corpus's challenges (one live, one used, one expired, one tight, one
+    asking for sketches)."""
     clock = [0.0]
     pending: list[bytes] = []
     store = ChallengeStore(ttl_s=CONTEXT["ttl_s"], clock=lambda: clock[0], rng=lambda n: pending.pop())
@@ -75,6 +76,7 @@ def _challenges() -> ChallengeStore:
             probe_sets=tuple(ProbeSpec.from_map(p) for p in spec["probe_sets"]),
             layers=spec["layers"], method=spec["method"], limits=limits,
             registry=RegistryState(spec["registry"]["size"], bytes.fromhex(spec["registry"]["root"])),
+            sketch=ch.get("sketch", 0),
         )
         if ch["used"]:  # a submission answered it and was recorded
             store.redeem(bytes.fromhex(ch["nonce"]))

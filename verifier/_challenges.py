@@ -233,6 +233,7 @@ class ChallengeStore:
         limits: SubmissionLimits,
         registry: RegistryState,
         client: str | None = None,
+        sketch: int = 0,
     ) -> Challenge:
         """A new challenge with a fresh nonce, valid from now for ``ttl_s`` seconds. ``client`` (who asks: a
         certificate or an address) may hold at most ``max_per_client`` unanswered, unexpired challenges, so
@@ -242,6 +243,7 @@ class ChallengeStore:
             template = Challenge(
                 verifier_key_id=verifier_key_id, nonce=bytes(NONCE_SIZE), issued_at=0, expires_at=self._ttl,
                 probe_sets=probe_sets, layers=layers, method=method, limits=limits, registry=registry,
+                sketch=sketch,
             )
             tid, digest = self._mac.template_id(template)
             random = self._rng(NONCE_SIZE)[:_RANDOM]
@@ -270,6 +272,7 @@ class ChallengeStore:
             challenge = Challenge(
                 verifier_key_id=verifier_key_id, nonce=nonce, issued_at=now, expires_at=now + self._ttl,
                 probe_sets=probe_sets, layers=layers, method=method, limits=limits, registry=registry,
+                sketch=sketch,
             )
             if self._persist is not None:
                 self._persist(challenge)  # before anyone can answer it: a restart must still know it

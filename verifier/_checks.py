@@ -86,7 +86,7 @@ def open_signed_manifest(signed: SignedMessage, kind: str, limits: SubmissionLim
 
 
 def check_terms_table(manifest: Manifest, limits: SubmissionLimits) -> None:
-    """The tensor table is the groups' terms (F32, ``m x m``) and fits the limits."""
+    """The tensor table is the groups' terms (F32, ``m x m``, or ``k x k`` sketches) and fits the limits."""
     for i, group in enumerate(manifest.groups):
         if group.terms != EXPECTED_TERMS:
             raise InvalidSubmission(f"group {i}: terms {list(group.terms)}, expected {list(EXPECTED_TERMS)}")
@@ -120,6 +120,10 @@ def check_header(
     for i, group in enumerate(manifest.groups):
         if group.method != challenge.method:
             raise InvalidSubmission(f"group {i}: method {group.method!r}; the challenge asked for {challenge.method!r}")
+        if group.sketch != challenge.sketch:  # the verifier, not the owner, chooses what is sent (issue 16)
+            asked = f"sketches of size {challenge.sketch}" if challenge.sketch else "the terms, not sketches"
+            sent = f"sketches of size {group.sketch}" if group.sketch else "the terms"
+            raise InvalidSubmission(f"group {i}: sent {sent}; the challenge asked for {asked}")
         if offered and group.probe_set.id not in offered:
             raise InvalidSubmission(f"group {i}: probe set {group.probe_set.name!r} is not one the challenge named")
     return Header(manifest, signed, challenge, manifest.nonce)

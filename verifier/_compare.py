@@ -16,20 +16,23 @@ registered bases' terms back (docs/results/privacy.md).
 The test and the verdict rule are ``verifier._calibration``'s (measured null, per-layer z, combined p with
 dependence between terms accounted for, Bonferroni over the bases compared).
 
-Pure logic: values in, values out. Nothing here reads files or keeps the submission's terms.
+Pure logic: values in, values out. Nothing here reads files or keeps the submission's terms (``BaseSketches``
+keeps the registered bases' sketches).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from protocol import INSUFFICIENT_EVIDENCE, Match, TermScoreRecord, format_score, parse_score
-from protocol.terms import InvariantSet
+from protocol.terms import InvariantSet, sketch_invariants
 from verifier._calibration import (
     DEFAULT_THRESHOLDS,
     NullError,
@@ -46,6 +49,30 @@ from verifier._ics import IncomparableError, compare
 # Decimal places of the scores a receipt or ``compare`` states (in the protocol's six-place spelling).
 VERDICT_PLACES = 3
 _VERDICT_QUANTUM = Decimal(1).scaleb(-VERDICT_PLACES)
+
+
+class BaseSketches:
+    """The registered bases' groups as public sketches (``protocol.terms.sketch_invariants``), made when a
+    sketched submission first meets them and kept (the ``maxsize`` most recent), keyed by the base's entry, the
+    probe set and the size: a base is sketched once, not once per submission."""
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self.maxsize = maxsize
+        self._kept: OrderedDict[tuple[bytes, str, int], InvariantSet] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, base: BaseModel, group: InvariantSet, k: int) -> InvariantSet:
+        key = (base.entry, group.probes.id, k)
+        with self._lock:
+            if key in self._kept:
+                self._kept.move_to_end(key)
+                return self._kept[key]
+        sketched = sketch_invariants(group, k)  # outside the lock: seconds for a large base
+        with self._lock:
+            self._kept[key] = sketched
+            while len(self._kept) > self.maxsize:
+                self._kept.popitem(last=False)
+        return sketched
 
 
 @dataclass(frozen=True)
@@ -94,10 +121,11 @@ def _calibrated(match: Match, null: NullModel | None) -> Match:
 
 def compare_with_base(
     suspect: Sequence[InvariantSet], base: BaseModel, null: NullModel | None = None,
-    suspect_cache: dict[Any, Any] | None = None,
+    suspect_cache: dict[Any, Any] | None = None, sketches: BaseSketches | None = None,
 ) -> Match | None:
     """The comparison of the submission's groups with ``base``'s that gives the strongest evidence of
-    derivation, or ``None`` if no group of one can be compared with a group of the other."""
+    derivation, or ``None`` if no group of one can be compared with a group of the other. A sketched group of
+    the submission is compared with the base's group sketched the same way (``sketches`` keeps them)."""
     best: Match | None = None
     best_key: tuple[float, float] | None = None
     for b in base.invariants:
@@ -105,7 +133,10 @@ def compare_with_base(
             if s.probes.id != b.probes.id or s.method_id != b.method_id:
                 continue
             try:
-                result = compare(s, b, layer_pairs="match", a_cache=suspect_cache)
+                other = b
+                if s.group.sketch and not b.group.sketch:
+                    other = (sketches or BaseSketches(0)).get(base, b, s.group.sketch)
+                result = compare(s, other, layer_pairs="match", a_cache=suspect_cache)
             except IncomparableError:
                 continue
             terms = tuple(
@@ -118,7 +149,7 @@ def compare_with_base(
                 name=base.name, entry=base.entry, vendor_key_id=base.vendor_key_id, probe_set_id=b.probes.id,
                 ics=ics, min_term=min_term, common_probe_tokens=result.common_probe_tokens,
                 verdict="inconclusive", terms=terms,
-            ), null if null is not None and null.method_id == s.method_id else None)
+            ), null if null is not None and null.method_id == s.group.comparison_id else None)
             key = (-float(m.p_value) if m.p_value is not None else -1.0, float(parse_score(ics)))
             if best_key is None or key > best_key:
                 best_key, best = key, m
@@ -137,7 +168,7 @@ def decide(matches: Sequence[Match], thresholds: Thresholds = DEFAULT_THRESHOLDS
 def compare_with_bases(
     suspect: Sequence[InvariantSet], bases: Sequence[BaseModel], null: NullModel | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS, screened: int | None = None,
-    log_indices: Mapping[bytes, int] | None = None,
+    log_indices: Mapping[bytes, int] | None = None, sketches: BaseSketches | None = None,
 ) -> list[Match]:
     """One decided match per comparable base, strongest evidence first, then best ICS, then the earliest entry
     in the log, then name (deterministic). ``screened``: how many bases a screen chose ``bases`` from (the
@@ -145,7 +176,7 @@ def compare_with_bases(
     ``log_index``; so a later registration of the same weights (a squatter's copy, whatever its name) never
     comes before the earliest, as in the report's headline (verifier._report)."""
     cache: dict[Any, Any] = {}  # the suspect's standardised terms, made once for every base
-    matches = [m for m in (compare_with_base(suspect, b, null, cache) for b in bases) if m is not None]
+    matches = [m for m in (compare_with_base(suspect, b, null, cache, sketches) for b in bases) if m is not None]
     if log_indices is not None:
         matches = [dataclasses.replace(m, log_index=log_indices[m.entry]) for m in matches]
     matches = decide(matches, thresholds, screened)

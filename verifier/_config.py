@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol import SubmissionLimits
+from protocol import SKETCH_MAX, SKETCH_MIN, SubmissionLimits
 from protocol.wire import LOOPBACK_HOSTS
 from verifier._access import ClientRoles, RateLimits, SubmissionBudget
 from verifier._calibration import DEFAULT_THRESHOLDS, Thresholds
@@ -79,6 +79,11 @@ class ServerConfig:
     screen_floor: float = 0.05
     # Refuse a submission whose owner does not show it holds the committed weights (verifier._possession).
     require_possession: bool = False
+    # Ask owners for k x k public sketches of their terms instead of the terms (issue 16; protocol._sketch);
+    # 0: the terms themselves. Sketched submissions are judged with sketch_null_path (default: the shipped
+    # null for k = 256).
+    sketch: int = 0
+    sketch_null_path: str | None = None
 
     def check(self) -> None:
         host, _ = split_host_port(self.listen)
@@ -102,6 +107,8 @@ class ServerConfig:
             raise ConfigError("worker, call and stream limits must be at least 1")
         if self.screen_k < 0 or not -1.0 <= self.screen_floor <= 1.0:
             raise ConfigError("--screen-k must be >= 0 and --screen-floor an ICS in [-1, 1]")
+        if self.sketch and not SKETCH_MIN <= self.sketch <= SKETCH_MAX:
+            raise ConfigError(f"--sketch must be 0 (send the terms) or between {SKETCH_MIN} and {SKETCH_MAX}")
         room = self.max_message_bytes - _MESSAGE_OVERHEAD
         if self.limits.max_chunk_bytes > room or self.limits.max_manifest_bytes > room:
             raise ConfigError("chunks and manifests must be well below the gRPC message limit")

@@ -246,7 +246,10 @@ class RandomProjectionEncoder:
         )
 
     def encode(self, inv: InvariantSet) -> np.ndarray:
-        return self.encode_terms(terms_of(inv, self.term_keys), np.asarray(inv.present, dtype=bool))
+        # A sketched group's terms are k x k public sketches (protocol._sketch): encoded as terms over k
+        # positions, all present, so that two sketches of one size on one probe set share coordinates.
+        present = np.ones(inv.group.sketch, dtype=bool) if inv.group.sketch else np.asarray(inv.present, dtype=bool)
+        return self.encode_terms(terms_of(inv, self.term_keys), present)
 
     def encode_terms(self, terms: Sequence[np.ndarray], present: np.ndarray | Sequence[bool]) -> np.ndarray:
         if len(terms) != len(self.term_keys):

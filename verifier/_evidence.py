@@ -26,6 +26,15 @@ verdict the verifier asks:
   * ``ffn-norm`` (``pawprint-terms/2`` only): the FFN term is a product of two whitened row sets, so its
     spectral norm is at most 1 (``owner._invariants``); noise or scaling pushes it above.
 
+**Sketched groups** (the challenge asked for ``k x k`` public sketches, ``protocol._sketch``): the degenerate
+checks apply to the sketches as sent (an owner who chooses its sketches also chooses their zeros and rank); the
+FFN-norm bound does not hold for a sketch and is not checked; the shared subspace is checked per term name
+(each name and side has its own projection, so the layers of one name share, on each side, the projected probe
+rows plus the direction the centring adds: ``d_model + 1`` dimensions), and bites only where
+``d_model + 1 < k`` (a sketch as wide as the model discloses its weight products, so a deployment protecting
+wide models cannot have it). What the sketches cannot carry is checked on the terms themselves by ``pawprint
+audit recompute``.
+
 What these checks cannot see: another model's honest terms, or every term's probe rows permuted or rotated
 the same way (``R T R^T`` keeps every rank, subspace and norm above). Those give an ``owner-attested`` receipt
 whose terms are not the committed weights' own; only a recompute from the weights (``pawprint audit
@@ -172,6 +181,20 @@ class GroupMeasures:
     constant_terms: int = 0
 
 
+def _outside(spaces: list[tuple[np.ndarray, bool]], m: int, width: int, rng: np.random.Generator,
+             rules: EvidenceRules) -> float:
+    """The energy of ``spaces`` (terms, and whether their column space counts too) outside the best
+    ``width``-dimensional subspace, sketched with random combinations of their rows and columns."""
+    n_spaces = sum(2 if both else 1 for _, both in spaces)
+    k = max(2, math.ceil((width + rules.sketch_margin) / n_spaces))
+    cols: list[np.ndarray] = []
+    for t, both in spaces:
+        scale = float(np.linalg.norm(t))
+        for side in (t.T, t) if both else (t.T,):
+            cols.append(side @ rng.standard_normal((m, k)) / scale)
+    return _outside_energy(np.concatenate(cols, axis=1), width)
+
+
 def measure_group(inv: InvariantSet, width: int | None, seed: bytes, rules: EvidenceRules = DEFAULT_RULES,
                   index: int = 0) -> tuple[GroupMeasures, list[str]]:
     """The measures of one group's terms and the findings they give: degenerate terms, the shared subspace,
@@ -180,8 +203,10 @@ def measure_group(inv: InvariantSet, width: int | None, seed: bytes, rules: Evid
     where = f"group {index}"
     found = GroupMeasures()
     findings: list[str] = []
-    m = inv.group.rows
+    m = inv.group.side
+    sketched = bool(inv.group.sketch)
     spaces: list[tuple[np.ndarray, bool]] = []  # (term, its column space too)
+    named: dict[str, list[tuple[np.ndarray, bool]]] = {}  # the same, per term name (sketched groups)
     for (layer, name), term in sorted(inv.terms.items()):
         t = np.asarray(term, dtype=np.float64)
         label = f"{where} layer {layer} {name}"
@@ -201,7 +226,8 @@ def measure_group(inv: InvariantSet, width: int | None, seed: bytes, rules: Evid
             if ratio <= rules.rank_one_tol:
                 findings.append(f"{label}: rank one (a constant or outer-product term)")
                 continue
-        if name == "ffn" and inv.method_id.startswith(WHITENED_METHOD_PREFIX):
+        # a sketch of a whitened FFN term is not bounded (protocol._sketch): the bound is checked on the terms
+        if name == "ffn" and inv.method_id.startswith(WHITENED_METHOD_PREFIX) and not sketched:
             norm = _spectral_norm(t, rng, rules.power_iterations)
             found.max_ffn_norm = max(found.max_ffn_norm, norm)
             if norm > rules.ffn_norm_max:
@@ -209,16 +235,27 @@ def measure_group(inv: InvariantSet, width: int | None, seed: bytes, rules: Evid
                                 "is at most 1): noise or scaling")
         if name not in _OUTSIDE_SPAN.get(str(inv.model.get("family", "")), ()):
             spaces.append((t, name != "ffn"))
+            named.setdefault(name, []).append((t, name != "ffn"))
+    if sketched:
+        # Sketches: each term name has its own public projections, so only the layers of one name share a
+        # subspace: the projected probe rows and the all-ones direction the centring adds (width + 1).
+        if width is not None and width + 1 < m:
+            worst = 0.0
+            for _name, of_name in sorted(named.items()):
+                # the row side (B-projected) of every term; the column side (A-projected) of the attention terms
+                sides = [[(t, False) for t, _ in of_name], [(t.T, False) for t, both in of_name if both]]
+                for side in sides:
+                    if side:
+                        worst = max(worst, _outside(side, m, width + 1, rng, rules))
+            found.outside_energy = worst
+            if worst > rules.subspace_tol:
+                findings.append(f"{where}: {worst:.2e} of a term's sketched energy lies outside one "
+                                f"{width + 1}-dimensional subspace (tolerance {rules.subspace_tol}): noise, "
+                                "terms of several models, or a width other than the stated d_model")
+        return found, findings
     if width is not None and width < m and spaces:
         # Sketch every term's row space (and the attention terms' column spaces) with random combinations.
-        n_spaces = sum(2 if both else 1 for _, both in spaces)
-        k = max(2, math.ceil((width + rules.sketch_margin) / n_spaces))
-        cols: list[np.ndarray] = []
-        for t, both in spaces:
-            scale = float(np.linalg.norm(t))
-            for side in (t.T, t) if both else (t.T,):
-                cols.append(side @ rng.standard_normal((m, k)) / scale)
-        outside = _outside_energy(np.concatenate(cols, axis=1), width)
+        outside = _outside(spaces, m, width, rng, rules)
         found.outside_energy = outside
         if outside > rules.subspace_tol:
             findings.append(f"{where}: {outside:.2e} of the terms' energy lies outside one {width}-dimensional "

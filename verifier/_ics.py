@@ -78,7 +78,7 @@ class _Rows:
 
     def __init__(self, inv: InvariantSet, rows: np.ndarray) -> None:
         self.inv, self.rows, self.m = inv, rows, len(rows)
-        self.every = self.m == len(inv.present_tokens) and bool(np.array_equal(rows, np.arange(self.m)))
+        self.every = self.m == inv.group.side and bool(np.array_equal(rows, np.arange(self.m)))
         self.means: dict[tuple[int, str], float] = {}
         self.norms: dict[tuple[int, str], float] = {}
 
@@ -168,9 +168,17 @@ def default_layer_pairs(a: Sequence[int], b: Sequence[int]) -> list[tuple[int, i
     return list(zip(list(a)[len(a) - n :], list(b)[len(b) - n :], strict=True))
 
 
-def _common_rows(a: InvariantSet, b: InvariantSet, min_common: int) -> tuple[np.ndarray, np.ndarray]:
+def _common_rows(a: InvariantSet, b: InvariantSet, min_common: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rows of each side to compare, and the number of probe tokens both models have. Full terms are
+    restricted to the common tokens; sketches (``k x k``, ``protocol._sketch``) are compared whole, and only
+    with sketches of the same size on the same probe set (the same public projections)."""
     if a.method_id != b.method_id:
         raise IncomparableError(f"terms were computed with different methods: {a.method_id} vs {b.method_id}")
+    if a.group.sketch != b.group.sketch:
+        raise IncomparableError(f"sketches of size {a.group.sketch} and {b.group.sketch} (0: the terms) cannot be "
+                                "compared")
+    if a.group.sketch and a.probes.id != b.probes.id:
+        raise IncomparableError("sketches on different probe sets cannot be compared")
     rows_b = {t: i for i, t in enumerate(b.present_tokens)}
     rows_a = {t: i for i, t in enumerate(a.present_tokens)}
     common = [t for t in a.present_tokens if t in rows_b]
@@ -178,7 +186,10 @@ def _common_rows(a: InvariantSet, b: InvariantSet, min_common: int) -> tuple[np.
         raise IncomparableError(
             f"only {len(common)} probe tokens are common to both models (need at least {min_common})"
         )
-    return np.array([rows_a[t] for t in common]), np.array([rows_b[t] for t in common])
+    if a.group.sketch:
+        every = np.arange(a.group.sketch)
+        return every, every, len(common)
+    return np.array([rows_a[t] for t in common]), np.array([rows_b[t] for t in common]), len(common)
 
 
 def _match(la: Sequence[int], lb: Sequence[int], sim: np.ndarray) -> list[tuple[int, int]]:
@@ -218,7 +229,7 @@ def compare(
     ``a``'s terms across calls comparing the same ``a`` with several ``b`` (a submission with the registry's
     bases): same results, less work.
     """
-    ia, ib = _common_rows(a, b, min_common)
+    ia, ib, common = _common_rows(a, b, min_common)
     if a_cache is None:
         side_a = _Rows(a, ia)
     else:  # the means and norms of ``a``'s terms on these rows, worked out once
@@ -236,12 +247,12 @@ def compare(
         cos = _cosines(side_a, side_b, pairs)
     scores = [TermScore(la, lb, name, cos[(la, lb, name)]) for la, lb in pairs for name in TERMS]
     ics = float(np.mean([s.cosine for s in scores]))
-    return Comparison(method=a.method, ics=ics, terms=tuple(scores), common_probe_tokens=len(ia))
+    return Comparison(method=a.method, ics=ics, terms=tuple(scores), common_probe_tokens=common)
 
 
 def layer_similarity(a: InvariantSet, b: InvariantSet) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
     """Mean term cosine between every layer of ``a`` and every layer of ``b`` (on common probe tokens)."""
-    ia, ib = _common_rows(a, b, 16)
+    ia, ib, _ = _common_rows(a, b, 16)
     cos = _cosines(_Rows(a, ia), _Rows(b, ib), [(x, y) for x in a.layers for y in b.layers])
     sim = _similarity(cos, a.layers, b.layers)
     return a.layers, b.layers, sim

@@ -24,6 +24,8 @@ PINNED: dict[str, str] = {
     "null-zoo-v1.json": "9c980bb9ed8f65d823dfe9b3156532cb2f0204fd0a044bdc1dcd1b0b0a3b8c91",
     "null-zoo-v2.json": "14cb8168563f4d3ac6cfb5d66960d60e2a4100aed59ca97ea7a5335b3ff1cce0",
     "null-zoo-huref-v1.json": "11524f4ec73048b5fce4ed9f742445cecdb3a3f02ca42b6cfe6c8e07d17079df",
+    # benchmarks/fit_sketch_null.py (issue 16): the null of sketched submissions, k = 256
+    "null-zoo-sketch256-v1.json": "9fda1b0c36144e191fe731fe9fd3bb9d29bf7573dd1a8e361f3cda911a765239",
     "encoder-cnn-v1.safetensors": "718f44c9efc190b6e9186813a92c3a8f0564e12de0ca3d5c06a60d39b438c7fe",
 }
 

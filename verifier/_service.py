@@ -64,15 +64,15 @@ from protocol import (
 from protocol.terms import InvariantSet, group_terms
 from protocol.wire import MAX_LIST
 from verifier._access import OWNER, READER, VENDOR, Caller, RateLimiter, SubmissionGuard, authorize, terms_sketch
-from verifier._calibration import NullError, NullModel, load_null
+from verifier._calibration import DATA_DIR, NullError, NullModel, load_null
 from verifier._challenges import ChallengeMac, ChallengeStore, Clock, Random
 from verifier._checks import Header, TensorReceiver, check_header, check_terms_table, open_signed_manifest
-from verifier._compare import BaseModel, compare_with_bases, verdict_of
+from verifier._compare import BaseModel, BaseSketches, compare_with_bases, verdict_of
 from verifier._config import ServerConfig
 from verifier._encoder import load_encoder
 from verifier._evidence import check_matches, evidence_findings
 from verifier._pictures import picture_of
-from verifier._pins import check_data_files, check_file, check_probe_sets
+from verifier._pins import PINNED, check_data_files, check_file, check_probe_sets
 from verifier._possession import check_possession
 from verifier._registry import SKETCH_SPEC, Registry
 from verifier.errors import (
@@ -172,6 +172,13 @@ class VerifierService:
         config = self.config
         # Supply chain: the data files this verifier loads must be the ones it was released with.
         required = [] if config.null_path is not None else ["null-zoo-v1.json", "null-zoo-v2.json"]
+        if config.sketch and config.sketch_null_path is None:
+            required.append(f"null-zoo-sketch{config.sketch}-v1.json")
+            if f"null-zoo-sketch{config.sketch}-v1.json" not in PINNED:
+                shipped = sorted(n.removeprefix("null-zoo-sketch").removesuffix("-v1.json") for n in PINNED
+                                 if n.startswith("null-zoo-sketch"))
+                raise ConfigError(f"no null is shipped for sketches of size {config.sketch} (shipped: "
+                                  f"{', '.join(shipped) or 'none'}); give --sketch-null FILE")
         self.data_digests = check_data_files(required)
         if config.null_sha256 is not None:
             if config.null_path is None:
@@ -180,8 +187,17 @@ class VerifierService:
         check_probe_sets((p.id for p in registry.probe_sets()), config.probe_set_pins)
         try:
             self.null: NullModel = load_null(config.null_path)
+            # the null of sketched submissions (issue 16): fitted on sketch scores of the same size
+            self.sketch_null: NullModel | None = None
+            if config.sketch:
+                self.sketch_null = load_null(config.sketch_null_path or
+                                             DATA_DIR / f"null-zoo-sketch{config.sketch}-v1.json")
         except NullError as e:
             raise ConfigError(str(e)) from None
+        if self.sketch_null is not None and not self.sketch_null.method_id.endswith(f"+sketch/{config.sketch}"):
+            raise ConfigError(f"the sketch null was fitted for {self.sketch_null.method_id!r}, not for sketches of "
+                              f"size {config.sketch}")
+        self._base_sketches = BaseSketches()
         try:
             self.encoder = load_encoder(config.encoder)
         except (ValueError, OSError) as e:
@@ -199,8 +215,8 @@ class VerifierService:
         self.limiter = RateLimiter(config.rate_limits, clock) if config.rate_limits is not None else None
         self.guard = (SubmissionGuard(config.submission_budget, clock, registry)
                       if config.submission_budget is not None else None)
-        self._base_pictures: dict[tuple[bytes, str], Picture | None] = {}
-        self._picture_locks: dict[tuple[bytes, str], threading.Lock] = {}
+        self._base_pictures: dict[tuple[bytes, str, int], Picture | None] = {}
+        self._picture_locks: dict[tuple[bytes, str, int], threading.Lock] = {}
         self._pictures_lock = threading.Lock()
         # Comparing and drawing are CPU-bound: more at once than cores only slows everything, the cheap calls
         # (challenges, reads) included.
@@ -217,7 +233,7 @@ class VerifierService:
             challenge = self.challenges.issue(
                 verifier_key_id=self.key.key_id, probe_sets=probe_sets, layers=self.config.layers,
                 method=self.config.method, limits=self.config.limits, registry=self.registry.state(),
-                client=caller.identity if caller is not None else None,
+                client=caller.identity if caller is not None else None, sketch=self.config.sketch,
             )
             return sign_message(challenge, self.key)
 
@@ -330,7 +346,10 @@ class VerifierService:
         snap = self.registry.log_snapshot(terms=False)
         entries, screened, screen_rule = snap.entries, None, None
         k = self.config.screen_k
-        if k and len(entries) > k:
+        # Sketches are compared with every base (k x k per term: cheap); the screen reads full terms.
+        sketched = challenge.sketch
+        null = self.sketch_null if sketched and self.sketch_null is not None else self.null
+        if k and len(entries) > k and not sketched:
             # A large registry: rank every base on its sketch, compare the candidates exactly. Bonferroni
             # still counts every base screened.
             screened, screen_rule = len(entries), f"{SKETCH_SPEC.id};k={k};floor={self.config.screen_floor}"
@@ -338,9 +357,9 @@ class VerifierService:
         bases = self.registry.base_models(entries)
         # Each match names its base's entry in the log, so the receipt can be checked against the checkpoint.
         # (compare_with_bases sets it, and orders equally strong matches by it: the earliest entry first.)
-        matches = [dataclasses.replace(m, picture=self._base_picture(bases, m))
-                   for m in compare_with_bases(suspect, bases, self.null, self.config.thresholds, screened,
-                                               log_indices=snap.indices)]
+        matches = [dataclasses.replace(m, picture=self._base_picture(bases, m, sketched))
+                   for m in compare_with_bases(suspect, bases, null, self.config.thresholds, screened,
+                                               log_indices=snap.indices, sketches=self._base_sketches)]
         findings += check_matches(matches, {b.entry: (b.name, {g.probes.id: g.group.rows for g in b.invariants})
                                             for b in bases})
         evidence = _findings(findings)
@@ -354,8 +373,9 @@ class VerifierService:
             submission=sha256(header.payload), weight_commitment=manifest.weight_commitment.root,
             registry=snap.state, compared=len(matches), matches=tuple(matches),
             verdict=INSUFFICIENT_EVIDENCE if evidence else verdict_of(matches),
-            verdict_rule=self.config.thresholds.rule, method_ids=tuple(sorted({g.method_id for g in manifest.groups})),
-            issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=self.null.null_id,
+            verdict_rule=self.config.thresholds.rule,
+            method_ids=tuple(sorted({g.comparison_id for g in manifest.groups})),
+            issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=null.null_id,
             picture=self._picture(suspect[0]) if suspect else None, screened=screened, screen_rule=screen_rule,
             model_name=manifest.display_name,  # as the owner signed it: named by the owner, not verified
             # as the owner signed it: verified by the owner's agent over the files, which the verifier never sees
@@ -379,10 +399,11 @@ class VerifierService:
             log.warning("no picture: %s", e)
             return None
 
-    def _base_picture(self, bases: list[BaseModel], match: Match) -> Picture | None:
-        """The matched base's picture (the group compared), computed once per base entry and probe set (a
-        second submission asking for it meanwhile waits for the first rather than computing it again)."""
-        key = (match.entry, match.probe_set_id)
+    def _base_picture(self, bases: list[BaseModel], match: Match, sketch: int = 0) -> Picture | None:
+        """The matched base's picture (the group compared: sketched as the submission was), computed once per
+        base entry, probe set and sketch size (a second submission asking for it meanwhile waits for the first
+        rather than computing it again)."""
+        key = (match.entry, match.probe_set_id, sketch)
         with self._pictures_lock:
             if key in self._base_pictures:
                 return self._base_pictures[key]
@@ -393,6 +414,9 @@ class VerifierService:
                     return self._base_pictures[key]
             base = next((b for b in bases if b.entry == match.entry), None)
             group = next((g for g in base.invariants if g.probes.id == match.probe_set_id), None) if base else None
+            if group is not None and sketch:
+                assert base is not None
+                group = self._base_sketches.get(base, group, sketch)
             picture = self._picture(group) if group is not None else None
             with self._pictures_lock:
                 self._base_pictures[key] = picture

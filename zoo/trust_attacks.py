@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from owner._fingerprint import Fingerprint, build_bundle, fingerprint
+from owner._fingerprint import Fingerprint, build_bundle, fingerprint, sketch_fingerprint
 from protocol import (
     Manifest,
     PrivateKey,
@@ -170,7 +170,7 @@ class Lab:
 
     @classmethod
     def create(cls, data: Path, bases: Sequence[tuple[str, Path]], *, layers: str = "last2",
-               require_possession: bool = False) -> Lab:
+               require_possession: bool = False, sketch: int = 0) -> Lab:
         vendor, owner, framer, verifier = (PrivateKey.from_seed(bytes([i]) * 32) for i in (11, 12, 13, 14))
         trust = TrustStore()
         trust.add(vendor.public_key, Role.VENDOR, name="vendor")
@@ -184,7 +184,7 @@ class Lab:
         # key at a fixed clock to measure what the evidence checks catch; the budget and the rate limits are
         # measured on their own (tests/verifier/test_privacy_budget.py, tests/verifier/test_retry_info.py).
         config = ServerConfig(insecure_loopback=True, layers=layers, require_possession=require_possession,
-                              submission_budget=None, rate_limits=None)
+                              submission_budget=None, rate_limits=None, sketch=sketch)
         counter = iter(range(1, 1 << 30))
         service = VerifierService(verifier, trust, registry, config, clock=lambda: float(NOW),
                                   rng=lambda n: hashlib.sha256(b"lab%d" % next(counter)).digest()[:n])
@@ -196,8 +196,9 @@ class Lab:
     def honest(self, model: Path) -> Fingerprint:
         """What an honest owner's agent computes for this verifier's next challenge (nonce left to ``submit``)."""
         challenge = open_challenge(self.service.challenge(), self.verifier.public_key)
-        return fingerprint(model, self.owner.key_id, now=NOW, probe_sets=challenge.probe_sets or None,
-                           layers=challenge.layers, nonce=b"\0" * 32)
+        fp = fingerprint(model, self.owner.key_id, now=NOW, probe_sets=challenge.probe_sets or None,
+                         layers=challenge.layers, nonce=b"\0" * 32)
+        return sketch_fingerprint(fp, challenge.sketch) if challenge.sketch else fp
 
     def submit(self, submission: Submission, key: PrivateKey | None = None) -> Receipt:
         """Answer a fresh challenge with ``submission`` signed by ``key`` (the owner by default)."""

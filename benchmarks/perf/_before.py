@@ -63,7 +63,7 @@ def unit_terms(inv: Any, rows: np.ndarray, layers: set[int]) -> dict[tuple[int, 
 
 def compare_match(a: Any, b: Any, a_cache: dict[Any, Any] | None = None) -> tuple[float, list[float]]:
     """ICS with layers matched (what the verifier runs per base): the ICS and every term's cosine."""
-    ia, ib = _common_rows(a, b, 16)
+    ia, ib, _ = _common_rows(a, b, 16)
     key = (id(a), ia.tobytes())
     if a_cache is None or key not in a_cache:
         unit_a = unit_terms(a, ia, set(a.layers))
