@@ -1,9 +1,11 @@
 """A small OpenAI-compatible completions server for a local model directory: ``python -m zoo.serve MODEL``.
 
-It exists because neither server we could install here answers what ``pawprint audit endpoint`` asks: the
-``/v1/completions`` handler of ``transformers serve`` (transformers 5.25) lists ``echo`` and ``logprobs`` among
-the fields it accepts and ignores (it returns ``logprobs: null``), and llama-cpp-python ships on PyPI as a
-source archive only (a C++ build of llama.cpp, minutes on 2 cores) and serves GGUF files, not model directories.
+It exists because neither server we could install here answers what ``pawprint audit endpoint``'s default
+log-probability mode asks: the ``/v1/completions`` handler of ``transformers serve`` (transformers 5.25) takes
+text prompts only and lists ``echo`` and ``logprobs`` among the fields it accepts and ignores (it returns no
+``logprobs``), and llama-cpp-python ships on PyPI as a source archive only (a C++ build of llama.cpp, minutes on
+2 cores) and serves GGUF files, not model directories. (``transformers serve`` is what the text-only
+``--mode greedy`` is tested against: zoo/transformers_serve.py, tests/audit/test_endpoint_transformers_serve.py.)
 So this is **our own** server, written on the standard library's ``http.server`` and transformers: the tests and
 the tolerance measurement (``benchmarks/endpoint_tolerance.py``) run the audit against it as a separate process
 over HTTP, but it is not an independent implementation of the API, and a result against it says nothing about
