@@ -42,7 +42,7 @@ __all__ = ["build_parser", "main", "user_errors"]
 #   cli_owner     owner inspect | invariants | fingerprint | submit, compare, render
 #   cli_receipt   bundle verify, receipt verify, report
 #   cli_registry  registry add | publish | revoke | list | show | checkpoint | export | prove | audit
-#   cli_verifier  verifier serve | health | test-certs
+#   cli_verifier  verifier serve | health | test-certs (| refit-null, from cli_refit_null)
 #   cli_keys      keys generate | refresh, trust add (and trust-repo, from cli_tuf)
 #   cli_witness   witness key | serve
 #   cli_zoo       zoo attack | build, demo
