@@ -264,10 +264,14 @@ class OwnerModel:
     path: Path
 
 
-def owner_model(path: Path, name: str, expect: str | None, probe_sets: Sequence[ProbeSpec]) -> OwnerModel:
-    from owner._fingerprint import fingerprint
+def owner_model(path: Path, name: str, expect: str | None, probe_sets: Sequence[ProbeSpec],
+                sketch: bool | int = True) -> OwnerModel:
+    from owner._fingerprint import fingerprint, sketch_fingerprint
+    from protocol import DEFAULT_SKETCH
 
     fp = fingerprint(path, owner_key(0).key_id, now=NOW, probe_sets=probe_sets, nonce=b"\0" * 32)
+    if sketch:  # what a verifier of the default configuration asks for (issue 16)
+        fp = sketch_fingerprint(fp, DEFAULT_SKETCH if sketch is True else sketch)
     return OwnerModel(name, fp.manifest, dict(fp.terms), expect, path)
 
 

@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from pawprint._local import load_pair
-from protocol import TERMS
+from protocol import DEFAULT_SKETCH, TERMS
+from protocol.terms import sketch_invariants
 from verifier import compare
 from verifier._calibration import DATA_DIR, NullModel, assess, base_verdict, load_null
 
@@ -210,6 +211,19 @@ def run_pair(a: Path, b: Path, v2: NullModel, v1: NullModel) -> dict[str, Any]:
             "widths": [ia.model.get("hidden_size"), ib.model.get("hidden_size")]}
 
 
+def run_sketched(a: Path, b: Path, k: int = DEFAULT_SKETCH) -> dict[str, Any]:
+    """The pair as a verifier asking for sketches compares it (issue 16): both sides' terms sketched
+    (``protocol.terms.sketch_invariants``), compared with the same pipeline, judged by the shipped sketch null."""
+    t0 = time.perf_counter()
+    ia, ib = load_pair(a, b)
+    r = compare(sketch_invariants(ia, k), sketch_invariants(ib, k), layer_pairs="match")
+    null = load_null(DATA_DIR / f"null-zoo-sketch{k}-v1.json")
+    scores = [(t.term, t.cosine) for t in r.terms]
+    p, z, verdict = _evidence(scores, r.common_probe_tokens, null)
+    return {"k": k, "ics": r.ics, "p": p, "z": z, "verdict": verdict, "null": null.null_id,
+            "scores": [[t, c] for t, c in scores], "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def rescore(res: dict[str, Any], v2: NullModel, v1: NullModel) -> None:
     """p-values and verdicts of the recorded scores against the nulls at hand (no term is recomputed)."""
     res["null"], res["null_v1"] = v2.null_id, v1.null_id
@@ -240,14 +254,17 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"| {m['key']} | `{m['package']}` | {m['lineage']} | {said} (sha256 {sha}...) | "
                      f"{'yes' if m['readable'] else 'no: ' + m['error']} |")
     lines += ["", "## Pairs", "",
-              "| A | B | truth | verdict | p | p (v1 null) | z | ICS | m | seconds |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| A | B | truth | verdict | p | p (v1 null) | z | ICS | m | seconds "
+              "| sketched (k = 256): verdict, p, ICS |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in res["pairs"]:
         if "error" in p:
-            lines.append(f"| {p['a']} | {p['b']} | {p['truth']} | not compared: {p['error']} | | | | | | |")
+            lines.append(f"| {p['a']} | {p['b']} | {p['truth']} | not compared: {p['error']} | | | | | | | |")
             continue
+        sk = p.get("sketch")
+        sketched = f"{sk['verdict']}, {sk['p']:.2e}, {sk['ics']:.4f}" if sk else "-"
         lines.append(f"| {p['a']} | {p['b']} | {p['truth']} | {p['verdict']} | {p['p']:.2e} | {p['p_v1']:.2e} | "
-                     f"{p['z']:.2f} | {p['ics']:.4f} | {p['m']} | {p['seconds']} |")
+                     f"{p['z']:.2f} | {p['ics']:.4f} | {p['m']} | {p['seconds']} | {sketched} |")
     lines += ["", "## Calibration", "", "False positives among independent pairs (p at or below the level):", "",
               "| population | null | pairs | p <= 0.01 | p <= 0.05 | derived |", "|---|---|---|---|---|---|"]
     ind = [p for p in res["pairs"] if p["truth"] == "independent" and "error" not in p]
@@ -261,6 +278,15 @@ def render(res: dict[str, Any]) -> str:
     der = [p for p in res["pairs"] if p["truth"] == "derived" and "error" not in p]
     lines += ["", f"Derived pairs `derived` at p <= 1e-6: {sum(p['verdict'] == 'derived' for p in der)}/{len(der)}.",
               ""]
+    sk_der = [p["sketch"] for p in der if "sketch" in p]
+    sk_ind = [p["sketch"] for p in ind if "sketch" in p]
+    if sk_der or sk_ind:
+        lines += [f"Sketched (k = 256, the verifier's default; null `{(sk_der or sk_ind)[0]['null']}`, fitted on "
+                  "the zoo, no overlap scaling): derived pairs `derived` at p <= 1e-6: "
+                  f"{sum(x['verdict'] == 'derived' for x in sk_der)}/{len(sk_der)}; independent pairs called "
+                  f"derived: {sum(x['verdict'] == 'derived' for x in sk_ind)}/{len(sk_ind)}, at p <= 0.01: "
+                  f"{_rate([x['p'] for x in sk_ind], 0.01)}, at p <= 0.05: {_rate([x['p'] for x in sk_ind], 0.05)}.",
+                  ""]
     lines += res.get("notes", [])
     return "\n".join(lines) + "\n"
 
@@ -326,6 +352,9 @@ def main() -> None:
             key = f"{a}|{b}"
             if key not in cache:
                 cache[key] = run_pair(paths[a], paths[b], v2, v1)
+                cache_file.write_text(json.dumps(cache, default=str))
+            if "sketch" not in cache[key]:
+                cache[key]["sketch"] = run_sketched(paths[a], paths[b])
                 cache_file.write_text(json.dumps(cache, default=str))
             rec.update(cache[key])
             readable[a] = readable[b] = True

@@ -116,10 +116,10 @@ def _measure(source: str, name: str, policy: str, fp: Fingerprint, r: Receipt,
 
 
 def honest_population(source: str, bases: list[tuple[str, Path]], models: list[tuple[str, Path]], work: Path,
-                      log: Callable[[str], None]) -> list[Honest]:
+                      log: Callable[[str], None], sketch: int = 0) -> list[Honest]:
     out: list[Honest] = []
     for policy in ("last2", "all"):
-        lab = A.Lab.create(work / f"{source}-{policy}", bases, layers=policy)
+        lab = A.Lab.create(work / f"{source}-{policy}", bases, layers=policy, sketch=sketch)
         try:
             snap = lab.registry.log_snapshot(terms=False)
             present = {(b.entry, g.probes.id): g.group.rows for b in lab.registry.base_models(snap.entries)
@@ -155,15 +155,15 @@ def attack_suite(work: Path, log: Callable[[str], None]) -> tuple[list[tuple[str
     return bases, models
 
 
-def attacks_on(zoo: Path, work: Path, log: Callable[[str], None]) -> list[Outcome]:
+def attacks_on(zoo: Path, work: Path, log: Callable[[str], None], sketch: int = 0) -> list[Outcome]:
     everything, models = _zoo_models(zoo)
     # registered: the first seed of each family's base (as the demo does); the second seeds stay unregistered
     # and serve as the independent "other model"
     bases = [(n, p) for n, p in everything if n.endswith("-s0")]
     out: list[Outcome] = []
-    lab = A.Lab.create(work / "attacks", bases)
-    all_lab = A.Lab.create(work / "attacks-all", bases, layers="all")
-    guarded = A.Lab.create(work / "attacks-possession", bases, require_possession=True)
+    lab = A.Lab.create(work / "attacks", bases, sketch=sketch)
+    all_lab = A.Lab.create(work / "attacks-all", bases, layers="all", sketch=sketch)
+    guarded = A.Lab.create(work / "attacks-possession", bases, require_possession=True, sketch=sketch)
     try:
         by_name = {n: p for n, p, _ in models}
         for name, path, parent in models:
@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoo", type=Path, action="append", default=[],
                    help="another built zoo (lineage.json) whose models count as honest (repeatable)")
     p.add_argument("--no-suite", action="store_true", help="leave out the tiny models and the attack suite")
+    p.add_argument("--sketch", type=int, default=0, metavar="K",
+                   help="a verifier asking for K x K sketches (issue 16; the service's default is 256); 0: the terms")
     args = p.parse_args(argv)
     from zoo.build import build_zoo
 
@@ -379,15 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for source, zoo in [("quick zoo", quick), ("held-out zoo", held), *((str(z), z) for z in args.zoo)]:
             zoo_bases, zoo_models = _zoo_models(zoo)
-            honest += honest_population(source, zoo_bases, [(n, p) for n, p, _ in zoo_models], work, log)
+            honest += honest_population(source, zoo_bases, [(n, p) for n, p, _ in zoo_models], work, log,
+                                        args.sketch)
         if not args.no_suite:
             suite_bases, suite_models = attack_suite(work / "suite", log)
-            honest += honest_population("tiny + attack suite", suite_bases, suite_models, work, log)
-        outcomes = attacks_on(quick, work, log)
+            honest += honest_population("tiny + attack suite", suite_bases, suite_models, work, log, args.sketch)
+        outcomes = attacks_on(quick, work, log, args.sketch)
     cost = synthetic_cost()
     log(f"cost: {cost}")
     seconds = time.time() - started
-    command = "python -m benchmarks.trust_table --out " + str(args.out) + "".join(f" --zoo {z}" for z in args.zoo)
+    command = "python -m benchmarks.trust_table --out " + str(args.out) + "".join(f" --zoo {z}" for z in args.zoo) \
+        + (f" --sketch {args.sketch}" if args.sketch else "")
     args.out.write_text(render(honest, outcomes, seconds, command, cost))
     args.out.with_suffix(".json").write_text(json.dumps(
         {"honest": [asdict(h) for h in honest], "attacks": [asdict(o) for o in outcomes],

@@ -193,6 +193,10 @@ def print_receipt(receipt: Receipt) -> None:
         layers = " ".join(f"{a}-{b}" for a, b in dict.fromkeys((t.layer, t.base_layer) for t in m.terms))
         stats = f"z {m.z:>8s}  p {m.p_value}" if m.z is not None else "no calibrated p-value"
         print(f"  {m.name:24s} ICS {m.ics}  {stats}  {m.verdict:12s} layers {layers}")
+    withheld = receipt.compared - len(receipt.matches)
+    if withheld > 0:
+        print(f"  {withheld} base(s) independent, not listed: no scores are stated for an independent match "
+              "(the verdict needs none)")
     print(f"submission {receipt.submission.hex()}")
     print(f"registry   {receipt.registry.size} entries, root {receipt.registry.root.hex()}")
 
@@ -210,7 +214,7 @@ def _recheck(args: argparse.Namespace, receipt: Receipt) -> tuple[bool, bool | N
         return False, None
     consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule,
                                  null_model(args.null, receipt.null_id), receipt.null_id, thresholds(args),
-                                 screened=receipt.screened, evidence=receipt.evidence)
+                                 screened=receipt.screened, evidence=receipt.evidence, compared=receipt.compared)
     return True, consistent
 
 

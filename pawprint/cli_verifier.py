@@ -34,6 +34,7 @@ from pawprint._common import (
     write_json,
 )
 from pawprint.cli_registry import max_probe_sets_option, open_remote
+from protocol import DEFAULT_SKETCH
 
 # verifier.SERVICE_NAME and REGISTRY_SERVICE_NAME, repeated so that ``health`` needs no verifier (a test checks
 # they agree); "" is the server as a whole.
@@ -251,10 +252,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help="refuse (PERMISSION_DENIED) a submission whose owner does not open chunks of the weights "
                           "it commits to (owner submit --possession-chunk): against owners claiming another's "
                           "commitment")
-    srv.add_argument("--sketch", type=int, default=0, metavar="K",
+    srv.add_argument("--sketch", type=int, default=DEFAULT_SKETCH, metavar="K",
                      help="ask owners for public K x K sketches of their terms instead of the terms (issue 16; "
-                          "docs/results/sketch_null.md): the verifier sees far fewer numbers; 0 (the default) asks "
-                          "for the terms. A null for K = 256 is shipped")
+                          f"docs/results/sketch_null.md; default {DEFAULT_SKETCH}, whose null is shipped): the "
+                          "verifier sees far fewer numbers of a wide model; 0 asks for the terms themselves")
     srv.add_argument("--sketch-null", default=None, metavar="FILE",
                      help="the null that judges sketched submissions (default: the shipped one for --sketch)")
     srv.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))

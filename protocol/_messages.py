@@ -404,6 +404,9 @@ class RegistryState:
 # The sketch sizes a message may name (issue 16): a sketch below 16 loses the verdict (docs/results/sketches.md),
 # and one as large as a model's width discloses its weight products whole (protocol._sketch).
 SKETCH_MIN, SKETCH_MAX = 16, 1024
+# The size a verifier asks for unless told otherwise: the smallest that kept every verdict of the default-scale
+# zoo (docs/results/sketches.md, docs/results/sketch_null.md).
+DEFAULT_SKETCH = 256
 
 
 def check_sketch_size(value: object, what: str) -> None:

@@ -26,10 +26,12 @@ import dataclasses
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
+
+import numpy as np
 
 from protocol import INSUFFICIENT_EVIDENCE, Match, TermScoreRecord, format_score, parse_score
 from protocol.terms import InvariantSet, sketch_invariants
@@ -53,11 +55,14 @@ _VERDICT_QUANTUM = Decimal(1).scaleb(-VERDICT_PLACES)
 
 class BaseSketches:
     """The registered bases' groups as public sketches (``protocol.terms.sketch_invariants``), made when a
-    sketched submission first meets them and kept (the ``maxsize`` most recent), keyed by the base's entry, the
-    probe set and the size: a base is sketched once, not once per submission."""
+    sketched submission first meets them and kept (the ``maxsize`` most recent in memory; with ``load`` and
+    ``save``, in the data directory too), keyed by the base's entry, the probe set and the size: a base is
+    sketched once, not once per submission (a 4,096-token group takes seconds)."""
 
-    def __init__(self, maxsize: int = 64) -> None:
+    def __init__(self, maxsize: int = 64, load: Callable[[bytes, str, int], bytes | None] | None = None,
+                 save: Callable[[bytes, str, int, bytes], None] | None = None) -> None:
         self.maxsize = maxsize
+        self._load, self._save = load, save
         self._kept: OrderedDict[tuple[bytes, str, int], InvariantSet] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -67,12 +72,31 @@ class BaseSketches:
             if key in self._kept:
                 self._kept.move_to_end(key)
                 return self._kept[key]
-        sketched = sketch_invariants(group, k)  # outside the lock: seconds for a large base
+        sketched = self._stored(base.entry, group, k)
+        if sketched is None:
+            sketched = sketch_invariants(group, k)  # outside the lock: seconds for a large base
+            if self._save is not None:
+                self._save(base.entry, group.probes.id, k, b"".join(
+                    np.ascontiguousarray(sketched.terms[key_], dtype="<f4").tobytes() for key_ in _order(group)))
         with self._lock:
             self._kept[key] = sketched
             while len(self._kept) > self.maxsize:
                 self._kept.popitem(last=False)
         return sketched
+
+    def _stored(self, entry: bytes, group: InvariantSet, k: int) -> InvariantSet | None:
+        data = self._load(entry, group.probes.id, k) if self._load is not None else None
+        order = _order(group)
+        if data is None or len(data) != len(order) * k * k * 4:
+            return None  # none kept, or not what this group's sketch is: made again
+        flat = np.frombuffer(data, dtype="<f4").reshape(len(order), k, k)
+        sketched_group = dataclasses.replace(group.group, sketch=k)
+        return InvariantSet(sketched_group, dict(group.model), {key: flat[i] for i, key in enumerate(order)})
+
+
+def _order(group: InvariantSet) -> list[tuple[int, str]]:
+    """The (layer, term) keys of a group in its tensor order."""
+    return [(layer, term) for layer in group.layers for term in group.group.terms]
 
 
 @dataclass(frozen=True)
@@ -197,9 +221,12 @@ def verdict_of(matches: Sequence[Match]) -> str:
 def recheck_verdict(
     matches: Sequence[Match], verdict: str, rule: str, null: NullModel | None = None, null_id: str | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS, screened: int | None = None, evidence: Sequence[str] = (),
+    compared: int | None = None,
 ) -> bool | None:
     """Whether every z, p and verdict follows from the receipt's scores under ``rule`` and ``null``; with
     ``evidence`` (the receipt's failed evidence checks) the overall verdict must be ``insufficient-evidence``.
+    ``compared``: the receipt's count of bases compared, where it states fewer matches (a sketching verifier
+    leaves out the independent ones): the rest count as independent, and in Bonferroni's K.
 
     ``None`` when it cannot be re-derived here: another rule, or the receipt names a null (``null_id``)
     other than the one given.
@@ -213,6 +240,8 @@ def recheck_verdict(
                                        terms=tuple(dataclasses.replace(t, z=None) for t in m.terms))
         if _calibrated(stripped, null) != m:
             return False
-    if list(matches) != decide(matches, thresholds, screened):
+    withheld = max(0, (compared or 0) - len(matches))
+    if list(matches) != decide(matches, thresholds, max(screened or 0, compared or 0) or None):
         return False
-    return verdict == (INSUFFICIENT_EVIDENCE if evidence else verdict_of(matches))
+    return verdict == (INSUFFICIENT_EVIDENCE if evidence else
+                       overall_verdict([m.verdict for m in matches] + ["independent"] * withheld))

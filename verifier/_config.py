@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol import SKETCH_MAX, SKETCH_MIN, SubmissionLimits
+from protocol import DEFAULT_SKETCH, SKETCH_MAX, SKETCH_MIN, SubmissionLimits
 from protocol.wire import LOOPBACK_HOSTS
 from verifier._access import ClientRoles, RateLimits, SubmissionBudget
 from verifier._calibration import DEFAULT_THRESHOLDS, Thresholds
@@ -79,10 +79,10 @@ class ServerConfig:
     screen_floor: float = 0.05
     # Refuse a submission whose owner does not show it holds the committed weights (verifier._possession).
     require_possession: bool = False
-    # Ask owners for k x k public sketches of their terms instead of the terms (issue 16; protocol._sketch);
-    # 0: the terms themselves. Sketched submissions are judged with sketch_null_path (default: the shipped
-    # null for k = 256).
-    sketch: int = 0
+    # Ask owners for k x k public sketches of their terms instead of the terms (issue 16; protocol._sketch;
+    # k = 256 chosen by measurement, docs/results/sketches.md); 0: the terms themselves. Sketched submissions are
+    # judged with sketch_null_path (default: the shipped null for k = 256).
+    sketch: int = DEFAULT_SKETCH
     sketch_null_path: str | None = None
 
     def check(self) -> None:

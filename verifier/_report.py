@@ -239,7 +239,7 @@ def _verdict_check(receipt: Receipt, null: NullModel | None,
     if null is None:
         return Check(UNCHECKED, "Not re-derived: no null model was at hand.")
     consistent = recheck_verdict(receipt.matches, receipt.verdict, receipt.verdict_rule, null, receipt.null_id,
-                                 screened=receipt.screened, evidence=receipt.evidence)
+                                 screened=receipt.screened, evidence=receipt.evidence, compared=receipt.compared)
     if consistent is None:
         return Check(UNCHECKED, f"Not re-derived here: the receipt's rule or null ({receipt.null_id or 'none'}) is "
                                 f"not the one at hand ({null.null_id}).")
@@ -613,7 +613,10 @@ def _headline(item: ReportItem, findings: Sequence[FindingItem] = ()) -> str:
         meaning = ("The evidence is too strong to call the model independent of every base, but not strong enough "
                    "to call it derived from one" + (f"; the closest base is <b>{_e(best.name)}</b>." if best else
                                                      ": no registered base could be compared with it."))
-    if lead is None:
+    if lead is None and r.compared and r.verdict == "independent":
+        chance = (f"Against each of the {r.compared} base(s) compared, a match this weak is what unrelated models "
+                  "give (p at or above the rule's independence threshold). " + WITHHELD_WORDS)
+    elif lead is None:
         chance = "No registered base could be compared with this model (no common probe set or method)."
     elif lead.p_value is None or lead.z is None:
         chance = (f"This receipt carries no calibrated chance figure (made under rule "
@@ -790,9 +793,17 @@ def _pictures(r: Receipt, best: Match | None, mine: _Drawn | None, theirs: _Draw
     )
 
 
+# A sketching verifier states no match that is independent (issue 16): the verdict needs no score.
+WITHHELD_WORDS = ("The verifier states no scores for an independent match: the verdict needs none, and a "
+                  "submitter choosing what it sends could otherwise read the registered bases back from them.")
+
+
 def _match_table(r: Receipt) -> str:
+    withheld = r.compared - len(r.matches)
+    note = (f"<p>{withheld} base(s) compared and found independent are not listed. {WITHHELD_WORDS}</p>"
+            if withheld > 0 else "")
     if not r.matches:
-        return "<p>No registered base could be compared with this model (no common probe set or method).</p>"
+        return note or "<p>No registered base could be compared with this model (no common probe set or method).</p>"
     rows = []
     for m in r.matches:
         index = "&ndash;" if m.log_index is None else f"#{m.log_index}"
@@ -807,7 +818,7 @@ def _match_table(r: Receipt) -> str:
     return (
         '<table class="matches"><thead><tr><th>Base model</th><th>Verdict</th><th>ICS</th><th>Weakest term</th>'
         "<th>z</th><th>p (chance)</th><th>Probe tokens compared</th><th>Log entry</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<tbody>{''.join(rows)}</tbody></table>{note}"
     )
 
 

@@ -197,7 +197,8 @@ class VerifierService:
         if self.sketch_null is not None and not self.sketch_null.method_id.endswith(f"+sketch/{config.sketch}"):
             raise ConfigError(f"the sketch null was fitted for {self.sketch_null.method_id!r}, not for sketches of "
                               f"size {config.sketch}")
-        self._base_sketches = BaseSketches()
+        # kept in the data directory (derived data) so that a restart, or another process, need not sketch again
+        self._base_sketches = BaseSketches(load=registry.store.term_sketch, save=self._save_term_sketch)
         try:
             self.encoder = load_encoder(config.encoder)
         except (ValueError, OSError) as e:
@@ -363,16 +364,22 @@ class VerifierService:
         findings += check_matches(matches, {b.entry: (b.name, {g.probes.id: g.group.rows for g in b.invariants})
                                             for b in bases})
         evidence = _findings(findings)
+        verdict = INSUFFICIENT_EVIDENCE if evidence else verdict_of(matches)
+        compared = len(matches)
         if evidence:
             # insufficient-evidence: the verdict needs no score, so the receipt states none (issue 16: a chosen,
             # implausible submission must not read the registered bases' terms back through the scores)
-            matches = []
+            matches, compared = [], 0
+        elif sketched:
+            # An independent match needs no score either: a sketching verifier states only the matches that are
+            # not independent (``compared`` still counts every base), so that chosen sketches cannot read the
+            # registered bases' sketches back (issue 16; docs/results/privacy.md).
+            matches = [m for m in matches if m.verdict != "independent"]
         keep = manifest.keep_invariants and self.config.allow_keep_invariants
         receipt = Receipt(
             verifier_key_id=self.key.key_id, owner_key_id=manifest.owner_key_id, nonce=nonce,
             submission=sha256(header.payload), weight_commitment=manifest.weight_commitment.root,
-            registry=snap.state, compared=len(matches), matches=tuple(matches),
-            verdict=INSUFFICIENT_EVIDENCE if evidence else verdict_of(matches),
+            registry=snap.state, compared=compared, matches=tuple(matches), verdict=verdict,
             verdict_rule=self.config.thresholds.rule,
             method_ids=tuple(sorted({g.comparison_id for g in manifest.groups})),
             issued_at=int(self.clock()), kept_invariants=keep, checkpoint=snap.checkpoint, null_id=null.null_id,
@@ -389,6 +396,10 @@ class VerifierService:
         self.registry.record_submission(manifest, signed, receipt, terms if keep else None)
         return signed
 
+
+    def _save_term_sketch(self, entry: bytes, probe_set_id: str, k: int, data: bytes) -> None:
+        if self.registry.log.writable:
+            self.registry.store.save_term_sketch(entry, probe_set_id, k, data)
 
     def _picture(self, inv: InvariantSet) -> Picture | None:
         """The encoded vector and dog of ``inv``; ``None`` where its terms cannot be encoded (too few layers or

@@ -14,6 +14,8 @@ connection, the lock that serialises its use between threads, and the blobs. Its
     challenges    every challenge handed out, so that a restarted verifier still honours its nonces
     sketches      each base's screen sketches (derived data: losing them costs a recomputation, never a
                   wrong answer)
+    term_sketches each base group's public k x k term sketches (``protocol.terms.sketch_invariants``), made
+                  when a sketched submission first meets the base (derived data, as above)
 
 Every write is one transaction begun with ``BEGIN IMMEDIATE`` (SQLite's writer lock, across threads and
 processes); a full disk is ``StorageFull`` and leaves nothing behind. Crash safety: a blob is written (temp,
@@ -75,6 +77,13 @@ CREATE TABLE IF NOT EXISTS sketches (
     slots BLOB NOT NULL,
     sketch BLOB NOT NULL,
     PRIMARY KEY (entry_idx, spec_id, probe_set_id, method_id)
+);
+CREATE TABLE IF NOT EXISTS term_sketches (
+    entry BLOB NOT NULL,
+    probe_set_id TEXT NOT NULL,
+    k INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (entry, probe_set_id, k)
 );
 CREATE TABLE IF NOT EXISTS challenges (
     nonce BLOB PRIMARY KEY,
@@ -331,6 +340,19 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(index, spec.id, s.probe_set_id, s.method_id, np.packbits(s.slots).tobytes(),
                   s.values.astype("<f2").tobytes()) for s in sketches])
+
+    def term_sketch(self, entry: bytes, probe_set_id: str, k: int) -> bytes | None:
+        """The stored term sketches (float32 bytes, in the group's tensor order) of one base group, if any."""
+        with self.lock:
+            row = self.db.execute("SELECT data FROM term_sketches WHERE entry = ? AND probe_set_id = ? AND k = ?",
+                                  (entry, probe_set_id, k)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_term_sketch(self, entry: bytes, probe_set_id: str, k: int, data: bytes) -> None:
+        """Keep one base group's term sketches; a full disk keeps nothing and says nothing (derived data)."""
+        with contextlib.suppress(StorageFull), self.lock, self.writing():
+            self.db.execute("INSERT OR IGNORE INTO term_sketches (entry, probe_set_id, k, data) VALUES (?, ?, ?, ?)",
+                            (entry, probe_set_id, k, data))
 
     # -- submissions ---------------------------------------------------------------------------------------
     def record_submission(self, signed_receipt: SignedMessage, receipt: Receipt, terms: bytes | None) -> None:

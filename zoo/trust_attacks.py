@@ -67,7 +67,7 @@ def _per_group(fp: Fingerprint, make: Callable[[int, np.random.Generator], np.nd
                apply: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Submission:
     """One transform of the probe rows per group (drawn once, applied to every term of the group)."""
     rng = np.random.default_rng(seed)
-    per = [make(g.rows, rng) for g in fp.manifest.groups]
+    per = [make(g.side, rng) for g in fp.manifest.groups]  # a sketched group's rows are the sketch's k
     return _map_terms(fp, lambda k, t: apply(per[int(k.split(".")[0][1:])], t))
 
 
@@ -114,7 +114,8 @@ def few_probe_tokens(fp: Fingerprint, keep: int = 15) -> Submission:
         for layer in g.layers:
             for name in g.terms:
                 key = tensor_name(i, layer, name)
-                arrays[key] = _array(fp.terms[key])[:keep, :keep]
+                # a sketch stays k x k whatever is declared present; the terms are cut to the declared tokens
+                arrays[key] = _array(fp.terms[key]) if g.sketch else _array(fp.terms[key])[:keep, :keep]
     return _rebuild(manifest, arrays, groups=tuple(groups))
 
 
@@ -140,11 +141,11 @@ def first_layer_only(fp: Fingerprint, family: str = "gpt2", width: int = 4096) -
     g = manifest.groups[0]
     layer = g.layers[0]
     group = TermGroup(probe_set=g.probe_set, present=g.present, layers=(0,), method=g.method, method_id=g.method_id,
-                      terms=g.terms)
+                      terms=g.terms, sketch=g.sketch)
     arrays = {tensor_name(0, 0, n): _array(fp.terms[tensor_name(0, layer, n)]) for n in g.terms}
     model = {**manifest.model, "family": family, "n_layers": 1, "d_model": width}
     table_manifest = dataclasses.replace(manifest, groups=(group,), tensors=tuple(
-        TensorDigest(tensor_name(0, 0, n), "F32", (g.rows, g.rows), b"\0" * 32) for n in g.terms))
+        TensorDigest(tensor_name(0, 0, n), "F32", (g.side, g.side), b"\0" * 32) for n in g.terms))
     return _rebuild(table_manifest, arrays, model=model)
 
 

@@ -36,7 +36,7 @@ from protocol import (
     weight_commitment_id,
 )
 from protocol._pb import pawprint_pb2_grpc
-from tests.verifier.fixtures import NOW, FakeClock, Keys, Models
+from tests.verifier.fixtures import NOW, FakeClock, Keys, Models, answering
 from verifier import Registry, ServerConfig, VerifierService, create_server
 
 pytest_plugins = ["tests.verifier.fixtures"]
@@ -190,8 +190,8 @@ def test_framing_with_a_copied_commitment_is_refused(
     replayed = prove_possession(old_nonce, victim_entries, CHUNK, lambda e: read_tensor_bytes(victim, e.name))
     for attempt in ("none", "own-weights", "replayed"):
         challenge = request_challenge(stub, keys.verifier.public_key, keys.stranger.key_id, 30)
-        fp = fingerprint(framer_model, keys.stranger.key_id, now=NOW, probe_sets=challenge.probe_sets,
-                         layers=challenge.layers, nonce=challenge.nonce, chunk_size=CHUNK)
+        fp = answering(fingerprint(framer_model, keys.stranger.key_id, now=NOW, probe_sets=challenge.probe_sets,
+                                   layers=challenge.layers, nonce=challenge.nonce, chunk_size=CHUNK), challenge)
         if attempt == "own-weights":
             fp = with_possession(fp, framer_model, CHUNK)
         manifest = dataclasses.replace(fp.manifest, weight_commitment=victim_wc)
@@ -200,8 +200,9 @@ def test_framing_with_a_copied_commitment_is_refused(
         assert _send(stub, manifest, fp.terms, keys.stranger) == grpc.StatusCode.PERMISSION_DENIED, attempt
     # The same framer with its own commitment and openings is accepted: the refusals were about the copy.
     challenge = request_challenge(stub, keys.verifier.public_key, keys.stranger.key_id, 30)
-    fp = with_possession(fingerprint(framer_model, keys.stranger.key_id, now=NOW, probe_sets=challenge.probe_sets,
-                                     layers=challenge.layers, nonce=challenge.nonce, chunk_size=CHUNK),
+    fp = with_possession(answering(fingerprint(framer_model, keys.stranger.key_id, now=NOW,
+                                               probe_sets=challenge.probe_sets, layers=challenge.layers,
+                                               nonce=challenge.nonce, chunk_size=CHUNK), challenge),
                          framer_model, CHUNK)
     assert _send(stub, fp.manifest, fp.terms, keys.stranger) == grpc.StatusCode.OK
 
@@ -211,8 +212,9 @@ def test_a_tampered_opening_is_refused_over_the_wire(
     _, stub = strict_verifier
     m = open_model(models.base)
     challenge = request_challenge(stub, keys.verifier.public_key, keys.owner.key_id, 30)
-    fp = with_possession(fingerprint(m, keys.owner.key_id, now=NOW, probe_sets=challenge.probe_sets,
-                                     layers=challenge.layers, nonce=challenge.nonce, chunk_size=CHUNK), m, CHUNK)
+    fp = with_possession(answering(fingerprint(m, keys.owner.key_id, now=NOW, probe_sets=challenge.probe_sets,
+                                               layers=challenge.layers, nonce=challenge.nonce, chunk_size=CHUNK),
+                                   challenge), m, CHUNK)
     proof = fp.manifest.possession
     assert proof is not None
     o = proof.openings[0]

@@ -17,8 +17,8 @@ import grpc
 import pytest
 import torch
 
-from owner._fingerprint import Fingerprint, build_bundle, fingerprint
-from protocol import Bundle, PrivateKey, Role, TrustStore
+from owner._fingerprint import Fingerprint, build_bundle, fingerprint, sketch_fingerprint
+from protocol import DEFAULT_SKETCH, Bundle, Challenge, PrivateKey, Role, TrustStore
 from protocol._pb import pawprint_pb2_grpc
 from verifier import Registry, ServerConfig, VerifierService, create_server, start
 
@@ -94,10 +94,22 @@ def base_bundle(models: Models, keys: Keys) -> Bundle:
 
 
 @pytest.fixture(scope="session")
-def derived_fingerprint(models: Models, keys: Keys, base_bundle: Bundle) -> Fingerprint:
-    """The derived model's fingerprint on the base's probe set (a placeholder nonce, replaced per test)."""
+def derived_terms(models: Models, keys: Keys, base_bundle: Bundle) -> Fingerprint:
+    """The derived model's fingerprint on the base's probe set (a placeholder nonce, replaced per test): the terms
+    themselves, as a verifier started with ``sketch=0`` asks."""
     probes = tuple(g.probe_set for g in base_bundle.open().groups)
     return fingerprint(models.derived, keys.owner.key_id, now=NOW, probe_sets=probes, nonce=b"\0" * 32)
+
+
+@pytest.fixture(scope="session")
+def derived_fingerprint(derived_terms: Fingerprint) -> Fingerprint:
+    """``derived_terms`` sketched as a verifier of the default configuration asks (``DEFAULT_SKETCH``)."""
+    return sketch_fingerprint(derived_terms, DEFAULT_SKETCH)
+
+
+def answering(fp: Fingerprint, challenge: Challenge) -> Fingerprint:
+    """``fp`` as the owner's agent sends it in answer to ``challenge``: sketched if the challenge asks for it."""
+    return sketch_fingerprint(fp, challenge.sketch) if challenge.sketch else fp
 
 
 @dataclass

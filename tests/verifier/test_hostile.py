@@ -329,8 +329,9 @@ def _send_all(env: Env, headers: Iterable[pawprint_pb2.SubmitRequest], batch: in
 
 
 def test_every_single_bit_flip_is_refused(keys: Keys, tmp_path: Path) -> None:
-    # An empty registry: the challenge names no probe set, so the tiny manifest is a valid submission.
-    env = start_env(tmp_path / "flips", keys)
+    # An empty registry: the challenge names no probe set, so the tiny manifest is a valid submission (of the terms
+    # themselves: sketch=0; a sketched one is a few kB).
+    env = start_env(tmp_path / "flips", keys, config=ServerConfig(insecure_loopback=True, sketch=0))
     try:
         manifest, terms = _small_manifest(keys, challenge(env).nonce)
         good = signed(manifest, keys.owner)
@@ -355,7 +356,8 @@ def test_stalled_stream_is_cut_off(keys: Keys, tmp_path: Path) -> None:
     import threading
     import time
 
-    env = start_env(tmp_path / "stall", keys, config=ServerConfig(insecure_loopback=True, stream_timeout_s=0.5))
+    env = start_env(tmp_path / "stall", keys, config=ServerConfig(insecure_loopback=True, stream_timeout_s=0.5,
+                                                                  sketch=0))
     release = threading.Event()
     try:
         manifest, _ = _small_manifest(keys, challenge(env).nonce)

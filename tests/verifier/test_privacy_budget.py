@@ -163,8 +163,12 @@ def test_one_hot_probing_gets_no_scores_and_is_refused(tiny_model: Callable[...,
         with pytest.raises(LimitExceeded):
             lab.submit((fp.manifest, fp.terms))  # the key is refused for the day, honest terms or not
         honest = lab.submit((fp.manifest, fp.terms), key=lab.framer)
-        assert honest.verdict != "insufficient-evidence" and honest.matches
-        for t in honest.matches[0].terms:
-            assert t.cosine.endswith("000")
+        # an independent model: compared, counted, and (from a sketching verifier, the default) no score stated
+        assert honest.verdict == "independent" and honest.compared == 1 and honest.matches == ()
+        derived = lab.honest(base)
+        related = lab.submit((derived.manifest, derived.terms), key=lab.framer)
+        assert related.verdict == "derived" and related.matches
+        for t in related.matches[0].terms:
+            assert t.cosine.endswith("000")  # rounded to three places
     finally:
         lab.close()

@@ -166,7 +166,7 @@ def _decoy(base: Bundle, key: PrivateKey, seed: int) -> Bundle:
 
 
 def test_a_large_registry_is_screened_and_the_receipt_says_so(
-    tmp_path: Path, keys: Keys, base_bundle: Bundle, derived_fingerprint: Fingerprint
+    tmp_path: Path, keys: Keys, base_bundle: Bundle, derived_terms: Fingerprint
 ) -> None:
     """With more bases than ``screen_k`` the verifier compares only the screen's candidates; the true base is
     among them, the verdict is derived, the receipt names how many bases were screened and by which rule,
@@ -182,12 +182,13 @@ def test_a_large_registry_is_screened_and_the_receipt_says_so(
     registry.close()
 
     registry = Registry(tmp_path / "data", cache_bases=0)
-    config = ServerConfig(insecure_loopback=True, screen_k=4, screen_floor=0.5)
+    # the screen reads full terms; a sketching verifier compares every base's sketch instead (no screen)
+    config = ServerConfig(insecure_loopback=True, screen_k=4, screen_floor=0.5, sketch=0)
     service = VerifierService(keys.verifier, trust, registry, config, clock=FakeClock())
     challenge = open_challenge(service.challenge(), keys.verifier.public_key)
-    manifest = dataclasses.replace(derived_fingerprint.manifest, nonce=challenge.nonce)
+    manifest = dataclasses.replace(derived_terms.manifest, nonce=challenge.nonce)
     signed = sign_message(manifest, keys.owner, "manifest")
-    chunks = [Chunk(i, 0, derived_fingerprint.terms[t.name].data) for i, t in enumerate(manifest.tensors)]
+    chunks = [Chunk(i, 0, derived_terms.terms[t.name].data) for i, t in enumerate(manifest.tensors)]
     receipt = open_receipt(service.submit(signed, chunks), keys.verifier.public_key)
     registry.close()
 

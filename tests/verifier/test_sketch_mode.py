@@ -12,9 +12,9 @@ import pytest
 
 from owner import submit
 from owner._fingerprint import Fingerprint, fingerprint, sketch_fingerprint
-from protocol import INSUFFICIENT_EVIDENCE, parse_score
+from protocol import INSUFFICIENT_EVIDENCE
 from tests.verifier.fixtures import Keys, Models, start_env, stop_env
-from verifier import ServerConfig, VerifierService
+from verifier import ServerConfig, VerifierService, recheck_verdict
 from verifier._calibration import DATA_DIR, load_null
 from verifier.errors import ConfigError, InvalidSubmission
 from zoo import trust_attacks as A
@@ -51,10 +51,18 @@ def test_honest_sketches_keep_the_verdicts(lab: A.Lab, stolen: Fingerprint, quic
     assert derived.null_id == load_null(SKETCH_NULL).null_id != load_null().null_id
     # the compared probe tokens are the models' real overlap, not the sketch size
     assert top.common_probe_tokens == stolen.manifest.groups[0].rows
+    # the independent base (gpt2-base) is counted, not listed: no scores for an independent match
+    assert derived.compared == 2 and [m.name for m in derived.matches] == ["llama-base"]
+    null = load_null(SKETCH_NULL)
+    assert recheck_verdict(derived.matches, derived.verdict, derived.verdict_rule, null, derived.null_id,
+                           compared=derived.compared) is True
     other = lab.honest(quick_zoo / "llama-base-s1")
     independent = lab.submit((other.manifest, other.terms))
     assert independent.verdict == "independent" and independent.evidence == ()
-    assert abs(parse_score(independent.matches[0].ics)) < 0.1
+    assert independent.compared == 2 and independent.matches == ()
+    assert recheck_verdict((), "independent", independent.verdict_rule, null, independent.null_id, compared=2) is True
+    assert recheck_verdict((), "inconclusive", independent.verdict_rule, null, independent.null_id,
+                           compared=2) is False
 
 
 @pytest.mark.parametrize("attack, words", [
@@ -130,3 +138,30 @@ def test_the_audit_recomputes_sketches(lab: A.Lab, stolen: Fingerprint, quick_zo
     decoy = lab.submit_signed(A.another_models_terms(stolen, lab.honest(quick_zoo / "llama-base-s1")))
     result = recompute(decoy, lab.verifier.public_key, quick_zoo / "llama-sft", submission=lab.last_submission)
     assert result.outcome == "inconsistent", result.summary
+
+
+def test_base_sketches_are_kept_in_the_data_directory(lab: A.Lab, stolen: Fingerprint) -> None:
+    """A base is sketched once: the sketches a submission needed are in the data directory, and what is read
+    back from there is byte for byte what sketching again gives (a restart or another process need not)."""
+    from protocol.terms import sketch_invariants
+    from verifier._compare import BaseSketches
+
+    lab.submit((stolen.manifest, stolen.terms))
+    snap = lab.registry.log_snapshot(terms=True)
+    base = next(b for b in snap.bases if b.name == "llama-base")
+    group = base.invariants[0]
+    stored = lab.registry.store.term_sketch(base.entry, group.probes.id, K)
+    assert stored is not None and len(stored) == len(group.terms) * K * K * 4
+    calls: list[tuple[bytes, str, int]] = []
+
+    def load(entry: bytes, probe_set_id: str, k: int) -> bytes | None:
+        calls.append((entry, probe_set_id, k))
+        return stored
+
+    reread = BaseSketches(load=load).get(base, group, K)
+    fresh = sketch_invariants(group, K)
+    assert calls == [(base.entry, group.probes.id, K)] and reread.group == fresh.group
+    assert all(reread.terms[key].tobytes() == fresh.terms[key].tobytes() for key in fresh.terms)
+    # a stored value of the wrong size is not trusted: the group is sketched again
+    again = BaseSketches(load=lambda *key: b"\0" * 8).get(base, group, K)
+    assert all(again.terms[key].tobytes() == fresh.terms[key].tobytes() for key in fresh.terms)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from protocol import RECEIPT_FORMAT, Receipt, SignedMessage, decode_map
 from zoo.demo import run_demo
 
 
@@ -35,7 +36,13 @@ def test_demo_runs_end_to_end(quick_zoo: Path, tmp_path: Path, capsys: pytest.Ca
     # pictures beside every receipt, and one report for all of them
     for r in receipts:
         assert r.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
-        assert (r.parent / f"{r.stem}-sheet.png").exists()
+        # a sheet beside the best match's dog; an independent model's receipt states no match (the verdict needs
+        # no score), so it has its own dog only
+        signed = SignedMessage.from_bytes(r.read_bytes(), RECEIPT_FORMAT)
+        receipt = Receipt.from_map(decode_map(signed.payload))
+        assert (r.parent / f"{r.stem}-sheet.png").exists() == bool(receipt.matches)
+        assert bool(receipt.matches) == (receipt.verdict != "independent")
+    assert "base(s) independent, not listed" in independent
     report = (tmp_path / "flow" / "report.html").read_text()
     assert "<h2>Receipt 6 of 6 " in report and "Signature VALID" in report and "INVALID" not in report
     assert "dispute report" in out and str(tmp_path / "flow" / "report.html") in out
