@@ -292,8 +292,9 @@ def _two_party_flow(workdir: Path, zoo_dir: Path, models: list[dict[str, Any]], 
             print(f"\n  dispute report (one HTML file, dogs inline, for a non-expert): {report}")
             print("  it shows the auditor's finding in the headline of the thief's receipt, with what each signature "
                   "covers (verifier: the receipt; owner: the submission; auditor: the finding)")
-            print("  dogs: each receipt's folder has receipt-*.png (the suspect) and receipt-*-sheet.png (suspect and "
-                  "best match); redraw any with: pawprint render RECEIPT -o dogs.png")
+            print("  dogs: each receipt's folder has receipt-*.png (the suspect) and, where the receipt lists a match "
+                  "(an independent one lists none), receipt-*-sheet.png (suspect and best match); redraw any with: "
+                  "pawprint render RECEIPT -o dogs.png")
             print("\n  the auditor checks the log against the checkpoint saved after the first registration:",
                   flush=True)
             _cli("registry", "audit", "--from", str(saved), "--registry", address, "--ca", str(pki / "ca.pem"),
