@@ -266,16 +266,25 @@ def served_name(endpoint: Endpoint) -> str | None:
     return ids[0] if ids else None
 
 
-def served_logprobs(endpoint: Endpoint, prompt: list[int], model: str | None) -> tuple[list[float], str | None]:
-    """The endpoint's log-probabilities of the prompt's tokens after the first, and the model it says it ran."""
-    body: dict[str, Any] = {"prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
+def _completion(endpoint: Endpoint, body: dict[str, Any], model: str | None) -> tuple[dict[str, Any], Any, str]:
+    """``POST /completions`` with ``body`` (and ``model`` if named): the answer, its first choice, and the endpoint
+    as error messages name it."""
     if model is not None:
-        body["model"] = model
+        body = {**body, "model": model}
     doc = endpoint.request("/completions", body)
     where = f"endpoint {endpoint.base}/completions"
     try:
         assert isinstance(doc, dict)
-        choice = doc["choices"][0]
+        return doc, doc["choices"][0], where
+    except (AssertionError, KeyError, IndexError, TypeError) as e:
+        raise MalformedAnswer(f"{where}: the answer has no choices[0]") from e
+
+
+def served_logprobs(endpoint: Endpoint, prompt: list[int], model: str | None) -> tuple[list[float], str | None]:
+    """The endpoint's log-probabilities of the prompt's tokens after the first, and the model it says it ran."""
+    doc, choice, where = _completion(endpoint, {"prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": 1,
+                                                "temperature": 0}, model)
+    try:
         values = choice["logprobs"]["token_logprobs"]
         assert isinstance(values, list)
     except (AssertionError, KeyError, IndexError, TypeError) as e:
@@ -370,14 +379,8 @@ class ServedText:
 
 def served_greedy(endpoint: Endpoint, prompt: str, model: str | None, max_tokens: int) -> ServedText:
     """The endpoint's greedy completion (``temperature: 0``) of a text prompt: ``choices[0].text``."""
-    body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
-    if model is not None:
-        body["model"] = model
-    doc = endpoint.request("/completions", body)
-    where = f"endpoint {endpoint.base}/completions"
+    doc, choice, where = _completion(endpoint, {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}, model)
     try:
-        assert isinstance(doc, dict)
-        choice = doc["choices"][0]
         text = choice["text"]
         assert isinstance(text, str)
     except (AssertionError, KeyError, IndexError, TypeError) as e:

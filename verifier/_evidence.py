@@ -248,20 +248,22 @@ def measure_group(inv: InvariantSet, width: int | None, seed: bytes, rules: Evid
                     if side:
                         worst = max(worst, _outside(side, m, width + 1, rng, rules))
             found.outside_energy = worst
-            if worst > rules.subspace_tol:
-                findings.append(f"{where}: {worst:.2e} of a term's sketched energy lies outside one "
-                                f"{width + 1}-dimensional subspace (tolerance {rules.subspace_tol}): noise, "
-                                "terms of several models, or a width other than the stated d_model")
+            findings += _subspace_finding(where, "a term's sketched energy", worst, width + 1, rules)
         return found, findings
     if width is not None and width < m and spaces:
         # Sketch every term's row space (and the attention terms' column spaces) with random combinations.
-        outside = _outside(spaces, m, width, rng, rules)
-        found.outside_energy = outside
-        if outside > rules.subspace_tol:
-            findings.append(f"{where}: {outside:.2e} of the terms' energy lies outside one {width}-dimensional "
-                            f"subspace (tolerance {rules.subspace_tol}): noise, terms of several models, or a width "
-                            "other than the stated d_model")
+        found.outside_energy = _outside(spaces, m, width, rng, rules)
+        findings += _subspace_finding(where, "the terms' energy", found.outside_energy, width, rules)
     return found, findings
+
+
+def _subspace_finding(where: str, what: str, outside: float, dims: int, rules: EvidenceRules) -> list[str]:
+    """The shared-subspace finding, if ``outside`` (the energy outside the best ``dims``-dimensional subspace)
+    is above the tolerance."""
+    if outside <= rules.subspace_tol:
+        return []
+    return [f"{where}: {outside:.2e} of {what} lies outside one {dims}-dimensional subspace (tolerance "
+            f"{rules.subspace_tol}): noise, terms of several models, or a width other than the stated d_model"]
 
 
 # Terms that are not bilinear in the probe rows for a family, so the shared-subspace check cannot hold them to
