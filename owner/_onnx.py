@@ -49,6 +49,9 @@ import torch
 from owner._source import TensorMeta
 from owner.errors import CheckpointError
 
+# Operators that move a tensor's entries without changing them (followed from a lookup to its dequantisation).
+_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
+
 # --------------------------------------------------------------------------------------------------------
 # Family facts that the graph cannot tell: HF naming quirks and stored conventions.
 
@@ -811,6 +814,17 @@ class OnnxSource:
                 if scale_len == self._inits[init].dims[1] and not q.block:
                     return _Quant(q.scale, q.zero_point, 1)
                 raise CheckpointError(f"{self._path}: unsupported quantisation of the embedding {init!r}")
+            if c.op_type in _LAYOUT_OPS and k == 0:
+                # a lookup moved about before it is dequantised (onnxruntime quantises MPNet's relative-attention
+                # bias as Gather -> Transpose -> DequantizeLinear): one scale for the whole tensor survives any
+                # layout change; a per-channel scale's axis would not, so that is refused
+                for c2, k2 in self._consumers.get(c.output[0], []):
+                    if c2.op_type == "DequantizeLinear" and k2 == 0:
+                        q = self._dequant_params(c2, init)
+                        if q.axis is None and not q.block:
+                            return q
+                        raise CheckpointError(f"{self._path}: unsupported quantisation of the embedding {init!r} "
+                                              f"(a per-channel scale after a {c.op_type})")
         raise CheckpointError(f"{self._path}: integer embedding {init!r} is never dequantised")
 
     def _add(self, named: dict[str, _Entry], e: _Entry) -> None:
