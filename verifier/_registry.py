@@ -37,9 +37,12 @@ import re
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from protocol import (
     BUNDLE_LIMITS,
@@ -105,6 +108,51 @@ MAX_STATEMENT_BYTES = 64 * 1024
 
 SKETCH_SPEC = SketchSpec()  # the screen's sketches (verifier._screen); its id names them in the table
 log = logging.getLogger("pawprint.registry")
+
+
+class _LazyTerms(dict[tuple[int, str], np.ndarray]):
+    """A group's term arrays, read (through ``load``) on first use."""
+
+    def __init__(self, load: Callable[[], Mapping[tuple[int, str], np.ndarray]]) -> None:
+        super().__init__()
+        self._load: Callable[[], Mapping[tuple[int, str], np.ndarray]] | None = load
+
+    def _fill(self) -> None:
+        if self._load is not None:
+            load, self._load = self._load, None
+            super().update(load())
+
+    def __getitem__(self, key: tuple[int, str]) -> np.ndarray:
+        self._fill()
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def __contains__(self, key: object) -> bool:
+        self._fill()
+        return super().__contains__(key)
+
+    def get(self, key: tuple[int, str], default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def keys(self) -> Any:
+        self._fill()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._fill()
+        return super().values()
+
+    def items(self) -> Any:
+        self._fill()
+        return super().items()
 
 
 @dataclass(frozen=True)
@@ -563,9 +611,22 @@ class Registry:
         return LogSnapshot(note, RegistryState(cp.size, cp.root), bases, {e.manifest_sha256: e.index for e in entries},
                            entries)
 
-    def base_models(self, entries: list[BaseEntry]) -> list[BaseModel]:
-        """``entries`` with their invariant sets, as the comparison takes them."""
-        return [BaseModel(e.name, e.manifest_sha256, e.vendor_key_id, self._invariants(e)) for e in entries]
+    def base_models(self, entries: list[BaseEntry], *, lazy: bool = False) -> list[BaseModel]:
+        """``entries`` with their invariant sets, as the comparison takes them. ``lazy``: each set's groups and
+        model facts from the manifest, its terms read from the blob only when first used (a sketched submission
+        compares with the bases' stored sketches and never needs them)."""
+        if not lazy:
+            return [BaseModel(e.name, e.manifest_sha256, e.vendor_key_id, self._invariants(e)) for e in entries]
+        out = []
+        for e in entries:
+            manifest = Manifest.decode(e.manifest, BUNDLE_LIMITS)
+            sets = tuple(InvariantSet(g, dict(manifest.model), _LazyTerms(self._group_loader(e, i)))
+                         for i, g in enumerate(manifest.groups))
+            out.append(BaseModel(e.name, e.manifest_sha256, e.vendor_key_id, sets))
+        return out
+
+    def _group_loader(self, entry: BaseEntry, index: int) -> Callable[[], Mapping[tuple[int, str], np.ndarray]]:
+        return lambda: self._invariants(entry)[index].terms
 
     # -- the screen ----------------------------------------------------------------------------------------
     def screen_candidates(self, suspect: list[InvariantSet], entries: list[BaseEntry], k: int,

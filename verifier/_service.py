@@ -355,7 +355,9 @@ class VerifierService:
             # still counts every base screened.
             screened, screen_rule = len(entries), f"{SKETCH_SPEC.id};k={k};floor={self.config.screen_floor}"
             entries = self.registry.screen_candidates(suspect, entries, k, self.config.screen_floor)
-        bases = self.registry.base_models(entries)
+        # a sketched submission is compared with the bases' stored sketches: their terms are read only to sketch
+        # a base the first time
+        bases = self.registry.base_models(entries, lazy=bool(sketched))
         # Each match names its base's entry in the log, so the receipt can be checked against the checkpoint.
         # (compare_with_bases sets it, and orders equally strong matches by it: the earliest entry first.)
         matches = [dataclasses.replace(m, picture=self._base_picture(bases, m, sketched))

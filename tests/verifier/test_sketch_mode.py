@@ -165,3 +165,31 @@ def test_base_sketches_are_kept_in_the_data_directory(lab: A.Lab, stolen: Finger
     # a stored value of the wrong size is not trusted: the group is sketched again
     again = BaseSketches(load=lambda *key: b"\0" * 8).get(base, group, K)
     assert all(again.terms[key].tobytes() == fresh.terms[key].tobytes() for key in fresh.terms)
+
+
+def test_a_sketched_submission_reads_no_base_terms_once_the_bases_are_sketched(
+        quick_zoo: Path, tmp_path: Path) -> None:
+    """The stored sketches are all a sketched comparison needs: a verifier restarted on the data directory (no
+    base in memory) answers without reading a single base's terms, with the same receipt scores."""
+    first = A.Lab.create(tmp_path / "lab", [("llama-base", quick_zoo / "llama-base-s0")], sketch=K)
+    try:
+        stolen = first.honest(quick_zoo / "llama-sft")
+        before = first.submit((stolen.manifest, stolen.terms))
+    finally:
+        first.close()
+    again = A.Lab.create(tmp_path / "lab", [], sketch=K)  # the same data directory, a fresh registry object
+    reads: list[str] = []
+    get = again.registry.blobs.get
+
+    def counted(blob_id: str) -> bytes:
+        reads.append(blob_id)
+        return get(blob_id)
+
+    again.registry.blobs.get = counted  # type: ignore[method-assign]
+    try:
+        after = again.submit((stolen.manifest, stolen.terms))
+    finally:
+        again.close()
+    assert reads == []
+    assert after.verdict == before.verdict == "derived"
+    assert [m.terms for m in after.matches] == [m.terms for m in before.matches]
