@@ -277,6 +277,9 @@ def render(honest: list[Honest], outcomes: list[Outcome], seconds: float, comman
     catches["framing: copied commitment"] = ("receipt shows no possession; audit: `pawprint audit recompute` with "
                                              "the victim's weights")
     catches["framing, verifier requires possession"] = "possession proof (verifier refuses)"
+    if "--sketch" in command:  # the FFN-norm bound is not checked on sketches (verifier/_evidence.py)
+        catches = {k: v.replace("ffn-norm, shared-subspace", "shared-subspace (per term name, on the sketches)")
+                   for k, v in catches.items()}
     for name in dict.fromkeys(o.attack for o in outcomes):
         rows = [o for o in outcomes if o.attack == name]
         c = Counter("refused" if o.verdict.startswith("refused") else o.verdict for o in rows)
