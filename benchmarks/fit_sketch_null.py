@@ -40,12 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "sketch_null.md")
     args = p.parse_args(argv)
 
-    from benchmarks.lineage.run import _pair, _Terms, evaluate, load_models, plan_pairs
+    from benchmarks.lineage.run import _pair, _Terms, comparable, evaluate, load_models, plan_pairs
     from owner import build_probe_set, load_vocabulary
     from owner._probes import DEFAULT_RULE
-    from owner.errors import TokenizerError
     from protocol.terms import sketch_invariants
-    from verifier._calibration import DATA_DIR, fit_null
+    from verifier._calibration import fit_null, sketch_null_file
     from zoo.build import build_zoo
 
     started = time.time()
@@ -64,14 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         ia = terms(a, probes)
         sa = sketch_invariants(ia, args.k)
         comparison_id = sa.group.comparison_id
-        for b, relation, kind, split in plan[a]:
-            try:
-                ib = terms(b, probes)
-            except TokenizerError as e:
-                if relation == "derived":
-                    raise
-                log(f"  {a:22s} {b:28s} not comparable ({e})")
-                continue
+        for b, relation, kind, split, ib in comparable(a, plan[a], probes, terms, log, "  "):
             full = _pair(ia, ib, a, b, relation, kind, split, "pawprint")
             sk = _pair(sa, sketch_invariants(ib, args.k), a, b, relation, kind, split, "pawprint")
             full_pairs.append(full)
@@ -100,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     doc["seconds"] = round(time.time() - started, 1)
     if args.write_null:
-        path = DATA_DIR / f"null-zoo-sketch{args.k}-v1.json"
+        path = sketch_null_file(args.k)
         path.write_text(nulls[f"sketch k={args.k}"].to_json(), encoding="utf-8")
         doc["null_file"] = str(path.relative_to(ROOT))
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")

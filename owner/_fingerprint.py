@@ -70,7 +70,7 @@ from protocol import (
     weight_commitment,
     weight_commitment_id,
 )
-from protocol.terms import InvariantSet, group_terms, sketch_invariants
+from protocol.terms import InvariantSet, group_terms, sketch_invariants, term_tensor
 
 AGENT_VERSION = "pawprint-agent/0.1.0"
 HASH_BLOCK = 8 << 20
@@ -643,12 +643,9 @@ def sketch_fingerprint(fp: Fingerprint, k: int) -> Fingerprint:
         except (ProtocolError, ValueError) as e:
             raise FingerprintError(f"cannot sketch group {i}: {e}") from e
         groups.append(sketched.group)
-        for name in sketched.group.tensor_names(i):
-            layer, term = name.split(".", 2)[1:]
-            array = sketched.term(int(layer.removeprefix("layer")), term)
-            data = bytes(_term_bytes(array))
-            tensors.append(TensorDigest(name, "F32", tuple(int(d) for d in array.shape), hashlib.sha256(data).digest()))
-            terms[name] = Tensor("F32", tuple(int(d) for d in array.shape), data)
+        for name, key in zip(sketched.group.tensor_names(i), sketched.group.term_keys(), strict=True):
+            t = terms[name] = term_tensor(sketched.terms[key])
+            tensors.append(TensorDigest(name, t.dtype, t.shape, hashlib.sha256(t.data).digest()))
     out = dataclasses.replace(manifest, groups=tuple(groups), tensors=tuple(tensors))
     out.check_terms()
     return dataclasses.replace(fp, manifest=out, terms=terms)

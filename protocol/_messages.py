@@ -550,8 +550,12 @@ class TermGroup:
         """The side of every term matrix of this group: ``m``, or the sketch size ``k`` of a sketched group."""
         return self.sketch or self.rows
 
+    def term_keys(self) -> list[tuple[int, str]]:
+        """``(layer, term)`` of every term matrix, in the order the group's tensors are named and sent."""
+        return [(layer, term) for layer in self.layers for term in self.terms]
+
     def tensor_names(self, index: int) -> list[str]:
-        return [tensor_name(index, layer, term) for layer in self.layers for term in self.terms]
+        return [tensor_name(index, layer, term) for layer, term in self.term_keys()]
 
     def to_map(self) -> dict[str, object]:
         return {

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from protocol._canonical import Tensor
-from protocol._messages import TERMS, Manifest, MessageError, ProbeSpec, TermGroup, tensor_name
+from protocol._messages import TERMS, Manifest, MessageError, ProbeSpec, TermGroup
 from protocol._sketch import sketch_term
 
 __all__ = ["TERMS", "InvariantSet", "group_terms", "sketch_invariants", "term_tensor", "terms_from_group"]
@@ -93,12 +93,11 @@ def terms_from_group(manifest: Manifest, index: int, terms: Mapping[str, Tensor]
     group = manifest.groups[index]
     arrays: dict[tuple[int, str], np.ndarray] = {}
     m = group.side
-    for layer in group.layers:
-        for name in group.terms:
-            t = terms[tensor_name(index, layer, name)]
-            if t.dtype != "F32" or t.shape != (m, m):
-                raise MessageError(f"group {index}: term {name} of layer {layer} is not F32 {m} x {m}")
-            arrays[(layer, name)] = np.frombuffer(t.data, dtype="<f4").reshape(m, m)
+    for (layer, name), tname in zip(group.term_keys(), group.tensor_names(index), strict=True):
+        t = terms[tname]
+        if t.dtype != "F32" or t.shape != (m, m):
+            raise MessageError(f"group {index}: term {name} of layer {layer} is not F32 {m} x {m}")
+        arrays[(layer, name)] = np.frombuffer(t.data, dtype="<f4").reshape(m, m)
     return InvariantSet(group, dict(manifest.model), arrays)
 
 

@@ -60,6 +60,11 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_NULL_FILE = DATA_DIR / "null-zoo-v2.json"
 
 
+def sketch_null_file(k: int) -> Path:
+    """Where the null shipped for sketched submissions of size ``k`` lies (``benchmarks/fit_sketch_null.py``)."""
+    return DATA_DIR / f"null-zoo-sketch{k}-v1.json"
+
+
 class NullError(VerifierError):
     """A null model file is missing, malformed, or does not fit the comparison."""
 

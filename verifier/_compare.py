@@ -77,7 +77,8 @@ class BaseSketches:
             sketched = sketch_invariants(group, k)  # outside the lock: seconds for a large base
             if self._save is not None:
                 self._save(base.entry, group.probes.id, k, b"".join(
-                    np.ascontiguousarray(sketched.terms[key_], dtype="<f4").tobytes() for key_ in _order(group)))
+                    np.ascontiguousarray(sketched.terms[key_], dtype="<f4").tobytes()
+                    for key_ in group.group.term_keys()))
         with self._lock:
             self._kept[key] = sketched
             while len(self._kept) > self.maxsize:
@@ -86,17 +87,12 @@ class BaseSketches:
 
     def _stored(self, entry: bytes, group: InvariantSet, k: int) -> InvariantSet | None:
         data = self._load(entry, group.probes.id, k) if self._load is not None else None
-        order = _order(group)
+        order = group.group.term_keys()
         if data is None or len(data) != len(order) * k * k * 4:
             return None  # none kept, or not what this group's sketch is: made again
         flat = np.frombuffer(data, dtype="<f4").reshape(len(order), k, k)
         sketched_group = dataclasses.replace(group.group, sketch=k)
         return InvariantSet(sketched_group, dict(group.model), {key: flat[i] for i, key in enumerate(order)})
-
-
-def _order(group: InvariantSet) -> list[tuple[int, str]]:
-    """The (layer, term) keys of a group in its tensor order."""
-    return [(layer, term) for layer in group.layers for term in group.group.terms]
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ from protocol import (
 from protocol.terms import InvariantSet, group_terms
 from protocol.wire import MAX_LIST
 from verifier._access import OWNER, READER, VENDOR, Caller, RateLimiter, SubmissionGuard, authorize, terms_sketch
-from verifier._calibration import DATA_DIR, NullError, NullModel, load_null
+from verifier._calibration import NullError, NullModel, load_null, sketch_null_file
 from verifier._challenges import ChallengeMac, ChallengeStore, Clock, Random
 from verifier._checks import Header, TensorReceiver, check_header, check_terms_table, open_signed_manifest
 from verifier._compare import BaseModel, BaseSketches, compare_with_bases, verdict_of
@@ -173,10 +173,9 @@ class VerifierService:
         # Supply chain: the data files this verifier loads must be the ones it was released with.
         required = [] if config.null_path is not None else ["null-zoo-v1.json", "null-zoo-v2.json"]
         if config.sketch and config.sketch_null_path is None:
-            required.append(f"null-zoo-sketch{config.sketch}-v1.json")
-            if f"null-zoo-sketch{config.sketch}-v1.json" not in PINNED:
-                shipped = sorted(n.removeprefix("null-zoo-sketch").removesuffix("-v1.json") for n in PINNED
-                                 if n.startswith("null-zoo-sketch"))
+            required.append(sketch_null_file(config.sketch).name)
+            if required[-1] not in PINNED:
+                shipped = sorted(n for n in PINNED if n.startswith("null-zoo-sketch"))
                 raise ConfigError(f"no null is shipped for sketches of size {config.sketch} (shipped: "
                                   f"{', '.join(shipped) or 'none'}); give --sketch-null FILE")
         self.data_digests = check_data_files(required)
@@ -190,8 +189,7 @@ class VerifierService:
             # the null of sketched submissions (issue 16): fitted on sketch scores of the same size
             self.sketch_null: NullModel | None = None
             if config.sketch:
-                self.sketch_null = load_null(config.sketch_null_path or
-                                             DATA_DIR / f"null-zoo-sketch{config.sketch}-v1.json")
+                self.sketch_null = load_null(config.sketch_null_path or sketch_null_file(config.sketch))
         except NullError as e:
             raise ConfigError(str(e)) from None
         if self.sketch_null is not None and not self.sketch_null.method_id.endswith(f"+sketch/{config.sketch}"):

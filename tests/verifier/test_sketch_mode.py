@@ -15,14 +15,14 @@ from owner._fingerprint import Fingerprint, fingerprint, sketch_fingerprint
 from protocol import INSUFFICIENT_EVIDENCE
 from tests.verifier.fixtures import Keys, Models, start_env, stop_env
 from verifier import ServerConfig, VerifierService, recheck_verdict
-from verifier._calibration import DATA_DIR, load_null
+from verifier._calibration import DATA_DIR, load_null, sketch_null_file
 from verifier.errors import ConfigError, InvalidSubmission
 from zoo import trust_attacks as A
 
 pytest_plugins = ["tests.verifier.fixtures"]
 
 K = 256
-SKETCH_NULL = DATA_DIR / f"null-zoo-sketch{K}-v1.json"
+SKETCH_NULL = sketch_null_file(K)
 
 
 @pytest.fixture(scope="module")
