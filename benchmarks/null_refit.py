@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.real_models import SOURCES, fetch
+from benchmarks.real_models import SOURCES, fetch, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "null_refit"
@@ -254,15 +254,7 @@ def render(res: dict[str, Any]) -> str:
 
 
 def _write(res: dict[str, Any]) -> None:
-    out = ROOT / "docs" / "results" / "null_refit.md"
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
-    if out.exists():  # notes written by hand below the generated part are kept
-        old = out.read_text()
-        mark = "<!-- notes -->"
-        if mark in old:
-            res["notes"] = [mark, *old.split(mark, 1)[1].strip("\n").splitlines()]
-    out.write_text(render(res))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    write_results(ROOT / "docs" / "results" / "null_refit.md", res, render)
 
 
 def main() -> None:

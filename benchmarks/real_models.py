@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from pawprint._local import load_pair
 from protocol import DEFAULT_SKETCH, TERMS
 from protocol.terms import InvariantSet, sketch_invariants
 from verifier import compare
-from verifier._calibration import DATA_DIR, NullModel, assess, base_verdict, load_null
+from verifier._calibration import DATA_DIR, NullModel, assess, base_verdict, load_null, sketch_null_file
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "real_models"
@@ -314,7 +315,7 @@ def run_sketched(a: Path, b: Path, k: int = DEFAULT_SKETCH,
     t0 = time.perf_counter()
     ia, ib = terms or load_pair(a, b)
     r = compare(sketch_invariants(ia, k), sketch_invariants(ib, k), layer_pairs="match")
-    null = load_null(DATA_DIR / f"null-zoo-sketch{k}-v1.json")
+    null = load_null(sketch_null_file(k))
     scores = [(t.term, t.cosine) for t in r.terms]
     p, z, verdict = _evidence(scores, r.common_probe_tokens, null)
     return {"k": k, "ics": r.ics, "p": p, "z": z, "verdict": verdict, "null": null.null_id,
@@ -410,7 +411,7 @@ def main() -> None:
         res = json.loads(out.with_suffix(".json").read_text())
         rescore(res, v2, v1)
         res["zoo_calibration"] = zoo_calibration()
-        _write(out, res)
+        write_results(out, res, render)
         return
     models: list[dict[str, Any]] = []
     paths: dict[str, Path] = {}
@@ -486,10 +487,12 @@ def main() -> None:
            f"{platform.python_implementation()} {platform.python_version()}",
            "null": v2.null_id, "null_v1": v1.null_id, "models": models, "pairs": pairs,
            "zoo_calibration": zoo_calibration()}
-    _write(out, res)
+    write_results(out, res, render)
 
 
-def _write(out: Path, res: dict[str, Any]) -> None:
+def write_results(out: Path, res: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """``res`` as ``out``'s ``.json`` and, rendered, as ``out`` (markdown), keeping the notes written by hand below
+    a ``<!-- notes -->`` line of the previous ``out`` (they are passed to ``render`` as ``res["notes"]``)."""
     out.with_suffix(".json").write_text(json.dumps(res, indent=1, sort_keys=True, default=str) + "\n")
     if out.exists():  # notes written by hand below the generated part are kept
         old = out.read_text()

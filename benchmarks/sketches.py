@@ -80,10 +80,9 @@ def compare_sketches(
 # ------------------------------------------------------------------------------------------- (1) lineage zoo
 def lineage(ks: Sequence[int], n: int, zoos: tuple[Path, Path, Path], quick: bool,
             log: Log) -> tuple[dict[str, Any], dict[str, Any]]:
-    from benchmarks.lineage.run import Pair, _pair, _Terms, evaluate, load_models, plan_pairs
+    from benchmarks.lineage.run import Pair, _pair, _Terms, comparable, evaluate, load_models, plan_pairs
     from owner import build_probe_set, load_vocabulary
     from owner._probes import DEFAULT_RULE
-    from owner.errors import TokenizerError
     from verifier._calibration import assess, base_verdict, fit_null
     from zoo.build import build_zoo
 
@@ -113,14 +112,7 @@ def lineage(ks: Sequence[int], n: int, zoos: tuple[Path, Path, Path], quick: boo
         for a in names:
             ia = terms(a, probe_sets[a])
             method_id = ia.method_id
-            for b, relation, kind, split in plan[a]:
-                try:
-                    ib = terms(b, probe_sets[a])
-                except TokenizerError as e:
-                    if relation == "derived":
-                        raise
-                    log(f"  {a:22s} {b:28s} not comparable ({e})")
-                    continue
+            for b, relation, kind, split, ib in comparable(a, plan[a], probe_sets[a], terms, log, "  "):
                 full = _pair(ia, ib, a, b, relation, kind, split, "pawprint")
                 pairs["full"].append(full)
                 line = f"  {a:18s} {b:30s} {relation:11s} full ICS {full.ics:+.3f}"

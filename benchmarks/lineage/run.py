@@ -31,7 +31,7 @@ import json
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,18 +169,27 @@ class _Terms:
         return self.cache[name]
 
 
-def _score_group(a: str, others: list[tuple[str, str, str, str]], probes: ProbeSet,
-                 terms: Callable[[str, ProbeSet], InvariantSet], method: str, log: Callable[[str], None]) -> list[Pair]:
-    out: list[Pair] = []
-    ia = terms(a, probes)
+def comparable(a: str, others: list[tuple[str, str, str, str]], probes: ProbeSet,
+               terms: Callable[[str, ProbeSet], InvariantSet], log: Callable[[str], None],
+               prefix: str = "") -> Iterator[tuple[str, str, str, str, InvariantSet]]:
+    """Each planned ``(b, relation, kind, split)`` of ``a`` with ``b``'s terms on ``probes``. A model whose
+    tokenizer cannot take the probe set is logged and left out, unless it is a derivative (then it is an error)."""
     for b, relation, kind, split in others:
         try:
             ib = terms(b, probes)
         except TokenizerError as e:
             if relation == "derived":
                 raise
-            log(f"{method:10s} {a:22s} {b:28s} not comparable ({e})")
+            log(f"{prefix}{a:22s} {b:28s} not comparable ({e})")
             continue
+        yield b, relation, kind, split, ib
+
+
+def _score_group(a: str, others: list[tuple[str, str, str, str]], probes: ProbeSet,
+                 terms: Callable[[str, ProbeSet], InvariantSet], method: str, log: Callable[[str], None]) -> list[Pair]:
+    out: list[Pair] = []
+    ia = terms(a, probes)
+    for b, relation, kind, split, ib in comparable(a, others, probes, terms, log, f"{method:10s} "):
         out.append(_pair(ia, ib, a, b, relation, kind, split, method))
         p = out[-1]
         log(f"{method:10s} {a:22s} {b:28s} {relation:11s} {split:11s} ICS {p.ics:+.3f} "

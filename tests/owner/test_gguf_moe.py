@@ -29,6 +29,7 @@ from owner._gguf import _FAMILIES, _MIXTRAL, GGUF_ARCHITECTURES
 from owner._vocab import read_gguf_vocabulary
 from owner.errors import CheckpointError
 from pawprint.cli import main
+from tests.owner.gguf_kit import check_commitment_is_stable
 from verifier import compare
 from zoo.attacks import attack
 from zoo.gguf_export import GgufExportError, export_gguf, permute_rotary
@@ -293,17 +294,8 @@ def test_routing_flags_are_llama_cpps(ggufs: Callable[..., Path]) -> None:
 def test_weight_commitment_is_stable_and_over_the_stored_bytes(family: str, models: Callable[..., Path],
                                                               ggufs: Callable[..., Path], tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    roots = []
-    n_tensors = len(gguf.GGUFReader(ggufs(family, "f32")).tensors)
-    for qtype in ("f32", "f32", "q8_0"):
-        capsys.readouterr()
-        assert main(["owner", "digest", str(ggufs(family, qtype)), "--json"]) == 0
-        doc = json.loads(capsys.readouterr().out)
-        assert doc["format"] == "gguf" and doc["weight_commitment"]["tensors"] == n_tensors
-        roots.append(doc["weight_commitment"]["root"])
-    assert roots[0] == roots[1] != roots[2]
-    again = export_gguf(models(family), tmp_path / "again.gguf", "f32")
-    assert again.read_bytes() == ggufs(family, "f32").read_bytes()
+    check_commitment_is_stable(ggufs(family, "f32"), ggufs(family, "q8_0"),
+                               export_gguf(models(family), tmp_path / "again.gguf", "f32"), capsys)
 
 
 def test_dense_layers_in_qwen_moe_are_refused_by_the_exporter(tiny_model: TinyModel, tmp_path: Path) -> None:
