@@ -419,7 +419,7 @@ def passphrase_option(p: argparse.ArgumentParser) -> None:
 def verdict_options(p: argparse.ArgumentParser) -> None:
     """The measured null and the verdict thresholds (``verifier``'s calibration)."""
     p.add_argument("--null", default=None, metavar="FILE",
-                   help="the measured null (default: the shipped verifier/data/null-zoo-v2.json)")
+                   help="the measured null (default: the shipped verifier/data/null-zoo-real-v3.json)")
     p.add_argument("--derived-p", type=float, default=1e-6, metavar="P",
                    help="derived if p * bases compared <= P (default 1e-6)")
     p.add_argument("--independent-p", type=float, default=0.01, metavar="P",

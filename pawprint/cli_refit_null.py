@@ -112,7 +112,9 @@ def cmd_refit_null(args: argparse.Namespace) -> int:
                 f"derived at K = 1, or the log links, excluded with the later base's pairs); spread scaled by "
                 f"(min(m, ref_m)/ref_m)^-a per term, exponents {note}; pawprint verifier refit-null")
 
-    null, exps = fit_registry_null(indep, current, keep, source(len(indep), overlap_exponents(indep, keep).note))
+    note = ("kept with the current v3 null's sampling spread; the floor, mean and correlation refitted"
+            if current.floor is not None else overlap_exponents(indep, keep).note)
+    null, exps = fit_registry_null(indep, current, keep, source(len(indep), note))
     loo = leave_one_out(indep, lambda pop: fit_registry_null(pop, current, keep, "leave-one-out")[0])
     _write(out, null.to_json())
     summary = loo.summary()
@@ -122,6 +124,7 @@ def cmd_refit_null(args: argparse.Namespace) -> int:
             "bases": len(bases), "min_pairs": args.min_pairs, "ref_m": null.ref_m, "pairs_fitted": null.pairs,
             "exponents": {"values": dict(exps.values), "rule": exps.rule, "note": exps.note},
             "terms": {t: {"mean": n.mean, "sd": n.sd, "samples": n.samples} for t, n in null.terms.items()},
+            "floor": None if null.floor is None else dict(null.floor),
             "counts": {"independent": len(indep), "excluded": len(excluded), "incomparable": len(incomparable)},
             "pairs": [p.as_dict() for p in pairs],
             "leave_one_out": {**summary, "per_test": [{"left_out": t.left_out, "a": t.a, "b": t.b, "p": t.p,
@@ -136,7 +139,8 @@ def cmd_refit_null(args: argparse.Namespace) -> int:
         print(f"  incomparable {p.a} | {p.b}: {p.reason}")
     print(f"wrote {out} ({null.null_id}): {null.pairs} pairs, ref_m {null.ref_m}, exponents {exps.note}")
     for t, n in null.terms.items():
-        print(f"  {t:8s} mean {n.mean:+.5f}  sd {n.sd:.5f}  a {exps.values[t]:.4f}  ({n.samples} layer scores)")
+        floor = "" if null.floor is None else f"  floor {null.floor[t]:.5f}"
+        print(f"  {t:8s} mean {n.mean:+.5f}  sd {n.sd:.5f}{floor}  a {exps.values[t]:.4f}  ({n.samples} layer scores)")
     print(f"leave-one-base-out check: {summary['tests']} tests (each independent pair with each of its bases left "
           "out of the fit; K = 1)")
     print(f"  refitted null:          p <= 0.01 {_pct(summary['refit']['le_0.01']):>18s} (nominal 1 %)   "

@@ -45,7 +45,7 @@ def test_compare_gives_a_calibrated_verdict_and_a_sheet(tiny_model: TinyModel, t
     assert r.returncode == 0, r.stderr
     same = json.loads(r.stdout)
     assert same["verdict"] == "derived" and same["p_value"] < 1e-6 and same["z"] > 5
-    assert same["null_id"].startswith("null/2:") and set(same["term_z"]) == {"attn_qk", "attn_vo", "ffn"}
+    assert same["null_id"].startswith("null/3:") and set(same["term_z"]) == {"attn_qk", "attn_vo", "ffn"}
     from PIL import Image
 
     with Image.open(sheet) as im:

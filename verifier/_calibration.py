@@ -30,6 +30,18 @@ spread is not narrowed (no extrapolation to the liberal side). The width is meas
 receipt records ``m`` for each match, not the models' widths, and its verdict must be re-derivable from it.
 A v1 file reads as before and keeps its ``null_id`` (``null/1:...``); a v2 file's id is ``null/2:...``.
 
+**The null v3** (``pawprint-null/3``) adds what zoo pairs cannot show: independent *real* pretraining runs share
+structure that no amount of probe tokens averages away (models trained on natural language relate the same
+tokens alike), so their cosines sit above the zoo's (``attn_vo`` and ``ffn`` at 0.01-0.04 where zoo pairs give
++-0.005) whatever ``m``. It is a two-component null: the v2 sampling spread, which follows ``m``, plus a per-term
+*floor* ``tau_t`` that does not: ``sd_t(m) = sqrt(sd_v2,t(m) ** 2 + tau_t ** 2)``. ``fit_floor`` fits it from
+independent real pairs (each with its ``m``): the mean and the between-term correlation are theirs, ``tau_t`` is
+their excess variance over the sampling spread (method of moments, floored at 0), and ``pairs`` is their number,
+so the t test's degrees of freedom are the real pairs', not the zoo's. The shipped
+``null-zoo-real-v3.json`` is fitted on the real pairs of ``python -m benchmarks.real_models``
+(``python -m benchmarks.fit_null_floor``, which also reports its leave-one-model-out calibration); ``pawprint
+verifier refit-null`` refits the floor from a registry's own bases when the current null is a v3 one.
+
 **Verdict rule** (``Thresholds``, configurable; the defaults are ``DEFAULT_THRESHOLDS``): with ``K`` bases
 compared, a base is ``derived`` if ``p * K <= derived_p`` (Bonferroni over the registry: a large registry
 does not make a chance match likely), ``independent`` if ``p >= independent_p``, else ``inconclusive``.
@@ -56,8 +68,9 @@ from verifier.errors import VerifierError
 
 NULL_FORMAT = "pawprint-null/1"
 NULL_FORMAT_V2 = "pawprint-null/2"
+NULL_FORMAT_V3 = "pawprint-null/3"
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DEFAULT_NULL_FILE = DATA_DIR / "null-zoo-v2.json"
+DEFAULT_NULL_FILE = DATA_DIR / "null-zoo-real-v3.json"
 
 
 def sketch_null_file(k: int) -> Path:
@@ -110,13 +123,18 @@ class NullModel:
     source: str
     ref_m: int | None = None  # v2: the shared probe tokens the terms' mean and sd were measured at
     m_exponents: Mapping[str, float] | None = None  # v2: per term, sd ~ m ** -a
+    floor: Mapping[str, float] | None = None  # v3: per term, the between-run spread that m does not shrink
 
     @property
     def scaled(self) -> bool:
         return self.ref_m is not None
 
-    def sd_at(self, term: str, m: int | None) -> float:
-        """The spread of ``term``'s null cosine at ``m`` shared probe tokens (v1: the same at every ``m``)."""
+    @property
+    def version(self) -> int:
+        return 1 if self.ref_m is None else 2 if self.floor is None else 3
+
+    def sampling_sd_at(self, term: str, m: int | None) -> float:
+        """The sampling part of ``term``'s null spread at ``m`` shared probe tokens (v1: the same at every ``m``)."""
         sd = self.terms[term].sd
         if self.ref_m is None or self.m_exponents is None:
             return sd
@@ -125,9 +143,15 @@ class NullModel:
                             "the comparison must give them")
         return float(sd * (min(m, self.ref_m) / self.ref_m) ** -self.m_exponents[term])
 
+    def sd_at(self, term: str, m: int | None) -> float:
+        """The spread of ``term``'s null cosine at ``m`` shared probe tokens: the sampling spread and, in a v3
+        null, the floor beside it."""
+        sd = self.sampling_sd_at(term, m)
+        return sd if self.floor is None else float(math.hypot(sd, self.floor[term]))
+
     def to_json(self) -> str:
         body: dict[str, Any] = {
-            "format": NULL_FORMAT if self.ref_m is None else NULL_FORMAT_V2,
+            "format": (NULL_FORMAT, NULL_FORMAT_V2, NULL_FORMAT_V3)[self.version - 1],
             "method_id": self.method_id,
             "probe_rule": self.probe_rule,
             "pairs": self.pairs,
@@ -138,24 +162,27 @@ class NullModel:
         if self.ref_m is not None:
             body["scaling"] = {"ref_m": self.ref_m,
                                "m_exponent": {t: _r(a) for t, a in (self.m_exponents or {}).items()}}
+        if self.floor is not None:
+            body["floor"] = {t: _r(v) for t, v in self.floor.items()}
         return json.dumps(body, sort_keys=True, indent=1) + "\n"
 
     @property
     def null_id(self) -> str:
-        version = "1" if self.ref_m is None else "2"
-        return f"null/{version}:" + hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
+        return f"null/{self.version}:" + hashlib.sha256(self.to_json().encode()).hexdigest()[:32]
 
     @classmethod
     def from_json(cls, text: str, what: str = "null model") -> NullModel:
         try:
             d = loads_strict(text)
-            if not isinstance(d, dict) or d.get("format") not in (NULL_FORMAT, NULL_FORMAT_V2):
-                raise NullError(f"{what}: not a {NULL_FORMAT} or {NULL_FORMAT_V2} file")
+            formats = (NULL_FORMAT, NULL_FORMAT_V2, NULL_FORMAT_V3)
+            if not isinstance(d, dict) or d.get("format") not in formats:
+                raise NullError(f"{what}: not a {', '.join(formats)} file")
             terms = {t: TermNull(float(v["mean"]), float(v["sd"]), int(v["samples"])) for t, v in d["terms"].items()}
             corr = tuple(tuple(float(c) for c in row) for row in d["corr"])
             ref_m: int | None = None
             exps: dict[str, float] | None = None
-            if d["format"] == NULL_FORMAT_V2:
+            floor: dict[str, float] | None = None
+            if d["format"] in (NULL_FORMAT_V2, NULL_FORMAT_V3):
                 ref_m = int(d["scaling"]["ref_m"])
                 exps = {str(t): float(a) for t, a in d["scaling"]["m_exponent"].items()}
                 if ref_m < 1 or set(exps) != set(TERMS) or not all(math.isfinite(a) and 0 <= a <= 2
@@ -163,8 +190,14 @@ class NullModel:
                     raise NullError(f"{what}: scaling needs ref_m >= 1 and an exponent in [0, 2] per term")
             elif "scaling" in d:
                 raise NullError(f"{what}: a {NULL_FORMAT} file has no scaling")
+            if d["format"] == NULL_FORMAT_V3:
+                floor = {str(t): float(v) for t, v in d["floor"].items()}
+                if set(floor) != set(TERMS) or not all(math.isfinite(v) and v >= 0 for v in floor.values()):
+                    raise NullError(f"{what}: the floor needs a finite value >= 0 per term")
+            elif "floor" in d:
+                raise NullError(f"{what}: only a {NULL_FORMAT_V3} file has a floor")
             model = cls(str(d["method_id"]), str(d["probe_rule"]), terms, int(d["pairs"]), corr, str(d["source"]),
-                        ref_m, exps)
+                        ref_m, exps, floor)
         except NullError:
             raise
         except (JsonError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -238,6 +271,32 @@ def fit_null(pairs: Sequence[Sequence[ScoredTerm]], method_id: str, probe_rule: 
     np.fill_diagonal(corr, 1.0)
     rows = tuple(tuple(float(v) for v in row) for row in corr)
     return NullModel(method_id, probe_rule, terms, len(pairs), rows, source)
+
+
+def fit_floor(pairs: Sequence[tuple[Sequence[ScoredTerm], int]], sampling: NullModel, probe_rule: str,
+              source: str) -> NullModel:
+    """A v3 null (module docstring): ``sampling``'s overlap-scaled spread plus a floor fitted on independent real
+    ``pairs``, each given as its (term, cosine) scores over matched layers and its shared probe tokens ``m``."""
+    if not sampling.scaled:
+        raise NullError("the floor sits beside an overlap-scaled (v2 or v3) null's sampling spread")
+    if len(pairs) < 3:
+        raise NullError(f"a null needs at least 3 independent pairs, got {len(pairs)}")
+    terms: dict[str, TermNull] = {}
+    floor: dict[str, float] = {}
+    for t in TERMS:
+        c = np.array([float(v) for scores, _ in pairs for term, v in scores if term == t], dtype=np.float64)
+        s2 = np.array([sampling.sampling_sd_at(t, m) ** 2 for scores, m in pairs for term, _ in scores if term == t],
+                      dtype=np.float64)
+        if len(c) < 3:
+            raise NullError(f"term {t}: fewer than 3 scores")
+        floor[t] = float(math.sqrt(max(0.0, float(c.var(ddof=1)) - float(s2.mean()))))
+        terms[t] = TermNull(float(c.mean()), sampling.terms[t].sd, len(c))
+    draft = dataclasses.replace(sampling, probe_rule=probe_rule, terms=terms, pairs=len(pairs), floor=floor,
+                                corr=tuple((1.0,) * len(TERMS) for _ in TERMS), source=source)
+    z = np.array([[_term_z(draft, scores, m)[t] for t in TERMS] for scores, m in pairs])
+    corr = np.nan_to_num(np.asarray(np.corrcoef(z, rowvar=False), dtype=np.float64), nan=0.0)
+    np.fill_diagonal(corr, 1.0)
+    return dataclasses.replace(draft, corr=tuple(tuple(float(v) for v in row) for row in corr))
 
 
 # ------------------------------------------------------------------------------------------------ testing
@@ -317,4 +376,6 @@ def describe(null: NullModel) -> dict[str, Any]:
     if null.ref_m is not None:
         out["ref_m"] = null.ref_m
         out["m_exponents"] = dict(null.m_exponents or {})
+    if null.floor is not None:
+        out["floor"] = dict(null.floor)
     return out

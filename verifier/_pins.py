@@ -23,6 +23,8 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 PINNED: dict[str, str] = {
     "null-zoo-v1.json": "9c980bb9ed8f65d823dfe9b3156532cb2f0204fd0a044bdc1dcd1b0b0a3b8c91",
     "null-zoo-v2.json": "14cb8168563f4d3ac6cfb5d66960d60e2a4100aed59ca97ea7a5335b3ff1cce0",
+    # benchmarks/fit_null_floor.py (issue 18): the v2 spread plus a floor fitted on real pretraining runs; the default
+    "null-zoo-real-v3.json": "131ef677d42413554d5a5f61fa2595e6a99755c9f76964ca17f0f9935bd8f9cd",
     "null-zoo-huref-v1.json": "11524f4ec73048b5fce4ed9f742445cecdb3a3f02ca42b6cfe6c8e07d17079df",
     # benchmarks/fit_sketch_null.py (issue 16): the null of sketched submissions, k = 256
     "null-zoo-sketch256-v1.json": "9fda1b0c36144e191fe731fe9fd3bb9d29bf7573dd1a8e361f3cda911a765239",

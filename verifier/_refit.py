@@ -4,7 +4,9 @@ The shipped null (``verifier/data/null-zoo-v2.json``) was fitted once on zoo mod
 bases holds its own calibration population: two vendors' bases are independent by registration. This module
 scores every pair of registered bases with the comparison the service makes (``compare_with_base``: the later
 registration as the submission, the earlier as the base; same probe set and method, layers matched, scores
-rounded as a receipt states them), keeps the independent ones and fits a v2 null on them (``refit``).
+rounded as a receipt states them), keeps the independent ones and fits a v2 null on them (``refit``); when the
+current null is a v3 one (the shipped default), it keeps its sampling spread and refits the floor, the mean and
+the between-term correlation on them (``verifier._calibration.fit_floor``).
 
 **Which pairs count** (``score_base_pairs``), in log order:
 
@@ -61,6 +63,7 @@ from verifier._calibration import (
     Thresholds,
     assess,
     base_verdict,
+    fit_floor,
     fit_null,
     null_with_scaling,
 )
@@ -213,9 +216,15 @@ def current_exponents(current: NullModel, fallback: NullModel | None) -> Mapping
 
 def fit_registry_null(pairs: Sequence[BasePair], current: NullModel, exponents: Mapping[str, float],
                       source: str) -> tuple[NullModel, Exponents]:
-    """A v2 null fitted on ``pairs`` (independent ones; module docstring), with ``current``'s method."""
+    """A v2 null fitted on ``pairs`` (independent ones; module docstring), with ``current``'s method; when
+    ``current`` is a v3 null, a v3 null: its sampling spread kept, the floor, mean and correlation refitted."""
     if len(pairs) < FIT_MIN_PAIRS:
         raise NullError(f"a null needs at least {FIT_MIN_PAIRS} independent pairs, got {len(pairs)}")
+    if current.floor is not None:
+        rule = ",".join(sorted({p.probe_rule for p in pairs if p.probe_rule})) or current.probe_rule
+        kept = Exponents(dict(current.m_exponents or {}), "kept",
+                         "kept from the current v3 null with its sampling spread (the floor is refitted)")
+        return fit_floor([(p.scores, int(p.m or current.ref_m or 1)) for p in pairs], current, rule, source), kept
     exps = overlap_exponents(pairs, exponents)
     ref_m = max(int(p.m or 0) for p in pairs)
     mean: dict[str, float] = {}

@@ -171,7 +171,8 @@ class VerifierService:
         self.lifecycle = Lifecycle()
         config = self.config
         # Supply chain: the data files this verifier loads must be the ones it was released with.
-        required = [] if config.null_path is not None else ["null-zoo-v1.json", "null-zoo-v2.json"]
+        required = [] if config.null_path is not None else [
+            "null-zoo-v1.json", "null-zoo-v2.json", "null-zoo-real-v3.json"]
         if config.sketch and config.sketch_null_path is None:
             required.append(sketch_null_file(config.sketch).name)
             if required[-1] not in PINNED:

@@ -104,7 +104,7 @@ def test_assurance_and_evidence_are_signed_fields_checked_on_decode(legacy: tupl
 
 def test_the_verdict_recheck_knows_insufficient_evidence(legacy: tuple[SignedMessage, Receipt]) -> None:
     _, r = legacy
-    null = load_null(None)
+    null = load_null(None, r.null_id)  # the null the receipt names (shipped, so it re-derives after a new default)
     assert recheck_verdict(r.matches, r.verdict, r.verdict_rule, null, r.null_id) is True
     assert recheck_verdict(r.matches, INSUFFICIENT_EVIDENCE, r.verdict_rule, null, r.null_id,
                            evidence=("x",)) is True

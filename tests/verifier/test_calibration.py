@@ -145,10 +145,10 @@ def test_protocol_strings_for_z_and_p() -> None:
         Match("b", b"\1" * 32, "a" * 64, "p", "0.100000", "0.100000", 10, "inconclusive", (), z="1.000")
 
 
-def test_the_shipped_null_is_the_lineage_benchmarks() -> None:
-    """The null the verifier loads by default holds the measurements benchmarks/lineage fitted and documented
+def test_the_shipped_v2_null_is_the_lineage_benchmarks() -> None:
+    """The v2 null (the default's sampling spread) holds the measurements benchmarks/lineage fitted and documented
     (the v1 file, whose id docs/results/lineage.json records), plus only the overlap scaling of pawprint-null/2."""
-    null = load_null()
+    null = load_null(DEFAULT_NULL_FILE.parent / "null-zoo-v2.json")
     assert null.pairs >= 20 and "benchmarks.lineage" in null.source
     assert DEFAULT_NULL_FILE.exists() and null.scaled
     doc = (Path(__file__).resolve().parents[2] / "docs" / "results" / "lineage.json").read_text()

@@ -23,7 +23,7 @@ from verifier import (
     shipped_nulls,
     verdict_of,
 )
-from verifier._calibration import DATA_DIR, DEFAULT_NULL_FILE, NullModel, null_with_scaling
+from verifier._calibration import DATA_DIR, NullModel, null_with_scaling
 from verifier._compare import _calibrated
 
 MEANS = {"attn_qk": 0.01, "attn_vo": 0.001, "ffn": 0.002}
@@ -135,11 +135,11 @@ def test_receipt_p_uses_its_shared_tokens_and_rederives(v2: NullModel) -> None:
     assert recheck_verdict(old, verdict_of(old), DEFAULT_THRESHOLDS.rule, v2, v1.null_id) is None
 
 
-def test_shipped_nulls_keep_old_ids_and_default_is_v2() -> None:
+def test_shipped_nulls_keep_old_ids_and_v2_scales_v1() -> None:
     shipped = shipped_nulls()
     assert "null/1:9c980bb9ed8f65d823dfe9b3156532cb" in shipped
-    default = load_null()
-    assert DEFAULT_NULL_FILE.name == "null-zoo-v2.json" and default.scaled and default.null_id in shipped
+    default = load_null(DATA_DIR / "null-zoo-v2.json")
+    assert default.scaled and default.null_id in shipped and load_null().null_id in shipped
     v1 = shipped["null/1:9c980bb9ed8f65d823dfe9b3156532cb"]
     # v2 keeps v1's reference measurements; only the dependence on m is added
     assert default.terms == v1.terms and default.pairs == v1.pairs and default.corr == v1.corr

@@ -19,6 +19,7 @@ from pawprint.cli import main
 from protocol import TERMS
 from tests.verifier.fixtures import perturb
 from verifier import ServerConfig, VerifierService, load_null, recheck_verdict
+from verifier._calibration import DATA_DIR
 from verifier._pins import file_sha256
 from verifier._refit import (
     EXPONENT_MIN_PAIRS,
@@ -31,6 +32,7 @@ from verifier._refit import (
 from zoo.trust_attacks import Lab
 
 SEEDS = range(6)
+V2 = DATA_DIR / "null-zoo-v2.json"  # the zoo's overlap-scaled null: what a refit without a floor starts from
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +62,14 @@ def _refit(capsys: pytest.CaptureFixture[str], data: Path, out: Path, *extra: st
 
 def test_refits_from_the_registry_and_checks_calibration(registry: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """With a v2 current null (--null), the refit is a v2 null of the registry's pairs."""
     out = tmp_path / "null.json"
-    doc = _refit(capsys, registry, out)
+    doc = _refit(capsys, registry, out, "--null", str(V2))
     null = load_null(out)
-    assert doc["null_id"] == null.null_id and null.null_id.startswith("null/2:")
+    assert doc["null_id"] == null.null_id and null.null_id.startswith("null/2:") and doc["floor"] is None
     assert null.pairs == 15 and doc["counts"] == {"independent": 15, "excluded": 6, "incomparable": 0}
     assert null.source.startswith("refit from registry ") and "15 independent base pairs" in null.source
-    shipped = load_null()
+    shipped = load_null(V2)
     assert null.method_id == shipped.method_id
     # 15 pairs on one probe set: m does not vary, so the shipped exponents are kept (the stated rule)
     assert doc["exponents"]["rule"] == "kept"  # type: ignore[index]
@@ -88,13 +91,33 @@ def test_refits_from_the_registry_and_checks_calibration(registry: Path, tmp_pat
     assert {t["p"] for t in loo["per_test"]} and all(0 < t["p"] < 1 for t in loo["per_test"])
 
 
+def test_a_v3_current_null_keeps_its_sampling_spread_and_refits_the_floor(
+        registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default (shipped v3) current null: the refit keeps its sampling spread, ref_m and exponents, and fits
+    the mean, the floor (the pairs' variance beyond the sampling spread) and the correlation on the registry."""
+    out = tmp_path / "null.json"
+    doc = _refit(capsys, registry, out)
+    null, current = load_null(out), load_null()
+    assert current.floor is not None and null.floor is not None
+    assert doc["null_id"] == null.null_id and null.null_id.startswith("null/3:") and doc["floor"] == dict(null.floor)
+    assert null.pairs == 15 and (null.ref_m, null.m_exponents) == (current.ref_m, current.m_exponents)
+    assert "floor, mean and correlation refitted" in null.source
+    pairs = [p for p in doc["pairs"] if p["status"] == INDEPENDENT]  # type: ignore[attr-defined]
+    for t in TERMS:
+        scores = np.array([c for p in pairs for term, c in p["scores"] if term == t])
+        s2 = np.mean([current.sampling_sd_at(t, p["m"]) ** 2 for p in pairs for term, _ in p["scores"] if term == t])
+        assert null.terms[t].sd == current.terms[t].sd and null.terms[t].mean == pytest.approx(scores.mean())
+        assert null.floor[t] == pytest.approx(np.sqrt(max(0.0, scores.var(ddof=1) - s2)), abs=1e-9)
+    assert doc["leave_one_out"]["tests"] == 30  # type: ignore[index]
+
+
 def test_a_registered_derivative_is_excluded_and_listed(registry: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     doc = _refit(capsys, registry, tmp_path / "null.json")
     by_pair = {(p["a"], p["b"]): p for p in doc["pairs"]}  # type: ignore[attr-defined]
     squat = by_pair[("llama-s0", "squatter")]
     assert squat["status"] == "excluded" and squat["verdict_current"] == "derived"
-    assert "derived under null/2:" in squat["reason"]
+    assert "derived under null/3:" in squat["reason"]
     for s in SEEDS[1:]:  # its pairs with the others repeat llama-s0's: excluded too, not fitted twice
         assert by_pair[(f"llama-s{s}", "squatter")]["status"] == "excluded"
     assert all(p["status"] == INDEPENDENT for k, p in by_pair.items() if "squatter" not in k)
@@ -210,7 +233,7 @@ def test_the_exponent_rule_refits_only_with_enough_pairs_spanning_m() -> None:
     assert fitted.rule == "fitted"
     for t in TERMS:
         assert abs(fitted.values[t] - true[t]) < 0.1, (t, fitted.values[t])
-    null, _ = fit_registry_null(many, load_null(), keep, "synthetic")
+    null, _ = fit_registry_null(many, load_null(V2), keep, "synthetic")
     assert null.ref_m == 4096
     for t in TERMS:
         assert null.terms[t].sd == pytest.approx(0.01, rel=0.15)
@@ -221,15 +244,15 @@ def test_leave_one_out_is_calibrated_on_a_population_that_fits_the_model() -> No
     """Pairs drawn from the null's own model (one layer, independent terms): the leave-one-base-out rates come
     out near the nominal 1 % and 5 %; the same pairs at a quarter of the spread would be far from it."""
     rng = np.random.default_rng(1)
-    keep = dict(load_null().m_exponents or {})
+    keep = dict(load_null(V2).m_exponents or {})
     pairs = _synthetic(rng, 150, [4096], keep)
-    report = leave_one_out(pairs, lambda pop: fit_registry_null(pop, load_null(), keep, "x")[0])
+    report = leave_one_out(pairs, lambda pop: fit_registry_null(pop, load_null(V2), keep, "x")[0])
     s = report.summary()
     assert s["tests"] == 300 and not s["untested_bases"]
     assert 0.02 <= s["refit"]["le_0.05"]["fraction"] <= 0.085, s["refit"]
     assert s["refit"]["le_0.01"]["fraction"] <= 0.025, s["refit"]
     narrow = fit_registry_null([dataclasses.replace(p, scores=tuple((t, c / 4) for t, c in p.scores))
-                                for p in pairs], load_null(), keep, "x")[0]
+                                for p in pairs], load_null(V2), keep, "x")[0]
     from verifier import assess
 
     wide = [assess(list(p.scores), narrow, p.m).p_value for p in pairs]
