@@ -79,7 +79,7 @@ _FAMILIES: dict[str, tuple[str, str, TokenizerStyle, dict[str, Any]]] = {
 FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
 # families with mixture-of-experts FFNs / latent attention (the attacks expert-permute / latent-rotate apply)
 MOE_FAMILIES: tuple[str, ...] = ("mixtral", "qwen2_moe", "deepseek_v3", "qwen3_moe", "deepseek_v2")
-# QK-norm, sandwich-norm and MPNet families (issue 18): read from safetensors; owner/_onnx.py has no entry for them yet
+# QK-norm, sandwich-norm and MPNet families (issue 18): read from safetensors, TorchScript ONNX and (but mpnet) GGUF
 NORM_VARIANT_FAMILIES: tuple[str, ...] = ("qwen3", "olmo2", "gemma2", "gemma3_text", "mpnet")
 LATENT_ATTENTION_FAMILIES: tuple[str, ...] = ("deepseek_v3", "deepseek_v2")
 # families whose router is initialised to zero by transformers (every expert would tie): drawn here instead
