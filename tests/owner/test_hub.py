@@ -76,3 +76,18 @@ def test_a_single_weights_file_opens_with_its_directory(tiny_model: Callable[...
     assert _same_terms(model / "model.safetensors", model)
     with pytest.raises(CheckpointError, match="weights file"):
         open_model(model / "config.json")
+
+
+def test_a_single_bin_file_opens_with_its_directory(tiny_model: Callable[..., Path], tmp_path: Path) -> None:
+    """A ``pytorch_model.bin`` path as MODEL: read as its directory's checkpoint (``weights_only`` load)."""
+    import torch
+    from safetensors.torch import load_file
+
+    model = tiny_model("llama", seed=0)
+    copy = tmp_path / "bin"
+    shutil.copytree(model, copy)
+    torch.save(load_file(str(copy / "model.safetensors")), copy / "pytorch_model.bin")
+    (copy / "model.safetensors").unlink()
+    opened = open_model(copy / "pytorch_model.bin")
+    assert opened.root == copy and opened.format == "pytorch-bin"
+    assert _same_terms(copy / "pytorch_model.bin", model)
