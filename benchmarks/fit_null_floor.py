@@ -60,16 +60,18 @@ def fit(pairs: Sequence[dict[str, Any]], sampling: Any, source: str) -> Any:
     return fit_floor([(_scores(p), int(p["m"])) for p in pairs], sampling, sampling.probe_rule, source)
 
 
-def leave_one_model_out(pairs: Sequence[dict[str, Any]], sampling: Any, v2: Any) -> Any:
-    from verifier._calibration import assess
+def leave_one_model_out(pairs: Sequence[dict[str, Any]], sampling: Any) -> Any:
+    """The floor refitted without each model's pairs, each of them tested against it; ``p_current`` is each
+    pair's p under ``sampling`` (the v2 null, no floor)."""
+    from verifier._calibration import assess, fit_floor
     from verifier._refit import INDEPENDENT, BasePair, leave_one_out
 
     order = {n: i for i, n in enumerate(dict.fromkeys(n for p in pairs for n in (p["a"], p["b"])))}
     base_pairs = [BasePair(a=p["a"], b=p["b"], a_index=order[p["a"]], b_index=order[p["b"]], status=INDEPENDENT,
                            m=int(p["m"]), scores=tuple(_scores(p)),
-                           p_current=assess(_scores(p), v2, int(p["m"])).p_value) for p in pairs]
-    by_key = {(bp.a, bp.b): p for bp, p in zip(base_pairs, pairs, strict=True)}
-    return leave_one_out(base_pairs, lambda rest: fit([by_key[(r.a, r.b)] for r in rest], sampling, "loo"))
+                           p_current=assess(_scores(p), sampling, int(p["m"])).p_value) for p in pairs]
+    return leave_one_out(base_pairs, lambda rest: fit_floor([(r.scores, int(r.m or 0)) for r in rest], sampling,
+                                                            sampling.probe_rule, "loo"))
 
 
 def zoo_pairs(doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -85,11 +87,6 @@ def zoo_p(pair: dict[str, Any], null: Any) -> float:
     return float(assess([(t, float(c)) for t, c in pair["terms"].items()], null, int(pair["common_tokens"])).p_value)
 
 
-def _rate(ps: Sequence[float], level: float) -> dict[str, Any]:
-    k = sum(p <= level for p in ps)
-    return {"count": k, "of": len(ps), "fraction": round(k / len(ps), 6) if ps else None}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.fit_null_floor", description=__doc__.split("\n\n")[0])
     ap.add_argument("--write-null", action="store_true", help=f"write {NULL_OUT.relative_to(ROOT)}")
@@ -98,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.real_models import write_results
     from verifier._calibration import DATA_DIR, assess, base_verdict, load_null, shipped_nulls
+    from verifier._refit import rate_at
 
     started = time.time()
     v2 = load_null(DATA_DIR / "null-zoo-v2.json")
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         NULL_OUT.write_text(v3.to_json())
         print(f"wrote {NULL_OUT} ({v3.null_id}); re-pin its digest in verifier/_pins.py", file=sys.stderr)
 
-    loo = leave_one_model_out(indep, v2, v2)
+    loo = leave_one_model_out(indep, v2)
     real_rows = []
     for p in [*indep, *derived]:
         row = {"a": p["a"], "b": p["b"], "truth": p["truth"], "m": p["m"], "ics": p["ics"]}
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"derived": len(der), "derived_called_derived": sum(base_verdict(p, 1) == "derived" for p in der),
                 "largest_derived_p": max(der), "independent": len(ind),
                 "independent_called_derived": sum(base_verdict(p, 1) == "derived" for p in ind),
-                **{f"independent_le_{a:g}": _rate(ind, a) for a in LEVELS}}
+                **{f"independent_le_{a:g}": rate_at(ind, a) for a in LEVELS}}
 
     res: dict[str, Any] = {
         "command": "python -m benchmarks.fit_null_floor" + (" --write-null" if args.write_null else ""),
@@ -144,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "loo": loo.summary(),
         "loo_tests": [{"left_out": t.left_out, "a": t.a, "b": t.b, "p": t.p, "p_v2": t.p_current}
                       for t in loo.tests],
-        "in_sample": {name: {f"le_{a:g}": _rate([r[name]["p"] for r in real_rows if r["truth"] == "independent"], a)
+        "in_sample": {name: {f"le_{a:g}": rate_at([r[name]["p"] for r in real_rows if r["truth"] == "independent"], a)
                              for a in LEVELS} for name in ("v2", "v3")},
         "real": real_rows, "zoo_recorded_null": zoo_null_id, "zoo_rederive_error": worst,
         "zoo": {"v2": zoo_summary("p_v2"), "v3": zoo_summary("p_v3")},
@@ -155,11 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fmt(r: dict[str, Any]) -> str:
-    return f"{r['count']}/{r['of']} ({100 * r['fraction']:.0f} %)" if r["of"] else "-"
-
-
 def render(res: dict[str, Any]) -> str:
+    from benchmarks.real_models import fmt_rate as _fmt
+
     n = res["null"]
     lines = [
         "# The v3 null: a floor fitted on real pretraining runs, its leave-one-model-out calibration and its cost",

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.real_models import SOURCES, fetch, write_results
+from benchmarks.real_models import SOURCES, _rate, fetch, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "null_refit"
@@ -174,11 +174,6 @@ def lineage_rescore(nulls: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _real(name: str) -> bool:
     return not name.startswith("zoo/")
-
-
-def _rate(ps: list[float], alpha: float) -> str:
-    k = sum(p <= alpha for p in ps)
-    return f"{k}/{len(ps)} ({100.0 * k / len(ps):.0f} %)" if ps else "-"
 
 
 def render(res: dict[str, Any]) -> str:

@@ -43,6 +43,7 @@ from protocol import DEFAULT_SKETCH, TERMS
 from protocol.terms import InvariantSet, sketch_invariants
 from verifier import compare
 from verifier._calibration import DATA_DIR, NullModel, assess, base_verdict, load_null, sketch_null_file
+from verifier._refit import rate_at
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "real_models"
@@ -342,13 +343,13 @@ def rescore(res: dict[str, Any], null: NullModel, zoo: NullModel) -> None:
         p["p_zoo"], p["z_zoo"], p["verdict_zoo"] = _evidence(scores, int(p["m"]), zoo)
 
 
-def _rate(ps: list[float], alpha: float) -> str:
-    k = sum(p <= alpha for p in ps)
-    return f"{k}/{len(ps)} ({100.0 * k / len(ps):.0f} %)" if ps else "-"
-
-
-def _fmt_rate(rate: dict[str, Any]) -> str:
+def fmt_rate(rate: dict[str, Any]) -> str:
+    """A ``verifier._refit.rate_at`` count as the results tables write it: ``k/n (x %)``."""
     return f"{rate['count']}/{rate['of']} ({100.0 * rate['count'] / rate['of']:.0f} %)" if rate["of"] else "-"
+
+
+def _rate(ps: list[float], alpha: float) -> str:
+    return fmt_rate(rate_at(ps, alpha))
 
 
 def render(res: dict[str, Any]) -> str:
@@ -391,7 +392,7 @@ def render(res: dict[str, Any]) -> str:
     if floor.exists():  # the honest rate of v3 on these pairs: each tested by a floor fitted without its models
         loo = json.loads(floor.read_text())["loo"]
         lines.append(f"| real, independent, leave one model out (docs/results/null_floor.md) | v3 | {loo['tests']} "
-                     f"tests | {_fmt_rate(loo['refit']['le_0.01'])} | {_fmt_rate(loo['refit']['le_0.05'])} | - |")
+                     f"tests | {fmt_rate(loo['refit']['le_0.01'])} | {fmt_rate(loo['refit']['le_0.05'])} | - |")
     for row in res.get("zoo_calibration", []):
         lines.append(f"| zoo {row['zoo']}, m = {row['m']} | {row['null']} | {row['n']} | {row['le01']} | "
                      f"{row['le05']} | {row['derived']} |")

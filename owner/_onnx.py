@@ -300,6 +300,8 @@ class OnnxSource:
                 )
         self._scopes: dict[int, tuple[str | None, str | None]] = {}
         self._entries: dict[str, _Entry] = {}
+        # no node keeps a scope (names and metadata stripped): the parameters' names are all that tell the modules
+        self._stripped = not any(self._scope(node)[0] for node in self._nodes)
         self._container, self._wrapper = self._find_layers()
         self._map()
 
@@ -348,8 +350,7 @@ class OnnxSource:
         n_layers = _layer_count(self._config)
         found: dict[str, set[int]] = defaultdict(set)
         modules = [self._scope(node)[0] for node in self._nodes]
-        self._stripped = not any(modules)
-        if self._stripped:  # node names and metadata stripped: the parameters' names still hold the paths
+        if self._stripped:  # the parameters' names still hold the paths
             modules = [name.rpartition(".")[0] for name in self._inits if _parameter_module(name, ("weight", "bias"))]
         for module in modules:
             if not module:

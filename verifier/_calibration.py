@@ -265,12 +265,20 @@ def fit_null(pairs: Sequence[Sequence[ScoredTerm]], method_id: str, probe_rule: 
             raise NullError(f"term {t}: fewer than 3 scores")
         a = np.asarray(values, dtype=np.float64)
         terms[t] = TermNull(float(a.mean()), float(a.std(ddof=1)), len(values))
-    draft = NullModel(method_id, probe_rule, terms, len(pairs), tuple((1.0,) * len(TERMS) for _ in TERMS), source)
-    z = np.array([[_term_z(draft, scores)[t] for t in TERMS] for scores in pairs])
+    draft = NullModel(method_id, probe_rule, terms, len(pairs), _NO_CORR, source)
+    return dataclasses.replace(draft, corr=_term_corr(draft, [(scores, None) for scores in pairs]))
+
+
+_NO_CORR = tuple((1.0,) * len(TERMS) for _ in TERMS)  # a draft's correlation, before it is measured
+
+
+def _term_corr(draft: NullModel, pairs: Sequence[tuple[Sequence[ScoredTerm], int | None]]) -> tuple[
+        tuple[float, ...], ...]:
+    """The between-term correlation of the pairs' per-term z under ``draft`` (its mean and spread)."""
+    z = np.array([[_term_z(draft, scores, m)[t] for t in TERMS] for scores, m in pairs])
     corr = np.nan_to_num(np.asarray(np.corrcoef(z, rowvar=False), dtype=np.float64), nan=0.0)
     np.fill_diagonal(corr, 1.0)
-    rows = tuple(tuple(float(v) for v in row) for row in corr)
-    return NullModel(method_id, probe_rule, terms, len(pairs), rows, source)
+    return tuple(tuple(float(v) for v in row) for row in corr)
 
 
 def fit_floor(pairs: Sequence[tuple[Sequence[ScoredTerm], int]], sampling: NullModel, probe_rule: str,
@@ -292,11 +300,8 @@ def fit_floor(pairs: Sequence[tuple[Sequence[ScoredTerm], int]], sampling: NullM
         floor[t] = float(math.sqrt(max(0.0, float(c.var(ddof=1)) - float(s2.mean()))))
         terms[t] = TermNull(float(c.mean()), sampling.terms[t].sd, len(c))
     draft = dataclasses.replace(sampling, probe_rule=probe_rule, terms=terms, pairs=len(pairs), floor=floor,
-                                corr=tuple((1.0,) * len(TERMS) for _ in TERMS), source=source)
-    z = np.array([[_term_z(draft, scores, m)[t] for t in TERMS] for scores, m in pairs])
-    corr = np.nan_to_num(np.asarray(np.corrcoef(z, rowvar=False), dtype=np.float64), nan=0.0)
-    np.fill_diagonal(corr, 1.0)
-    return dataclasses.replace(draft, corr=tuple(tuple(float(v) for v in row) for row in corr))
+                                corr=_NO_CORR, source=source)
+    return dataclasses.replace(draft, corr=_term_corr(draft, pairs))
 
 
 # ------------------------------------------------------------------------------------------------ testing

@@ -220,8 +220,8 @@ def fit_registry_null(pairs: Sequence[BasePair], current: NullModel, exponents: 
     ``current`` is a v3 null, a v3 null: its sampling spread kept, the floor, mean and correlation refitted."""
     if len(pairs) < FIT_MIN_PAIRS:
         raise NullError(f"a null needs at least {FIT_MIN_PAIRS} independent pairs, got {len(pairs)}")
+    rule = ",".join(sorted({p.probe_rule for p in pairs if p.probe_rule})) or current.probe_rule
     if current.floor is not None:
-        rule = ",".join(sorted({p.probe_rule for p in pairs if p.probe_rule})) or current.probe_rule
         kept = Exponents(dict(current.m_exponents or {}), "kept",
                          "kept from the current v3 null with its sampling spread (the floor is refitted)")
         return fit_floor([(p.scores, int(p.m or current.ref_m or 1)) for p in pairs], current, rule, source), kept
@@ -235,8 +235,7 @@ def fit_registry_null(pairs: Sequence[BasePair], current: NullModel, exponents: 
         mean[t] = float((c * w).sum() / w.sum())
     rescaled = [[(t, mean[t] + (c - mean[t]) * (int(p.m or ref_m) / ref_m) ** exps.values[t]) for t, c in p.scores]
                 for p in pairs]
-    rules = sorted({p.probe_rule for p in pairs if p.probe_rule})
-    v1 = fit_null(rescaled, current.method_id, ",".join(rules) or current.probe_rule, source)
+    v1 = fit_null(rescaled, current.method_id, rule, source)
     flat = [t for t, n in v1.terms.items() if not (n.sd > 0 and math.isfinite(n.sd))]
     if flat:
         raise NullError(f"the independent pairs' scores do not vary on term(s) {', '.join(flat)}: no spread to fit")
@@ -244,6 +243,12 @@ def fit_registry_null(pairs: Sequence[BasePair], current: NullModel, exponents: 
 
 
 # ------------------------------------------------------------------------------------------------ checking
+def rate_at(ps: Sequence[float], alpha: float) -> dict[str, Any]:
+    """How many of ``ps`` are at or below ``alpha``: count, of, fraction."""
+    k = sum(p <= alpha for p in ps)
+    return {"count": k, "of": len(ps), "fraction": round(k / len(ps), 6) if ps else None}
+
+
 @dataclass(frozen=True)
 class LooTest:
     left_out: str  # the base left out of the fit
@@ -258,17 +263,12 @@ class LooReport:
     tests: list[LooTest] = field(default_factory=list)
     untested: list[str] = field(default_factory=list)  # bases whose removal left too few pairs
 
-    @staticmethod
-    def _rate(ps: Sequence[float], alpha: float) -> dict[str, Any]:
-        k = sum(p <= alpha for p in ps)
-        return {"count": k, "of": len(ps), "fraction": round(k / len(ps), 6) if ps else None}
-
     def summary(self) -> dict[str, Any]:
         loo = [t.p for t in self.tests]
         cur = [t.p_current for t in self.tests]
         return {"tests": len(self.tests), "untested_bases": list(self.untested),
-                "refit": {"le_0.01": self._rate(loo, 0.01), "le_0.05": self._rate(loo, 0.05)},
-                "current": {"le_0.01": self._rate(cur, 0.01), "le_0.05": self._rate(cur, 0.05)},
+                "refit": {"le_0.01": rate_at(loo, 0.01), "le_0.05": rate_at(loo, 0.05)},
+                "current": {"le_0.01": rate_at(cur, 0.01), "le_0.05": rate_at(cur, 0.05)},
                 "nominal": {"le_0.01": 0.01, "le_0.05": 0.05}}
 
 

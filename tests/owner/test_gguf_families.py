@@ -5,12 +5,10 @@ package's own tensor map, Gemma's ``1 + w`` norms, no rotary permutation, Phi-3'
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import gguf
 import numpy as np
@@ -22,6 +20,7 @@ from owner._gguf import _FAMILIES, GGUF_ARCHITECTURES
 from owner._vocab import read_gguf_vocabulary
 from pawprint.cli import main
 from tests.owner.gguf_kit import check_commitment_is_stable
+from tests.owner.lineage_kit import compare_json
 from zoo.gguf_export import export_gguf
 
 TinyModel = Callable[..., Path]
@@ -48,13 +47,6 @@ def ggufs(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Ca
 
 def _raw(path: Path) -> dict[str, np.ndarray]:
     return {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}
-
-
-def _compare(a: Path, b: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    capsys.readouterr()
-    assert main(["compare", str(a), str(b), "--json", "-q"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -86,9 +78,9 @@ def test_quantised_gguf_is_derived_and_an_independent_model_is_not(
 ) -> None:
     q = ggufs(family, "q8_0")
     assert {t.tensor_type.name for t in gguf.GGUFReader(q).tensors} == {"Q8_0", "F32"}
-    out = _compare(tiny_model(family), q, capsys)
+    out = compare_json(tiny_model(family), q, capsys)
     assert out["verdict"] == "derived" and out["p_value"] <= 1e-6 and out["ics"] >= 0.999, out
-    other = _compare(tiny_model(family, seed=1), q, capsys)
+    other = compare_json(tiny_model(family, seed=1), q, capsys)
     assert other["verdict"] != "derived" and other["p_value"] > 1e-3, other
 
 

@@ -30,6 +30,7 @@ from owner._vocab import read_gguf_vocabulary
 from owner.errors import CheckpointError
 from pawprint.cli import main
 from tests.owner.gguf_kit import check_commitment_is_stable
+from tests.owner.lineage_kit import compare_json
 from verifier import compare
 from zoo.attacks import attack
 from zoo.gguf_export import GgufExportError, export_gguf, permute_rotary
@@ -111,13 +112,6 @@ def _close_terms(got: Any, want: Any) -> None:
     assert got.group == want.group and set(got.terms) == set(want.terms) and want.terms
     for key, term in want.terms.items():
         np.testing.assert_allclose(got.terms[key], term, rtol=1e-5, atol=1e-5 * float(np.abs(term).max()))
-
-
-def _compare(a: Path, b: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    capsys.readouterr()
-    assert main(["compare", str(a), str(b), "--json", "-q"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -236,9 +230,9 @@ def test_quantised_gguf_is_derived_and_an_independent_model_is_not(
                 assert torch.equal(src.tensor(n), torch.from_numpy(whole[int(m.group(1))].astype(np.float32))), n
                 checked += 1
     assert checked == 2 * whole.shape[0]
-    out = _compare(models(family), q, capsys)
+    out = compare_json(models(family), q, capsys)
     assert out["verdict"] == "derived" and out["p_value"] <= 1e-6 and out["ics"] >= 0.99, out
-    other = _compare(models(family, seed=1), q, capsys)
+    other = compare_json(models(family, seed=1), q, capsys)
     assert other["verdict"] != "derived" and other["p_value"] > 1e-3, other
 
 

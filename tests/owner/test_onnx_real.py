@@ -12,7 +12,6 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import onnx
 import pytest
@@ -22,6 +21,7 @@ from safetensors import safe_open
 from owner._onnx import OnnxSource, find_onnx_model
 from owner.errors import CheckpointError
 from pawprint.cli import main
+from tests.owner.lineage_kit import compare_json
 from zoo.onnx_export import (
     dequantize_by_ops,
     export_onnx,
@@ -106,13 +106,6 @@ def _source(path: Path) -> OnnxSource:
     return OnnxSource(path, json.loads((path.parent / "config.json").read_text(encoding="utf-8")))
 
 
-def _compare(a: Path, b: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    capsys.readouterr()
-    assert main(["compare", str(a), str(b), "--json", "-q"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
-
-
 def _linear_names(ref: dict[str, torch.Tensor]) -> set[str]:
     return {n for n, t in ref.items() if t.ndim == 2 and ".layers." in n}
 
@@ -131,7 +124,7 @@ def test_sentence_transformers_export_reads_as_the_bert_inside(
     assert wanted <= set(src.names()), sorted(wanted - set(src.names()))
     for name in wanted:
         assert torch.equal(src.tensor(name), ref[name]), name
-    out = _compare(bert, path.parent, capsys)
+    out = compare_json(bert, path.parent, capsys)
     assert out["ics"] >= 0.999 and out["verdict"] == "derived", out
 
 
@@ -154,7 +147,7 @@ def test_fused_attention_graph_splits_the_packed_qkv(
         assert torch.equal(src.tensor(name), ref[name]), name
     q = "encoder.layer.1.attention.self.key.weight"
     assert torch.equal(src.rows(q, [3, 0]), ref[q][[3, 0]])
-    out = _compare(bert, path.parent, capsys)
+    out = compare_json(bert, path.parent, capsys)
     assert out["ics"] >= 0.999 and out["verdict"] == "derived", out
 
 
@@ -186,9 +179,9 @@ def test_int8_weight_only_is_dequantised_and_derived(
         assert got.shape == ref[name].shape and _cos(got, ref[name]) >= 0.9999, name
         rows = [0, 5, 2]
         assert torch.equal(src.rows(name, rows), got[rows]), name
-    out = _compare(llama, path.parent, capsys)
+    out = compare_json(llama, path.parent, capsys)
     assert out["verdict"] == "derived" and out["p_value"] <= 1e-6 and out["ics"] >= 0.999, out
-    other = _compare(tiny_model("llama", seed=1, layers=LAYERS), path.parent, capsys)
+    other = compare_json(tiny_model("llama", seed=1, layers=LAYERS), path.parent, capsys)
     assert other["verdict"] != "derived" and other["p_value"] > 1e-3, other
 
 
@@ -215,7 +208,7 @@ def test_int8_bert_with_no_node_scopes_is_read_from_its_parameter_names(
     for name in wanted:
         got = src.tensor(name)
         assert got.shape == ref[name].shape and _cos(got, ref[name]) >= 0.9999, name
-    out = _compare(bert, path.parent, capsys)
+    out = compare_json(bert, path.parent, capsys)
     assert out["verdict"] == "derived" and out["ics"] >= 0.999, out
 
 
@@ -266,5 +259,5 @@ def test_merged_decoder_reads_the_weights_inside_the_if_branches(
     for name, t in ref.items():
         assert torch.equal(src.tensor(name), t), name
     assert find_onnx_model(path.parent) == path
-    out = _compare(llama, path.parent, capsys)
+    out = compare_json(llama, path.parent, capsys)
     assert out["ics"] >= 0.999 and out["verdict"] == "derived", out
